@@ -1,0 +1,37 @@
+"""visiontune: fine-tune pretrained vision models on your own data and measure them honestly.
+
+Python API (imported lazily, so ``import visiontune`` stays fast)::
+
+    import visiontune
+    config = visiontune.load_config("configs/classification/mobilenetv2_100.yaml", ["optim.lr=0.002"])
+    result = visiontune.train(config)
+    metrics = visiontune.evaluate(config, checkpoint=result.run_dir / "best.pt").metrics
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "train": "visiontune.api",
+    "evaluate": "visiontune.api",
+    "predict": "visiontune.api",
+    "check_data": "visiontune.api",
+    "load_config": "visiontune.config",
+    "Config": "visiontune.config",
+    "Trainer": "visiontune.engine.trainer",
+    "Hook": "visiontune.engine.trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'visiontune' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]

@@ -1,0 +1,43 @@
+"""Typed configuration: YAML files + dotted overrides -> :class:`Config`."""
+
+from visiontune.config.loader import (
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    copy_config,
+    load_config,
+    parse_freeze,
+    save_config,
+    valid_keys,
+)
+from visiontune.config.schema import (
+    Config,
+    DataConfig,
+    FaceConfig,
+    FinetuneConfig,
+    ModelConfig,
+    OptimConfig,
+    SchedConfig,
+    SegmentationConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "FaceConfig",
+    "FinetuneConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "SchedConfig",
+    "SegmentationConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "copy_config",
+    "load_config",
+    "parse_freeze",
+    "save_config",
+    "valid_keys",
+]

@@ -1,0 +1,319 @@
+"""Checks behind ``visiontune check-data``: decode every image and summarise the splits of a dataset.
+
+:func:`inspect_image` fully decodes one file and returns an :class:`ImageFinding` for what is wrong with it
+(``"error"``: training would fail on it; ``"warning"``: it loads but deserves a look, e.g. a non-RGB mode).
+:func:`scan_images` runs it over many files with a progress bar, and :func:`check_classification_sources`
+combines that with split-level checks (class counts, duplicates, classes missing between splits) into a
+:class:`CheckReport` whose :meth:`CheckReport.format` is the text the CLI prints.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from visiontune.data.classification import PIL_DECODE_ERRORS, ClassificationSource
+
+logger = logging.getLogger(__name__)
+
+FindingLevel = Literal["error", "warning"]
+
+_MAX_LISTED = 20  # entries listed per kind of problem in the printed report
+
+
+@dataclass(frozen=True)
+class ImageFinding:
+    """One problem with one image file.
+
+    Attributes:
+        path: The image file.
+        level: ``"error"`` (cannot be trained on) or ``"warning"`` (loads, but check it).
+        message: What is wrong, e.g. ``"mode CMYK, not RGB (converted to RGB when loaded)"``.
+    """
+
+    path: Path
+    level: FindingLevel
+    message: str
+
+    def format(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def inspect_image(path: str | Path) -> ImageFinding | None:
+    """Fully decode one image file and report the most serious problem found.
+
+    Errors: the file is missing, unreadable or empty, is not an image PIL can identify, is corrupt or truncated
+    (found by a full decode with ``Image.load()``; PIL's global ``LOAD_TRUNCATED_IMAGES`` is not changed), or has
+    zero width or height. Warning: the image decodes but its mode is not RGB (``L``, ``CMYK``, ``RGBA``, ``P``, ...);
+    training converts it with ``Image.convert("RGB")``.
+
+    Args:
+        path: The image file.
+
+    Returns:
+        The finding, or ``None`` when the image is a readable RGB image.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        return ImageFinding(path, "error", f"cannot read file: {error.strerror or error}")
+    if not path.is_file():
+        return ImageFinding(path, "error", "not a regular file")
+    if size == 0:
+        return ImageFinding(path, "error", "empty file (0 bytes)")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width == 0 or height == 0:
+                return ImageFinding(path, "error", f"zero-size image ({width}x{height} pixels)")
+            image.load()
+            mode = image.mode
+    except UnidentifiedImageError:
+        return ImageFinding(path, "error", "not an image (PIL cannot identify the file format)")
+    except PermissionError as error:
+        return ImageFinding(path, "error", f"cannot read file: {error.strerror or error}")
+    except PIL_DECODE_ERRORS as error:
+        return ImageFinding(path, "error", f"corrupt or truncated image: {type(error).__name__}: {error}")
+    if mode != "RGB":
+        return ImageFinding(path, "warning", f"mode {mode}, not RGB (converted to RGB when loaded)")
+    return None
+
+
+def scan_images(
+    paths: Iterable[str | Path],
+    *,
+    desc: str,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> list[ImageFinding]:
+    """Run :func:`inspect_image` over ``paths`` (each distinct path once) with a tqdm progress bar.
+
+    Args:
+        paths: Image files; repeated paths are inspected once.
+        desc: Progress bar label, e.g. ``"train"``.
+        num_workers: Decoding threads; ``0`` decodes in the calling thread (PIL releases the GIL while decoding,
+            so threads speed up large scans).
+        progress: Show the progress bar (on stderr).
+
+    Returns:
+        The findings, in the order of ``paths``.
+    """
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    unique = list(dict.fromkeys(Path(path) for path in paths))
+    with tqdm(total=len(unique), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        if num_workers == 0:
+            results = []
+            for path in unique:
+                results.append(inspect_image(path))
+                bar.update()
+        else:
+            with ThreadPoolExecutor(max_workers=num_workers) as executor:
+                results = []
+                for result in executor.map(inspect_image, unique):
+                    results.append(result)
+                    bar.update()
+    return [finding for finding in results if finding is not None]
+
+
+@dataclass
+class SplitSummary:
+    """Counts for one split.
+
+    Attributes:
+        name: Split name, e.g. ``"train"``.
+        origin: Folder or annotation file the split was read from.
+        num_samples: Number of samples (entries, duplicates included).
+        class_counts: Samples per class name, in class-index order.
+        duplicates: Paths listed more than once -> how often.
+    """
+
+    name: str
+    origin: str
+    num_samples: int
+    class_counts: dict[str, int]
+    duplicates: dict[Path, int]
+
+
+@dataclass
+class CheckReport:
+    """Result of :func:`check_classification_sources`.
+
+    Attributes:
+        splits: One summary per split, in the order given.
+        image_findings: Per split name, the problems found in its image files.
+        errors: Dataset-level errors (e.g. a validation class unknown to training).
+        warnings: Dataset-level warnings (e.g. a class without validation images, duplicate entries).
+        num_images_checked: Distinct image files decoded (0 when images were not checked).
+    """
+
+    splits: list[SplitSummary]
+    image_findings: dict[str, list[ImageFinding]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    num_images_checked: int = 0
+
+    def _image_findings(self, level: FindingLevel) -> list[tuple[str, ImageFinding]]:
+        return [
+            (split, finding)
+            for split, findings in self.image_findings.items()
+            for finding in findings
+            if finding.level == level
+        ]
+
+    @property
+    def num_errors(self) -> int:
+        return len(self.errors) + len(self._image_findings("error"))
+
+    @property
+    def num_warnings(self) -> int:
+        return len(self.warnings) + len(self._image_findings("warning"))
+
+    @property
+    def has_errors(self) -> bool:
+        """True when training on this data would fail or be wrong (the CLI exits with status 1)."""
+        return self.num_errors > 0
+
+    def format(self, *, max_listed: int = _MAX_LISTED) -> str:
+        """The human-readable report: per-split and per-class counts, then errors, warnings and a verdict.
+
+        Args:
+            max_listed: Image findings listed per level before the rest is summarised as a count.
+        """
+        lines: list[str] = []
+        for split in self.splits:
+            lines.append(f"split {split.name!r}: {split.num_samples} images, {len(split.class_counts)} classes "
+                         f"({split.origin})")
+        lines.append("")
+        lines.extend(self._class_table())
+        lines.append("")
+        lines.append(f"images decoded: {self.num_images_checked}")
+        for level, messages in (("error", self.errors), ("warning", self.warnings)):
+            image_findings = self._image_findings(level)  # type: ignore[arg-type]
+            total = len(messages) + len(image_findings)
+            if total == 0:
+                continue
+            lines.append(f"{level}s ({total}):")
+            lines.extend(f"  - {message}" for message in messages)
+            lines.extend(f"  - {split}: {finding.format()}" for split, finding in image_findings[:max_listed])
+            if len(image_findings) > max_listed:
+                lines.append(f"  ... and {len(image_findings) - max_listed} more image {level}s")
+        verdict = "FAILED" if self.has_errors else "OK"
+        lines.append(f"result: {verdict} ({self.num_errors} error(s), {self.num_warnings} warning(s))")
+        return "\n".join(lines)
+
+    def _class_table(self) -> list[str]:
+        """Rows ``class  count(split 1)  count(split 2) ...`` over the union of class names."""
+        names: list[str] = []
+        for split in self.splits:
+            names.extend(name for name in split.class_counts if name not in names)
+        if not names:
+            return []
+        name_width = max(len("class"), *(len(name) for name in names))
+        widths = [max(len(split.name), 6) for split in self.splits]
+        header = "class".ljust(name_width) + "".join(
+            "  " + split.name.rjust(width) for split, width in zip(self.splits, widths)
+        )
+        rows = [header]
+        for name in names:
+            cells = []
+            for split, width in zip(self.splits, widths):
+                count = split.class_counts.get(name)
+                cells.append("  " + ("-" if count is None else str(count)).rjust(width))
+            rows.append(name.ljust(name_width) + "".join(cells))
+        return rows
+
+
+def _compare_classes(reference_name: str, reference: ClassificationSource, name: str, other: ClassificationSource,
+                     report: CheckReport) -> None:
+    """Record classes that differ between the reference (training) split and another split."""
+    if other.classes == reference.classes:
+        return
+    extra = [cls for cls in other.classes if cls not in reference.classes]
+    missing = [cls for cls in reference.classes if cls not in other.classes]
+    if extra:
+        report.errors.append(f"split {name!r} has {len(extra)} class(es) not in {reference_name!r}: "
+                             f"{', '.join(extra[:_MAX_LISTED])}")
+    if missing:
+        report.warnings.append(f"split {name!r} lacks {len(missing)} class(es) of {reference_name!r}: "
+                               f"{', '.join(missing[:_MAX_LISTED])}")
+    if not extra and not missing:
+        report.errors.append(f"splits {reference_name!r} and {name!r} order their classes differently, so the same "
+                             "label index means different classes")
+
+
+def check_classification_sources(
+    splits: dict[str, ClassificationSource],
+    *,
+    check_images: bool = True,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> CheckReport:
+    """Check the splits of a classification dataset and decode every image.
+
+    The first split (normally ``"train"``) is the reference for the class list. Errors: corrupt or unreadable
+    images, classes of a later split that the reference lacks or ordered differently, paths listed more than once
+    with different labels. Warnings: non-RGB images, reference classes without samples in a split, paths listed
+    more than once in a split, paths shared between splits (train/val leakage).
+
+    Args:
+        splits: Split name -> source, e.g. ``{"train": ..., "val": ...}``.
+        check_images: Decode every image (disable for a quick count-only report).
+        num_workers: Decoding threads, see :func:`scan_images`.
+        progress: Show a progress bar per split.
+
+    Returns:
+        The report; print ``report.format()`` and fail when ``report.has_errors``.
+
+    Raises:
+        ValueError: ``splits`` is empty.
+    """
+    if not splits:
+        raise ValueError("check_classification_sources needs at least one split")
+    report = CheckReport(splits=[])
+    reference_name, reference = next(iter(splits.items()))
+    seen_in: dict[Path, str] = {}
+    checked: set[Path] = set()
+    for name, source in splits.items():
+        counts = source.class_counts()
+        duplicates = source.duplicate_paths()
+        report.splits.append(SplitSummary(name, source.origin, len(source.samples), counts, duplicates))
+
+        if name != reference_name:
+            _compare_classes(reference_name, reference, name, source, report)
+        empty = [cls for cls, count in counts.items() if count == 0]
+        if empty:
+            report.warnings.append(f"split {name!r} has no images for {len(empty)} class(es): "
+                                   f"{', '.join(empty[:_MAX_LISTED])}")
+        if duplicates:
+            examples = ", ".join(str(path) for path in list(duplicates)[:3])
+            report.warnings.append(f"split {name!r} lists {len(duplicates)} image path(s) more than once "
+                                   f"({sum(duplicates.values()) - len(duplicates)} extra entries), e.g. {examples}")
+        for path, labels in source.conflicting_labels().items():
+            report.errors.append(f"split {name!r}: {path} is listed with different labels: {', '.join(labels)}")
+
+        shared: dict[str, int] = {}
+        for path in dict.fromkeys(path for path, _ in source.samples):
+            if path in seen_in and seen_in[path] != name:
+                shared[seen_in[path]] = shared.get(seen_in[path], 0) + 1
+            else:
+                seen_in.setdefault(path, name)
+        for other, count in shared.items():
+            report.warnings.append(f"{count} image path(s) appear in both {other!r} and {name!r}")
+
+        if check_images:
+            paths = [path for path, _ in source.samples if path not in checked]
+            findings = scan_images(paths, desc=f"checking {name}", num_workers=num_workers, progress=progress)
+            checked.update(paths)
+            report.image_findings[name] = findings
+    report.num_images_checked = len(checked)
+    logger.debug("checked %d images: %d errors, %d warnings", len(checked), report.num_errors, report.num_warnings)
+    return report

@@ -1,0 +1,140 @@
+"""Samplers and DataLoaders with reproducible, resumable randomness.
+
+Training order and augmentation depend only on ``(seed, epoch, sample index)``: the sampler yields
+``(sample_seed, index)`` pairs and :class:`SeededDataset` reseeds ``torch``, ``random`` and ``numpy``
+from ``sample_seed`` before loading a sample. So a run resumed mid-epoch, a different ``num_workers`` or a
+different world size all see the same samples with the same augmentations.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+_SEED_MODULUS = 2**31 - 1
+_PERMUTATION_STREAM = 2**32 - 1  # SeedSequence entry reserved for the epoch's permutation
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """Deterministic per-sample seed (a 31-bit integer) for epoch ``epoch`` and dataset index ``index``."""
+    generator = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index])
+    return int(generator.generate_state(1)[0]) % _SEED_MODULUS
+
+
+def seed_everything(seed: int) -> None:
+    """Seed ``torch``, ``random`` and ``numpy`` global generators."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so that ``dataset[(seed, index)]`` seeds every RNG with ``seed`` before loading."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        seed, index = item
+        seed_everything(seed)
+        return self.dataset[index]
+
+
+class TrainSampler(Sampler):
+    """Shuffled (or ordered) sample order for one rank, resumable within an epoch.
+
+    Like ``DistributedSampler`` the order is padded to a multiple of ``world_size`` and rank ``r`` takes
+    every ``world_size``-th sample starting at ``r``. Yields ``(sample_seed, index)`` for
+    :class:`SeededDataset`.
+
+    Args:
+        num_samples: Dataset length.
+        seed: Run seed.
+        shuffle: Random permutation per epoch (seeded by ``seed`` and the epoch).
+        rank: This process's rank.
+        world_size: Number of processes.
+    """
+
+    def __init__(self, num_samples: int, *, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+        if num_samples < 1:
+            raise ValueError("the training dataset is empty")
+        self.num_samples = num_samples
+        self.seed = seed
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start = 0
+        self.per_rank = (num_samples + world_size - 1) // world_size
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch's order and skip its first ``start`` samples of this rank (mid-epoch resume)."""
+        self.epoch = epoch
+        self.start = start
+
+    def order(self) -> list[int]:
+        """Dataset indices this rank visits in the current epoch (before skipping ``start``)."""
+        if self.shuffle:
+            generator = torch.Generator()
+            generator.manual_seed(sample_seed(self.seed, self.epoch, _PERMUTATION_STREAM))
+            indices = torch.randperm(self.num_samples, generator=generator).tolist()
+        else:
+            indices = list(range(self.num_samples))
+        total = self.per_rank * self.world_size
+        indices += indices[: total - len(indices)]
+        return indices[self.rank:total:self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self.order()[self.start:]:
+            yield sample_seed(self.seed, self.epoch, index), index
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
+
+
+class ShardSampler(Sampler):
+    """Evaluation order for one rank: ``range(rank, N, world_size)``, no padding, so gathered results hold
+    every sample exactly once."""
+
+    def __init__(self, num_samples: int, *, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(range(rank, num_samples, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def build_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    sampler: Sampler,
+    collate_fn: Callable | None,
+    num_workers: int,
+    pin_memory: bool,
+    persistent_workers: bool,
+    drop_last: bool = False,
+    batch_sampler: Sampler | None = None,
+) -> DataLoader:
+    """A DataLoader with the usual performance options (persistent workers only when there are workers)."""
+    options: dict[str, Any] = {
+        "num_workers": num_workers,
+        "pin_memory": pin_memory and torch.cuda.is_available(),
+        "collate_fn": collate_fn,
+    }
+    if num_workers > 0:
+        options["persistent_workers"] = persistent_workers
+        options["prefetch_factor"] = 4
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, **options)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **options)

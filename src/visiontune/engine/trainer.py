@@ -1,0 +1,708 @@
+"""The training loop shared by every task: one readable loop with four hook points.
+
+``Trainer(config).fit()`` builds everything from the config through the task, then runs epochs of
+``train_one_epoch`` + ``evaluate``, writing ``metrics.csv``, plots and checkpoints to the run directory.
+Hooks (:class:`Hook`) see ``before_step``, ``after_step``, ``after_epoch`` and ``on_eval``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import signal
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from visiontune import __version__
+from visiontune.config import Config, config_from_dict, config_to_dict, parse_freeze, save_config
+from visiontune.engine import distributed as dist_utils
+from visiontune.engine.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    capture_rng_state,
+    find_valid_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+)
+from visiontune.engine.data import SeededDataset, ShardSampler, TrainSampler, build_loader, sample_seed, seed_everything
+from visiontune.engine.finetune import (
+    build_param_groups,
+    describe_param_groups,
+    freeze_parameters,
+    set_frozen_batchnorm_eval,
+    unfreeze_all,
+)
+from visiontune.engine.run_dir import new_run_dir, newest_run_dir
+from visiontune.engine.scheduler import IterationScheduler, build_schedule_spec
+from visiontune.tasks import create_task
+from visiontune.tasks.base import Evaluator, Task
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or Inf (``train.nan_policy: error``)."""
+
+
+class Hook:
+    """Extension points of the loop; override any of the four methods. Exceptions propagate."""
+
+    def before_step(self, trainer: Trainer) -> None:
+        """Before each optimizer step's forward passes."""
+
+    def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None:
+        """After each optimizer step, with the step's losses."""
+
+    def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        """After each epoch, with its ``metrics.csv`` row."""
+
+    def on_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        """After each evaluation, with its metrics (``val_*`` keys)."""
+
+
+@dataclass
+class TrainState:
+    """Counters that a checkpoint restores."""
+
+    epoch: int = 0
+    """The epoch being trained (0-based); after a finished epoch ``e`` it is ``e + 1``."""
+    step: int = 0
+    """Optimizer steps done."""
+    batch_in_epoch: int = 0
+    """Micro-batches of ``epoch`` already consumed (mid-epoch checkpoints)."""
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    evals_without_improvement: int = 0
+    skipped_steps: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    """What ``fit`` returns."""
+
+    run_dir: Path
+    best_metric: float | None
+    best_epoch: int | None
+    metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    stop_reason: str
+
+
+def to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Move tensors inside nested lists/tuples/dicts to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=non_blocking)
+    if isinstance(obj, dict):
+        return {key: to_device(value, device, non_blocking) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(value, device, non_blocking) for value in obj)
+    return obj
+
+
+def amp_dtype(config: Config, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``train.amp`` on ``device`` (``None`` = full precision)."""
+    mode = config.train.amp
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "fp16":
+        return torch.float16
+    if mode == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DDP / ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+@torch.no_grad()
+def run_evaluation(model: nn.Module, loader: DataLoader, evaluator: Evaluator, *, device: torch.device,
+                   autocast_dtype: torch.dtype | None = None, progress: bool = False,
+                   description: str = "eval") -> dict[str, float]:
+    """Evaluate ``model`` on every batch of ``loader`` and return the synchronised metrics.
+
+    This single function serves validation during training and ``visiontune eval``, so both report the
+    same numbers for the same weights.
+    """
+    from tqdm import tqdm
+
+    was_training = model.training
+    model.eval()
+    evaluator.reset()
+    iterator = tqdm(loader, desc=description, leave=False, disable=not progress, dynamic_ncols=True)
+    for images, targets in iterator:
+        images = to_device(images, device, non_blocking=True)
+        with torch.autocast(device_type=device.type, dtype=autocast_dtype or torch.float32,
+                            enabled=autocast_dtype is not None):
+            outputs = model(images)
+        evaluator.update(to_device(outputs, torch.device("cpu")), targets)
+    evaluator.synchronize()
+    metrics = evaluator.compute()
+    model.train(was_training)
+    return metrics
+
+
+class Trainer:
+    """Builds a run from ``config`` and trains it.
+
+    Args:
+        config: The resolved config (``resume`` selects a checkpoint to continue).
+        hooks: Extra :class:`Hook` objects.
+    """
+
+    def __init__(self, config: Config, hooks: Sequence[Hook] = ()) -> None:
+        self.config = config
+        self.hooks = list(hooks)
+        self.state = TrainState()
+        self.stop_requested: str | None = None
+        self._signal_count = 0
+
+    # ------------------------------------------------------------------ setup
+    def _resolve_resume(self) -> Path | None:
+        resume = self.config.resume
+        if resume in (None, False, "", "false"):
+            if not self.config.train.auto_resume:
+                return None
+            resume = True
+        if resume is True or resume == "true":
+            run = newest_run_dir(Path(self.config.project) / self.config.task, self.config.name)
+            if run is None:
+                if self.config.train.auto_resume:
+                    return None
+                raise CheckpointError(
+                    f"resume=true: no earlier run named {self.config.name!r} in {Path(self.config.project) / self.config.task}"
+                )
+            candidates = [p for p in run.glob("*.pt") if p.name != "best.pt"]
+            found = find_valid_checkpoint(candidates)
+            if found is None:
+                if self.config.train.auto_resume:
+                    return None
+                raise CheckpointError(f"resume=true: no loadable checkpoint in {run}")
+            return found
+        path = Path(str(resume))
+        if not path.is_file():
+            raise CheckpointError(f"resume: checkpoint not found: {path}")
+        return path
+
+    def setup(self) -> None:
+        """Build task, data, model, optimizer, scheduler, EMA and run directory (restoring a checkpoint)."""
+        resume_path = self._resolve_resume()
+        checkpoint = None
+        if resume_path is not None:
+            checkpoint = load_checkpoint(resume_path)
+            stored = config_from_dict(checkpoint["config"])
+            # a resumed run keeps its config; only the epoch budget may be extended from the command line
+            stored.train.epochs = max(stored.train.epochs, self.config.train.epochs) if self.config.resume else stored.train.epochs
+            stored.resume = None
+            self.config = stored
+        config = self.config
+        self.dist = dist_utils.env_dist_info()
+        self.device = dist_utils.resolve_device(config.device, self.dist)
+        dist_utils.init_distributed(self.device)
+        self.is_main = self.dist.is_main
+        seed_everything(config.seed + self.dist.rank)
+        if config.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+        if checkpoint is not None:
+            self.run_dir = resume_path.parent
+        else:
+            run_dir = new_run_dir(Path(config.project) / config.task, config.name) if self.is_main else None
+            self.run_dir = Path(dist_utils.broadcast_object(str(run_dir) if run_dir else None))
+        self.task: Task = create_task(config)
+        if checkpoint is not None:
+            self.task.load_meta(checkpoint.get("meta", {}))
+
+        self.train_dataset = self.task.build_dataset(config.data.train_split, train=True)
+        self.val_dataset = (self.task.build_dataset(config.data.val_split, train=False)
+                            if config.data.val_split else None)
+        self.model = self.task.build_model(load_weights=checkpoint is None).to(self.device)
+        self.parts = self.task.model_parts(self.model)
+        if config.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        mode, argument = parse_freeze(config.finetune.freeze)
+        self.frozen_names = freeze_parameters(self.model, mode, argument, self.parts)
+
+        self.train_sampler = TrainSampler(len(self.train_dataset), seed=config.seed, shuffle=True,
+                                          rank=self.dist.rank, world_size=self.dist.world_size)
+        self.train_loader = build_loader(
+            SeededDataset(self.train_dataset), batch_size=config.data.batch_size, sampler=self.train_sampler,
+            collate_fn=self.task.collate_fn(train=True), num_workers=config.data.num_workers,
+            pin_memory=config.data.pin_memory, persistent_workers=config.data.persistent_workers, drop_last=False,
+        )
+        self.val_loader = None
+        if self.val_dataset is not None:
+            self.val_loader = build_loader(
+                self.val_dataset, batch_size=config.data.eval_batch_size or config.data.batch_size,
+                sampler=ShardSampler(len(self.val_dataset), rank=self.dist.rank, world_size=self.dist.world_size),
+                collate_fn=self.task.collate_fn(train=False), num_workers=config.data.num_workers,
+                pin_memory=config.data.pin_memory, persistent_workers=config.data.persistent_workers,
+            )
+        self.batches_per_epoch = math.ceil(self.train_sampler.per_rank / config.data.batch_size)
+        self.steps_per_epoch = max(1, math.ceil(self.batches_per_epoch / config.train.accumulate))
+        global_batch = config.data.batch_size * self.dist.world_size * config.train.accumulate
+        self.base_lr = self._scaled_lr(global_batch)
+        param_groups = build_param_groups(
+            self.model, lr=self.base_lr, weight_decay=config.optim.weight_decay, parts=self.parts,
+            head_lr_mult=config.finetune.head_lr_mult, lr_mults=config.finetune.lr_mults,
+            layer_decay=config.finetune.layer_decay,
+            no_weight_decay_norm_bias=config.finetune.no_weight_decay_norm_bias,
+        )
+        self.optimizer = self._create_optimizer(param_groups)
+        spec = build_schedule_spec(config.sched, epochs=config.train.epochs, steps_per_epoch=self.steps_per_epoch,
+                                   max_steps=config.train.max_steps, base_lr=self.base_lr)
+        self.scheduler = IterationScheduler(self.optimizer, spec)
+        self.autocast_dtype = amp_dtype(config, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
+        self.ema = None
+        if config.train.ema:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=config.train.ema_decay, device=self.device)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+            logger.info("resumed from %s at epoch %d, step %d", resume_path, self.state.epoch, self.state.step)
+        self.train_model = self._wrap_model()
+        if self.is_main:
+            save_config(config, self.run_dir / "config.yaml")
+            logger.info("run directory: %s", self.run_dir)
+            logger.info("global batch %d = %d per device x %d devices x %d accumulation; lr %.4g (base %.4g, "
+                        "scaling %s)", global_batch, config.data.batch_size, self.dist.world_size,
+                        config.train.accumulate, self.base_lr, config.optim.lr, config.optim.lr_scale)
+            logger.info("optimizer %s param groups:\n%s", config.optim.name, describe_param_groups(param_groups))
+
+    def _scaled_lr(self, global_batch: int) -> float:
+        optim = self.config.optim
+        ratio = global_batch / optim.lr_base_batch_size
+        if optim.lr_scale == "linear":
+            return optim.lr * ratio
+        if optim.lr_scale == "sqrt":
+            return optim.lr * math.sqrt(ratio)
+        return optim.lr
+
+    def _create_optimizer(self, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        from timm.optim import create_optimizer_v2
+
+        optim = self.config.optim
+        kwargs: dict[str, Any] = {}
+        name = optim.name.lower()
+        if name in ("sgd", "momentum", "nesterov"):
+            kwargs["momentum"] = optim.momentum
+            if optim.nesterov or name == "nesterov":
+                name = "nesterov"
+            else:
+                name = "momentum" if optim.momentum > 0 else "sgd"
+        if optim.betas is not None:
+            kwargs["betas"] = tuple(optim.betas)
+        if optim.eps is not None:
+            kwargs["eps"] = optim.eps
+        groups = [{key: value for key, value in group.items()} for group in param_groups]
+        try:
+            return create_optimizer_v2(groups, opt=name, lr=self.base_lr, weight_decay=optim.weight_decay,
+                                       **kwargs)
+        except (ValueError, AssertionError) as error:
+            from timm.optim import list_optimizers
+
+            from visiontune.registry import suggest
+
+            raise ValueError(f"optim.name: {optim.name!r} is not a timm optimizer{suggest(name, list_optimizers())}"
+                             f" ({error})") from None
+
+    def _wrap_model(self) -> nn.Module:
+        model = self.model
+        if self.dist.enabled:
+            if self.config.train.sync_bn:
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            has_frozen = any(not p.requires_grad for p in model.parameters())
+            model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                                        find_unused_parameters=has_frozen)
+        if self.config.train.compile:
+            try:
+                model = torch.compile(model)
+            except Exception as error:  # noqa: BLE001 - compile support varies by platform
+                logger.warning("torch.compile failed (%s); continuing without it", error)
+        return model
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_dict(self) -> dict[str, Any]:
+        """The plain dict written to ``last.pt`` / ``best.pt`` / ``step_*.pt``."""
+        return {
+            "version": __version__,
+            "task": self.config.task,
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "epoch": self.state.epoch,
+            "step": self.state.step,
+            "batch_in_epoch": self.state.batch_in_epoch,
+            "best_metric": self.state.best_metric,
+            "best_epoch": self.state.best_epoch,
+            "evals_without_improvement": self.state.evals_without_improvement,
+            "skipped_steps": self.state.skipped_steps,
+            "history": self.state.history,
+            "config": config_to_dict(self.config),
+            "meta": self.task.state_for_checkpoint(),
+            "rng": capture_rng_state(),
+        }
+
+    def save_checkpoint(self, name: str) -> Path | None:
+        """Atomically write a checkpoint named ``name`` on rank 0, then wait for every rank."""
+        path = None
+        if self.is_main:
+            path = atomic_save(self.checkpoint_dict(), self.run_dir / name)
+        dist_utils.barrier()
+        return path
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        unwrap(self.model).load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        if self.ema is not None and checkpoint.get("ema") is not None:
+            self.ema.module.load_state_dict(checkpoint["ema"])
+        self.state = TrainState(
+            epoch=checkpoint["epoch"], step=checkpoint["step"], batch_in_epoch=checkpoint.get("batch_in_epoch", 0),
+            best_metric=checkpoint.get("best_metric"), best_epoch=checkpoint.get("best_epoch"),
+            evals_without_improvement=checkpoint.get("evals_without_improvement", 0),
+            skipped_steps=checkpoint.get("skipped_steps", 0), history=list(checkpoint.get("history", [])),
+        )
+        if self.config.finetune.unfreeze_at_epoch is not None and self.state.epoch >= self.config.finetune.unfreeze_at_epoch:
+            unfreeze_all(self.model)
+        if "rng" in checkpoint:
+            restore_rng_state(checkpoint["rng"])
+
+    def _prune_step_checkpoints(self) -> None:
+        step_files = sorted(self.run_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+        for old in step_files[: max(0, len(step_files) - self.config.train.keep_last)]:
+            old.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ training
+    def _loss_value(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not isinstance(losses, dict) or not losses:
+            raise TypeError("in train mode the model must return a non-empty dict of losses "
+                            f"(got {type(losses).__name__})")
+        return sum(losses.values())
+
+    def _handle_non_finite(self, loss_values: dict[str, float], last_finite: float | None) -> bool:
+        """Return True when the step must be skipped; raise under ``nan_policy: error``."""
+        if self.config.train.nan_policy == "error":
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {self.state.epoch}, step {self.state.step}: {loss_values}; "
+                f"last finite loss: {last_finite}. Lower optim.lr, enable train.clip_grad, check the data, "
+                "or set train.nan_policy=skip to skip such steps"
+            )
+        self.state.skipped_steps += 1
+        logger.warning("skipping step %d: non-finite loss %s (%d skipped so far)", self.state.step, loss_values,
+                       self.state.skipped_steps)
+        return True
+
+    def train_one_epoch(self) -> dict[str, float]:
+        """One pass over the training data; returns averaged losses, lr and throughput."""
+        from tqdm import tqdm
+
+        config = self.config
+        epoch = self.state.epoch
+        if config.finetune.unfreeze_at_epoch is not None and epoch == config.finetune.unfreeze_at_epoch \
+                and self.frozen_names:
+            unfreeze_all(self.model)
+            self.frozen_names = []
+            self.train_model = self._wrap_model()
+            logger.info("epoch %d: unfroze every layer (finetune.unfreeze_at_epoch)", epoch)
+        self.train_model.train()
+        set_frozen_batchnorm_eval(self.model)
+        start_batch = self.state.batch_in_epoch
+        self.train_sampler.set_epoch(epoch, start=start_batch * config.data.batch_size)
+        totals: dict[str, float] = {}
+        count = 0
+        images_seen = 0
+        last_finite: float | None = None
+        accumulate = config.train.accumulate
+        batches_total = self.batches_per_epoch
+        progress = tqdm(total=batches_total, initial=start_batch, desc=f"epoch {epoch + 1}/{config.train.epochs}",
+                        disable=not (config.train.progress and self.is_main), dynamic_ncols=True, leave=True)
+        started = time.perf_counter()
+        micro = 0
+        step_losses: list[dict[str, torch.Tensor]] = []
+        batch_index = start_batch
+        for images, targets in self.train_loader:
+            if micro == 0:
+                for hook in self.hooks:
+                    hook.before_step(self)
+                # dropout / mixup randomness depends only on (seed, step, rank): exact resumes
+                seed_everything(sample_seed(config.seed, self.state.step, 1_000_000 + self.dist.rank))
+            images = to_device(images, self.device, non_blocking=True)
+            targets = to_device(targets, self.device, non_blocking=True)
+            if config.train.channels_last and isinstance(images, torch.Tensor):
+                images = images.contiguous(memory_format=torch.channels_last)
+            images, targets = self.task.prepare_train_batch(images, targets)
+            batch_index += 1
+            micro += 1
+            final_micro = micro == accumulate or batch_index == batches_total
+            sync_context = (self.train_model.no_sync() if self.dist.enabled and not final_micro
+                            and isinstance(self.train_model, nn.parallel.DistributedDataParallel)
+                            else contextlib.nullcontext())
+            with sync_context:
+                with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype or torch.float32,
+                                    enabled=self.autocast_dtype is not None):
+                    losses = self.train_model(images, targets)
+                    loss = self._loss_value(losses)
+                self.scaler.scale(loss / accumulate).backward()
+            step_losses.append({k: v.detach() for k, v in losses.items()})
+            images_seen += self.task.batch_size_of(images)
+            if not final_micro:
+                continue
+            loss_values = {k: float(sum(d[k] for d in step_losses) / len(step_losses)) for k in step_losses[0]}
+            loss_values["loss"] = sum(loss_values.values())
+            finite = torch.tensor(float(math.isfinite(loss_values["loss"])), device=self.device)
+            dist_utils.all_reduce_sum(finite)
+            skip = False
+            if finite.item() < self.dist.world_size:
+                skip = self._handle_non_finite(loss_values, last_finite)
+            if skip:
+                self.optimizer.zero_grad(set_to_none=True)
+            else:
+                if config.train.clip_grad is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.train.clip_grad)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.ema is not None:
+                    self.ema.update(self.model, step=self.state.step)
+                last_finite = loss_values["loss"]
+                for key, value in loss_values.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                count += 1
+            self.state.step += 1
+            self.scheduler.step()
+            self.state.batch_in_epoch = batch_index
+            micro = 0
+            step_losses = []
+            elapsed = time.perf_counter() - started
+            progress.update(batch_index - progress.n)
+            progress.set_postfix(loss=f"{loss_values['loss']:.4f}", lr=f"{self.optimizer.param_groups[-1]['lr']:.3g}",
+                                 img_s=f"{images_seen * self.dist.world_size / max(elapsed, 1e-9):.1f}")
+            for hook in self.hooks:
+                hook.after_step(self, loss_values)
+            if config.train.save_every_steps and self.state.step % config.train.save_every_steps == 0:
+                self.save_checkpoint(f"step_{self.state.step}.pt")
+                if self.is_main:
+                    self._prune_step_checkpoints()
+            if self._should_stop_early():
+                break
+        progress.close()
+        elapsed = time.perf_counter() - started
+        result = {f"train_{k}" if k != "loss" else "train_loss": v / max(1, count) for k, v in totals.items()}
+        result["lr"] = self.optimizer.param_groups[-1]["lr"]
+        result["epoch_time_s"] = elapsed
+        result["images_per_s"] = images_seen * self.dist.world_size / max(elapsed, 1e-9)
+        skipped = getattr(self.train_dataset, "num_skipped", 0)
+        if skipped:
+            logger.warning("%d corrupt training images were skipped so far (data.on_corrupt=skip)", skipped)
+            result["skipped_images"] = skipped
+        return result
+
+    def _should_stop_early(self) -> bool:
+        if self.stop_requested:
+            return True
+        max_steps = self.config.train.max_steps
+        return max_steps is not None and self.state.step >= max_steps
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics of the model (``val_*``) and of its EMA (``val_ema_*``)."""
+        if self.val_loader is None:
+            return {}
+        metrics = {f"val_{k}": v for k, v in run_evaluation(
+            self.model, self.val_loader, self.task.build_evaluator(self.val_dataset), device=self.device,
+            autocast_dtype=self.autocast_dtype, progress=self.config.train.progress and self.is_main,
+            description="val").items()}
+        if self.ema is not None:
+            metrics.update({f"val_ema_{k}": v for k, v in run_evaluation(
+                self.ema.module, self.val_loader, self.task.build_evaluator(self.val_dataset), device=self.device,
+                autocast_dtype=self.autocast_dtype, progress=False).items()})
+        return metrics
+
+    @property
+    def metric_key(self) -> str:
+        return "val_" + (self.config.train.metric or self.task.default_metric)
+
+    @property
+    def metric_mode(self) -> str:
+        return self.config.train.metric_mode or self.task.metric_mode
+
+    def _is_better(self, value: float) -> bool:
+        best = self.state.best_metric
+        if best is None:
+            return True
+        return value > best if self.metric_mode == "max" else value < best
+
+    def _write_metrics(self, row: dict[str, Any]) -> None:
+        path = self.run_dir / "metrics.csv"
+        columns: list[str] = []
+        for entry in self.state.history:
+            for key in entry:
+                if key not in columns:
+                    columns.append(key)
+        with path.open("w", newline="", encoding="utf-8") as stream:
+            writer = csv.DictWriter(stream, fieldnames=columns)
+            writer.writeheader()
+            for entry in self.state.history:
+                writer.writerow(entry)
+        if self.config.train.plots:
+            from visiontune.utils.plots import plot_training_curves
+
+            try:
+                plot_training_curves(self.state.history, self.run_dir / "plots")
+            except Exception as error:  # noqa: BLE001 - a plot must never kill a training run
+                logger.warning("could not draw the training curves: %s", error)
+        if self._tensorboard is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key != "epoch":
+                    self._tensorboard.add_scalar(key, value, row["epoch"])
+            self._tensorboard.flush()
+
+    def _install_signal_handlers(self) -> list[tuple[int, Any]]:
+        previous = []
+
+        def handler(signum: int, frame: Any) -> None:
+            self._signal_count += 1
+            if self._signal_count > 1:
+                raise KeyboardInterrupt(f"second signal {signum}: exiting at once")
+            self.stop_requested = f"signal {signal.Signals(signum).name}"
+            logger.warning("%s received: saving a checkpoint and stopping after this step (send again to exit "
+                           "at once)", signal.Signals(signum).name)
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous.append((signum, signal.signal(signum, handler)))
+            except ValueError:  # not in the main thread
+                pass
+        return previous
+
+    def fit(self) -> TrainResult:
+        """Train for ``train.epochs`` (or until early stopping / time budget / ``max_steps``)."""
+        self.setup()
+        config = self.config
+        self._tensorboard = None
+        if config.train.tensorboard and self.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
+        previous_handlers = self._install_signal_handlers()
+        started = time.perf_counter()
+        stop_reason = "completed"
+        last_metrics: dict[str, float] = {}
+        try:
+            while self.state.epoch < config.train.epochs:
+                epoch = self.state.epoch
+                train_stats = self.train_one_epoch()
+                if self.stop_requested and self.state.batch_in_epoch < self.batches_per_epoch:
+                    self.save_checkpoint("last.pt")  # mid-epoch: resumes at the next batch
+                    stop_reason = self.stop_requested
+                    break
+                self.state.epoch = epoch + 1
+                self.state.batch_in_epoch = 0
+                row: dict[str, Any] = {"epoch": epoch + 1, "step": self.state.step, **train_stats}
+                evaluate_now = (self.val_loader is not None and ((epoch + 1) % config.train.eval_every == 0
+                                                                  or self.state.epoch >= config.train.epochs))
+                improved = False
+                if evaluate_now:
+                    metrics = self.evaluate()
+                    last_metrics = metrics
+                    row.update(metrics)
+                    for hook in self.hooks:
+                        hook.on_eval(self, metrics)
+                    if self.metric_key not in metrics:
+                        raise KeyError(f"train.metric: {self.metric_key[4:]!r} is not among the validation metrics "
+                                       f"{sorted(k[4:] for k in metrics)}")
+                    value = metrics[self.metric_key]
+                    if self._is_better(value):
+                        self.state.best_metric, self.state.best_epoch = value, epoch + 1
+                        self.state.evals_without_improvement = 0
+                        improved = True
+                    else:
+                        self.state.evals_without_improvement += 1
+                self.state.history.append(row)
+                if self.is_main:
+                    self._write_metrics(row)
+                self.save_checkpoint("last.pt")
+                if improved and self.is_main:
+                    atomic_save(self.checkpoint_dict(), self.run_dir / "best.pt")
+                for hook in self.hooks:
+                    hook.after_epoch(self, row)
+                if self.is_main:
+                    logger.info("epoch %d: %s", epoch + 1, ", ".join(
+                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"))
+                if self.stop_requested:
+                    stop_reason = self.stop_requested
+                    break
+                if config.train.max_steps is not None and self.state.step >= config.train.max_steps:
+                    stop_reason = "max_steps"
+                    break
+                if config.train.patience is not None and self.state.evals_without_improvement >= config.train.patience:
+                    stop_reason = f"early stopping: no improvement of {self.metric_key} in {config.train.patience} evaluations"
+                    logger.info("%s", stop_reason)
+                    break
+                if config.train.time_budget is not None and (time.perf_counter() - started) / 60 >= config.train.time_budget:
+                    stop_reason = f"time budget of {config.train.time_budget} min reached"
+                    logger.info("%s", stop_reason)
+                    break
+        finally:
+            for signum, handler in previous_handlers:
+                signal.signal(signum, handler)
+            if self._tensorboard is not None:
+                self._tensorboard.close()
+        if self.is_main and self.val_dataset is not None and (self.run_dir / "best.pt").exists():
+            self._save_eval_artifacts()
+        return TrainResult(run_dir=self.run_dir, best_metric=self.state.best_metric, best_epoch=self.state.best_epoch,
+                           metrics=last_metrics, history=self.state.history, stop_reason=stop_reason)
+
+    def _save_eval_artifacts(self) -> None:
+        """Confusion matrix / PR curves of the best checkpoint, in ``<run>/eval``."""
+        if self.dist.enabled:
+            return  # artifacts need the whole split in one process; `visiontune eval` writes them
+        best = load_checkpoint(self.run_dir / "best.pt")
+        unwrap(self.model).load_state_dict(best["model"])
+        evaluator = self.task.build_evaluator(self.val_dataset)
+        run_evaluation(self.model, self.val_loader, evaluator, device=self.device, autocast_dtype=self.autocast_dtype)
+        try:
+            evaluator.save_artifacts(self.run_dir / "eval")
+        except Exception as error:  # noqa: BLE001 - artifacts are a convenience, never a failure
+            logger.warning("could not write evaluation artifacts: %s", error)
+
+
+def train(config: Config, hooks: Iterable[Hook] = ()) -> TrainResult:
+    """Python API: train ``config`` and return the result (``visiontune.train``)."""
+    return Trainer(config, hooks=list(hooks)).fit()
+
+
+def build_eval_loader(task: Task, dataset: Dataset, config: Config) -> DataLoader:
+    """The validation loader used by ``visiontune eval`` (same batching as during training)."""
+    info = dist_utils.current_info()
+    return build_loader(dataset, batch_size=config.data.eval_batch_size or config.data.batch_size,
+                        sampler=ShardSampler(len(dataset), rank=info.rank, world_size=info.world_size),
+                        collate_fn=task.collate_fn(train=False), num_workers=config.data.num_workers,
+                        pin_memory=config.data.pin_memory, persistent_workers=False)

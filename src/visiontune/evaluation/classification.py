@@ -1,0 +1,236 @@
+"""Classification metrics accumulated over batches: top-k accuracy, macro precision/recall/F1, confusion matrix.
+
+All accuracy-like values are percentages in 0-100 (timm's convention for top-1/top-5), including precision,
+recall and F1, so every column of ``metrics.csv`` reads on one scale.
+
+Zero-division rule (sklearn's ``zero_division=0``): the precision of a class that is never predicted, and the
+recall of a class without samples, are 0; F1 is 0 when precision + recall is 0. Macro averages run over the
+classes that occur in the labels or the predictions (sklearn's default label set), so a class absent from the
+evaluation data and never predicted does not drag the averages down.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from visiontune.utils.plots import plot_confusion_matrix
+
+logger = logging.getLogger(__name__)
+
+
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """Element-wise ``numerator / denominator`` with 0 where the denominator is 0."""
+    numerator = numerator.astype(np.float64)
+    denominator = denominator.astype(np.float64)
+    result = np.zeros_like(numerator)
+    np.divide(numerator, denominator, out=result, where=denominator != 0)
+    return result
+
+
+class ClassificationEvaluator:
+    """Accumulates predictions of a classifier and computes its metrics.
+
+    Args:
+        num_classes: Number of classes ``C``.
+        class_names: Name of each class (``C`` names); default ``"0"`` ... ``"C-1"``.
+        topk: The ``k`` of the top-k accuracies reported (``top{k}``); values above ``num_classes`` are not
+            reported (``top5`` needs at least 5 classes).
+
+    Raises:
+        ValueError: ``num_classes`` < 1, ``class_names`` has the wrong length, or a ``k`` is < 1.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        topk: Sequence[int] = (1, 5),
+    ) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names for num_classes={num_classes}")
+        if any(k < 1 for k in topk):
+            raise ValueError(f"topk values must be >= 1, got {tuple(topk)}")
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.topk = tuple(sorted({k for k in topk if k <= num_classes}))
+        self.reset()
+
+    def reset(self) -> None:
+        """Clear all accumulated counts."""
+        self._confusion = torch.zeros((self.num_classes, self.num_classes), dtype=torch.int64)
+        self._topk_correct = torch.zeros(len(self.topk), dtype=torch.int64)
+        self._synchronized = False
+
+    @property
+    def num_samples(self) -> int:
+        """Samples accumulated so far (all processes after :meth:`synchronize`)."""
+        return int(self._confusion.sum())
+
+    def update(
+        self,
+        outputs: torch.Tensor | Sequence[Mapping[str, torch.Tensor]],
+        labels: torch.Tensor | Sequence[int],
+    ) -> None:
+        """Add one batch.
+
+        Args:
+            outputs: ``Tensor[B, C]`` logits (or any scores ordered like them), or the eval-mode model output
+                ``list[dict]`` with one ``"logits": Tensor[C]`` per image.
+            labels: ``Tensor[B]`` int64 class indices in ``[0, C)`` (or a sequence of ints).
+
+        Raises:
+            ValueError: Shapes disagree, the logits hold NaN, or a label is outside ``[0, C)``.
+            RuntimeError: Called after :meth:`synchronize` without :meth:`reset`.
+        """
+        if self._synchronized:
+            raise RuntimeError("update() after synchronize() would mix per-process and global counts; reset() first")
+        logits = self._as_logits(outputs).detach()
+        labels = torch.as_tensor(labels).detach().to(device=logits.device)
+        if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
+            raise ValueError(f"labels must have shape [{logits.shape[0]}] to match logits {tuple(logits.shape)}, "
+                             f"got {tuple(labels.shape)}")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+        if labels.numel() == 0:
+            return
+        labels = labels.long()
+        out_of_range = labels[(labels < 0) | (labels >= self.num_classes)]
+        if out_of_range.numel():
+            raise ValueError(f"label {int(out_of_range[0])} is outside [0, {self.num_classes}) "
+                             f"({out_of_range.numel()} such labels in the batch)")
+        if torch.isnan(logits).any():
+            raise ValueError(f"logits contain {int(torch.isnan(logits).sum())} NaN values (diverged model?)")
+
+        predictions = logits.argmax(dim=1)
+        pair_index = labels * self.num_classes + predictions
+        counts = torch.bincount(pair_index, minlength=self.num_classes * self.num_classes)
+        self._confusion += counts.reshape(self.num_classes, self.num_classes).cpu()
+        if self.topk:
+            top_indices = logits.topk(max(self.topk), dim=1).indices  # [B, max k], best first
+            hits = top_indices == labels[:, None]
+            correct = [hits[:, :k].any(dim=1).sum() for k in self.topk]
+            self._topk_correct += torch.stack(correct).cpu()
+
+    def _as_logits(self, outputs: torch.Tensor | Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:
+        """``Tensor[B, C]`` from logits or a list of per-image ``{"logits": Tensor[C]}`` dicts."""
+        if isinstance(outputs, torch.Tensor):
+            logits = outputs
+        else:
+            rows = []
+            for index, output in enumerate(outputs):
+                if not isinstance(output, Mapping) or "logits" not in output:
+                    raise ValueError(f"outputs[{index}] must be a dict with key 'logits', got {type(output).__name__}"
+                                     + (f" with keys {sorted(output)}" if isinstance(output, Mapping) else ""))
+                rows.append(torch.as_tensor(output["logits"]).reshape(-1))
+            if not rows:
+                return torch.zeros((0, self.num_classes))
+            logits = torch.stack(rows)
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(f"logits must have shape [B, {self.num_classes}], got {tuple(logits.shape)}")
+        return logits.float()
+
+    def synchronize(self) -> None:
+        """Sum the counts of all processes (``all_reduce`` SUM) when ``torch.distributed`` is initialised.
+
+        Every process then holds the global counts. A no-op without a process group, and on a second call
+        before :meth:`reset`.
+        """
+        if self._synchronized or not (dist.is_available() and dist.is_initialized()):
+            return
+        device = torch.device("cpu")
+        if dist.get_backend() == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
+        packed = torch.cat([self._confusion.reshape(-1), self._topk_correct]).to(device)
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+        packed = packed.cpu()
+        size = self.num_classes * self.num_classes
+        self._confusion = packed[:size].reshape(self.num_classes, self.num_classes).clone()
+        self._topk_correct = packed[size:].clone()
+        self._synchronized = True
+
+    def confusion_matrix(self) -> np.ndarray:
+        """``np.ndarray[C, C]`` int64 counts; rows are true classes, columns predicted classes."""
+        return self._confusion.numpy().copy()
+
+    def _per_class(self) -> dict[str, np.ndarray]:
+        """Per-class ``support``, ``precision``, ``recall`` and ``f1`` (the last three in 0-100)."""
+        matrix = self.confusion_matrix()
+        true_positives = np.diag(matrix)
+        support = matrix.sum(axis=1)
+        predicted = matrix.sum(axis=0)
+        precision = _safe_divide(true_positives, predicted)
+        recall = _safe_divide(true_positives, support)
+        f1 = _safe_divide(2 * precision * recall, precision + recall)
+        return {"support": support, "predicted": predicted, "precision": 100 * precision, "recall": 100 * recall,
+                "f1": 100 * f1}
+
+    def compute(self) -> dict[str, float]:
+        """The metrics, all in 0-100.
+
+        Returns:
+            ``top{k}`` for each reported ``k`` (``top1``, and ``top5`` with >= 5 classes), ``macro_precision``,
+            ``macro_recall`` and ``macro_f1`` (unweighted means over the classes present in labels or
+            predictions; ``macro_recall`` is the balanced accuracy).
+
+        Raises:
+            ValueError: No samples were accumulated.
+        """
+        total = self.num_samples
+        if total == 0:
+            raise ValueError("ClassificationEvaluator.compute() called before any samples were added with update()")
+        metrics = {f"top{k}": 100.0 * int(correct) / total for k, correct in zip(self.topk, self._topk_correct)}
+        per_class = self._per_class()
+        present = (per_class["support"] > 0) | (per_class["predicted"] > 0)
+        for name in ("precision", "recall", "f1"):
+            metrics[f"macro_{name}"] = float(per_class[name][present].mean())
+        return metrics
+
+    def per_class_accuracy(self) -> dict[str, float]:
+        """Class name -> accuracy on that class's samples (its recall) in 0-100; 0 for a class without samples."""
+        recall = self._per_class()["recall"]
+        return {name: float(value) for name, value in zip(self.class_names, recall)}
+
+    def save_artifacts(self, out_dir: str | Path) -> list[Path]:
+        """Write ``confusion_matrix.csv``, ``confusion_matrix.png`` and ``per_class.csv`` into ``out_dir``.
+
+        ``confusion_matrix.csv``: header ``true\\predicted,<class names>``, then one row of counts per true class.
+        ``per_class.csv``: columns ``class,support,accuracy,precision,recall,f1`` (percentages, 4 decimals).
+        The PNG shows the row-normalised matrix.
+
+        Returns:
+            The written paths.
+        """
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        matrix = self.confusion_matrix()
+
+        matrix_csv = out_dir / "confusion_matrix.csv"
+        with matrix_csv.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["true\\predicted", *self.class_names])
+            for name, row in zip(self.class_names, matrix):
+                writer.writerow([name, *(int(value) for value in row)])
+
+        per_class = self._per_class()
+        per_class_csv = out_dir / "per_class.csv"
+        with per_class_csv.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["class", "support", "accuracy", "precision", "recall", "f1"])
+            for index, name in enumerate(self.class_names):
+                recall = per_class["recall"][index]
+                writer.writerow([name, int(per_class["support"][index]), f"{recall:.4f}",
+                                 f"{per_class['precision'][index]:.4f}", f"{recall:.4f}",
+                                 f"{per_class['f1'][index]:.4f}"])
+
+        matrix_png = plot_confusion_matrix(matrix, self.class_names, out_dir / "confusion_matrix.png", normalize=True)
+        logger.info("wrote classification artifacts to %s", out_dir)
+        return [matrix_csv, matrix_png, per_class_csv]

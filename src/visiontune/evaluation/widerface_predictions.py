@@ -1,0 +1,154 @@
+"""Read and write WIDER FACE predictions in the official submission layout.
+
+One text file per image, ``<out_dir>/<event>/<image name>.txt``::
+
+    <image name>
+    <number of boxes N>
+    x y w h score        (N lines, pixels, box top-left corner plus width and height)
+
+This is what the official MATLAB ``eval_tools`` and the widely used Python port read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from visiontune.evaluation.widerface_ground_truth import WiderFaceFormatError, split_image_id
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def as_prediction_array(boxes: object, image_id: str) -> np.ndarray:
+    """Validate one image's predictions and return them as ``float64 [N, 5]`` (x, y, w, h, score).
+
+    An empty input (``[]`` or shape ``[0, 5]``) gives shape ``[0, 5]``. Raises ``ValueError`` naming the image
+    for any other shape or for NaN / infinite values.
+    """
+    try:
+        array = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"predictions of image {image_id!r} are not numeric: {error}") from error
+    if array.shape in ((0,), (0, 0)):
+        return np.zeros((0, 5), dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != 5:
+        raise ValueError(f"predictions of image {image_id!r} must have shape [N, 5] (x, y, w, h, score), "
+                         f"got {array.shape}")
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"predictions of image {image_id!r} have a NaN or infinite value in row {row}: "
+                         f"{array[row].tolist()}")
+    return array
+
+
+def write_widerface_predictions(out_dir: str | Path, predictions: Mapping[str, object]) -> list[Path]:
+    """Write predictions in the official layout, one ``<event>/<image>.txt`` per image.
+
+    Args:
+        out_dir: output folder (created if needed); existing files of the same images are overwritten.
+        predictions: ``"<event>/<image name without extension>"`` -> ``[N, 5]`` array (x, y, w, h, score),
+            pixels. Images with no detections should be given as empty arrays: the official tools warn
+            about missing files.
+
+    Returns:
+        The written file paths, in the order of ``predictions``.
+
+    Numbers are written with Python's shortest round-trip ``repr``, so reading them back is exact.
+    """
+    out_dir = Path(out_dir)
+    arrays = {image_id: as_prediction_array(boxes, image_id) for image_id, boxes in predictions.items()}
+    written: list[Path] = []
+    for image_id, array in arrays.items():
+        event, image_name = split_image_id(image_id)
+        path = out_dir / event / f"{image_name}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [image_name, str(len(array))]
+        lines.extend(" ".join(repr(float(value)) for value in row) for row in array)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        written.append(path)
+    logger.debug("wrote WIDER FACE predictions for %d images to %s", len(written), out_dir)
+    return written
+
+
+def read_widerface_predictions(pred_dir: str | Path) -> dict[str, np.ndarray]:
+    """Read a folder in the official layout (``<pred_dir>/<event>/<image>.txt``).
+
+    Args:
+        pred_dir: the folder holding one sub-folder per event.
+
+    Returns:
+        ``"<event>/<image name>"`` -> ``float64 [N, 5]`` (x, y, w, h, score), pixels, in file order.
+
+    Raises:
+        FileNotFoundError: ``pred_dir`` is not a folder.
+        WiderFaceFormatError: a file is malformed (the message names the file and line) or the folder holds
+            something other than event folders of ``.txt`` files. Hidden entries (``.name``) are skipped.
+    """
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(f"WIDER FACE prediction folder {pred_dir} not found")
+    predictions: dict[str, np.ndarray] = {}
+    for event_dir in sorted(_visible_entries(pred_dir)):
+        if not event_dir.is_dir():
+            raise WiderFaceFormatError(f"{event_dir}: unexpected file in the prediction folder; expected one "
+                                       "folder per event holding <image>.txt files")
+        for path in sorted(_visible_entries(event_dir)):
+            if not path.is_file() or path.suffix != ".txt":
+                raise WiderFaceFormatError(f"{path}: unexpected entry; expected <image>.txt prediction files")
+            predictions[f"{event_dir.name}/{path.stem}"] = read_prediction_file(path)
+    logger.debug("read WIDER FACE predictions for %d images from %s", len(predictions), pred_dir)
+    return predictions
+
+
+def read_prediction_file(path: str | Path) -> np.ndarray:
+    """Parse one official prediction file into ``float64 [N, 5]`` (x, y, w, h, score).
+
+    The first line must name the image (optionally with a folder and an image extension) and match the file
+    name; the second holds the box count ``N``; then exactly ``N`` lines of five numbers separated by
+    whitespace. Trailing blank lines are allowed. Raises ``WiderFaceFormatError`` naming the file and line.
+    """
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if len(lines) < 2:
+        raise WiderFaceFormatError(f"{path}: expected the image name on line 1 and the box count on line 2, "
+                                   f"got {len(lines)} line(s)")
+    named = lines[0].strip().replace("\\", "/").rsplit("/", 1)[-1]
+    extension = Path(named).suffix
+    stem = named[: -len(extension)] if extension.lower() in IMAGE_EXTENSIONS else named
+    if stem != path.stem:
+        raise WiderFaceFormatError(f"{path}:1: image name {lines[0].strip()!r} does not match the file name "
+                                   f"{path.stem!r}")
+    count_text = lines[1].strip()
+    if not count_text.isdigit():
+        raise WiderFaceFormatError(f"{path}:2: expected the number of boxes (an integer >= 0), got {count_text!r}")
+    count = int(count_text)
+    box_lines = lines[2:]
+    if len(box_lines) != count:
+        raise WiderFaceFormatError(f"{path}:2: declares {count} boxes but the file has {len(box_lines)} box lines")
+    boxes = np.zeros((count, 5), dtype=np.float64)
+    for row, line in enumerate(box_lines):
+        line_number = row + 3
+        fields = line.split()
+        if len(fields) != 5:
+            raise WiderFaceFormatError(f"{path}:{line_number}: expected 5 numbers 'x y w h score', "
+                                       f"got {len(fields)} field(s): {line!r}")
+        try:
+            values = [float(field) for field in fields]
+        except ValueError as error:
+            raise WiderFaceFormatError(f"{path}:{line_number}: not a number in {line!r}") from error
+        if not all(np.isfinite(values)):
+            raise WiderFaceFormatError(f"{path}:{line_number}: NaN or infinite value in {line!r}")
+        boxes[row] = values
+    return boxes
+
+
+def _visible_entries(folder: Path) -> list[Path]:
+    return [entry for entry in folder.iterdir() if not entry.name.startswith(".")]

@@ -1,0 +1,118 @@
+"""Image classifiers: any timm model wrapped to follow visiontune's model contract.
+
+Train mode: ``model(images, targets) -> {"loss_cls": Tensor[]}``. Eval mode: ``model(images) ->
+list[dict]`` with ``logits: Tensor[C]`` per image.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from visiontune.models.loading import LoadReport, WeightLoadError, load_weights_with_report, read_weights
+from visiontune.registry import suggest
+
+logger = logging.getLogger(__name__)
+
+
+class ImageClassifier(nn.Module):
+    """A timm network plus its training loss.
+
+    Args:
+        net: A timm model mapping ``Tensor[B, 3, H, W]`` float32 (normalised) to logits ``Tensor[B, C]``.
+        criterion: Loss on ``(logits, targets)``; targets are class indices ``Tensor[B]`` int64 or soft
+            labels ``Tensor[B, C]`` (mixup / cutmix).
+    """
+
+    def __init__(self, net: nn.Module, criterion: nn.Module | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.net.num_classes)
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> Any:
+        logits = self.net(images)
+        if self.training:
+            if targets is None:
+                raise ValueError("ImageClassifier in train mode needs targets (class indices or soft labels)")
+            return {"loss_cls": self.criterion(logits, targets)}
+        return [{"logits": row} for row in logits]
+
+
+def classifier_head_prefixes(net: nn.Module) -> list[str]:
+    """Parameter-name prefixes of a timm model's classifier (from its ``pretrained_cfg``)."""
+    classifier = getattr(net, "pretrained_cfg", {}).get("classifier") or getattr(net, "default_cfg", {}).get("classifier")
+    if classifier is None:
+        return []
+    names = [classifier] if isinstance(classifier, str) else list(classifier)
+    module_names = {name for name, _ in net.named_modules()}
+    return [name for name in names if name in module_names]
+
+
+def create_timm_model(name: str, *, num_classes: int, pretrained: bool = False, drop_rate: float = 0.0,
+                      drop_path_rate: float | None = None, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` with readable errors (unknown name, pretrained download failure).
+
+    Raises:
+        ValueError: unknown model name (with the closest timm names).
+        RuntimeError: pretrained weights could not be fetched (the message says how to use a local file).
+    """
+    if not timm.is_model(name):
+        candidates = timm.list_models(f"*{name.split('.')[0][:4]}*") or timm.list_models()
+        raise ValueError(f"model.name: unknown timm model {name!r}{suggest(name, candidates)}")
+    options: dict[str, Any] = {"num_classes": num_classes, "drop_rate": drop_rate, **kwargs}
+    if drop_path_rate is not None:
+        options["drop_path_rate"] = drop_path_rate
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **options)
+    try:
+        return timm.create_model(name, pretrained=True, **options)
+    except Exception as error:  # noqa: BLE001 - hub/network errors come in many types
+        raise RuntimeError(
+            f"could not fetch pretrained weights for {name!r} ({type(error).__name__}: {str(error)[:200]}). "
+            "Without network access, download the weights elsewhere and pass the file instead: "
+            "model.pretrained=false model.checkpoint=/path/to/weights.pth (or .safetensors / MindSpore .ckpt)"
+        ) from None
+
+
+def load_classifier_weights(model: ImageClassifier, path: str, *, key: str | None = None,
+                            min_loaded_fraction: float = 0.9, arch: str | None = None) -> LoadReport:
+    """Load a local weight file into ``model.net``; a head of another class count is re-initialised.
+
+    Accepts plain timm/torchvision state dicts and visiontune checkpoints (``net.`` prefixed names).
+    """
+    state_dict = read_weights(path, key=key, arch=arch)
+    if state_dict and all(name.startswith("net.") for name in state_dict):
+        state_dict = {name[len("net."):]: tensor for name, tensor in state_dict.items()}
+    heads = classifier_head_prefixes(model.net)
+
+    def is_head(name: str) -> bool:
+        return any(name == prefix or name.startswith(prefix + ".") for prefix in heads)
+
+    try:
+        return load_weights_with_report(model.net, state_dict, source=str(path), is_head=is_head,
+                                        min_loaded_fraction=min_loaded_fraction)
+    except WeightLoadError as error:
+        raise WeightLoadError(f"model.checkpoint does not fit model {model.net.__class__.__name__}: {error}") from None
+
+
+def transfer_pretrained(model: ImageClassifier, name: str, *, min_loaded_fraction: float = 0.9) -> LoadReport:
+    """Load timm's pretrained weights for ``name`` into ``model.net`` with a load report (head re-initialised
+    when the class count differs)."""
+    source_net = create_timm_model(name, num_classes=getattr(timm.models.get_pretrained_cfg(name), "num_classes", 1000)
+                                   or 1000, pretrained=True)
+    heads = classifier_head_prefixes(model.net)
+    return load_weights_with_report(
+        model.net,
+        source_net.state_dict(),
+        source=f"timm pretrained {name}",
+        is_head=lambda n: any(n == p or n.startswith(p + ".") for p in heads),
+        min_loaded_fraction=min_loaded_fraction,
+    )

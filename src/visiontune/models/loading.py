@@ -1,0 +1,209 @@
+"""Read weight files of any supported format and load them into a model with a load report.
+
+The report lists loaded, re-initialised (shape mismatch, e.g. a new classifier), missing and unexpected
+tensors, and loading fails loudly when too few non-head tensors were loaded: the most common silent
+fine-tuning failure is a checkpoint of another architecture that loads "fine" with ``strict=False``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+STRIPPED_PREFIXES = ("module.", "_orig_mod.")
+STATE_DICT_KEYS = ("state_dict", "model", "model_ema", "state_dict_ema", "net", "network")
+
+
+class WeightLoadError(ValueError):
+    """Weights could not be read, or do not fit the model."""
+
+
+def strip_prefixes(state_dict: Mapping[str, Any], prefixes: tuple[str, ...] = STRIPPED_PREFIXES) -> dict[str, Any]:
+    """Remove DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) prefixes, repeatedly, from every key."""
+    cleaned = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in prefixes:
+                if key.startswith(prefix):
+                    key = key[len(prefix):]
+                    changed = True
+        cleaned[key] = value
+    return cleaned
+
+
+def _select_state_dict(obj: Any, path: Path, key: str | None) -> dict[str, torch.Tensor]:
+    if not isinstance(obj, Mapping):
+        raise WeightLoadError(f"{path}: expected a state dict (mapping of names to tensors), got {type(obj).__name__}")
+    if key is not None:
+        if key not in obj:
+            raise WeightLoadError(f"{path}: no entry {key!r} (model.checkpoint_key); entries: {list(obj)[:10]}")
+        obj = obj[key]
+    elif not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        for candidate in STATE_DICT_KEYS:
+            if isinstance(obj.get(candidate), Mapping):
+                obj = obj[candidate]
+                break
+        else:
+            raise WeightLoadError(
+                f"{path}: cannot find the weights; expected a state dict or a dict with one of "
+                f"{', '.join(STATE_DICT_KEYS)} (entries found: {list(obj)[:10]})"
+            )
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise WeightLoadError(f"{path}: the state dict holds no tensors")
+    return strip_prefixes(tensors)
+
+
+def read_weights(path: str | Path, *, key: str | None = None, arch: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a weight file into a flat ``{name: tensor}`` dict.
+
+    Supports ``.pth``/``.pt``/``.bin``/``.tar`` (``torch.load(weights_only=True)``; a plain state dict or a
+    dict holding one under ``state_dict``/``model``/``model_ema``), ``.safetensors``, and MindSpore ``.ckpt``
+    (converted to PyTorch names for ``arch``). ``module.``/``_orig_mod.`` prefixes are stripped.
+
+    Raises:
+        WeightLoadError: missing file, unreadable file or no tensors found; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightLoadError(f"weights file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return strip_prefixes(load_file(str(path)))
+        except Exception as error:  # noqa: BLE001
+            raise WeightLoadError(f"cannot read safetensors file {path}: {error}") from None
+    if suffix == ".ckpt":
+        return _read_mindspore(path, arch)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001
+        raise WeightLoadError(
+            f"cannot read {path} with torch.load(weights_only=True): {type(error).__name__}: {str(error)[:300]}"
+        ) from None
+    if isinstance(obj, Mapping) and "model" in obj and "config" in obj and "version" in obj:
+        obj = obj["model"]  # a visiontune checkpoint
+        key = None
+    return _select_state_dict(obj, path, key)
+
+
+def _read_mindspore(path: Path, arch: str | None) -> dict[str, torch.Tensor]:
+    try:
+        from visiontune.interop.mindspore import convert_mindspore_state_dict, read_mindspore_checkpoint
+    except ImportError as error:  # pragma: no cover - the interop package ships with visiontune
+        raise WeightLoadError(f"{path}: MindSpore checkpoint support is unavailable: {error}") from None
+    if arch is None:
+        raise WeightLoadError(f"{path}: a MindSpore .ckpt needs the architecture name to map its tensor names")
+    tensors = read_mindspore_checkpoint(path)
+    state_dict, _report = convert_mindspore_state_dict(tensors, arch)
+    return state_dict
+
+
+@dataclass
+class LoadReport:
+    """What happened to every tensor when loading weights into a model."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    reinitialized: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    backbone_total: int = 0
+    backbone_loaded: int = 0
+
+    @property
+    def backbone_fraction(self) -> float:
+        return self.backbone_loaded / self.backbone_total if self.backbone_total else 1.0
+
+    def format(self, limit: int = 5) -> str:
+        """Human-readable summary, a few names per category."""
+
+        def names(items: list[Any]) -> str:
+            shown = [item if isinstance(item, str) else f"{item[0]} {list(item[1])}->{list(item[2])}"
+                     for item in items[:limit]]
+            more = f", ... (+{len(items) - limit})" if len(items) > limit else ""
+            return ", ".join(shown) + more
+
+        lines = [
+            f"load report for {self.source}:",
+            f"  loaded          {len(self.loaded):5d}   (backbone {self.backbone_loaded}/{self.backbone_total}"
+            f" = {100 * self.backbone_fraction:.1f}%)",
+            f"  re-initialised  {len(self.reinitialized):5d}   {names(self.reinitialized)}",
+            f"  missing         {len(self.missing):5d}   {names(self.missing)}",
+            f"  unexpected      {len(self.unexpected):5d}   {names(self.unexpected)}",
+        ]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "loaded": len(self.loaded),
+            "reinitialized": [name for name, _, _ in self.reinitialized],
+            "missing": list(self.missing),
+            "unexpected": list(self.unexpected),
+            "backbone_fraction": self.backbone_fraction,
+        }
+
+
+def load_weights_with_report(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    source: str,
+    is_head: Callable[[str], bool] = lambda name: False,
+    min_loaded_fraction: float = 0.9,
+) -> LoadReport:
+    """Copy matching tensors into ``model``; keep the model's own init where shapes differ.
+
+    Args:
+        model: Target module.
+        state_dict: Flat ``{name: tensor}`` (prefixes already stripped).
+        source: Where the weights came from (for messages).
+        is_head: Predicate for head parameter/buffer names; they may be re-initialised without counting
+            against ``min_loaded_fraction``.
+        min_loaded_fraction: Minimum fraction of non-head model tensors that must load.
+
+    Raises:
+        WeightLoadError: fewer than ``min_loaded_fraction`` of the non-head tensors loaded (the message shows
+            example names from both sides, to spot an architecture mismatch or a prefix problem).
+    """
+    report = LoadReport(source=source)
+    target = model.state_dict()
+    to_load = {}
+    for name, tensor in state_dict.items():
+        if name not in target:
+            report.unexpected.append(name)
+        elif tuple(tensor.shape) != tuple(target[name].shape):
+            report.reinitialized.append((name, tuple(tensor.shape), tuple(target[name].shape)))
+        else:
+            to_load[name] = tensor
+    report.loaded = sorted(to_load)
+    reinit_names = {name for name, _, _ in report.reinitialized}
+    report.missing = [name for name in target if name not in to_load and name not in reinit_names]
+    countable = [name for name in target if not is_head(name) and not name.endswith("num_batches_tracked")]
+    report.backbone_total = len(countable)
+    report.backbone_loaded = sum(1 for name in countable if name in to_load)
+    if report.backbone_fraction < min_loaded_fraction:
+        raise WeightLoadError(
+            f"only {report.backbone_loaded}/{report.backbone_total} ({100 * report.backbone_fraction:.1f}%) of the "
+            f"model's non-head tensors could be loaded from {source} (model.min_loaded_fraction="
+            f"{min_loaded_fraction}); is it a checkpoint of a different architecture? "
+            f"model expects e.g. {list(target)[:3]}, file has e.g. {list(state_dict)[:3]}\n{report.format()}"
+        )
+    with torch.no_grad():
+        for name, tensor in to_load.items():
+            target[name].copy_(tensor.to(dtype=target[name].dtype))
+    logger.info("%s", report.format())
+    return report

@@ -1,0 +1,392 @@
+"""Mask R-CNN (torchvision ``maskrcnn_resnet50_fpn`` v1 / ``maskrcnn_resnet50_fpn_v2``) with local weight loading.
+
+Nothing is downloaded unless ``init="coco"`` (or ``"backbone"``) is used without a local file, in
+which case torchvision's weight enums are asked for their URL and a clear error explains how to pass a
+local file when that fails. The model keeps torchvision's contract: in train mode
+``model(images, targets)`` returns a dict of losses; in eval mode ``model(images)`` returns one dict
+per image with ``boxes`` (float32 ``[N, 4]`` xyxy, pixels of the input image), ``labels`` (int64
+``[N]``), ``scores`` (float32 ``[N]``) and ``masks`` (float32 ``[N, 1, H, W]`` probabilities).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torchvision.models import ResNet50_Weights
+from torchvision.models.detection import (
+    MaskRCNN,
+    MaskRCNN_ResNet50_FPN_V2_Weights,
+    MaskRCNN_ResNet50_FPN_Weights,
+    maskrcnn_resnet50_fpn,
+    maskrcnn_resnet50_fpn_v2,
+)
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+__all__ = [
+    "PretrainedWeightsUnavailableError",
+    "StateDictLoadReport",
+    "create_maskrcnn",
+    "freeze_backbone_layers",
+    "load_backbone_weights",
+    "load_detector_weights",
+    "read_state_dict",
+]
+
+logger = logging.getLogger(__name__)
+
+MaskRCNNVariant = Literal["v1", "v2"]
+InitMode = Literal["coco", "none", "backbone"]
+
+_VARIANTS = ("v1", "v2")
+_INIT_MODES = ("coco", "none", "backbone")
+_BACKBONE_PREFIX = "backbone.body."
+_PREDICTOR_PREFIXES = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_RESNET_LAYERS_FROM_TOP = ("layer4", "layer3", "layer2", "layer1", "conv1")
+_COCO_WEIGHTS = {"v1": MaskRCNN_ResNet50_FPN_Weights.COCO_V1, "v2": MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1}
+
+
+class PretrainedWeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be fetched (no network, no cached file)."""
+
+
+@dataclass
+class StateDictLoadReport:
+    """What happened when a state dict was loaded into (part of) a model.
+
+    Attributes:
+        source: Where the state dict came from (a path or a weights name).
+        loaded: Model keys that received a tensor.
+        missing: Model keys (within the loaded part) that the state dict lacks.
+        unexpected: State-dict keys that match nothing in the model.
+        reinitialized: Keys present in both whose shapes differ; the model keeps its fresh initialisation.
+    """
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    reinitialized: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line with the counts and the first few keys of each non-empty category."""
+        parts = [f"loaded {len(self.loaded)}"]
+        for name, keys in (("missing", self.missing), ("unexpected", self.unexpected),
+                           ("re-initialised (shape differs)", self.reinitialized)):
+            shown = f" {keys[:5]}{' ...' if len(keys) > 5 else ''}" if keys else ""
+            parts.append(f"{name} {len(keys)}{shown}")
+        return f"{self.source}: " + ", ".join(parts)
+
+
+def _strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Remove ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes from every key."""
+    stripped = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key = key[len(prefix):]
+                    changed = True
+        stripped[key] = value
+    return stripped
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from a ``.safetensors`` or PyTorch file without unpickling arbitrary objects.
+
+    PyTorch files are read with ``torch.load(weights_only=True)``; a dict that wraps the weights under
+    ``"model"``, ``"state_dict"`` or ``"model_state_dict"`` is unwrapped, and ``module.`` / ``_orig_mod.``
+    prefixes are stripped.
+
+    Args:
+        path: The checkpoint file.
+
+    Returns:
+        ``{name: tensor}``.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file holds no tensor dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return _strip_wrapper_prefixes(load_file(str(path), device="cpu"))
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several unrelated types for unreadable or unsafe files
+        raise ValueError(f"{path}: cannot read a PyTorch state dict with weights_only=True ({error})") from error
+    if isinstance(content, dict):
+        for wrapper_key in ("model", "state_dict", "model_state_dict"):
+            if isinstance(content.get(wrapper_key), dict):
+                content = content[wrapper_key]
+                break
+    if not isinstance(content, dict) or not any(isinstance(value, torch.Tensor) for value in content.values()):
+        raise ValueError(f"{path}: expected a dict of tensors (a state dict), got {type(content).__name__}")
+    return _strip_wrapper_prefixes({key: value for key, value in content.items() if isinstance(value, torch.Tensor)})
+
+
+def _fetch_torchvision_weights(weights: Any, *, local_argument: str) -> dict[str, torch.Tensor]:
+    """Fetch torchvision weights through their enum (hub download or cache); explain how to avoid it on failure."""
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as error:  # URLError, OSError, RuntimeError (hash), ... all mean "not available"
+        raise PretrainedWeightsUnavailableError(
+            f"could not fetch torchvision weights {weights} from {weights.url} ({type(error).__name__}: {error}). "
+            f"Without network access, download that file elsewhere and pass its local path as "
+            f"`{local_argument}` (e.g. {local_argument}=/path/to/{weights.url.rsplit('/', 1)[-1]})."
+        ) from error
+
+
+def _convert_batchnorm_to_frozen(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.BatchNorm2d`` under ``module`` by ``FrozenBatchNorm2d`` holding the same statistics."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            with torch.no_grad():
+                frozen.weight.copy_(child.weight)
+                frozen.bias.copy_(child.bias)
+                frozen.running_mean.copy_(child.running_mean)
+                frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            _convert_batchnorm_to_frozen(child)
+    return module
+
+
+def freeze_backbone_layers(model: MaskRCNN, trainable_layers: int) -> None:
+    """Freeze the ResNet body except its last ``trainable_layers`` stages, as torchvision does.
+
+    ``trainable_layers`` counts from the top: 1 trains ``layer4``, 3 trains ``layer2..layer4``, 5 trains
+    everything including the stem (``conv1`` and ``bn1``); 0 freezes the whole body. The FPN, RPN and
+    ROI heads stay trainable.
+
+    Args:
+        model: A Mask R-CNN with a ResNet-FPN backbone.
+        trainable_layers: Number of trainable stages, 0 to 5.
+    """
+    if not 0 <= trainable_layers <= 5:
+        raise ValueError(f"trainable_backbone_layers must be in [0, 5], got {trainable_layers}")
+    trainable = list(_RESNET_LAYERS_FROM_TOP[:trainable_layers])
+    if trainable_layers == 5:
+        trainable.append("bn1")
+    for name, parameter in model.backbone.body.named_parameters():
+        parameter.requires_grad_(any(name.startswith(prefix) for prefix in trainable))
+
+
+def load_backbone_weights(
+    model: MaskRCNN, state_dict: Mapping[str, torch.Tensor], *, source: str = "state dict"
+) -> StateDictLoadReport:
+    """Copy an ImageNet ResNet-50 state dict into the detector's backbone (``backbone.body.*``).
+
+    Accepted key names: torchvision's and timm's ResNet-50 (both use ``conv1.weight``, ``bn1.*``,
+    ``layer1.0.conv1.weight``, ... with the classifier at ``fc.*``), optionally already prefixed with
+    ``backbone.body.``. The classifier and any key the body lacks are reported as unexpected;
+    ``num_batches_tracked`` is skipped for frozen BatchNorm, which has none.
+
+    Args:
+        model: The detector; its body is modified in place.
+        state_dict: ``{name: tensor}``.
+        source: Name of the origin, used in the report and in errors.
+
+    Returns:
+        The load report; ``missing`` lists body keys that received nothing.
+
+    Raises:
+        ValueError: No key matches the body, or a matching key has a different shape (wrong architecture).
+    """
+    body_state = model.backbone.body.state_dict()
+    report = StateDictLoadReport(source=source)
+    mismatched = []
+    to_load = {}
+    for key, tensor in _strip_wrapper_prefixes(state_dict).items():
+        body_key = key.removeprefix(_BACKBONE_PREFIX)
+        if body_key not in body_state:
+            if not body_key.endswith("num_batches_tracked"):
+                report.unexpected.append(key)
+            continue
+        if tuple(tensor.shape) != tuple(body_state[body_key].shape):
+            mismatched.append(f"{key}: file {tuple(tensor.shape)} vs model {tuple(body_state[body_key].shape)}")
+            continue
+        to_load[body_key] = tensor
+    if mismatched:
+        raise ValueError(
+            f"{source}: {len(mismatched)} backbone tensor(s) have a different shape than the ResNet-50 body, "
+            f"e.g. {mismatched[:3]}; is it a ResNet-50 checkpoint?"
+        )
+    if not to_load:
+        raise ValueError(
+            f"{source}: no key matches the ResNet-50 backbone (expected torchvision/timm names such as "
+            f"'conv1.weight', 'layer1.0.conv1.weight'); first keys in the file: {list(state_dict)[:5]}"
+        )
+    model.backbone.body.load_state_dict(to_load, strict=False)
+    report.loaded = [_BACKBONE_PREFIX + key for key in to_load]
+    report.missing = [_BACKBONE_PREFIX + key for key in body_state if key not in to_load]
+    return report
+
+
+def load_detector_weights(
+    model: MaskRCNN, state_dict: Mapping[str, torch.Tensor], *, source: str = "state dict"
+) -> StateDictLoadReport:
+    """Load a full Mask R-CNN state dict, re-initialising the class-specific predictors if their shapes differ.
+
+    Tensors of the box and mask predictors (``roi_heads.box_predictor.*``, ``roi_heads.mask_predictor.*``)
+    whose shapes differ (another number of classes) are skipped, so those layers keep their fresh
+    initialisation. Every other key must match in name and shape.
+
+    Args:
+        model: The detector, modified in place.
+        state_dict: ``{name: tensor}`` (``module.`` / ``_orig_mod.`` prefixes are stripped).
+        source: Name of the origin, used in the report and in errors.
+
+    Returns:
+        The load report.
+
+    Raises:
+        ValueError: Keys outside the predictors are missing, unexpected or of another shape (e.g. a v1
+            checkpoint given to a v2 model).
+    """
+    model_state = model.state_dict()
+    report = StateDictLoadReport(source=source)
+    problems = []
+    to_load = {}
+    for key, tensor in _strip_wrapper_prefixes(state_dict).items():
+        if key not in model_state:
+            if not key.endswith("num_batches_tracked"):
+                report.unexpected.append(key)
+            continue
+        if tuple(tensor.shape) != tuple(model_state[key].shape):
+            if key.startswith(_PREDICTOR_PREFIXES):
+                report.reinitialized.append(key)
+            else:
+                problems.append(f"{key}: file {tuple(tensor.shape)} vs model {tuple(model_state[key].shape)}")
+            continue
+        to_load[key] = tensor
+    report.loaded = list(to_load)
+    report.missing = [
+        key for key in model_state
+        if key not in to_load and key not in report.reinitialized and not key.endswith("num_batches_tracked")
+    ]
+    if problems or report.unexpected or report.missing:
+        raise ValueError(
+            f"{source}: does not fit this Mask R-CNN ({len(report.missing)} missing, {len(report.unexpected)} "
+            f"unexpected, {len(problems)} of another shape), e.g. missing {report.missing[:3]}, unexpected "
+            f"{report.unexpected[:3]}, shapes {problems[:3]}; is it a checkpoint of the same variant?"
+        )
+    model.load_state_dict(to_load, strict=False)
+    return report
+
+
+def _set_frozen_batchnorm_eps(module: nn.Module, eps: float) -> None:
+    for child in module.modules():
+        if isinstance(child, FrozenBatchNorm2d):
+            child.eps = eps
+
+
+def create_maskrcnn(
+    variant: MaskRCNNVariant = "v1",
+    *,
+    num_classes: int,
+    init: InitMode = "coco",
+    checkpoint: str | Path | None = None,
+    backbone_checkpoint: str | Path | None = None,
+    trainable_backbone_layers: int | None = None,
+    min_size: int | tuple[int, ...] = 800,
+    max_size: int = 1333,
+    frozen_batchnorm: bool | None = None,
+    frozen_batchnorm_eps: float | None = None,
+    **kwargs: Any,
+) -> MaskRCNN:
+    """Build a torchvision Mask R-CNN ResNet-50-FPN for ``num_classes`` classes (background included).
+
+    Args:
+        variant: ``"v1"`` (``maskrcnn_resnet50_fpn``, COCO mask AP 34.6) or ``"v2"``
+            (``maskrcnn_resnet50_fpn_v2``, COCO mask AP 41.8, BatchNorm in the heads).
+        num_classes: Number of classes including the background (``K + 1``).
+        init: ``"coco"``: torchvision's COCO-trained detector (from ``checkpoint`` if given, else via
+            torchvision's weight enum, which needs network or a cached file); the box and mask predictors
+            are re-initialised when ``num_classes`` differs from 91. ``"backbone"``: an ImageNet ResNet-50
+            state dict (torchvision or timm names) from ``backbone_checkpoint`` (else torchvision's
+            ``ResNet50_Weights.IMAGENET1K_V1`` via the enum) copied into ``backbone.body``; the rest is
+            random. ``"none"``: everything random.
+        checkpoint: Local file with a full Mask R-CNN state dict (``init="coco"`` only).
+        backbone_checkpoint: Local file with a ResNet-50 state dict (``init="backbone"`` only).
+        trainable_backbone_layers: ResNet stages to train, counted from the top (0-5). None means 3 for
+            pretrained inits and 5 for ``"none"``, as torchvision does.
+        min_size: Shorter side the model resizes inputs to (a tuple: random choice per training batch).
+        max_size: Upper bound of the longer side after resizing.
+        frozen_batchnorm: Use ``FrozenBatchNorm2d`` in the ResNet body. None follows torchvision: frozen for
+            v1 with pretrained weights, trainable ``BatchNorm2d`` for v1 from scratch and for v2. Set it
+            explicitly when rebuilding a trained model for inference, so the state dict keys match.
+        frozen_batchnorm_eps: ``eps`` of the frozen BatchNorm layers (not stored in state dicts). None: 0.0
+            for v1 with ``init="coco"`` (torchvision's v1 COCO weights were trained that way, see its
+            ``overwrite_eps``), else 1e-5. Pass the training value when rebuilding for inference.
+        **kwargs: Passed to :class:`torchvision.models.detection.MaskRCNN` (e.g. ``box_score_thresh``,
+            ``box_detections_per_img``).
+
+    Returns:
+        The model (in train mode, on the CPU).
+
+    Raises:
+        ValueError: An argument is invalid or a checkpoint does not fit the model.
+        FileNotFoundError: A checkpoint file does not exist.
+        PretrainedWeightsUnavailableError: ``init`` needs weights that could not be fetched.
+    """
+    if variant not in _VARIANTS:
+        raise ValueError(f"unknown Mask R-CNN variant {variant!r}; expected one of {_VARIANTS}")
+    if init not in _INIT_MODES:
+        raise ValueError(f"unknown init {init!r}; expected one of {_INIT_MODES}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
+    if checkpoint is not None and init != "coco":
+        raise ValueError(f"checkpoint is only used with init='coco' (got init={init!r}); use backbone_checkpoint "
+                         "for an ImageNet backbone")
+    if backbone_checkpoint is not None and init != "backbone":
+        raise ValueError(f"backbone_checkpoint is only used with init='backbone' (got init={init!r})")
+    if trainable_backbone_layers is None:
+        trainable_backbone_layers = 5 if init == "none" else 3
+    if frozen_batchnorm is None:
+        frozen_batchnorm = variant == "v1" and init != "none"
+
+    builder = maskrcnn_resnet50_fpn if variant == "v1" else maskrcnn_resnet50_fpn_v2
+    # weights=None and weights_backbone=None: torchvision builds BatchNorm2d everywhere and downloads nothing.
+    model = builder(weights=None, weights_backbone=None, num_classes=num_classes, min_size=min_size,
+                    max_size=max_size, **kwargs)
+    if frozen_batchnorm:
+        _convert_batchnorm_to_frozen(model.backbone.body)
+        if frozen_batchnorm_eps is None:
+            frozen_batchnorm_eps = 0.0 if variant == "v1" and init == "coco" else 1e-5
+        _set_frozen_batchnorm_eps(model, frozen_batchnorm_eps)
+    elif frozen_batchnorm_eps is not None:
+        raise ValueError("frozen_batchnorm_eps is only used with frozen BatchNorm (frozen_batchnorm=True)")
+
+    if init == "coco":
+        if checkpoint is not None:
+            state_dict, source = read_state_dict(checkpoint), str(checkpoint)
+        else:
+            weights = _COCO_WEIGHTS[variant]
+            state_dict, source = _fetch_torchvision_weights(weights, local_argument="checkpoint"), str(weights)
+        report = load_detector_weights(model, state_dict, source=source)
+        logger.info("Mask R-CNN %s COCO init: %s", variant, report.summary())
+    elif init == "backbone":
+        if backbone_checkpoint is not None:
+            state_dict, source = read_state_dict(backbone_checkpoint), str(backbone_checkpoint)
+        else:
+            weights = ResNet50_Weights.IMAGENET1K_V1
+            state_dict = _fetch_torchvision_weights(weights, local_argument="backbone_checkpoint")
+            source = str(weights)
+        report = load_backbone_weights(model, state_dict, source=source)
+        logger.info("Mask R-CNN %s backbone init: %s", variant, report.summary())
+    freeze_backbone_layers(model, trainable_backbone_layers)
+    return model

@@ -1,0 +1,30 @@
+"""Task registry: ``create_task(config)`` returns the task named by ``config.task``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from visiontune.registry import Registry
+
+if TYPE_CHECKING:
+    from visiontune.config import Config
+    from visiontune.tasks.base import Task
+
+TASKS: Registry[str] = Registry("task")
+"""Task name -> ``module:Class`` path, imported on first use (keeps ``import visiontune`` light)."""
+TASKS.register("classification")("visiontune.tasks.classification:ClassificationTask")
+TASKS.register("face_detection")("visiontune.tasks.face_detection:FaceDetectionTask")
+TASKS.register("instance_segmentation")("visiontune.tasks.instance_segmentation:InstanceSegmentationTask")
+
+
+def get_task_class(name: str) -> type[Task]:
+    """Import and return the task class registered as ``name`` (did-you-mean error when unknown)."""
+    import importlib
+
+    module_name, class_name = TASKS.get(name).split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def create_task(config: Config) -> Task:
+    """Instantiate the task of ``config.task``."""
+    return get_task_class(config.task)(config)

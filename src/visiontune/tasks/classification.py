@@ -1,0 +1,281 @@
+"""Image classification with timm models (MindCV / MobileNetV2 fine-tuning guides on PyTorch)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from visiontune.data.classification import (
+    ClassificationDataset,
+    ClassificationSource,
+    collate_skip_none,
+    load_rgb_image,
+    read_annotation_list,
+    read_csv_list,
+    scan_image_folder,
+)
+from visiontune.engine.finetune import ModelParts
+from visiontune.evaluation.classification import ClassificationEvaluator
+from visiontune.models.classification import (
+    ImageClassifier,
+    classifier_head_prefixes,
+    create_timm_model,
+    load_classifier_weights,
+    transfer_pretrained,
+)
+from visiontune.tasks.base import Task
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
+
+
+class ClassificationTask(Task):
+    """Fine-tune any timm model on ImageFolder trees, annotation lists or CSV files."""
+
+    name = "classification"
+    default_metric = "top1"
+    metric_mode = "max"
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._mixup: Callable | None = None
+
+    # ------------------------------------------------------------------ data
+    def read_source(self, split: str, *, classes: list[str] | None) -> ClassificationSource:
+        """Samples of ``split`` in the configured ``data.format``."""
+        data = self.config.data
+        if data.root is None:
+            raise ValueError("data.root is not set: point it at the dataset folder (e.g. data.root=path/to/data)")
+        root = Path(data.root)
+        if data.format == "folder":
+            return scan_image_folder(root / split, classes=classes, hint=f"data.root + split {split!r}")
+        if data.format == "list":
+            images = root / (data.val_images_dir if classes is not None and data.val_images_dir else data.images_dir)
+            return read_annotation_list(root / split, images, image_ext=data.image_ext, classes=classes)
+        if data.format == "csv":
+            return read_csv_list(root / split, root=root, classes=classes)
+        raise ValueError(f"data.format: {data.format!r} is not a classification format; use folder, list or csv")
+
+    def _data_config(self) -> dict[str, Any]:
+        data = self.config.data
+        pretrained = timm.models.get_pretrained_cfg(self.config.model.name) if timm.is_model(self.config.model.name) \
+            else None
+        mean = tuple(data.mean) if data.mean else (getattr(pretrained, "mean", None) or timm.data.IMAGENET_DEFAULT_MEAN)
+        std = tuple(data.std) if data.std else (getattr(pretrained, "std", None) or timm.data.IMAGENET_DEFAULT_STD)
+        crop_pct = data.crop_pct or getattr(pretrained, "crop_pct", None) or timm.data.DEFAULT_CROP_PCT
+        return {"mean": mean, "std": std, "crop_pct": crop_pct}
+
+    def build_transform(self, *, train: bool) -> Callable:
+        """timm's ``create_transform`` with the ``data`` section's options."""
+        from timm.data import create_transform
+
+        data = self.config.data
+        resolved = self._data_config()
+        if train:
+            return create_transform(
+                data.image_size, is_training=True, scale=tuple(data.scale), ratio=tuple(data.ratio),
+                hflip=data.hflip, vflip=data.vflip, color_jitter=data.color_jitter or 0.0,
+                auto_augment=data.auto_augment, interpolation=data.interpolation, mean=resolved["mean"],
+                std=resolved["std"], re_prob=data.reprob, re_mode=data.remode,
+            )
+        return create_transform(data.image_size, is_training=False, interpolation=data.interpolation,
+                                mean=resolved["mean"], std=resolved["std"], crop_pct=resolved["crop_pct"])
+
+    def build_dataset(self, split: str, *, train: bool) -> Dataset:
+        classes = self.meta.get("class_names")
+        source = self.read_source(split, classes=classes)
+        if classes is None:
+            self.meta["class_names"] = list(source.classes)
+            logger.info("%d classes from %s: %s", len(source.classes), source.origin,
+                        ", ".join(source.classes[:10]) + (" ..." if len(source.classes) > 10 else ""))
+        return ClassificationDataset(source, self.build_transform(train=train), on_corrupt=self.config.data.on_corrupt)
+
+    def collate_fn(self, *, train: bool) -> Callable:
+        return collate_skip_none
+
+    # ------------------------------------------------------------------ model
+    @property
+    def num_classes(self) -> int:
+        if self.config.model.num_classes is not None:
+            return self.config.model.num_classes
+        if "class_names" not in self.meta:
+            raise ValueError("the number of classes is unknown: build the training dataset first or set model.num_classes")
+        return len(self.meta["class_names"])
+
+    def build_criterion(self) -> nn.Module:
+        data = self.config.data
+        if data.mixup > 0 or data.cutmix > 0:
+            from timm.loss import SoftTargetCrossEntropy
+
+            return SoftTargetCrossEntropy()
+        return nn.CrossEntropyLoss(label_smoothing=data.label_smoothing)
+
+    def build_model(self, *, load_weights: bool = True) -> nn.Module:
+        model_config = self.config.model
+        class_names = self.meta.get("class_names")
+        if class_names is not None and model_config.num_classes not in (None, len(class_names)):
+            raise ValueError(f"model.num_classes={model_config.num_classes} but the data has {len(class_names)} classes")
+        net = create_timm_model(model_config.name, num_classes=self.num_classes, pretrained=False,
+                                drop_rate=model_config.drop_rate, drop_path_rate=model_config.drop_path_rate,
+                                **model_config.kwargs)
+        model = ImageClassifier(net, self.build_criterion())
+        if load_weights:
+            if model_config.checkpoint:
+                report = load_classifier_weights(model, model_config.checkpoint, key=model_config.checkpoint_key,
+                                                 min_loaded_fraction=model_config.min_loaded_fraction,
+                                                 arch=model_config.name)
+                self.meta["load_report"] = report.as_dict()
+            elif model_config.pretrained:
+                report = transfer_pretrained(model, model_config.name,
+                                             min_loaded_fraction=model_config.min_loaded_fraction)
+                self.meta["load_report"] = report.as_dict()
+        data = self.config.data
+        if data.mixup > 0 or data.cutmix > 0:
+            from timm.data import Mixup
+
+            self._mixup = Mixup(mixup_alpha=data.mixup, cutmix_alpha=data.cutmix, prob=data.mixup_prob,
+                                switch_prob=data.mixup_switch_prob, label_smoothing=data.label_smoothing,
+                                num_classes=self.num_classes)
+        return model
+
+    def model_parts(self, model: nn.Module) -> ModelParts:
+        from timm.models import group_parameters
+
+        net = model.net
+        heads = [f"net.{prefix}" for prefix in classifier_head_prefixes(net)]
+        parts = ModelParts(head=heads)
+        try:
+            grouped = group_parameters(net, net.group_matcher(coarse=False))
+        except (AttributeError, NotImplementedError):
+            grouped = {}
+        for names in grouped.values():
+            group = [f"net.{name}" for name in names if not parts.is_head(f"net.{name}")]
+            if group:
+                parts.layer_groups.append(group)
+        return parts
+
+    def prepare_train_batch(self, images: Any, targets: Any) -> tuple[Any, Any]:
+        if self._mixup is None:
+            return images, targets
+        from timm.data.mixup import mixup_target
+
+        even = len(images) - len(images) % 2
+        if even == len(images):
+            return self._mixup(images, targets)
+        # timm's Mixup needs an even batch: mix the even part, keep the last sample as a smoothed one-hot
+        mixed_images, mixed_targets = self._mixup(images[:even], targets[:even]) if even else (images[:0], None)
+        last_target = mixup_target(targets[even:], self.num_classes, lam=1.0,
+                                   smoothing=self.config.data.label_smoothing)
+        if mixed_targets is None:
+            return images, last_target
+        return torch.cat([mixed_images, images[even:]]), torch.cat([mixed_targets, last_target])
+
+    # ------------------------------------------------------------------ evaluation and prediction
+    def build_evaluator(self, dataset: Dataset) -> ClassificationEvaluator:
+        names = self.meta.get("class_names")
+        return ClassificationEvaluator(num_classes=self.num_classes, class_names=names)
+
+    def data_problems(self) -> tuple[str, bool]:
+        from visiontune.data.image_check import check_classification_sources
+
+        data = self.config.data
+        splits = {data.train_split: self.read_source(data.train_split, classes=None)}
+        if data.val_split:
+            try:
+                splits[data.val_split] = self.read_source(data.val_split, classes=None)
+            except ValueError as error:
+                return f"{data.val_split}: {error}", True
+        report = check_classification_sources(splits)
+        return report.format(), report.has_errors
+
+    def predict(self, model: nn.Module, source: str, output_dir: Path, *, device: torch.device) -> list[Path]:
+        """Top-k labels and probabilities per image to ``predictions.csv``; with known labels also ``pred.txt``.
+
+        ``source`` is an image, a folder (a class-folder tree gives known labels), a ``.txt`` list of image
+        paths, or a ``.csv`` with ``path[,label]``.
+        """
+        names = self.meta.get("class_names") or [str(i) for i in range(self.num_classes)]
+        items = collect_prediction_inputs(source, names)
+        transform = self.build_transform(train=False)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        topk = min(self.config.topk, len(names))
+        rows = []
+        batch_size = self.config.data.eval_batch_size or self.config.data.batch_size
+        model.eval()
+        from tqdm import tqdm
+
+        with torch.no_grad():
+            for start in tqdm(range(0, len(items), batch_size), desc="predict", disable=not self.config.train.progress):
+                chunk = items[start:start + batch_size]
+                images = torch.stack([transform(load_rgb_image(path)) for path, _ in chunk]).to(device)
+                logits = torch.stack([output["logits"] for output in model(images)])
+                probabilities = logits.float().softmax(dim=1).cpu()
+                values, indices = probabilities.topk(topk, dim=1)
+                for (path, label), top_values, top_indices in zip(chunk, values, indices):
+                    rows.append((path, label, [(names[i], float(v)) for v, i in zip(top_values, top_indices)]))
+        csv_path = output_dir / "predictions.csv"
+        with csv_path.open("w", newline="", encoding="utf-8") as stream:
+            writer = csv.writer(stream)
+            header = ["path"] + [f"{kind}{rank + 1}" for rank in range(topk) for kind in ("label", "prob")]
+            writer.writerow(header + (["true_label"] if any(label is not None for _, label, _ in rows) else []))
+            for path, label, top in rows:
+                row = [str(path)] + [value for name, prob in top for value in (name, f"{prob:.6f}")]
+                writer.writerow(row + ([label] if label is not None else []))
+        written = [csv_path]
+        if any(label is not None for _, label, _ in rows):
+            pred_path = output_dir / "pred.txt"
+            with pred_path.open("w", encoding="utf-8") as stream:
+                for path, label, top in rows:
+                    stream.write(f"{path}\t{top[0][0]}\t{label}\n")
+            correct = sum(1 for _, label, top in rows if label == top[0][0])
+            logger.info("top-1 on the labelled prediction inputs: %.2f%% (%d/%d)", 100 * correct / len(rows), correct,
+                        len(rows))
+            written.append(pred_path)
+        return written
+
+
+def collect_prediction_inputs(source: str, class_names: list[str]) -> list[tuple[Path, str | None]]:
+    """Expand ``source`` into ``(image path, known label or None)`` pairs.
+
+    Raises:
+        ValueError: the source does not exist or holds no images.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise ValueError(f"source not found: {path}")
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        return [(path, None)]
+    if path.is_file() and path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as stream:
+            reader = csv.DictReader(stream)
+            if reader.fieldnames is None or "path" not in reader.fieldnames:
+                raise ValueError(f"{path}: expected a CSV header with a 'path' column (and optionally 'label')")
+            return [((path.parent / row["path"]), row.get("label") or None) for row in reader]
+    if path.is_file():
+        items = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                image = Path(line.strip())
+                image = image if image.is_absolute() else path.parent / image
+                if not image.is_file():
+                    raise ValueError(f"{path}:{number}: image not found: {image}")
+                items.append((image, None))
+        return items
+    subfolders = sorted(child for child in path.iterdir() if child.is_dir())
+    if subfolders and all(child.name in class_names for child in subfolders):
+        items = [(image, child.name) for child in subfolders for image in sorted(child.rglob("*"))
+                 if image.suffix.lower() in IMAGE_SUFFIXES]
+    else:
+        items = [(image, None) for image in sorted(path.rglob("*")) if image.suffix.lower() in IMAGE_SUFFIXES]
+    if not items:
+        raise ValueError(f"no images found in {path}")
+    return items

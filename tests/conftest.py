@@ -1,0 +1,40 @@
+"""Shared pytest fixtures.
+
+``shared_dir`` locates the read-only reference data (``../shared`` beside the repository, or
+``$VISIONTUNE_SHARED``) and skips the test with a clear reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def find_shared_dir() -> Path | None:
+    """Return the shared reference-data folder, or None when it is not available."""
+    env = os.environ.get("VISIONTUNE_SHARED")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO_ROOT.parent / "shared")
+    for candidate in candidates:
+        if (candidate / "fixtures").is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """Path to ``shared/`` (skips the test when the reference data is absent)."""
+    path = find_shared_dir()
+    if path is None:
+        pytest.skip("reference data ../shared (or $VISIONTUNE_SHARED) is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(shared_dir: Path) -> Path:
+    """Path to ``shared/fixtures``."""
+    return shared_dir / "fixtures"

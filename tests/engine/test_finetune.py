@@ -1,0 +1,113 @@
+"""Freezing (requires_grad and BatchNorm eval) and per-layer learning rates."""
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from visiontune.engine.finetune import (
+    ModelParts,
+    build_param_groups,
+    freeze_parameters,
+    frozen_batchnorm_names,
+    set_frozen_batchnorm_eval,
+)
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        self.stage = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4))
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.stage(self.stem(x)).mean((2, 3)))
+
+
+def tiny_parts(model):
+    names = [n for n, _ in model.named_parameters()]
+    return ModelParts(head=["head"], layer_groups=[[n for n in names if n.startswith("stem")],
+                                                  [n for n in names if n.startswith("stage")]])
+
+
+def test_backbone_freeze_keeps_bn_statistics_bit_identical():
+    torch.manual_seed(0)
+    model = Tiny()
+    frozen = freeze_parameters(model, "backbone", None, tiny_parts(model))
+    assert frozen and all(not name.startswith("head") for name in frozen)
+    assert frozen_batchnorm_names(model) == ["stem.1", "stage.1"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model.train()
+    assert set_frozen_batchnorm_eval(model) == 2
+    for _ in range(3):
+        loss = model(torch.randn(4, 3, 8, 8)).square().mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = model.state_dict()
+    for key, value in before.items():
+        if key.startswith("head"):
+            assert not torch.equal(value, after[key]), key
+        else:
+            assert torch.equal(value, after[key]), key  # weights AND running stats / num_batches_tracked
+
+
+def test_requires_grad_alone_lets_bn_drift():
+    """The failure mode we fix: frozen params but BN in train mode still updates its buffers."""
+    model = Tiny()
+    freeze_parameters(model, "backbone", None, tiny_parts(model))
+    before = model.stem[1].running_mean.clone()
+    model.train()
+    model(torch.randn(4, 3, 8, 8))
+    assert not torch.equal(before, model.stem[1].running_mean)
+
+
+def test_first_n_and_regex():
+    model = Tiny()
+    frozen = freeze_parameters(model, "first_n", 1, tiny_parts(model))
+    assert frozen == sorted(n for n, _ in model.named_parameters() if n.startswith("stem"))
+    model = Tiny()
+    assert freeze_parameters(model, "regex", [r"^stage\.0"], tiny_parts(model)) == ["stage.0.bias", "stage.0.weight"]
+    with pytest.raises(ValueError, match=r"pattern 'nothing' matches no parameter name"):
+        freeze_parameters(Tiny(), "regex", ["nothing"], tiny_parts(model))
+    with pytest.raises(ValueError, match=r"first_n=5 but the model has only 2 layer groups"):
+        freeze_parameters(Tiny(), "first_n", 5, tiny_parts(model))
+
+
+def test_param_groups_head_mult_regex_and_no_decay():
+    model = Tiny()
+    groups = build_param_groups(model, lr=0.1, weight_decay=1e-4, parts=tiny_parts(model), head_lr_mult=1.2,
+                                lr_mults={r"^stage": 1.1})
+    by_name = {name: (g["lr"], g["weight_decay"]) for g in groups for name in g["names"]}
+    assert by_name["head.weight"] == (pytest.approx(0.12), 1e-4)
+    assert by_name["head.bias"] == (pytest.approx(0.12), 0.0)
+    assert by_name["stage.0.weight"] == (pytest.approx(0.11), 1e-4)
+    assert by_name["stage.1.weight"] == (pytest.approx(0.11), 0.0)  # BN weight: no decay
+    assert by_name["stem.0.weight"] == (pytest.approx(0.1), 1e-4)
+
+
+def test_layer_decay_matches_formula():
+    model = Tiny()
+    groups = build_param_groups(model, lr=1.0, weight_decay=0.0, parts=tiny_parts(model), layer_decay=0.5)
+    lr = {name: g["lr"] for g in groups for name in g["names"]}
+    assert lr["head.weight"] == pytest.approx(1.0)
+    assert lr["stage.0.weight"] == pytest.approx(0.5)  # layer 1 of L=2: 0.5 ** (2 - 1)
+    assert lr["stem.0.weight"] == pytest.approx(0.25)  # layer 0: 0.5 ** 2
+
+
+def test_timm_classifier_linear_probe_parts():
+    from visiontune.models.classification import ImageClassifier
+    from visiontune.tasks.classification import ClassificationTask
+    from visiontune.config import load_config
+
+    task = ClassificationTask(load_config(None, ["model.name=mobilenetv2_100", "model.num_classes=3"]))
+    model = ImageClassifier(timm.create_model("mobilenetv2_100", num_classes=3))
+    parts = task.model_parts(model)
+    assert parts.head == ["net.classifier"]
+    assert parts.layer_groups[0][0] == "net.conv_stem.weight"
+    frozen = freeze_parameters(model, "backbone", None, parts)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["net.classifier.weight", "net.classifier.bias"]
+    assert len(frozen) == len(list(model.parameters())) - 2
