@@ -139,14 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXTRA_COMMAND_MODULES = ("visiontune.interop.cli", "visiontune.export.cli")
+"""Modules whose ``register_commands(commands)`` adds commands with their own arguments (``convert``,
+``import-config``, ``export``). Each entry maps a name to ``(configure(subparser), help)``; ``configure`` adds the
+arguments and ``subparser.set_defaults(handler=function)`` where ``function(args) -> int``."""
+
+
 def extra_commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]]:
-    """Commands that define their own arguments (``convert``, ``import-config``, ``export``)."""
+    """Commands contributed by :data:`EXTRA_COMMAND_MODULES`."""
+    import importlib
+
     commands: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {}
-    try:
-        from visiontune.interop.cli import register_commands
-    except ImportError:
-        return commands
-    register_commands(commands)
+    for module_name in EXTRA_COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue
+        module.register_commands(commands)
     return commands
 
 

@@ -194,9 +194,12 @@ def test_parse_official_annotations_errors(tmp_path: Path, text: str, pattern: s
         parse_official_annotations(path)
 
 
-def test_parse_image_list_rejects_numeric_lines(tmp_path: Path) -> None:
+def test_parse_image_list_errors(tmp_path: Path) -> None:
     path = write(tmp_path, "list.txt", "a/b.jpg\n1 2 3 4\n")
     with pytest.raises(WiderFaceFormatError, match=r"list\.txt:2: expected an image path, got '1 2 3 4'"):
+        parse_image_list(path)
+    path = write(tmp_path, "list.txt", "a/b.jpg\n\n#\n")
+    with pytest.raises(WiderFaceFormatError, match=r"list\.txt:3: expected an image path, got an empty one"):
         parse_image_list(path)
 
 

@@ -246,6 +246,38 @@ def save_config(config: Config, path: str | Path) -> Path:
     return path
 
 
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping) and f"{prefix}{key}" in _SECTION_KEYS:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+_SECTION_KEYS = {f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(getattr(Config(), f.name))}
+
+
+def overlay_changed(base: Config, update: Config, *, always: Iterable[str] = ()) -> Config:
+    """``base`` with every value of ``update`` that differs from the defaults (plus the ``always`` keys).
+
+    Used by resume: the checkpoint's config is the base; what the user set on this invocation wins.
+    """
+    defaults = _flatten(config_to_dict(Config()))
+    changes = _flatten(config_to_dict(update))
+    always = set(always)
+    merged = config_to_dict(base)
+    for key, value in changes.items():
+        if key in always or value != defaults.get(key):
+            section = merged
+            *parents, leaf = key.split(".")
+            for part in parents:
+                section = section[part]
+            section[leaf] = value
+    return config_from_dict(merged, validate=False)
+
+
 def validate_config(config: Config) -> None:
     """Cross-field checks that a type check cannot express."""
     from visiontune.tasks import TASKS  # local import: tasks import the config package

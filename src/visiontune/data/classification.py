@@ -143,7 +143,10 @@ def _class_index(found: Iterable[str], classes: list[str] | None, origin: str) -
         missing = [name for name in names if name not in found_set]
         if missing:
             logger.warning(
-                "%s: %d training class(es) have no samples in this split: %s", origin, len(missing), _format_list(missing)
+                "%s: %d training class(es) have no samples in this split: %s",
+                origin,
+                len(missing),
+                _format_list(missing),
             )
     return names, {name: index for index, name in enumerate(names)}
 
@@ -355,7 +358,8 @@ def read_csv_list(
 
 def _build_source(entries: list[tuple[Path, str]], classes: list[str] | None, origin: str) -> ClassificationSource:
     names, index = _class_index((label for _, label in entries), classes, origin)
-    source = ClassificationSource(samples=[(path, index[label]) for path, label in entries], classes=names, origin=origin)
+    samples = [(path, index[label]) for path, label in entries]
+    source = ClassificationSource(samples=samples, classes=names, origin=origin)
     _warn_duplicates(source)
     return source
 
@@ -387,7 +391,9 @@ class ClassificationDataset(Dataset):
             ``Tensor[3, H, W]`` of one size for every image.
         on_corrupt: ``"error"`` raises a ValueError naming the file and PIL's reason; ``"skip"`` logs a warning,
             counts the file in :attr:`num_skipped` and returns ``None`` for the sample (batch it with
-            :func:`collate_skip_none`).
+            :func:`collate_skip_none`). The skip counter lives in shared memory and travels to DataLoader workers
+            started with fork, spawn or forkserver; a ``"skip"`` dataset cannot be pickled outside of starting a
+            worker process (e.g. ``copy.deepcopy``).
 
     Raises:
         ValueError: ``on_corrupt`` is not ``"error"`` or ``"skip"``.

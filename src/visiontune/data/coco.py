@@ -35,7 +35,6 @@ from PIL import Image as PILImage
 from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 
 __all__ = [
     "CocoAnnotations",
@@ -151,7 +150,8 @@ class CocoAnnotations:
             )
         if self.empty_mask_ids:
             parts.append(
-                f"dropped {len(self.empty_mask_ids)} annotation(s) with an empty mask {_format_ids(self.empty_mask_ids)}"
+                f"dropped {len(self.empty_mask_ids)} annotation(s) with an empty mask "
+                f"{_format_ids(self.empty_mask_ids)}"
             )
         if self.clamped_box_ids:
             parts.append(
@@ -664,15 +664,16 @@ class CocoInstanceDataset(Dataset):
         if not path.is_file():
             raise FileNotFoundError(f"image file not found: {path} (image id {record.image_id})")
         try:
-            pixels = decode_image(str(path), mode=ImageReadMode.RGB)
-        except RuntimeError as error:
+            with PILImage.open(path) as image:
+                pixels = np.array(image.convert("RGB"), dtype=np.uint8)
+        except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
             raise ValueError(f"{path}: cannot decode image id {record.image_id} ({error})") from error
-        if tuple(pixels.shape[-2:]) != (record.height, record.width):
+        if pixels.shape[:2] != (record.height, record.width):
             raise ValueError(
-                f"{path}: image is {pixels.shape[-1]}x{pixels.shape[-2]} (width x height) but "
+                f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]} (width x height) but "
                 f"{self.annotation_file} declares {record.width}x{record.height} for image id {record.image_id}"
             )
-        return tv_tensors.Image(pixels.to(torch.float32).div_(255.0))
+        return tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1).to(torch.float32).div_(255.0))
 
     def load_target(self, index: int) -> dict[str, Any]:
         """Build the target dict of item ``index`` (see the class docstring for the format)."""

@@ -61,7 +61,8 @@ class SanitizeDetectionTarget:
         image, target = self.sanitize(image, target)
         removed = count_before - int(target["boxes"].shape[0])
         if removed:
-            logger.debug("image id %s: removed %d degenerate box(es) after augmentation", target.get("image_id"), removed)
+            logger.debug("image id %s: removed %d degenerate box(es) after augmentation",
+                         target.get("image_id"), removed)
         target["num_removed_boxes"] = removed
         return image, target
 

@@ -321,8 +321,8 @@ def resize_image(image: np.ndarray, *, size: tuple[int, int], interpolation: str
 
 def to_normalized_tensor(image: np.ndarray, mean: Sequence[float] = BGR_MEAN) -> torch.Tensor:
     """Convert a BGR ``[H, W, 3]`` image in 0..255 to ``float32 [3, H, W]`` minus ``mean`` (BGR order)."""
-    values = image.astype(np.float32) - np.asarray(mean, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1)))
+    planar = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(torch.float32)
+    return planar.sub_(torch.tensor(mean, dtype=torch.float32).view(3, 1, 1))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -330,34 +330,45 @@ def to_normalized_tensor(image: np.ndarray, mean: Sequence[float] = BGR_MEAN) ->
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def bgr_to_hsv(image: np.ndarray) -> np.ndarray:
-    """Convert BGR ``[..., 3]`` values in 0..255 to float32 HSV: hue in degrees ``[0, 360)``, saturation ``[0, 1]``,
-    value ``[0, 255]``. Grey pixels get hue 0 and black pixels saturation 0."""
-    values = image.astype(np.float32)
-    blue, green, red = values[..., 0], values[..., 1], values[..., 2]
-    maximum = values.max(axis=-1)
-    chroma = maximum - values.min(axis=-1)
-    safe_chroma = np.where(chroma > 0, chroma, 1.0)
+def _hsv_planes_from_bgr(planes: np.ndarray) -> np.ndarray:
+    """``float32 [3, ...]`` BGR planes -> ``float32 [3, ...]`` HSV planes (see :func:`bgr_to_hsv`)."""
+    blue, green, red = planes
+    maximum = np.maximum(np.maximum(blue, green), red)
+    chroma = maximum - np.minimum(np.minimum(blue, green), red)
+    degrees_per_unit = np.divide(60.0, chroma, out=np.zeros_like(chroma), where=chroma > 0)
     hue = np.where(
         maximum == red,
-        np.mod((green - blue) / safe_chroma, 6.0),
-        np.where(maximum == green, (blue - red) / safe_chroma + 2.0, (red - green) / safe_chroma + 4.0),
+        (green - blue) * degrees_per_unit,
+        np.where(maximum == green, (blue - red) * degrees_per_unit + 120.0, (red - green) * degrees_per_unit + 240.0),
     )
-    hue = np.where(chroma > 0, hue * 60.0, 0.0)
-    saturation = np.where(maximum > 0, chroma / np.where(maximum > 0, maximum, 1.0), 0.0)
-    return np.stack([hue, saturation, maximum], axis=-1).astype(np.float32)
+    hue = np.where(hue < 0.0, hue + 360.0, hue)
+    saturation = np.divide(chroma, maximum, out=np.zeros_like(chroma), where=maximum > 0)
+    return np.stack([hue, saturation, maximum])
+
+
+def _bgr_planes_from_hsv(planes: np.ndarray) -> np.ndarray:
+    """``float32 [3, ...]`` HSV planes -> ``float32 [3, ...]`` BGR planes (see :func:`hsv_to_bgr`)."""
+    hue, saturation, value = planes
+    hue_sector = np.mod(hue, 360.0) / 60.0
+    chroma = value * saturation
+    channels = []
+    for offset in (1.0, 3.0, 5.0):  # blue, green, red
+        sector = np.mod(hue_sector + offset, 6.0)
+        channels.append(value - chroma * np.clip(np.minimum(sector, 4.0 - sector), 0.0, 1.0))
+    return np.stack(channels)
+
+
+def bgr_to_hsv(image: np.ndarray) -> np.ndarray:
+    """Convert BGR ``[..., 3]`` values in 0..255 to float32 HSV ``[..., 3]``: hue in degrees ``[0, 360)``,
+    saturation ``[0, 1]``, value ``[0, 255]``. Grey pixels get hue 0 and black pixels saturation 0."""
+    planes = np.ascontiguousarray(np.moveaxis(np.asarray(image), -1, 0), dtype=np.float32)
+    return np.moveaxis(_hsv_planes_from_bgr(planes), 0, -1)
 
 
 def hsv_to_bgr(hsv: np.ndarray) -> np.ndarray:
     """Inverse of :func:`bgr_to_hsv`: float32 BGR ``[..., 3]`` in 0..255 (hue taken modulo 360)."""
-    hue = np.mod(hsv[..., 0].astype(np.float32), 360.0) / 60.0
-    saturation, value = hsv[..., 1].astype(np.float32), hsv[..., 2].astype(np.float32)
-
-    def channel(offset: float) -> np.ndarray:
-        sector = np.mod(offset + hue, 6.0)
-        return value - value * saturation * np.clip(np.minimum(sector, 4.0 - sector), 0.0, 1.0)
-
-    return np.stack([channel(1.0), channel(3.0), channel(5.0)], axis=-1).astype(np.float32)
+    planes = np.ascontiguousarray(np.moveaxis(np.asarray(hsv), -1, 0), dtype=np.float32)
+    return np.moveaxis(_bgr_planes_from_hsv(planes), 0, -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -412,27 +423,30 @@ def apply_photometric(image: np.ndarray, params: PhotometricParams) -> np.ndarra
     Returns:
         ``uint8 [H, W, 3]`` BGR image (rounded once, at the end).
     """
-    values = image.astype(np.float32)
+    planes = np.ascontiguousarray(np.moveaxis(image, -1, 0), dtype=np.float32)  # [3, H, W] BGR
 
-    def contrast(current: np.ndarray) -> np.ndarray:
-        if params.contrast_factor is None:
-            return current
-        return np.clip(current * params.contrast_factor, 0.0, 255.0)
+    def contrast(values: np.ndarray) -> np.ndarray:
+        if params.contrast_factor is not None:
+            np.multiply(values, params.contrast_factor, out=values)
+            np.clip(values, 0.0, 255.0, out=values)
+        return values
 
     if params.brightness_delta is not None:
-        values = np.clip(values + params.brightness_delta, 0.0, 255.0)
+        np.add(planes, params.brightness_delta, out=planes)
+        np.clip(planes, 0.0, 255.0, out=planes)
     if not params.contrast_last:
-        values = contrast(values)
+        planes = contrast(planes)
     if params.saturation_factor is not None or params.hue_shift_degrees is not None:
-        hsv = bgr_to_hsv(values)
+        hsv = _hsv_planes_from_bgr(planes)
         if params.saturation_factor is not None:
-            hsv[..., 1] = np.clip(hsv[..., 1] * params.saturation_factor, 0.0, 1.0)
+            np.clip(hsv[1] * params.saturation_factor, 0.0, 1.0, out=hsv[1])
         if params.hue_shift_degrees is not None:
-            hsv[..., 0] = np.mod(hsv[..., 0] + params.hue_shift_degrees, 360.0)
-        values = np.clip(hsv_to_bgr(hsv), 0.0, 255.0)
+            hsv[0] = np.mod(hsv[0] + params.hue_shift_degrees, 360.0)
+        planes = np.clip(_bgr_planes_from_hsv(hsv), 0.0, 255.0)
     if params.contrast_last:
-        values = contrast(values)
-    return np.rint(values).astype(np.uint8)
+        planes = contrast(planes)
+    np.rint(planes, out=planes)
+    return np.ascontiguousarray(np.moveaxis(planes.astype(np.uint8), 0, -1))
 
 
 def photometric_distort(image: np.ndarray, generator: np.random.Generator) -> np.ndarray:

@@ -46,6 +46,20 @@ class ImageFinding:
         return f"{self.path}: {self.message}"
 
 
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """``(width, height)`` from a PNG or GIF header, or None for other files (PIL refuses 0-pixel images at open)."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(24)
+    except OSError:
+        return None
+    if header.startswith(b"\x89PNG\r\n\x1a\n") and header[12:16] == b"IHDR":
+        return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    if header[:6] in (b"GIF87a", b"GIF89a") and len(header) >= 10:
+        return int.from_bytes(header[6:8], "little"), int.from_bytes(header[8:10], "little")
+    return None
+
+
 def inspect_image(path: str | Path) -> ImageFinding | None:
     """Fully decode one image file and report the most serious problem found.
 
@@ -77,7 +91,11 @@ def inspect_image(path: str | Path) -> ImageFinding | None:
             image.load()
             mode = image.mode
     except UnidentifiedImageError:
-        return ImageFinding(path, "error", "not an image (PIL cannot identify the file format)")
+        header_size = _header_size(path)
+        if header_size is not None and 0 in header_size:
+            width, height = header_size
+            return ImageFinding(path, "error", f"zero-size image ({width}x{height} pixels in the file header)")
+        return ImageFinding(path, "error", "not an image PIL can read (unknown or broken file format)")
     except PermissionError as error:
         return ImageFinding(path, "error", f"cannot read file: {error.strerror or error}")
     except PIL_DECODE_ERRORS as error:
@@ -195,7 +213,10 @@ class CheckReport:
         lines.append("")
         lines.extend(self._class_table())
         lines.append("")
-        lines.append(f"images decoded: {self.num_images_checked}")
+        if self.image_findings:
+            lines.append(f"images decoded: {self.num_images_checked}")
+        else:
+            lines.append("images not decoded (image check disabled)")
         for level, messages in (("error", self.errors), ("warning", self.warnings)):
             image_findings = self._image_findings(level)  # type: ignore[arg-type]
             total = len(messages) + len(image_findings)

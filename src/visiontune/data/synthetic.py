@@ -113,7 +113,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     ramp = math.cos(direction) * coords[None, :] + math.sin(direction) * coords[:, None]
     image = base[None, None, :] + ramp[:, :, None] * tilt[None, None, :]
     cells = int(rng.integers(3, 9))
-    texture = rng.normal(0, rng.uniform(10, 35), size=(cells, cells, 3)).astype(np.float32)
+    texture = rng.normal(0, rng.uniform(5, 15), size=(cells, cells, 3)).astype(np.float32)
     texture = np.asarray(
         Image.fromarray(np.clip(texture + 128, 0, 255).astype(np.uint8)).resize((size, size), Image.BICUBIC),
         dtype=np.float32,
@@ -160,12 +160,12 @@ def render_shape_image(shape: str, *, image_size: int, rng: np.random.Generator)
 
     # Distractors: a few thin lines and small blobs (smaller than any main shape).
     mask, canvas = _new_mask(image_size)
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(0, 3))):
         x0, y0, x1, y1 = rng.uniform(0, scale, size=4)
         canvas.line((x0, y0, x1, y1), fill=255, width=max(1, int(rng.integers(1, 3)) * _SUPERSAMPLE))
     for _ in range(int(rng.integers(0, 3))):
         cx, cy = rng.uniform(0, scale, size=2)
-        radius = rng.uniform(0.04, 0.1) * scale
+        radius = rng.uniform(0.04, 0.08) * scale
         if rng.random() < 0.5:
             canvas.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=255)
         else:
@@ -173,18 +173,20 @@ def render_shape_image(shape: str, *, image_size: int, rng: np.random.Generator)
     _paint(image, mask, rng.uniform(0, 255, size=3))
 
     # The main shape: radius 18-40 % of the image, fully inside it, any rotation.
-    radius = rng.uniform(0.18, 0.40) * scale
+    radius = rng.uniform(0.25, 0.42) * scale
     cx, cy = rng.uniform(radius, scale - radius, size=2)
     angle = rng.uniform(0, 2 * math.pi)
     mask, canvas = _new_mask(image_size)
     SHAPES[shape](canvas, float(cx), float(cy), float(radius), float(angle))
-    _paint(image, mask, _contrasting_colour(rng, image, min_difference=45.0))
+    _paint(image, mask, _contrasting_colour(rng, image, min_difference=60.0))
 
-    image += rng.normal(0, rng.uniform(4, 16), size=image.shape).astype(np.float32)
+    image += rng.normal(0, rng.uniform(3, 10), size=image.shape).astype(np.float32)
     return Image.fromarray(np.clip(image, 0, 255).round().astype(np.uint8))
 
 
-def _parameters(num_classes: int, train_per_class: int, val_per_class: int, image_size: int, seed: int) -> dict:
+def _parameters(
+    num_classes: int, train_per_class: int, val_per_class: int, image_size: int, seed: int
+) -> dict[str, int]:
     return {
         "num_classes": num_classes,
         "train_per_class": train_per_class,

@@ -396,7 +396,7 @@ def parse_image_list(path: str | os.PathLike[str]) -> list[WiderFaceRecord]:
     collector = _RecordCollector(path)
     for line_number, text in _read_lines(path):
         entry = text[1:] if text.startswith("#") else text
-        if _is_numeric_line(entry):
+        if entry.strip() and _is_numeric_line(entry):
             raise WiderFaceFormatError(
                 path, line_number, f"expected an image path, got {text!r} (is this an annotated file?)"
             )

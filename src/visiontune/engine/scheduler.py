@@ -98,11 +98,13 @@ class IterationScheduler:
 
 
 def build_schedule_spec(sched_config: Any, *, epochs: int, steps_per_epoch: int,
-                        max_steps: int | None = None, base_lr: float = 1.0) -> ScheduleSpec:
-    """Convert the epoch-valued ``sched`` config section into a step-valued :class:`ScheduleSpec`."""
+                        base_lr: float = 1.0) -> ScheduleSpec:
+    """Convert the epoch-valued ``sched`` config section into a step-valued :class:`ScheduleSpec`.
+
+    The schedule always spans ``epochs``; ``train.max_steps`` only stops a run early, like an interruption,
+    so a run stopped by it and resumed follows the same curve as an uninterrupted one.
+    """
     total = epochs * steps_per_epoch
-    if max_steps is not None:
-        total = min(total, max_steps) if total > 0 else max_steps
     return ScheduleSpec(
         name=sched_config.name,
         total_steps=max(1, total),

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from visiontune import __version__
 from visiontune.config import Config, config_from_dict, config_to_dict, parse_freeze, save_config
+from visiontune.config.loader import overlay_changed
 from visiontune.engine import distributed as dist_utils
 from visiontune.engine.checkpoint import (
     CheckpointError,
@@ -47,6 +48,10 @@ from visiontune.tasks import create_task
 from visiontune.tasks.base import Evaluator, Task
 
 logger = logging.getLogger(__name__)
+
+
+PER_INVOCATION_KEYS = ("train.max_steps", "train.time_budget", "train.progress", "device")
+"""Config keys that describe one invocation, not the run: a resume takes them from the new command line."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -207,11 +212,11 @@ class Trainer:
         checkpoint = None
         if resume_path is not None:
             checkpoint = load_checkpoint(resume_path)
+            # the checkpoint's config, with what this invocation set explicitly on top (e.g. more epochs);
+            # per-invocation limits (max_steps, time budget) never carry over from the interrupted run
             stored = config_from_dict(checkpoint["config"])
-            # a resumed run keeps its config; only the epoch budget may be extended from the command line
-            stored.train.epochs = max(stored.train.epochs, self.config.train.epochs) if self.config.resume else stored.train.epochs
-            stored.resume = None
-            self.config = stored
+            self.config = overlay_changed(stored, self.config, always=PER_INVOCATION_KEYS)
+            self.config.resume = None
         config = self.config
         self.dist = dist_utils.env_dist_info()
         self.device = dist_utils.resolve_device(config.device, self.dist)
@@ -248,8 +253,8 @@ class Trainer:
         self.train_loader = build_loader(
             SeededDataset(self.train_dataset), batch_size=config.data.batch_size, sampler=self.train_sampler,
             collate_fn=self.task.collate_fn(train=True), num_workers=config.data.num_workers,
-            pin_memory=config.data.pin_memory, persistent_workers=config.data.persistent_workers, drop_last=False,
-        )
+            pin_memory=config.data.pin_memory, persistent_workers=config.data.persistent_workers, drop_last=True,
+        )  # drop_last as timm/torchvision: a 1-image last batch breaks BatchNorm and skews the loss
         self.val_loader = None
         if self.val_dataset is not None:
             self.val_loader = build_loader(
@@ -258,7 +263,10 @@ class Trainer:
                 collate_fn=self.task.collate_fn(train=False), num_workers=config.data.num_workers,
                 pin_memory=config.data.pin_memory, persistent_workers=config.data.persistent_workers,
             )
-        self.batches_per_epoch = math.ceil(self.train_sampler.per_rank / config.data.batch_size)
+        self.batches_per_epoch = self.train_sampler.per_rank // config.data.batch_size
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"the training split has {self.train_sampler.per_rank} images per process, fewer than "
+                             f"data.batch_size={config.data.batch_size}; lower the batch size")
         self.steps_per_epoch = max(1, math.ceil(self.batches_per_epoch / config.train.accumulate))
         global_batch = config.data.batch_size * self.dist.world_size * config.train.accumulate
         self.base_lr = self._scaled_lr(global_batch)
@@ -270,7 +278,7 @@ class Trainer:
         )
         self.optimizer = self._create_optimizer(param_groups)
         spec = build_schedule_spec(config.sched, epochs=config.train.epochs, steps_per_epoch=self.steps_per_epoch,
-                                   max_steps=config.train.max_steps, base_lr=self.base_lr)
+                                   base_lr=self.base_lr)
         self.scheduler = IterationScheduler(self.optimizer, spec)
         self.autocast_dtype = amp_dtype(config, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
@@ -453,6 +461,8 @@ class Trainer:
                     hook.before_step(self)
                 # dropout / mixup randomness depends only on (seed, step, rank): exact resumes
                 seed_everything(sample_seed(config.seed, self.state.step, 1_000_000 + self.dist.rank))
+                if config.train.nan_policy == "skip":  # a skipped step must not leave NaN in BN statistics
+                    buffers_before = [buffer.detach().clone() for buffer in self.model.buffers()]
             images = to_device(images, self.device, non_blocking=True)
             targets = to_device(targets, self.device, non_blocking=True)
             if config.train.channels_last and isinstance(images, torch.Tensor):
@@ -483,6 +493,9 @@ class Trainer:
                 skip = self._handle_non_finite(loss_values, last_finite)
             if skip:
                 self.optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    for buffer, saved in zip(self.model.buffers(), buffers_before):
+                        buffer.copy_(saved)
             else:
                 if config.train.clip_grad is not None:
                     self.scaler.unscale_(self.optimizer)

@@ -62,7 +62,7 @@ def create_timm_model(name: str, *, num_classes: int, pretrained: bool = False, 
 
     Raises:
         ValueError: unknown model name (with the closest timm names).
-        RuntimeError: pretrained weights could not be fetched (the message says how to use a local file).
+        WeightLoadError: pretrained weights could not be fetched (the message says how to use a local file).
     """
     if not timm.is_model(name):
         candidates = timm.list_models(f"*{name.split('.')[0][:4]}*") or timm.list_models()
@@ -75,7 +75,7 @@ def create_timm_model(name: str, *, num_classes: int, pretrained: bool = False, 
     try:
         return timm.create_model(name, pretrained=True, **options)
     except Exception as error:  # noqa: BLE001 - hub/network errors come in many types
-        raise RuntimeError(
+        raise WeightLoadError(
             f"could not fetch pretrained weights for {name!r} ({type(error).__name__}: {str(error)[:200]}). "
             "Without network access, download the weights elsewhere and pass the file instead: "
             "model.pretrained=false model.checkpoint=/path/to/weights.pth (or .safetensors / MindSpore .ckpt)"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors.torch import load_file as load_safetensors
 from torch import nn
 from torchvision.models import ResNet50_Weights
 from torchvision.models.detection import (
@@ -120,9 +121,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return _strip_wrapper_prefixes(load_file(str(path), device="cpu"))
+        return _strip_wrapper_prefixes(load_safetensors(str(path), device="cpu"))
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several unrelated types for unreadable or unsafe files
@@ -356,6 +355,8 @@ def create_maskrcnn(
         raise ValueError(f"backbone_checkpoint is only used with init='backbone' (got init={init!r})")
     if trainable_backbone_layers is None:
         trainable_backbone_layers = 5 if init == "none" else 3
+    if not 0 <= trainable_backbone_layers <= 5:
+        raise ValueError(f"trainable_backbone_layers must be in [0, 5], got {trainable_backbone_layers}")
     if frozen_batchnorm is None:
         frozen_batchnorm = variant == "v1" and init != "none"
 

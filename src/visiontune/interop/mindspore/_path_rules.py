@@ -8,6 +8,8 @@ from typing import Union
 
 from visiontune.interop.mindspore._rules import ModulePlan, ModuleRename, Shapes, group_by_module
 
+BACKBONE_CLASSIFIER_REASON = "ImageNet classifier of the backbone; the detector does not use it"
+
 
 @dataclass(frozen=True)
 class Skip:

@@ -67,7 +67,7 @@ __all__ = [
     "SUPPORTED_TENSOR_TYPES",
     "CheckpointTensorInfo",
     "list_mindspore_checkpoint",
-    "load_mindspore_checkpoint",
+    "read_mindspore_checkpoint",
     "save_mindspore_checkpoint",
 ]
 
@@ -90,6 +90,7 @@ MINDSPORE_SLICE_BYTES = 512 * 1024 * 1024
 
 _BFLOAT16 = "BFloat16"
 _STRING = "str"
+_RANDOM_STATE = "random_op"  # MindSpore's serialized random-number generator state (opaque bytes)
 
 # tensor_type -> NumPy dtype of the stored bytes (always little-endian).
 _STORED_DTYPES: Mapping[str, np.dtype] = MappingProxyType(
@@ -120,9 +121,10 @@ _TENSOR_TYPES_BY_KIND: Mapping[tuple[str, int], str] = MappingProxyType(
 )
 
 #: Every ``tensor_type`` the reader understands. ``BFloat16`` is returned as float32 (exact);
-#: ``str`` only as a scalar (0-d unicode array). Anything else (e.g. "Complex64", "Int4", map
-#: tensors, MindSpore's "random_op" state) raises :class:`UnsupportedTensorTypeError`.
-SUPPORTED_TENSOR_TYPES: tuple[str, ...] = tuple(sorted([*_STORED_DTYPES, _STRING]))
+#: ``str`` only as a scalar (0-d unicode array); ``random_op`` (MindSpore's random-generator state)
+#: as its raw bytes (1-D uint8). Anything else (e.g. "Complex64", "Int4", MindSpore MapTensors)
+#: raises :class:`UnsupportedTensorTypeError`.
+SUPPORTED_TENSOR_TYPES: tuple[str, ...] = tuple(sorted([*_STORED_DTYPES, _STRING, _RANDOM_STATE]))
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ class _IndexedTensor:
     slices: tuple[tuple[int, int], ...]
 
 
-def load_mindspore_checkpoint(path: PathLike) -> dict[str, np.ndarray]:
+def read_mindspore_checkpoint(path: PathLike) -> dict[str, np.ndarray]:
     """Read every tensor of a MindSpore ``.ckpt`` file.
 
     Args:
@@ -175,7 +177,8 @@ def load_mindspore_checkpoint(path: PathLike) -> dict[str, np.ndarray]:
     Returns:
         Tensors by parameter name, in file order. Arrays are C-contiguous, native byte order, owned
         (writable) copies of the file data with the stored dtype (``BFloat16`` becomes float32;
-        a ``str`` scalar becomes a 0-d unicode array). Scalars (``dims = [0]``) have shape ``()``.
+        a ``str`` scalar becomes a 0-d unicode array, a ``random_op`` entry its raw bytes as uint8).
+        Scalars (``dims = [0]``) have shape ``()``.
 
     Raises:
         NotAMindSporeCheckpointError: the file is empty or another format (zip/.pth, pickle, ...).
@@ -208,7 +211,7 @@ def save_mindspore_checkpoint(
     *,
     max_slice_bytes: int = MINDSPORE_SLICE_BYTES,
 ) -> None:
-    """Write tensors to a MindSpore ``.ckpt`` file that MindSpore and :func:`load_mindspore_checkpoint` read.
+    """Write tensors to a MindSpore ``.ckpt`` file that MindSpore and :func:`read_mindspore_checkpoint` read.
 
     The file is written to a temporary file next to ``path`` and renamed over it, so ``path`` never
     holds a partial checkpoint. All tensors are validated before anything is written.
@@ -506,6 +509,10 @@ def _read_tensor(buffer: memoryview, tensor: _IndexedTensor, *, source: str) -> 
     info = tensor.info
     if info.tensor_type == _STRING:
         return _read_string(buffer, tensor, source=source)
+    if info.tensor_type == _RANDOM_STATE:
+        return np.concatenate(
+            [np.frombuffer(buffer, dtype=np.uint8, count=end - start, offset=start) for start, end in tensor.slices]
+        )
     stored_dtype = _STORED_DTYPES.get(info.tensor_type)
     if stored_dtype is None:
         raise UnsupportedTensorTypeError(
@@ -522,9 +529,10 @@ def _read_tensor(buffer: memoryview, tensor: _IndexedTensor, *, source: str) -> 
     raw = np.empty(info.num_bytes, dtype=np.uint8)
     position = 0
     for start, end in tensor.slices:
-        if end > start:
-            raw[position : position + end - start] = np.frombuffer(buffer, dtype=np.uint8, count=end - start, offset=start)
-            position += end - start
+        length = end - start
+        if length:
+            raw[position : position + length] = np.frombuffer(buffer, dtype=np.uint8, count=length, offset=start)
+            position += length
     array = raw.view(stored_dtype)
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
@@ -577,8 +585,8 @@ def _prepare_tensor(name: str, value: TensorLike) -> _PreparedTensor:
             )
         encoded = str(array.item()).encode("utf-32-le")
         return _PreparedTensor(name, (0,), _STRING, 4, memoryview(encoded))
-    little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    dims = tuple(little_endian.shape) if little_endian.ndim else (0,)
+    dims = tuple(array.shape) if array.ndim else (0,)  # MindSpore writes a scalar as dims [0]
+    little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))  # note: 0-d becomes 1-d
     content = memoryview(little_endian.reshape(-1).view(np.uint8))
     return _PreparedTensor(name, dims, tensor_type, little_endian.dtype.itemsize, content)
 

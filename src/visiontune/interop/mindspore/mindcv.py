@@ -23,9 +23,9 @@ Known functional differences (names map exactly; outputs are not bit-identical):
 * MindCV MobileNetV3 pads its stride-2 depthwise convolutions with ``pad_mode="same"``, which for even
   input sizes pads one pixel at the bottom/right only, while timm pads one (k=3) or two (k=5) pixels
   on every side. Stride-1 convolutions agree. The logits therefore differ from timm's
-  ``mobilenetv3_*`` (see :func:`visiontune.interop.mindspore.mapping.match_mindspore_padding`).
+  ``mobilenetv3_*`` (see :func:`visiontune.interop.mindspore.adapt.match_mindspore_padding`).
 * MindCV ResNet's stem max-pool uses ``pad_mode="same"`` (bottom/right padding) where timm pads one
-  pixel on every side.
+  pixel on every side (read from the MindCV source; there is no logits fixture to measure it).
 * MindCV ConvNeXt uses MindSpore's ``nn.GELU()``, whose default is the tanh approximation; timm uses
   the exact (erf) GELU.
 """
@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from visiontune.interop.mindspore._path_rules import PathResult, PathRules, Skip
+from visiontune.interop.mindspore._path_rules import BACKBONE_CLASSIFIER_REASON, PathResult, PathRules, Skip
 from visiontune.interop.mindspore._rules import (
     Layout,
     ModulePlan,
@@ -57,7 +57,6 @@ _MINDCV_V2_CLASSIFIER_INDEX = 1
 
 _TIMM_INVERTED_RESIDUAL_CONVS = ("conv_pw", "conv_dw", "conv_pwl")
 _TIMM_DEPTHWISE_SEPARABLE_CONVS = ("conv_dw", "conv_pw")
-_SQUEEZE_EXCITE_CONVS = ("conv_reduce", "conv_expand")
 
 _MS_FEATURE = re.compile(r"features\.(?P<index>\d+)")
 _MS_BLOCK_LAYER = re.compile(r"features\.(?P<block>\d+)\.layers\.(?P<layer>\d+)(?:\.(?P<se>conv_reduce|conv_expand))?")
@@ -77,7 +76,7 @@ class MindCvMobileNetRules:
         modules = group_by_module(shapes)
         plan = ModulePlan()
         top_level: dict[int, tuple[str, str]] = {}  # feature index -> (kind, module path)
-        block_layers: dict[int, dict[int, str]] = {}  # block index -> layer index -> kind
+        block_layers: dict[int, dict[int, str | None]] = {}  # block index -> layer index -> kind
         block_paths: dict[int, list[str]] = {}
         dense_layers: dict[int, str] = {}
         for module, leaves in modules.items():
@@ -193,7 +192,7 @@ def _mindspore_layer_kind(leaves: dict[str, Shape]) -> str | None:
 
 
 def _group_blocks_into_stages(
-    block_layers: dict[int, dict[int, str]], modules: dict[str, dict[str, Shape]]
+    block_layers: dict[int, dict[int, str | None]], modules: dict[str, dict[str, Shape]]
 ) -> dict[int, tuple[int, int]]:
     """Block index -> (timm stage, position in stage): consecutive blocks of equal width form a stage."""
     stages: dict[int, tuple[int, int]] = {}
@@ -213,7 +212,7 @@ def _group_blocks_into_stages(
     return stages
 
 
-def _mindcv_block_components(layers: dict[int, str]) -> dict[int, str] | None:
+def _mindcv_block_components(layers: dict[int, str | None]) -> dict[int, str] | None:
     """Layer index -> timm part name for one MindCV block, or None if the layout is not a known one."""
     conv_layers = sorted(layer for layer, kind in layers.items() if kind == "conv")
     if len(conv_layers) == len(_TIMM_INVERTED_RESIDUAL_CONVS):
@@ -297,7 +296,7 @@ class ResNetRules(PathRules):
         """Map one MindSpore ResNet module path."""
         if module == self._classifier:
             if self._classifier_target is None:
-                return Skip("ImageNet classifier of the backbone; the detector does not use it")
+                return Skip(BACKBONE_CLASSIFIER_REASON)
             return ModuleRename(self._classifier_target)
         if self._mindspore_path.fullmatch(module):
             return ModuleRename(module.replace(f".{self._downsample}.", ".downsample."))

@@ -1,38 +1,36 @@
 """Name rules between MindFace RetinaFace and visiontune's RetinaFace.
 
 visiontune's RetinaFace uses exactly the state-dict keys of the public reference PyTorch
-implementation (``mobilenet0.25_Final.pth``), so these rules also convert to and from that file:
+implementation (``mobilenet0.25_Final.pth``), so these rules also convert to and from that file
+(MindFace -> visiontune):
 
-==========================================  =================================================
-MindFace                                    visiontune / reference PyTorch
-==========================================  =================================================
-``base.<backbone path>``                    ``body.<backbone path>`` (see the backbone rules)
-``base.fc`` / ``base.end_point``            (dropped: the backbone's ImageNet classifier)
-``fpn.{output1-3,merge1-2}.{0,1}``          same
-``sshN.conv3x3`` ``conv5x5_1`` ``conv5x5_2``  ``sshN.conv3X3`` ``conv5X5_1`` ``conv5X5_2``
-``sshN.conv7x7_2`` ``conv7x7_3``             ``sshN.conv7X7_2`` ``conv7x7_3`` (sic: the reference
-                                            spells the last one with a lower-case x)
-``classhead.I.conv1x1``                     ``ClassHead.I.conv1x1``
-``bboxhead.I.conv1x1``                      ``BboxHead.I.conv1x1``
-``landmarkhead.I.conv1x1``                  ``LandmarkHead.I.conv1x1``
-==========================================  =================================================
+* ``base.<backbone path>`` -> ``body.<backbone path>`` (see the backbone rules below);
+  ``base.fc`` / ``base.end_point`` (the backbone's ImageNet classifier) are dropped;
+* ``fpn.{output1,output2,output3,merge1,merge2}.{0,1}`` -> unchanged;
+* ``sshN.conv3x3``, ``conv5x5_1``, ``conv5x5_2``, ``conv7x7_2`` -> ``sshN.conv3X3``, ``conv5X5_1``,
+  ``conv5X5_2``, ``conv7X7_2``, but ``conv7x7_3`` stays lower-case (sic, the reference's spelling);
+* ``classhead.I.conv1x1`` / ``bboxhead.I.conv1x1`` / ``landmarkhead.I.conv1x1`` ->
+  ``ClassHead.I.conv1x1`` / ``BboxHead.I.conv1x1`` / ``LandmarkHead.I.conv1x1``.
 
 Backbones: MindFace's MobileNetV1-0.25 (``stage1``-``stage3``, each a sequence of conv/norm/act
 cells) has the same indices as the reference's; MindFace's ResNet-50 is the MindSpore model-zoo
 ResNet (``down_sample_layer``, ``end_point``) and maps to torchvision's ResNet names (``downsample``).
+
+Known functional difference: MindFace's ResNet-50 pads the stem max-pool input with one row and one
+column of zeros at the top/left (and none at the bottom/right) instead of torchvision's one pixel on
+every side. The input is non-negative (after ReLU), so both agree whenever the stem output has even
+height and width (input sizes divisible by 4); otherwise the maps differ in size by one pixel.
 """
 
 from __future__ import annotations
 
 import re
 
-from visiontune.interop.mindspore._path_rules import PathResult, PathRules, Skip
+from visiontune.interop.mindspore._path_rules import BACKBONE_CLASSIFIER_REASON, PathResult, PathRules, Skip
 from visiontune.interop.mindspore._rules import ModuleRename
 from visiontune.interop.mindspore.mindcv import ResNetRules
 
 __all__ = ["MindFaceMobileNetV1Rules", "MindFaceRetinaFaceRules", "mindface_resnet50_rules"]
-
-_BACKBONE_CLASSIFIER_REASON = "ImageNet classifier of the backbone; RetinaFace does not use it"
 
 
 class MindFaceMobileNetV1Rules(PathRules):
@@ -43,7 +41,7 @@ class MindFaceMobileNetV1Rules(PathRules):
     def module_to_torch(self, module: str) -> PathResult:
         """Map one MindFace MobileNetV1 module path."""
         if module == "fc":
-            return Skip(_BACKBONE_CLASSIFIER_REASON)
+            return Skip(BACKBONE_CLASSIFIER_REASON)
         return ModuleRename(module) if self._STAGE_PATH.fullmatch(module) else None
 
     def module_to_mindspore(self, module: str) -> PathResult:

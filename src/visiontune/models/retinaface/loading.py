@@ -196,7 +196,7 @@ def load_retinaface_state_dict(
         if key.startswith("ClassHead.") and key in expected and expected[key].shape != value.shape
     ]
     if skipped:
-        logger.info("%s: class head shape differs from the model (num_classes changed); not loading %s", source, skipped)
+        logger.info("%s: class head shape differs (num_classes changed); not loading %s", source, skipped)
     kept = {key: value for key, value in state_dict.items() if key not in skipped}
     return _load_checked(model, kept, source=source, skipped_keys=skipped, strict=strict)
 

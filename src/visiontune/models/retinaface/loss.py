@@ -55,11 +55,15 @@ def validate_target(target: Mapping[str, Tensor], *, index: int, num_classes: in
             f"target {index}: box {bad} {boxes[bad].tolist()} has zero or negative width/height (need x2 > x1, y2 > y1)"
         )
     if ("landmarks" in target) != ("landmarks_valid" in target):
-        raise ValueError(f"target {index}: give both 'landmarks' and 'landmarks_valid' or neither (keys: {sorted(target)})")
+        raise ValueError(
+            f"target {index}: give both 'landmarks' and 'landmarks_valid' or neither (keys: {sorted(target)})"
+        )
     if "landmarks" in target:
         landmarks, valid = target["landmarks"], target["landmarks_valid"]
         if not isinstance(landmarks, Tensor) or tuple(landmarks.shape) != (num_faces, 5, 2):
-            raise ValueError(f"target {index}: 'landmarks' must be Tensor[{num_faces}, 5, 2], got {_describe(landmarks)}")
+            raise ValueError(
+                f"target {index}: 'landmarks' must be Tensor[{num_faces}, 5, 2], got {_describe(landmarks)}"
+            )
         if not isinstance(valid, Tensor) or valid.dtype != torch.bool or tuple(valid.shape) != (num_faces,):
             raise ValueError(
                 f"target {index}: 'landmarks_valid' must be a bool Tensor[{num_faces}], got {_describe(valid)}"
@@ -120,7 +124,8 @@ class RetinaFaceLoss(nn.Module):
         super().__init__()
         if neg_pos_ratio < 0 or min_negatives_per_image < 0:
             raise ValueError(
-                f"neg_pos_ratio and min_negatives_per_image must be >= 0, got {neg_pos_ratio}, {min_negatives_per_image}"
+                f"neg_pos_ratio and min_negatives_per_image must be >= 0, got {neg_pos_ratio}, "
+                f"{min_negatives_per_image}"
             )
         self.loc_weight = loc_weight
         self.class_weight = class_weight

@@ -76,7 +76,9 @@ class RetinaFace(nn.Module):
         self.ClassHead = nn.ModuleList(
             AnchorHead(out_channels, num_anchors=count, values_per_anchor=num_classes) for count in anchors
         )
-        self.BboxHead = nn.ModuleList(AnchorHead(out_channels, num_anchors=count, values_per_anchor=4) for count in anchors)
+        self.BboxHead = nn.ModuleList(
+            AnchorHead(out_channels, num_anchors=count, values_per_anchor=4) for count in anchors
+        )
         self.LandmarkHead = nn.ModuleList(
             AnchorHead(out_channels, num_anchors=count, values_per_anchor=2 * NUM_LANDMARK_POINTS) for count in anchors
         )
@@ -90,7 +92,7 @@ class RetinaFace(nn.Module):
         return self.prior_cache.get(image_size, device=device)
 
     def _predict(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Run the network; returns box deltas ``[B, P, 4]``, class logits ``[B, P, C]``, landmark deltas ``[B, P, 10]``."""
+        """Run the network: box deltas ``[B, P, 4]``, class logits ``[B, P, C]``, landmark deltas ``[B, P, 10]``."""
         if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
             description = f"Tensor{list(images.shape)} {images.dtype}" if isinstance(images, Tensor) else type(images)
             raise ValueError(f"RetinaFace expects images as a float Tensor[B, 3, H, W], got {description}")
@@ -118,6 +120,8 @@ class RetinaFace(nn.Module):
         self, images: Tensor, targets: Sequence[Mapping[str, Tensor]] | None = None
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         """Losses in train mode, detections in eval mode (see the class docstring); eval mode ignores ``targets``."""
+        if self.training and targets is None:
+            raise ValueError("RetinaFace in training mode needs targets (one dict per image)")
         box_deltas, class_logits, landmark_deltas = self._predict(images)
         # Decoding and losses run in (at least) float32, also when the network ran under autocast.
         compute_dtype = torch.promote_types(box_deltas.dtype, torch.float32)
@@ -133,8 +137,6 @@ class RetinaFace(nn.Module):
                 f"{self.prior_config.steps}"
             )
         if self.training:
-            if targets is None:
-                raise ValueError("RetinaFace in training mode needs targets (one dict per image)")
             return self.loss(
                 box_deltas, class_logits, landmark_deltas, priors=priors, targets=targets, image_size=image_size
             )

@@ -55,8 +55,8 @@ def postprocess_detections(
     """Decode a batch of raw outputs into per-image detections.
 
     With 2 classes (background, face) this is the reference procedure: face score ``> score_threshold``, the
-    ``pre_nms_top_k`` best, ``torchvision.ops.nms`` (see ``nms_inclusive_pixels``), the first ``max_detections``. With more classes each
-    (prior, foreground class) pair is a candidate and NMS runs per class.
+    ``pre_nms_top_k`` best, ``torchvision.ops.nms`` (see ``nms_inclusive_pixels``), the first ``max_detections``.
+    With more classes each (prior, foreground class) pair is a candidate and NMS runs per class.
 
     Args:
         box_deltas: ``Tensor[B, P, 4]`` predicted box deltas.

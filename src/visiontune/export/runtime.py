@@ -1,0 +1,369 @@
+"""Inference on an exported model with ONNX Runtime, with the pre- and post-processing of the PyTorch path.
+
+The ONNX file carries the checkpoint's config and task metadata (:mod:`visiontune.export.metadata`), so the task is
+rebuilt from it and prediction writes the same files as ``visiontune predict checkpoint=...``:
+
+* classification: the task's own ``predict`` runs with :class:`OnnxClassifier` in place of the PyTorch model
+  (same eval transform, same ``predictions.csv`` / ``pred.txt``);
+* face detection: the same eval transform, score threshold, top-k, NMS and keep limits
+  (``face.conf_thresh``, ``face.top_k``, ``face.nms_thresh``, ``face.keep_top_k``) and the same JSON per image and
+  drawn copy; raw graphs are decoded with the config's priors, decoded graphs go straight to thresholding and NMS;
+* instance segmentation: the task's own ``predict`` with :class:`OnnxMaskRCNN` in place of the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from visiontune.export._dependencies import import_onnxruntime
+from visiontune.export.metadata import ExportMetadata
+
+if TYPE_CHECKING:
+    from visiontune.config import FaceConfig
+    from visiontune.models.retinaface import RetinaFacePostprocessConfig
+    from visiontune.tasks.base import Task
+
+__all__ = ["OnnxClassifier", "OnnxMaskRCNN", "OnnxModel", "predict_onnx", "select_face_detections"]
+
+logger = logging.getLogger(__name__)
+
+_NUMPY_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def execution_providers(device: str, available: list[str]) -> list[Any]:
+    """ONNX Runtime providers for ``device``: ``cpu``, ``cuda`` / ``cuda:N``, or ``auto`` (CUDA when available).
+
+    Raises:
+        ValueError: an unknown device, or CUDA asked for but not available in this onnxruntime build.
+    """
+    device = str(device)
+    if device == "auto":
+        device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ValueError(f"device: expected cpu, cuda, cuda:N or auto, got {device!r}")
+    if "CUDAExecutionProvider" not in available:
+        raise ValueError(f"device={device!r}: this onnxruntime has no CUDAExecutionProvider (available: "
+                         f"{', '.join(available)}); install onnxruntime-gpu or use device=cpu")
+    return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
+
+
+class OnnxModel:
+    """An exported visiontune model in an ONNX Runtime session, with its metadata.
+
+    Args:
+        path: the ``.onnx`` file written by :func:`visiontune.export.export_checkpoint`.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a visiontune export (no metadata) or its metadata is inconsistent.
+    """
+
+    def __init__(self, path: str | Path, *, device: str = "cpu") -> None:
+        ort = import_onnxruntime()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {self.path}")
+        session_options = ort.SessionOptions()
+        session_options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.path), sess_options=session_options,
+                                            providers=execution_providers(device, ort.get_available_providers()))
+        self.metadata = ExportMetadata.from_props(self.session.get_modelmeta().custom_metadata_map,
+                                                  source=str(self.path))
+        graph_input = self.session.get_inputs()[0]
+        if graph_input.type not in _NUMPY_DTYPES:
+            raise ValueError(f"{self.path}: input {graph_input.name!r} has type {graph_input.type}; expected float32 "
+                             "or float16")
+        self.input_name: str = graph_input.name
+        self.input_shape: list[int | str | None] = list(graph_input.shape)
+        self.input_dtype = _NUMPY_DTYPES[graph_input.type]
+        self.output_names: list[str] = [output.name for output in self.session.get_outputs()]
+
+    @property
+    def task(self) -> str:
+        return self.metadata.task
+
+    def build_task(self, overrides: Mapping[str, Any] | None = None) -> Task:
+        """The task of the stored config (pre- and post-processing), with its class names.
+
+        Args:
+            overrides: dotted config keys and values (``{"face.vis_thresh": 0.3, "topk": 3}``); the ``model``
+                section and ``task`` are fixed by the graph.
+
+        Raises:
+            ValueError: an override names ``task`` or ``model``, or is not a valid config key/value.
+        """
+        from visiontune.config import config_from_dict, load_config
+        from visiontune.tasks import create_task
+
+        texts = []
+        for key, value in (overrides or {}).items():
+            if key == "task" or key == "model" or key.startswith("model."):
+                raise ValueError(f"{key}: the model and task of {self.path} are fixed by the exported graph; "
+                                 "export another checkpoint instead")
+            texts.append(f"{key}={json.dumps(value, default=str)}")
+        config = load_config(None, texts, base=config_from_dict(self.metadata.config))
+        task = create_task(config)
+        task.load_meta(self.metadata.task_meta)
+        return task
+
+    def run(self, inputs: np.ndarray | Tensor) -> list[np.ndarray]:
+        """Run the graph; a batch larger than a fixed batch axis is run in chunks.
+
+        Args:
+            inputs: the graph input (any float dtype; cast to the graph's).
+
+        Returns:
+            The outputs, in :attr:`output_names` order.
+
+        Raises:
+            ValueError: the input's rank or a fixed axis does not fit the graph.
+        """
+        array = inputs.detach().cpu().numpy() if isinstance(inputs, Tensor) else np.asarray(inputs)
+        array = np.ascontiguousarray(array, dtype=self.input_dtype)
+        if array.ndim != len(self.input_shape):
+            raise ValueError(f"{self.path}: expected an input of rank {len(self.input_shape)} "
+                             f"({self.metadata.input_shape}), got shape {list(array.shape)}")
+        for axis, (expected, size) in enumerate(zip(self.input_shape, array.shape)):
+            if isinstance(expected, int) and expected != size and not (axis == 0 and len(self.input_shape) == 4):
+                raise ValueError(f"{self.path} was exported for a fixed input of {self.metadata.input_shape}; this "
+                                 f"input is {list(array.shape)} (axis {axis}). Export with dynamic=true to run other "
+                                 "sizes")
+        batch_axis = self.input_shape[0] if len(self.input_shape) == 4 else None
+        if not isinstance(batch_axis, int) or batch_axis == array.shape[0]:
+            return self.session.run(self.output_names, {self.input_name: array})
+        if array.shape[0] % batch_axis:
+            raise ValueError(f"{self.path} has a fixed batch size of {batch_axis}; got a batch of {array.shape[0]}")
+        chunks = [self.session.run(self.output_names, {self.input_name: array[start:start + batch_axis]})
+                  for start in range(0, array.shape[0], batch_axis)]
+        return [np.concatenate(parts, axis=0) for parts in zip(*chunks)]
+
+
+class OnnxClassifier(nn.Module):
+    """A classification graph behind the classification model contract (eval mode).
+
+    ``model(images: Tensor[B, 3, S, S])`` returns ``[{"logits": Tensor[C]}, ...]``. A graph exported with
+    ``softmax=true`` returns probabilities; their logarithm is returned as logits (the softmax of log-probabilities is
+    the probabilities again).
+    """
+
+    def __init__(self, model: OnnxModel) -> None:
+        super().__init__()
+        self.onnx_model = model
+        self.returns_probabilities = model.metadata.output_kind == "probabilities"
+        self.eval()
+
+    def forward(self, images: Tensor, targets: Any = None) -> list[dict[str, Tensor]]:
+        if self.training:
+            raise ValueError("an ONNX model cannot be trained; call .eval()")
+        (scores,) = self.onnx_model.run(images)
+        logits = torch.from_numpy(scores).float()
+        if self.returns_probabilities:
+            logits = logits.log()
+        return [{"logits": row} for row in logits]
+
+
+class OnnxMaskRCNN(nn.Module):
+    """A Mask R-CNN graph behind torchvision's detection contract (eval mode).
+
+    ``model(images: list[Tensor[3, H, W]])`` returns one dict per image with ``boxes`` float32 ``[N, 4]`` xyxy
+    pixels, ``labels`` int64 ``[N]``, ``scores`` float32 ``[N]`` and ``masks`` float32 ``[N, 1, H, W]``.
+    """
+
+    def __init__(self, model: OnnxModel) -> None:
+        super().__init__()
+        self.onnx_model = model
+        self.eval()
+
+    def forward(self, images: list[Tensor] | Tensor, targets: Any = None) -> list[dict[str, Tensor]]:
+        if self.training:
+            raise ValueError("an ONNX model cannot be trained; call .eval()")
+        detections = []
+        for image in images:
+            outputs = self.onnx_model.run(image)
+            detections.append({name: torch.from_numpy(array) for name, array in
+                               zip(("boxes", "labels", "scores", "masks"), outputs)})
+        return detections
+
+
+def select_face_detections(boxes: Tensor, scores: Tensor, landmarks: Tensor, *,
+                           config: RetinaFacePostprocessConfig) -> dict[str, Tensor]:
+    """Threshold, top-k, NMS and keep on decoded per-prior outputs of one image (the decoded-graph counterpart of
+    :func:`~visiontune.models.retinaface.postprocess.postprocess_detections`, same steps in the same order).
+
+    Args:
+        boxes: ``Tensor[P, 4]`` float xyxy pixels.
+        scores: ``Tensor[P]`` face probability.
+        landmarks: ``Tensor[P, 10]`` ``(x0, y0, ..., x4, y4)`` pixels.
+        config: thresholds.
+
+    Returns:
+        ``boxes: Tensor[K, 4]``, ``scores: Tensor[K]`` (decreasing), ``landmarks: Tensor[K, 5, 2]``,
+        ``labels: Tensor[K]`` int64 ones.
+    """
+    from torchvision.ops import nms
+
+    candidates = torch.nonzero(scores > config.score_threshold).squeeze(1)
+    candidate_scores = scores[candidates]
+    order = candidate_scores.argsort(descending=True)[: config.pre_nms_top_k]
+    candidates, candidate_scores = candidates[order], candidate_scores[order]
+    candidate_boxes = boxes[candidates]
+    nms_boxes = candidate_boxes
+    if config.nms_inclusive_pixels:
+        nms_boxes = torch.cat([candidate_boxes[:, :2], candidate_boxes[:, 2:] + 1.0], dim=1)
+    keep = nms(nms_boxes, candidate_scores, config.nms_iou_threshold)[: config.max_detections]
+    return {"boxes": candidate_boxes[keep], "scores": candidate_scores[keep],
+            "landmarks": landmarks[candidates[keep]].reshape(-1, 5, 2),
+            "labels": torch.ones(len(keep), dtype=torch.int64)}
+
+
+class FaceDetector:
+    """Runs a RetinaFace graph (raw or decoded) on one preprocessed image and post-processes as the PyTorch model.
+
+    Args:
+        model: the ONNX model.
+        face: the ``face`` config section (priors, variances, thresholds).
+    """
+
+    def __init__(self, model: OnnxModel, face: FaceConfig) -> None:
+        from visiontune.models.retinaface import BoxCoder, PriorConfig, RetinaFacePostprocessConfig
+
+        if model.metadata.output_kind not in ("retinaface_raw", "retinaface_decoded"):
+            raise ValueError(f"{model.path}: output_kind {model.metadata.output_kind!r} is not a RetinaFace graph")
+        self.model = model
+        self.decoded = model.metadata.output_kind == "retinaface_decoded"
+        self.prior_config = PriorConfig(min_sizes=tuple(tuple(sizes) for sizes in face.min_sizes),
+                                        steps=tuple(face.steps), clip=face.clip)
+        self.box_coder = BoxCoder(variances=(face.variance[0], face.variance[1]))
+        self.postprocess = RetinaFacePostprocessConfig(score_threshold=face.conf_thresh, pre_nms_top_k=face.top_k,
+                                                       nms_iou_threshold=face.nms_thresh,
+                                                       max_detections=face.keep_top_k)
+
+    def __call__(self, image: Tensor) -> tuple[dict[str, Tensor], float, float]:
+        """Detect faces in ``image: Tensor[3, H, W]`` (BGR minus mean).
+
+        Returns:
+            The detections in pixels of ``image`` (``boxes``, ``scores``, ``landmarks [K, 5, 2]``, ``labels``), and
+            the seconds spent in the graph and in post-processing.
+        """
+        from visiontune.models.retinaface import generate_priors, postprocess_detections
+
+        start = time.perf_counter()
+        outputs = [torch.from_numpy(array).float() for array in self.model.run(image[None])]
+        network_end = time.perf_counter()
+        image_size = (int(image.shape[-2]), int(image.shape[-1]))
+        if self.decoded:
+            boxes, scores, landmarks = outputs
+            detections = select_face_detections(boxes[0], scores[0], landmarks[0], config=self.postprocess)
+        else:
+            box_deltas, class_scores, landmark_deltas = outputs
+            (detections,) = postprocess_detections(
+                box_deltas, class_scores, landmark_deltas, priors=generate_priors(image_size, self.prior_config),
+                image_size=image_size, config=self.postprocess, box_coder=self.box_coder,
+            )
+        end = time.perf_counter()
+        return detections, network_end - start, end - network_end
+
+
+def _predict_classification(model: OnnxModel, task: Task, source: str, output_dir: Path) -> list[Path]:
+    return task.predict(OnnxClassifier(model), source, output_dir, device=torch.device("cpu"))
+
+
+def _predict_instance_segmentation(model: OnnxModel, task: Task, source: str, output_dir: Path) -> list[Path]:
+    return task.predict(OnnxMaskRCNN(model), source, output_dir, device=torch.device("cpu"))
+
+
+def _predict_faces(model: OnnxModel, task: Task, source: str, output_dir: Path) -> list[Path]:
+    """The face-detection prediction loop of the PyTorch path, with the graph in place of the network.
+
+    Writes per image ``<name>.json`` (same keys as ``FaceDetectionTask.predict``) and ``<name>.<suffix>`` with the
+    faces drawn.
+    """
+    from PIL import Image
+
+    from visiontune.data.face_transforms import FaceInstances
+    from visiontune.data.widerface import load_bgr_image
+    from visiontune.tasks.face_detection import (
+        FacePredictions,
+        InferenceTimer,
+        _output_names,
+        collect_face_images,
+        draw_faces,
+    )
+
+    images = collect_face_images(source)
+    names = _output_names(images, Path(source))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    transform = task.eval_transform()
+    threshold = task.config.face.vis_thresh
+    detector = FaceDetector(model, task.config.face)
+    timer = InferenceTimer()
+    written: list[Path] = []
+    for image_path, name in zip(images, names):
+        bgr = load_bgr_image(image_path)
+        tensor, target = transform(bgr, FaceInstances.empty())
+        detections, forward_seconds, post_seconds = detector(tensor)
+        timer.add(forward_seconds=forward_seconds, postprocess_seconds=post_seconds)
+        faces = FacePredictions.from_output(detections, scale=float(target["scale"])).above(threshold)
+        json_path = output_dir / f"{name}.json"
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"image": str(image_path), "width": int(bgr.shape[1]), "height": int(bgr.shape[0]),
+                  "scale": float(target["scale"]), "forward_ms": round(1e3 * forward_seconds, 3),
+                  "postprocess_ms": round(1e3 * post_seconds, 3), "score_threshold": threshold,
+                  "faces": faces.as_json()}
+        json_path.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        suffix = image_path.suffix.lower() if image_path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
+        drawn_path = output_dir / f"{name}{suffix}"
+        draw_faces(Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])), faces).save(drawn_path)
+        written.extend([json_path, drawn_path])
+    logger.info("predicted %d images with %s into %s; %s", len(images), model.path, output_dir, timer.summary())
+    return written
+
+
+PREDICTORS: dict[str, Callable[[OnnxModel, "Task", str, Path], list[Path]]] = {
+    "classification": _predict_classification,
+    "face_detection": _predict_faces,
+    "instance_segmentation": _predict_instance_segmentation,
+}
+"""Task name -> prediction loop on an :class:`OnnxModel`."""
+
+
+def predict_onnx(onnx_path: str | Path, source: str | Path, output_dir: str | Path, *, device: str = "cpu",
+                 **options: Any) -> list[Path]:
+    """Predict with an exported model and write the same files as the PyTorch ``predict``.
+
+    Args:
+        onnx_path: a ``.onnx`` file written by ``visiontune export``.
+        source: an image, a folder, or a list file, as for ``visiontune predict``.
+        output_dir: where to write the prediction files.
+        device: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto`` (ONNX Runtime execution provider).
+        **options: config overrides with dotted keys, e.g. ``topk=3`` or ``**{"face.vis_thresh": 0.3}``.
+
+    Returns:
+        The written files.
+
+    Raises:
+        ValueError: the file is not a visiontune export, an option is invalid, or an input does not fit a graph
+            exported with fixed sizes.
+        MissingExportDependencyError: onnxruntime is not installed.
+    """
+    model = OnnxModel(onnx_path, device=device)
+    task = model.build_task(options)
+    predictor = PREDICTORS.get(task.name)
+    if predictor is None:
+        raise ValueError(f"{onnx_path}: no ONNX prediction for task {task.name!r}; supported: {', '.join(PREDICTORS)}")
+    logger.info("predicting with %s (%s, %s, exported by visiontune %s, config %s)", model.path, task.name,
+                model.metadata.output_kind, model.metadata.visiontune_version, model.metadata.config_sha256[:12])
+    return predictor(model, task, str(source), Path(output_dir))

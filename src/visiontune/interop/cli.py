@@ -1,0 +1,394 @@
+"""``visiontune convert`` and ``visiontune import-config``: MindSpore checkpoints and configs in and out.
+
+::
+
+    visiontune convert mobilenet_v2_100.ckpt --arch mobilenet_v2_100 -o mobilenet_v2_100.safetensors
+    visiontune convert runs/classification/exp/best.pt --to mindspore -o model.ckpt     # arch from the checkpoint
+    visiontune import-config RetinaFace_mobilenet025.yaml -o retinaface.yaml
+
+``convert`` maps a MindSpore ``.ckpt`` (MindCV / MindFace names) to the PyTorch names of the timm / visiontune
+model and writes ``.safetensors`` or ``.pth``; with ``--to mindspore`` it exports a visiontune checkpoint (or plain
+weights) back to a MindSpore ``.ckpt`` with MindSpore's names, for deployment with MindSpore / MindSpore Lite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:  # torch and the interop package load lazily: the CLI imports this module for every command
+    import torch
+
+    from visiontune.interop.mindspore import ConversionReport, MindSporeArchitecture
+
+PYTORCH_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+MINDSPORE_SUFFIX = ".ckpt"
+_NAMES_SHOWN = 8
+_MINDCV_IMAGENET_CLASSES = 1000
+
+
+class ConvertError(ValueError):
+    """``visiontune convert`` cannot do what was asked (bad paths, direction or checkpoint content)."""
+
+
+def register_commands(commands: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]]) -> None:
+    """Add ``convert`` and ``import-config`` to the CLI (see :func:`visiontune.cli.extra_commands`)."""
+    commands["convert"] = (
+        configure_convert,
+        "convert weights between MindSpore .ckpt (MindCV / MindFace names) and PyTorch .safetensors / .pth",
+    )
+    commands["import-config"] = (
+        configure_import_config,
+        "translate a MindFace RetinaFace or MindCV YAML config into a visiontune config",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# convert: MindSpore -> PyTorch
+# --------------------------------------------------------------------------------------------------
+
+
+def convert_mindspore_checkpoint(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
+                                 arch: str) -> ConversionReport:
+    """Read a MindSpore ``.ckpt``, rename it for ``arch`` and write PyTorch weights atomically.
+
+    Args:
+        source: the MindSpore checkpoint (a training checkpoint is fine: optimizer state is skipped).
+        output: ``.safetensors`` (safetensors) or ``.pth`` / ``.pt`` / ``.bin`` (``torch.save`` of the state dict).
+        arch: architecture name (``visiontune.interop.mindspore.list_mindspore_architectures()``; timm names work).
+
+    Returns:
+        The conversion report: renamed tensors, skipped ones with the reason, added BatchNorm counters.
+
+    Raises:
+        ConvertError: ``output`` has no PyTorch suffix or is ``source``.
+        MindSporeCheckpointError: ``source`` is not a readable MindSpore checkpoint.
+        UnknownArchitectureError, ArchitectureMismatchError: ``arch`` is unknown or does not fit the names.
+    """
+    from visiontune.interop.mindspore import convert_mindspore_state_dict, read_mindspore_checkpoint
+
+    source, output = Path(source), Path(output)
+    _check_output(source, output, suffixes=PYTORCH_SUFFIXES, direction="pytorch")
+    if not source.is_file():
+        raise ConvertError(f"checkpoint not found: {source}")
+    state_dict, report = convert_mindspore_state_dict(read_mindspore_checkpoint(source), arch)
+    save_pytorch_state_dict(state_dict, output, metadata={"source": str(source), "arch": report.architecture,
+                                                          "converted_by": "visiontune convert"})
+    return report
+
+
+def save_pytorch_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike[str], *,
+                            metadata: Mapping[str, str] | None = None) -> Path:
+    """Write a flat state dict atomically: safetensors for ``.safetensors``, else ``torch.save``.
+
+    Both load with :func:`visiontune.models.loading.read_weights` (``model.checkpoint``); ``metadata`` is stored
+    in the safetensors header only. The file is written next to ``path`` and renamed over it.
+    """
+    import torch
+
+    path = Path(path)
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in state_dict.items()}
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import save
+
+        payload = save(tensors, metadata=dict(metadata or {}))
+        return _write_atomically(path, lambda stream: stream.write(payload))
+    return _write_atomically(path, lambda stream: torch.save(tensors, stream))
+
+
+def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write`` on a new temporary file beside ``path``, flush it to disk, then rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with temporary.open("xb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# convert --to mindspore: visiontune -> MindSpore
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MindSporeExport:
+    """What :func:`export_mindspore_checkpoint` wrote.
+
+    Attributes:
+        source: the visiontune checkpoint or weight file.
+        output: the MindSpore ``.ckpt``.
+        architecture: canonical architecture name (e.g. ``mobilenet_v2_100``).
+        mindspore_model: the MindSpore model the names belong to (e.g. ``MindCV mobilenet_v2_100``).
+        task: the checkpoint's task (``classification`` / ``face_detection``), None for plain weights.
+        weights: ``"model"``, ``"ema"`` or ``"weights"`` (a plain state dict).
+        exported: number of tensors written.
+        dropped: PyTorch names not exported, with the reason.
+        num_classes: classifier rows of a classification model (None for RetinaFace).
+        notes: known differences between the PyTorch and MindSpore models.
+    """
+
+    source: Path
+    output: Path
+    architecture: str
+    mindspore_model: str
+    task: str | None
+    weights: str
+    exported: int
+    dropped: dict[str, str] = field(default_factory=dict)
+    num_classes: int | None = None
+    notes: str = ""
+
+
+def export_mindspore_checkpoint(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
+                                arch: str | None = None, use_ema: bool = False) -> MindSporeExport:
+    """Export fine-tuned weights to a MindSpore ``.ckpt`` with MindCV / MindFace parameter names.
+
+    Classification checkpoints hold the timm network under ``net.`` in ``checkpoint["model"]``; face detection
+    checkpoints hold the RetinaFace names directly. A classifier of another class count than the original MindCV
+    model keeps MindCV's names (build the MindCV model with ``num_classes`` = :attr:`MindSporeExport.num_classes`).
+
+    Args:
+        source: a visiontune checkpoint (``best.pt`` / ``last.pt``) or plain weights (``.pth`` / ``.safetensors``).
+        output: the ``.ckpt`` to write (atomically).
+        arch: architecture name; default: the checkpoint's ``model.name``.
+        use_ema: export the EMA weights of the checkpoint instead of the raw ones.
+
+    Raises:
+        ConvertError: bad paths, no architecture, an unsupported task, ``use_ema`` without EMA weights.
+        UnknownArchitectureError, ArchitectureMismatchError: ``arch`` is unknown or does not fit the weights.
+    """
+    from visiontune.interop.mindspore import (
+        get_mindspore_architecture,
+        save_mindspore_checkpoint,
+        to_mindspore_state_dict,
+    )
+
+    source, output = Path(source), Path(output)
+    _check_output(source, output, suffixes=(MINDSPORE_SUFFIX,), direction="mindspore")
+    state_dict, task, model_name, weights = _read_trained_weights(source, use_ema=use_ema)
+    if arch is None:
+        if model_name is None:
+            raise ConvertError(f"{source} holds plain weights without a config: give the architecture with --arch")
+        arch = model_name
+    architecture = get_mindspore_architecture(arch)
+    network, dropped = _network_weights(state_dict, task=task, source=source)
+    arrays = to_mindspore_state_dict(network, architecture.name)
+    for name in network:
+        if name.endswith("num_batches_tracked"):
+            dropped[name] = "BatchNorm step counter (MindSpore has none)"
+    save_mindspore_checkpoint(output, arrays)
+    return MindSporeExport(
+        source=source,
+        output=output,
+        architecture=architecture.name,
+        mindspore_model=architecture.source,
+        task=task,
+        weights=weights,
+        exported=len(arrays),
+        dropped=dropped,
+        num_classes=_classifier_rows(network, architecture),
+        notes=architecture.notes,
+    )
+
+
+def _read_trained_weights(source: Path, *, use_ema: bool) -> tuple[dict[str, torch.Tensor], str | None,
+                                                                   str | None, str]:
+    """``(state dict, task, model name, which weights)`` of a visiontune checkpoint or a plain weight file."""
+    import torch
+
+    from visiontune.models.loading import read_weights, strip_prefixes
+
+    if not source.is_file():
+        raise ConvertError(f"checkpoint not found: {source}")
+    if source.suffix.lower() == MINDSPORE_SUFFIX:
+        raise ConvertError(f"{source} is a MindSpore checkpoint already; to convert it to PyTorch, write a "
+                           f"{' / '.join(PYTORCH_SUFFIXES)} file")
+    if source.suffix.lower() != ".safetensors":
+        try:
+            content = torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any unpickling failure means an unreadable file
+            raise ConvertError(f"cannot read {source} with torch.load(weights_only=True): "
+                               f"{type(error).__name__}: {str(error)[:300]}") from None
+        if isinstance(content, Mapping) and "model" in content and isinstance(content.get("config"), Mapping):
+            config = content["config"]
+            key = "ema" if use_ema else "model"
+            if not isinstance(content.get(key), Mapping):
+                raise ConvertError(f"{source} has no EMA weights (trained without train.ema=true); drop --ema")
+            task = content.get("task") or config.get("task")
+            model_name = config.get("model", {}).get("name") if isinstance(config.get("model"), Mapping) else None
+            return strip_prefixes(dict(content[key])), task, model_name, key
+    if use_ema:
+        raise ConvertError(f"--ema needs a visiontune checkpoint with EMA weights; {source} holds plain weights")
+    return read_weights(source), None, None, "weights"
+
+
+def _network_weights(state_dict: Mapping[str, torch.Tensor], *, task: str | None,
+                     source: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The network's own weights (``net.`` prefix removed for classifiers) and what was left out."""
+    if task not in (None, "classification", "face_detection"):
+        raise ConvertError(f"{source} is a {task} checkpoint; MindSpore export supports classification (timm) and "
+                           "face_detection (RetinaFace) models")
+    prefixed = [name for name in state_dict if name.startswith("net.")]
+    if task == "classification" or (task is None and prefixed and len(prefixed) == len(state_dict)):
+        if not prefixed:
+            raise ConvertError(f"{source}: a classification checkpoint should hold the network under 'net.', "
+                               f"found e.g. {list(state_dict)[:3]}")
+        network = {name[len("net."):]: tensor for name, tensor in state_dict.items() if name.startswith("net.")}
+        dropped = {name: "not part of the network (training-only module)"
+                   for name in state_dict if not name.startswith("net.")}
+        return network, dropped
+    return dict(state_dict), {}
+
+
+def _classifier_rows(network: Mapping[str, torch.Tensor], architecture: MindSporeArchitecture) -> int | None:
+    """Number of classes of a timm classifier (from its ``pretrained_cfg["classifier"]``), else None."""
+    if architecture.target_library != "timm":
+        return None
+    import timm
+
+    classifier = getattr(timm.models.get_pretrained_cfg(architecture.target_name), "classifier", None)
+    weight = network.get(f"{classifier}.weight") if isinstance(classifier, str) else None
+    return int(weight.shape[0]) if weight is not None else None
+
+
+def _check_output(source: Path, output: Path, *, suffixes: tuple[str, ...], direction: str) -> None:
+    if output.suffix.lower() not in suffixes:
+        raise ConvertError(f"-o {output}: converting to {direction} writes {' / '.join(suffixes)} files")
+    if output.resolve() == source.resolve():
+        raise ConvertError(f"-o {output} is the input file; choose another output")
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+
+
+def configure_convert(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``visiontune convert``."""
+    parser.add_argument("source", help="MindSpore .ckpt (to PyTorch) or visiontune checkpoint / weights "
+                                       "(--to mindspore)")
+    parser.add_argument("-o", "--output", required=True, help=".safetensors / .pth (PyTorch) or .ckpt (MindSpore)")
+    parser.add_argument("--arch", help="architecture: mobilenet_v2_100, mobilenet_v3_small_100, "
+                                       "mobilenet_v3_large_100, resnet50, convnext_tiny, retinaface_mobilenet025, "
+                                       "retinaface_resnet50 (timm names work); --to mindspore defaults to the "
+                                       "checkpoint's model.name")
+    parser.add_argument("--to", choices=("pytorch", "mindspore"),
+                        help="direction (default: mindspore when -o ends with .ckpt, else pytorch)")
+    parser.add_argument("--ema", action="store_true", help="--to mindspore: export the checkpoint's EMA weights")
+    parser.add_argument("--list", action="store_true", help="print every renamed tensor")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, full tracebacks")
+    parser.set_defaults(handler=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """``visiontune convert``: print the report, write the file; returns the exit code."""
+    direction = args.to or ("mindspore" if args.output.lower().endswith(MINDSPORE_SUFFIX) else "pytorch")
+    if direction == "mindspore":
+        _print_export(export_mindspore_checkpoint(args.source, args.output, arch=args.arch, use_ema=args.ema))
+        return 0
+    if args.ema:
+        raise ConvertError("--ema applies to --to mindspore (exporting a visiontune checkpoint)")
+    if args.arch is None:
+        from visiontune.interop.mindspore import list_mindspore_architectures
+
+        names = ", ".join(list_mindspore_architectures())
+        raise ConvertError(f"converting {args.source} needs --arch (one of {names})")
+    report = convert_mindspore_checkpoint(args.source, args.output, arch=args.arch)
+    _print_conversion(report, output=Path(args.output), list_all=args.list)
+    return 0
+
+
+def _print_conversion(report: ConversionReport, *, output: Path, list_all: bool) -> None:
+    from visiontune.interop.mindspore import get_mindspore_architecture
+
+    architecture = get_mindspore_architecture(report.architecture)
+    print(report.summary())
+    print(f"mapped {len(report.renamed)}:")
+    shown = list(report.renamed.items()) if list_all else list(report.renamed.items())[:_NAMES_SHOWN]
+    for mindspore_name, torch_name in shown:
+        print(f"  {mindspore_name} -> {torch_name}")
+    if len(shown) < len(report.renamed):
+        print(f"  ... (+{len(report.renamed) - len(shown)} more; --list prints all)")
+    print(f"skipped {len(report.skipped)}:")
+    for name, reason in report.skipped.items():
+        print(f"  {name}: {reason}")
+    if report.stripped_prefixes:
+        print(f"stripped training-wrapper prefixes {sorted(set(report.stripped_prefixes.values()))} from "
+              f"{len(report.stripped_prefixes)} names")
+    if report.added:
+        print(f"added {len(report.added)} BatchNorm num_batches_tracked counters (0)")
+    for name, (before, after) in report.reshaped.items():
+        print(f"reshaped {name}: {list(before)} -> {list(after)}")
+    if architecture.notes:
+        print(f"note: {architecture.notes}")
+    model_name = (architecture.target_name if architecture.target_library == "timm"
+                  else f"retinaface_{architecture.target_name}")
+    print(f"wrote {output}; fine-tune from it with model.name={model_name} model.checkpoint={output}")
+
+
+def _print_export(export: MindSporeExport) -> None:
+    origin = f"task {export.task}" if export.task else "plain weights"
+    print(f"read {export.source} ({origin}, {export.weights} weights)")
+    print(f"exported {export.exported} tensors with the parameter names of {export.mindspore_model} "
+          f"({export.architecture})")
+    counters = [name for name, reason in export.dropped.items() if name.endswith("num_batches_tracked")]
+    others = {name: reason for name, reason in export.dropped.items() if name not in counters}
+    if counters:
+        print(f"dropped {len(counters)} BatchNorm num_batches_tracked counters (MindSpore has none)")
+    for name, reason in others.items():
+        print(f"dropped {name}: {reason}")
+    if export.num_classes is not None and export.num_classes != _MINDCV_IMAGENET_CLASSES:
+        print(f"classifier: {export.num_classes} classes (MindCV's ImageNet model has {_MINDCV_IMAGENET_CLASSES}): "
+              f"create the MindCV model with num_classes={export.num_classes} before loading")
+    if export.num_classes is None and export.mindspore_model.startswith("MindFace"):
+        print("note: MindFace's backbone classifier is not part of the detector, so MindSpore's load_param_into_net "
+              "lists it as not loaded")
+    if export.notes:
+        print(f"note: {export.notes}")
+    print(f"wrote {export.output}")
+
+
+def configure_import_config(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``visiontune import-config``."""
+    parser.add_argument("source", help="MindFace RetinaFace (configs/RetinaFace_*.yaml) or MindCV YAML config")
+    parser.add_argument("-o", "--output", help="visiontune YAML to write (default: print it)")
+    parser.add_argument("--family", choices=("mindface", "mindcv"), help="skip the detection from the keys")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, full tracebacks")
+    parser.set_defaults(handler=run_import_config)
+
+
+def run_import_config(args: argparse.Namespace) -> int:
+    """``visiontune import-config``: translate, report the untranslated keys, write or print the YAML."""
+    from visiontune.interop.mindspore_configs import import_mindspore_config
+
+    imported = import_mindspore_config(args.source, family=args.family)
+    if args.output is None:
+        print(imported.to_yaml(), end="")
+        return 0
+    path = imported.write(args.output)
+    total = len(imported.translated) + len(imported.untranslated)
+    print(f"{imported.family_label} config {imported.source}: translated {len(imported.translated)} of {total} keys")
+    print(f"not translated ({len(imported.untranslated)}):")
+    for key, reason in imported.untranslated.items():
+        print(f"  {key}: {reason}")
+    if imported.defaults:
+        print(f"{imported.family_label} defaults used: "
+              + ", ".join(f"{key}={value}" for key, value in imported.defaults.items()))
+    if imported.notes:
+        print("notes:")
+        for note in imported.notes:
+            print(f"  {note}")
+    print(f"wrote {path}; train with: visiontune train -c {path}")
+    return 0
