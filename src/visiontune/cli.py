@@ -97,8 +97,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from visiontune.api import predict
 
-    config = _checkpoint_config(args)
-    files = predict(config)
+    onnx_model = next((item.partition("=")[2] for item in args.overrides
+                       if item.startswith("model=") and item.endswith(".onnx")), None)
+    if onnx_model is not None:  # an exported model: onnxruntime with the same pre- and post-processing
+        from visiontune.export.runtime import predict_onnx
+
+        options = dict(item.split("=", 1) for item in args.overrides if "=" in item and not item.startswith("model="))
+        source = options.pop("source", None)
+        if source is None:
+            raise SystemExit("visiontune predict: give the images as source=path/to/image_or_folder")
+        output = options.pop("output", None)
+        files = predict_onnx(Path(onnx_model), source, Path(output) if output else None, **options)
+    else:
+        files = predict(_checkpoint_config(args))
     for path in files:
         print(path)
     return 0
@@ -118,7 +129,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "demo": (cmd_demo, "fine-tune on a generated dataset, offline (a few minutes on CPU)"),
     "train": (cmd_train, "train from a config"),
     "eval": (cmd_eval, "evaluate a checkpoint: eval [-c cfg.yaml] checkpoint=best.pt"),
-    "predict": (cmd_predict, "predict: predict checkpoint=best.pt source=image|folder|list"),
+    "predict": (cmd_predict, "predict: predict checkpoint=best.pt|model=exported.onnx source=image|folder|list"),
     "check-data": (cmd_check_data, "scan a dataset for corrupt images, empty classes, duplicates"),
 }
 

@@ -91,6 +91,15 @@ def classification_onnx(classification_checkpoint: Path, tmp_path_factory: pytes
 
 
 @pytest.fixture(scope="session")
+def classification_static_onnx(classification_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny classifier exported with a fixed 1x3x32x32 input and softmax probabilities."""
+    from visiontune.export import ExportOptions, export_checkpoint
+
+    return export_checkpoint(classification_checkpoint, output=tmp_path_factory.mktemp("cls_static") / "static.onnx",
+                             options=ExportOptions(dynamic=False, softmax=True))
+
+
+@pytest.fixture(scope="session")
 def face_raw_onnx(face_checkpoint: Path, face_images: Path, tmp_path_factory: pytest.TempPathFactory):
     """The reference RetinaFace exported with raw outputs, parity-checked on the real photos."""
     from visiontune.export import ExportOptions, export_checkpoint

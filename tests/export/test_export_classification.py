@@ -74,33 +74,15 @@ def test_metadata_describes_the_checkpoint(classification_checkpoint, classifica
     assert [output.name for output in graph.graph.output] == ["logits"]
 
 
-def test_static_half_softmax_export(classification_checkpoint, shapes_dir, tmp_path):
-    result = export_checkpoint(classification_checkpoint, output=tmp_path / "half.onnx",
-                               options=ExportOptions(dynamic=False, half=True, softmax=True))
-    assert len(result.parity) == 1  # one input size when the shapes are fixed
-    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
-    (graph_input,) = session.get_inputs()
-    assert graph_input.type == "tensor(float16)" and graph_input.shape == [1, 3, 32, 32]
-
-    task, model = model_from_checkpoint(load_checkpoint(classification_checkpoint))
-    image = shapes_batch(task, shapes_dir)[:1]
-    (probabilities,) = session.run(None, {"images": image.numpy().astype(np.float16)})
-    with torch.no_grad():
-        expected = model.net(image).softmax(dim=1).numpy()
-    assert probabilities.dtype == np.float32
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
-    np.testing.assert_allclose(probabilities, expected, atol=5e-3)
-
-
 def read_rows(path: Path) -> list[list[str]]:
     with path.open(newline="", encoding="utf-8") as stream:
         return list(csv.reader(stream))
 
 
-@pytest.mark.parametrize("options", [{}, {"dynamic": False, "softmax": True}], ids=["dynamic-logits", "static-probs"])
-def test_predict_onnx_writes_what_pytorch_predict_writes(classification_checkpoint, shapes_dir, tmp_path, options):
-    onnx_path = export_checkpoint(classification_checkpoint, output=tmp_path / "model.onnx",
-                                  options=ExportOptions(**options)).path
+@pytest.mark.parametrize("graph", ["classification_onnx", "classification_static_onnx"])
+def test_predict_onnx_writes_what_pytorch_predict_writes(graph, request, classification_checkpoint, shapes_dir,
+                                                         tmp_path):
+    onnx_path = request.getfixturevalue(graph).path  # dynamic logits; fixed batch of 1 with probabilities
     config = config_for_checkpoint(load_checkpoint(classification_checkpoint), None, [f"output={tmp_path / 'torch'}"])
     torch_files = predict(config, checkpoint=classification_checkpoint, source=str(shapes_dir / "val"))
     onnx_files = predict_onnx(onnx_path, shapes_dir / "val", tmp_path / "onnx")

@@ -7,7 +7,14 @@ import pytest
 
 from visiontune.export import ExportOptions, ParityError, export_checkpoint
 from visiontune.export import exporter as exporter_module
-from visiontune.export.parity import align_detections, compare_output, compare_outputs, format_parity
+from visiontune.export.parity import (
+    DetectionOutputs,
+    box_iou,
+    compare_output,
+    compare_outputs,
+    format_parity,
+    match_detections,
+)
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -35,32 +42,59 @@ def test_integer_outputs_must_be_equal_and_shapes_must_match():
     assert not nan_moved.ok and nan_moved.problem == "NaN or infinite values differ from PyTorch's"
 
 
-def test_detections_in_another_order_are_aligned_before_comparing():
-    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [5, 5, 8, 8]], dtype=np.float32)
-    labels = np.array([1, 2, 1])
-    order = np.array([2, 0, 1])  # ONNX Runtime returns the rows permuted (equal scores)
-    assert align_detections(boxes, labels, boxes[order], labels[order]).tolist() == [1, 2, 0]
-    masks = np.arange(3 * 4, dtype=np.float32).reshape(3, 1, 2, 2)
-    check = compare_outputs(["boxes", "labels", "masks"], [boxes, labels, masks],
-                            [boxes[order] + 0.001, labels[order], masks[order]], tolerance=1e-3, input_shape=(3, 8, 8),
-                            detection_keys={"boxes": "boxes", "labels": "labels"})
+NAMES = ["boxes", "labels", "scores", "masks"]
+DETECTIONS = DetectionOutputs(boxes="boxes", labels="labels", scores="scores", min_score=0.5)
+
+
+def detection_set():
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [5, 5, 8, 8], [40, 40, 60, 60]], dtype=np.float32)
+    labels = np.array([1, 2, 1, 1])
+    scores = np.array([0.9, 0.8, 0.6, 0.1], dtype=np.float32)
+    masks = np.arange(4 * 4, dtype=np.float32).reshape(4, 1, 2, 2) / 16
+    return [boxes, labels, scores, masks]
+
+
+def test_box_iou_and_matching_hand_computed():
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], dtype=np.float32)
+    other = np.array([[25, 20, 35, 30], [0, 0, 10, 5]], dtype=np.float32)
+    np.testing.assert_allclose(box_iou(boxes, other), [[0.0, 0.5], [50 / 150, 0.0]])
+    assert [index.tolist() for index in match_detections(boxes, np.array([1, 1]), other, np.array([1, 1]))] == [
+        [0], [1]]  # IoU 1/3 is below 0.5: only the first box finds a match
+    assert [index.tolist() for index in match_detections(boxes, np.array([1, 1]), other, np.array([1, 1]),
+                                                         min_iou=0.3)] == [[0, 1], [1, 0]]
+    # a box only matches a box with its label
+    assert [index.tolist() for index in match_detections(boxes, np.array([1, 1]), other, np.array([2, 1]),
+                                                         min_iou=0.3)] == [[0], [1]]
+    assert [index.tolist() for index in match_detections(boxes, np.array([1, 1]), other, np.array([2, 2]),
+                                                         min_iou=0.3)] == [[], []]
+
+
+def test_confident_detections_are_matched_and_compared_in_any_order():
+    reference = detection_set()
+    order = np.array([2, 0, 1])  # another order, and the low-scoring detection 3 is missing in ONNX Runtime
+    actual = [output[order] for output in reference]
+    actual[0] = actual[0] + 0.001
+    check = compare_outputs(NAMES, reference, actual, tolerance=1e-3, input_shape=(3, 64, 64), detections=DETECTIONS)
     assert check.ok, format_parity([check])
-    assert [output.max_abs_diff for output in check.outputs] == pytest.approx([0.001, 0.0, 0.0], abs=1e-6)
-    assert check.note == "3 detections, 3 in another order than PyTorch's (aligned by matching)"
-    # a box may only match a box of its own label
-    swapped_labels = labels[order].copy()
-    swapped_labels[[1, 2]] = swapped_labels[[2, 1]]
-    mislabelled = compare_outputs(["boxes", "labels"], [boxes, labels], [boxes[order], swapped_labels],
-                                  tolerance=1e-3, input_shape=(3, 8, 8), detection_keys={"boxes": "boxes",
-                                                                                         "labels": "labels"})
-    assert not mislabelled.ok
+    assert [output.max_abs_diff for output in check.outputs] == pytest.approx([0.001, 0.0, 0.0, 0.0], abs=1e-6)
+    assert check.outputs[0].shape == (3, 4)  # the three detections scoring >= 0.5
+    assert check.note == ("PyTorch 4, ONNX Runtime 3 detections; 3 scoring >= 0.5 compared pairwise (matched by "
+                          "label and IoU >= 0.5), lower-scoring ones not compared")
 
 
-def test_a_different_number_of_detections_fails():
-    boxes = np.zeros((2, 4), np.float32)
-    check = compare_outputs(["boxes", "labels"], [boxes, np.ones(2, np.int64)], [boxes[:1], np.ones(1, np.int64)],
-                            tolerance=1e-3, input_shape=(3, 8, 8), detection_keys={"boxes": "boxes", "labels": "labels"})
-    assert not check.ok and check.note == "PyTorch found 2 detections, ONNX Runtime 1"
+def test_a_missing_or_different_confident_detection_fails():
+    reference = detection_set()
+    missing = compare_outputs(NAMES, reference, [output[[0, 2, 3]] for output in reference], tolerance=1e-3,
+                              input_shape=(3, 64, 64), detections=DETECTIONS)
+    assert missing.problems == ["1 detection(s) of PyTorch scoring >= 0.5 have no counterpart (scores 0.800)"]
+    assert not missing.ok
+    assert "FAIL 1 detection(s) of PyTorch" in format_parity([missing])
+    shifted = [output.copy() for output in reference]
+    shifted[2][1] = 0.7  # a confident detection's score changed
+    different = compare_outputs(NAMES, reference, shifted, tolerance=1e-3, input_shape=(3, 64, 64),
+                                detections=DETECTIONS)
+    assert not different.ok and not different.problems
+    assert different.outputs[2].max_abs_diff == pytest.approx(0.1)
 
 
 def test_half_export_with_zero_tolerance_fails_and_writes_nothing(classification_checkpoint, tmp_path):

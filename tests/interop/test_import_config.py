@@ -413,3 +413,71 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["import-config", str(unknown), "-o", str(tmp_path / "out.yaml")]) == 2
     assert "is neither a MindFace RetinaFace config" in capsys.readouterr().err
     assert not (tmp_path / "out.yaml").exists()
+
+
+@pytest.mark.slow
+def test_imported_mindface_config_fine_tunes_from_a_mindspore_checkpoint(fixtures_dir, tmp_path, monkeypatch,
+                                                                         capsys):
+    """A MindFace config whose resume_net is a MindSpore .ckpt, on a tiny WIDER FACE-layout dataset, trains."""
+    import json
+
+    from PIL import Image
+
+    from visiontune.engine.checkpoint import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    photos = fixtures_dir / "retinaface"
+    detections = json.loads((photos / "expected_detections_mobilenet0.25.json").read_text())
+    for split, names in (("train", ["mindface_0000.jpg", "selfie.jpg"]), ("val", ["mindface_0000.jpg"])):
+        lines = []
+        for name in names:
+            with Image.open(photos / "images" / name) as image:
+                scale = 256 / max(image.size)
+                target = tmp_path / "WiderFace" / split / "images" / "event" / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                image.convert("RGB").resize((round(image.width * scale), round(image.height * scale))).save(target)
+            lines.append(f"# event/{name}")
+            for x1, y1, x2, y2, score, *points in detections[name]:
+                if score > 0.5:
+                    landmarks = [f"{points[2 * i] * scale:.1f} {points[2 * i + 1] * scale:.1f} 0.0" for i in range(5)]
+                    box = [x1 * scale, y1 * scale, (x2 - x1) * scale, (y2 - y1) * scale]
+                    lines.append(" ".join([*(f"{value:.1f}" for value in box), *landmarks, "1.0"]))
+        (tmp_path / "WiderFace" / split / "label.txt").write_text("\n".join(lines) + "\n")
+    text = MINDFACE_MOBILENET.read_text()
+    mindspore_checkpoint = fixtures_dir / "mindspore" / "retinaface_mobilenet025.ckpt"
+    for old, new in (("'batch_size': 16", "'batch_size': 2"), ("'image_size': 640", "'image_size': 256"),
+                     ("'epoch': 120", "'epoch': 1"), ("'num_workers': 1", "'num_workers': 0"),
+                     ("'resume_net': ~", f"'resume_net': '{mindspore_checkpoint}'"),
+                     (f"'{WIDERFACE}/train/label.txt'", "'WiderFace/train/label.txt'"),
+                     (f"'{WIDERFACE}/val/'", "'WiderFace/val/'"), (f"'{WIDERFACE}/ground_truth'", "~")):
+        assert old in text
+        text = text.replace(old, new)
+    source = write(tmp_path, "my_retinaface.yaml", text)
+
+    assert main(["import-config", str(source), "-o", "imported.yaml"]) == 0
+    assert main(["train", "-c", "imported.yaml", "train.progress=false", "train.plots=false"]) == 0
+    run = tmp_path / "ckpt" / "face_detection" / "my_retinaface"
+    state = load_checkpoint(run / "best.pt")
+    assert state["meta"]["load_report"]["backbone_fraction"] == 1.0
+    assert state["meta"]["load_report"]["reinitialized"] == [] and state["meta"]["load_report"]["missing"] == []
+    assert state["config"]["sched"]["warmup_factor"] == pytest.approx(1 / 3)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("train, val, expected", [
+    ("data/WiderFace/train/label.txt", "data/WiderFace/val/",
+     {"root": "data/WiderFace", "train_split": "train/label.txt", "images_dir": "train/images",
+      "val_split": "val/label.txt", "val_images_dir": "val/images"}),
+    ("train/label.txt", "val", {"root": ".", "train_split": "train/label.txt", "val_split": "val/label.txt"}),
+    ("faces/train/label.txt", "/mnt/widerface/val/",
+     {"root": "faces", "train_split": "train/label.txt", "val_split": "/mnt/widerface/val/label.txt",
+      "val_images_dir": "/mnt/widerface/val/images"}),
+    ("faces/train/label.txt", None, {"root": "faces", "train_split": "train/label.txt", "val_split": None}),
+])
+def test_mindface_dataset_layout(tmp_path, train, val, expected):
+    text = f"name: 'ResNet50'\nvariance: [0.1, 0.2]\nmatch_thresh: 0.35\nbatch_size: 4\ntraining_dataset: '{train}'\n"
+    if val is not None:
+        text += f"val_dataset_folder: '{val}'\n"
+    config = import_mindspore_config(write(tmp_path, "layout.yaml", text)).config
+    assert {key: getattr(config.data, key) for key in expected} == expected
+    assert config.data.batch_size == 4

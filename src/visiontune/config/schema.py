@@ -71,7 +71,8 @@ class DataConfig:
     hflip: float = 0.5
     vflip: float = 0.0
     auto_augment: str | None = None
-    """timm auto-augment string, e.g. ``rand-m7-mstd0.5``, ``augmix-m5``, ``trivialaugment``."""
+    """timm auto-augment string (``rand-m7-mstd0.5`` RandAugment, ``original``/``v0``/``3a`` AutoAugment,
+    ``augmix-m5``) or ``trivialaugment`` (torchvision's TrivialAugmentWide)."""
     color_jitter: float | None = 0.4
     reprob: float = 0.0
     remode: str = "pixel"

@@ -122,9 +122,23 @@ def _python_state_from_plain(state: list) -> tuple:
     return (version, tuple(internal), gauss)
 
 
+def checkpoint_recency(path: Path) -> tuple[int, int, int]:
+    """Sort key of a run's checkpoints, larger = newer: modification time, then the name.
+
+    File-system clocks are coarse (a few milliseconds), so checkpoints written in quick succession can share a
+    modification time; then ``last.pt`` (an epoch's checkpoint is written after the step checkpoint of the same
+    step) beats ``step_N.pt``, and a higher ``N`` beats a lower one.
+    """
+    step = -1
+    if path.stem.startswith("step_") and path.stem[len("step_"):].isdigit():
+        step = int(path.stem[len("step_"):])
+    return path.stat().st_mtime_ns, int(path.name == "last.pt"), step
+
+
 def find_valid_checkpoint(candidates: list[Path]) -> Path | None:
-    """Return the newest loadable checkpoint among ``candidates`` (by modification time), skipping corrupt ones."""
-    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+    """Return the newest loadable checkpoint among ``candidates`` (:func:`checkpoint_recency`), skipping corrupt
+    ones with a warning."""
+    for path in sorted(candidates, key=checkpoint_recency, reverse=True):
         try:
             load_checkpoint(path)
         except CheckpointError as error:

@@ -9,6 +9,7 @@ different world size all see the same samples with the same augmentations.
 from __future__ import annotations
 
 import random
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -63,7 +64,8 @@ class TrainSampler(Sampler):
         world_size: Number of processes.
     """
 
-    def __init__(self, num_samples: int, *, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, num_samples: int, *, seed: int, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1) -> None:
         if num_samples < 1:
             raise ValueError("the training dataset is empty")
         self.num_samples = num_samples
@@ -114,6 +116,17 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
+def ignore_interrupts_in_worker(worker_id: int) -> None:
+    """``worker_init_fn`` of every loader: DataLoader workers ignore SIGINT.
+
+    Ctrl-C reaches every process of the terminal's process group. A worker that died from it would make the
+    main process fail on its next batch instead of finishing the step and writing its checkpoint; the main
+    process decides when to stop, and workers exit when it shuts them down (or when it dies).
+    """
+    del worker_id
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def build_loader(
     dataset: Dataset,
     *,
@@ -126,7 +139,12 @@ def build_loader(
     drop_last: bool = False,
     batch_sampler: Sampler | None = None,
 ) -> DataLoader:
-    """A DataLoader with the usual performance options (persistent workers only when there are workers)."""
+    """A DataLoader with the usual performance options.
+
+    Pinned memory only when CUDA is available (the trainer then copies batches with ``non_blocking=True``);
+    persistent workers and prefetching only when there are workers, which ignore SIGINT
+    (:func:`ignore_interrupts_in_worker`).
+    """
     options: dict[str, Any] = {
         "num_workers": num_workers,
         "pin_memory": pin_memory and torch.cuda.is_available(),
@@ -135,6 +153,7 @@ def build_loader(
     if num_workers > 0:
         options["persistent_workers"] = persistent_workers
         options["prefetch_factor"] = 4
+        options["worker_init_fn"] = ignore_interrupts_in_worker
     if batch_sampler is not None:
         return DataLoader(dataset, batch_sampler=batch_sampler, **options)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **options)

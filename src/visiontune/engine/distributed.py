@@ -9,13 +9,16 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 logger = logging.getLogger(__name__)
+
+ResultType = TypeVar("ResultType")
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,23 @@ def is_main_process() -> bool:
     return current_info().is_main
 
 
+def is_initialized() -> bool:
+    """Whether a default process group exists (``False`` in a single process)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def backend_name() -> str:
+    """The process group's backend (``gloo``, ``nccl``), or ``none`` in a single process."""
+    return str(dist.get_backend()) if is_initialized() else "none"
+
+
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    """Wait for every rank (no-op in one process). On NCCL the barrier runs on this process's GPU."""
+    if not is_initialized():
+        return
+    if dist.get_backend() == "nccl":
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
         dist.barrier()
 
 
@@ -81,6 +99,23 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def any_rank(flags: Sequence[bool], device: torch.device) -> list[bool]:
+    """For each flag, whether it is set on at least one rank (one ``all_reduce``; the flags themselves in one process).
+
+    Collective decisions (stop after a signal, time budget reached) must be taken by every rank together, or
+    the ranks that carry on wait forever in the next collective.
+
+    Args:
+        flags: This rank's flags (the same number on every rank).
+        device: Where the reduction runs (the training device: NCCL needs a CUDA tensor).
+    """
+    if not is_initialized():
+        return [bool(flag) for flag in flags]
+    votes = torch.tensor([float(bool(flag)) for flag in flags], dtype=torch.float32, device=device)
+    dist.all_reduce(votes, op=dist.ReduceOp.SUM)
+    return [bool(vote > 0) for vote in votes.tolist()]
 
 
 def all_gather_objects(obj: Any) -> list[Any]:
@@ -99,6 +134,27 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
         dist.broadcast_object_list(holder, src=src)
         return holder[0]
     return obj
+
+
+def main_process_result(function: Callable[[], ResultType]) -> ResultType:
+    """Call ``function`` on rank 0 only and return its result on every rank.
+
+    Used for decisions that touch the file system (which run directory, which checkpoint to resume) so that
+    all ranks agree even while rank 0 creates files. An exception raised on rank 0 is raised on every rank, so
+    no rank is left waiting in a later collective. In one process this is ``function()``.
+    """
+    if not is_initialized():
+        return function()
+    outcome: tuple[bool, Any] = (True, None)
+    if dist.get_rank() == 0:
+        try:
+            outcome = (True, function())
+        except Exception as error:  # noqa: BLE001 - re-raised below, on every rank
+            outcome = (False, error)
+    succeeded, value = broadcast_object(outcome)
+    if not succeeded:
+        raise value
+    return value
 
 
 def cleanup_distributed() -> None:

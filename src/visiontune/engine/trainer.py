@@ -11,9 +11,10 @@ import contextlib
 import csv
 import logging
 import math
+import os
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,10 @@ logger = logging.getLogger(__name__)
 PER_INVOCATION_KEYS = ("train.max_steps", "train.time_budget", "train.progress", "device")
 """Config keys that describe one invocation, not the run: a resume takes them from the new command line."""
 
+REPEATED_SIGNAL_GRACE_S = 1.0
+"""A SIGINT/SIGTERM this soon after the first one counts as the same request, not as the second signal that exits
+at once: under torchrun, Ctrl-C reaches every worker twice (from the terminal, then forwarded by the agent)."""
+
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or Inf (``train.nan_policy: error``)."""
@@ -89,6 +94,10 @@ class TrainState:
     evals_without_improvement: int = 0
     skipped_steps: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    epoch_loss_sums: dict[str, float] = field(default_factory=dict)
+    """Sums of the step losses of ``epoch`` so far, so that a mid-epoch resume logs the whole epoch's mean."""
+    epoch_loss_steps: int = 0
+    """Steps counted in ``epoch_loss_sums``."""
 
 
 @dataclass
@@ -115,7 +124,11 @@ def to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any
 
 
 def amp_dtype(config: Config, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``train.amp`` on ``device`` (``None`` = full precision)."""
+    """Autocast dtype for ``train.amp`` on ``device`` (``None`` = full precision).
+
+    ``auto``: bfloat16 on a CUDA device that supports it, float16 on older GPUs, full precision on CPU.
+    ``bf16`` / ``fp16`` force the dtype on any device; ``off`` disables autocast.
+    """
     mode = config.train.amp
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return None
@@ -124,6 +137,30 @@ def amp_dtype(config: Config, device: torch.device) -> torch.dtype | None:
     if mode == "bf16":
         return torch.bfloat16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def build_grad_scaler(device: torch.device, autocast_dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """Loss scaling for float16 autocast only: bfloat16 has float32's exponent range and needs none.
+
+    A disabled scaler passes ``scale``/``step``/``update`` through, so the loop has one code path.
+    """
+    return torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+
+
+def configure_torch_backends(device: torch.device, *, deterministic: bool) -> None:
+    """Process-wide backend switches for a run on ``device``.
+
+    ``deterministic``: deterministic algorithms (warning where an op has none), cuDNN autotuning off, and cuBLAS's
+    fixed workspace on CUDA; repeatable runs at some speed cost. Otherwise, on CUDA, ``cudnn.benchmark`` lets
+    cuDNN time and pick the fastest convolution algorithms for the input shapes it sees.
+    """
+    if deterministic:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts (first matmul)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -176,8 +213,20 @@ class Trainer:
         self.config = config
         self.hooks = list(hooks)
         self.state = TrainState()
+        self.pending_stop: str | None = None
+        """Why this process was asked to stop (:meth:`request_stop`), not yet agreed with the other ranks."""
         self.stop_requested: str | None = None
-        self._signal_count = 0
+        """Why every rank stops after the current step (set on all ranks together)."""
+        self._first_signal_time: float | None = None
+
+    def request_stop(self, reason: str) -> None:
+        """Stop after the current optimizer step and write ``last.pt`` (SIGINT/SIGTERM call this).
+
+        Safe to call on one rank only (a signal, a hook): the ranks agree at the end of each step and stop
+        together, so none is left waiting in a collective.
+        """
+        if self.pending_stop is None:
+            self.pending_stop = reason
 
     # ------------------------------------------------------------------ setup
     def _resolve_resume(self) -> Path | None:
@@ -192,7 +241,8 @@ class Trainer:
                 if self.config.train.auto_resume:
                     return None
                 raise CheckpointError(
-                    f"resume=true: no earlier run named {self.config.name!r} in {Path(self.config.project) / self.config.task}"
+                    f"resume=true: no earlier run named {self.config.name!r} in "
+                    f"{Path(self.config.project) / self.config.task}"
                 )
             candidates = [p for p in run.glob("*.pt") if p.name != "best.pt"]
             found = find_valid_checkpoint(candidates)
@@ -208,7 +258,12 @@ class Trainer:
 
     def setup(self) -> None:
         """Build task, data, model, optimizer, scheduler, EMA and run directory (restoring a checkpoint)."""
-        resume_path = self._resolve_resume()
+        self.dist = dist_utils.env_dist_info()
+        self.device = dist_utils.resolve_device(self.config.device, self.dist)  # a per-invocation key
+        dist_utils.init_distributed(self.device)
+        self.is_main = self.dist.is_main
+        # rank 0 alone looks at the file system; workers restarted by torchrun must agree on checkpoint and run dir
+        resume_path = dist_utils.main_process_result(self._resolve_resume)
         checkpoint = None
         if resume_path is not None:
             checkpoint = load_checkpoint(resume_path)
@@ -218,22 +273,14 @@ class Trainer:
             self.config = overlay_changed(stored, self.config, always=PER_INVOCATION_KEYS)
             self.config.resume = None
         config = self.config
-        self.dist = dist_utils.env_dist_info()
-        self.device = dist_utils.resolve_device(config.device, self.dist)
-        dist_utils.init_distributed(self.device)
-        self.is_main = self.dist.is_main
         seed_everything(config.seed + self.dist.rank)
-        if config.train.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        configure_torch_backends(self.device, deterministic=config.train.deterministic)
 
         if checkpoint is not None:
             self.run_dir = resume_path.parent
         else:
-            run_dir = new_run_dir(Path(config.project) / config.task, config.name) if self.is_main else None
-            self.run_dir = Path(dist_utils.broadcast_object(str(run_dir) if run_dir else None))
+            self.run_dir = dist_utils.main_process_result(
+                lambda: new_run_dir(Path(config.project) / config.task, config.name))
         self.task: Task = create_task(config)
         if checkpoint is not None:
             self.task.load_meta(checkpoint.get("meta", {}))
@@ -268,7 +315,7 @@ class Trainer:
             raise ValueError(f"the training split has {self.train_sampler.per_rank} images per process, fewer than "
                              f"data.batch_size={config.data.batch_size}; lower the batch size")
         self.steps_per_epoch = max(1, math.ceil(self.batches_per_epoch / config.train.accumulate))
-        global_batch = config.data.batch_size * self.dist.world_size * config.train.accumulate
+        self.global_batch = global_batch = config.data.batch_size * self.dist.world_size * config.train.accumulate
         self.base_lr = self._scaled_lr(global_batch)
         param_groups = build_param_groups(
             self.model, lr=self.base_lr, weight_decay=config.optim.weight_decay, parts=self.parts,
@@ -281,7 +328,7 @@ class Trainer:
                                    base_lr=self.base_lr)
         self.scheduler = IterationScheduler(self.optimizer, spec)
         self.autocast_dtype = amp_dtype(config, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
+        self.scaler = build_grad_scaler(self.device, self.autocast_dtype)
         self.ema = None
         if config.train.ema:
             from timm.utils import ModelEmaV3
@@ -290,6 +337,10 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint)
             logger.info("resumed from %s at epoch %d, step %d", resume_path, self.state.epoch, self.state.step)
+            if self.state.epoch >= config.train.epochs and self.is_main:
+                logger.warning("%s already finished its %d epochs: nothing left to train (raise train.epochs to "
+                               "continue it, or use another name to start a new run)", self.run_dir,
+                               config.train.epochs)
         self.train_model = self._wrap_model()
         if self.is_main:
             save_config(config, self.run_dir / "config.yaml")
@@ -297,6 +348,11 @@ class Trainer:
             logger.info("global batch %d = %d per device x %d devices x %d accumulation; lr %.4g (base %.4g, "
                         "scaling %s)", global_batch, config.data.batch_size, self.dist.world_size,
                         config.train.accumulate, self.base_lr, config.optim.lr, config.optim.lr_scale)
+            logger.info("device %s%s; autocast %s (loss scaling %s); channels_last %s; torch.compile %s", self.device,
+                        f", DDP over {self.dist.world_size} processes ({dist_utils.backend_name()})"
+                        if self.dist.enabled else "", self.autocast_dtype or "off",
+                        "on" if self.scaler.is_enabled() else "off", config.train.channels_last,
+                        config.train.compile)
             logger.info("optimizer %s param groups:\n%s", config.optim.name, describe_param_groups(param_groups))
 
     def _scaled_lr(self, global_batch: int) -> float:
@@ -337,10 +393,14 @@ class Trainer:
                              f" ({error})") from None
 
     def _wrap_model(self) -> nn.Module:
+        """The module the loop calls: ``self.model`` (SyncBatchNorm-converted in place) in DDP, then compiled."""
         model = self.model
         if self.dist.enabled:
-            if self.config.train.sync_bn:
+            if self.config.train.sync_bn and self.device.type == "cuda":
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            elif self.config.train.sync_bn and self.is_main:
+                logger.warning("train.sync_bn: SyncBatchNorm runs on CUDA only; on %s every process keeps its own "
+                               "BatchNorm statistics", self.device.type)
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             has_frozen = any(not p.requires_grad for p in model.parameters())
             model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
@@ -370,7 +430,10 @@ class Trainer:
             "best_epoch": self.state.best_epoch,
             "evals_without_improvement": self.state.evals_without_improvement,
             "skipped_steps": self.state.skipped_steps,
+            "world_size": self.dist.world_size,
             "history": self.state.history,
+            "epoch_loss_sums": dict(self.state.epoch_loss_sums),
+            "epoch_loss_steps": self.state.epoch_loss_steps,
             "config": config_to_dict(self.config),
             "meta": self.task.state_for_checkpoint(),
             "rng": capture_rng_state(),
@@ -396,11 +459,20 @@ class Trainer:
             best_metric=checkpoint.get("best_metric"), best_epoch=checkpoint.get("best_epoch"),
             evals_without_improvement=checkpoint.get("evals_without_improvement", 0),
             skipped_steps=checkpoint.get("skipped_steps", 0), history=list(checkpoint.get("history", [])),
+            epoch_loss_sums=dict(checkpoint.get("epoch_loss_sums", {})),
+            epoch_loss_steps=checkpoint.get("epoch_loss_steps", 0),
         )
-        if self.config.finetune.unfreeze_at_epoch is not None and self.state.epoch >= self.config.finetune.unfreeze_at_epoch:
+        unfreeze_at = self.config.finetune.unfreeze_at_epoch
+        if unfreeze_at is not None and self.state.epoch >= unfreeze_at:
             unfreeze_all(self.model)
         if "rng" in checkpoint:
             restore_rng_state(checkpoint["rng"])
+        stored_world_size = checkpoint.get("world_size", self.dist.world_size)
+        if stored_world_size != self.dist.world_size and self.is_main:
+            logger.warning("the checkpoint was written by %d processes and this run has %d: the global batch changes%s",
+                           stored_world_size, self.dist.world_size,
+                           "; the rest of the interrupted epoch is split anew, so a few of its samples may be seen "
+                           "twice or not at all" if self.state.batch_in_epoch else "")
 
     def _prune_step_checkpoints(self) -> None:
         step_files = sorted(self.run_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
@@ -443,8 +515,9 @@ class Trainer:
         set_frozen_batchnorm_eval(self.model)
         start_batch = self.state.batch_in_epoch
         self.train_sampler.set_epoch(epoch, start=start_batch * config.data.batch_size)
-        totals: dict[str, float] = {}
-        count = 0
+        if start_batch == 0:
+            self.state.epoch_loss_sums, self.state.epoch_loss_steps = {}, 0
+        totals = self.state.epoch_loss_sums  # updated in place: mid-epoch checkpoints carry them
         images_seen = 0
         last_finite: float | None = None
         accumulate = config.train.accumulate
@@ -484,12 +557,9 @@ class Trainer:
             images_seen += self.task.batch_size_of(images)
             if not final_micro:
                 continue
-            loss_values = {k: float(sum(d[k] for d in step_losses) / len(step_losses)) for k in step_losses[0]}
-            loss_values["loss"] = sum(loss_values.values())
-            finite = torch.tensor(float(math.isfinite(loss_values["loss"])), device=self.device)
-            dist_utils.all_reduce_sum(finite)
+            loss_values = self._reduce_step_losses(step_losses)
             skip = False
-            if finite.item() < self.dist.world_size:
+            if not math.isfinite(loss_values["loss"]):  # the same on every rank: the values are reduced
                 skip = self._handle_non_finite(loss_values, last_finite)
             if skip:
                 self.optimizer.zero_grad(set_to_none=True)
@@ -508,7 +578,7 @@ class Trainer:
                 last_finite = loss_values["loss"]
                 for key, value in loss_values.items():
                     totals[key] = totals.get(key, 0.0) + value
-                count += 1
+                self.state.epoch_loss_steps += 1
             self.state.step += 1
             self.scheduler.step()
             self.state.batch_in_epoch = batch_index
@@ -528,7 +598,8 @@ class Trainer:
                 break
         progress.close()
         elapsed = time.perf_counter() - started
-        result = {f"train_{k}" if k != "loss" else "train_loss": v / max(1, count) for k, v in totals.items()}
+        result = {f"train_{k}" if k != "loss" else "train_loss": v / max(1, self.state.epoch_loss_steps)
+                  for k, v in totals.items()}
         result["lr"] = self.optimizer.param_groups[-1]["lr"]
         result["epoch_time_s"] = elapsed
         result["images_per_s"] = images_seen * self.dist.world_size / max(elapsed, 1e-9)
@@ -538,11 +609,59 @@ class Trainer:
             result["skipped_images"] = skipped
         return result
 
+    def _reduce_step_losses(self, step_losses: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """The step's losses, averaged over its micro-batches and over all ranks, plus their sum ``loss``.
+
+        One ``all_reduce`` per step: every rank logs the same numbers and agrees on skipping a non-finite step
+        (a NaN on any rank makes the average NaN).
+        """
+        names = list(step_losses[0])
+        means = torch.stack([torch.stack([losses[name].float() for losses in step_losses]).mean() for name in names])
+        dist_utils.all_reduce_sum(means)
+        values = {name: value / self.dist.world_size for name, value in zip(names, means.tolist())}
+        values["loss"] = sum(values.values())
+        return values
+
+    def _agree_to_stop(self) -> bool:
+        """Whether any rank was asked to stop; if so ``stop_requested`` is set on every rank."""
+        (stop,) = dist_utils.any_rank([self.pending_stop is not None], self.device)
+        if stop and self.stop_requested is None:
+            self.stop_requested = self.pending_stop or "stop requested on another rank"
+        return stop
+
     def _should_stop_early(self) -> bool:
-        if self.stop_requested:
+        """After each step: end the epoch now (a stop requested on any rank, or ``train.max_steps`` reached)."""
+        if self._agree_to_stop():
             return True
         max_steps = self.config.train.max_steps
         return max_steps is not None and self.state.step >= max_steps
+
+    @contextlib.contextmanager
+    def _explain_out_of_memory(self, phase: str) -> Iterator[None]:
+        """Re-raise ``torch.OutOfMemoryError`` with the batch size in use and what to change."""
+        try:
+            yield
+        except torch.OutOfMemoryError as error:
+            data, accumulate = self.config.data, self.config.train.accumulate
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else "no details"
+            if phase == "evaluation":
+                batch = data.eval_batch_size or data.batch_size
+                advice = f"lower data.eval_batch_size (now {batch})"
+            elif data.batch_size > 1:
+                batch = data.batch_size
+                smaller = max(d for d in range(1, data.batch_size) if data.batch_size % d == 0)  # keeps global batch
+                advice = (f"lower data.batch_size and raise train.accumulate to keep the global batch of "
+                          f"{self.global_batch}, e.g. data.batch_size={smaller} "
+                          f"train.accumulate={accumulate * data.batch_size // smaller}")
+            else:
+                batch = 1
+                advice = "data.batch_size is already 1: lower data.image_size or pick a smaller model"
+            if self.autocast_dtype is None and self.device.type == "cuda":
+                advice += "; train.amp=auto also halves activation memory"
+            raise torch.OutOfMemoryError(
+                f"out of memory during {phase} on {self.device} with a batch of {batch} images per device "
+                f"(data.batch_size={data.batch_size}, train.accumulate={accumulate}, {self.dist.world_size} "
+                f"process(es)): {advice}. ({detail})") from error
 
     def evaluate(self) -> dict[str, float]:
         """Validation metrics of the model (``val_*``) and of its EMA (``val_ema_*``)."""
@@ -598,15 +717,20 @@ class Trainer:
             self._tensorboard.flush()
 
     def _install_signal_handlers(self) -> list[tuple[int, Any]]:
+        """SIGINT/SIGTERM: the first requests a stop with a checkpoint, a second one exits at once."""
         previous = []
 
         def handler(signum: int, frame: Any) -> None:
-            self._signal_count += 1
-            if self._signal_count > 1:
-                raise KeyboardInterrupt(f"second signal {signum}: exiting at once")
-            self.stop_requested = f"signal {signal.Signals(signum).name}"
-            logger.warning("%s received: saving a checkpoint and stopping after this step (send again to exit "
-                           "at once)", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            now = time.monotonic()
+            if self._first_signal_time is not None:
+                if now - self._first_signal_time < REPEATED_SIGNAL_GRACE_S:
+                    return  # the same request delivered twice (terminal + torchrun agent)
+                raise KeyboardInterrupt(f"second signal {name}: exiting at once, without a checkpoint")
+            self._first_signal_time = now
+            self.request_stop(f"signal {name}")
+            logger.warning("%s received: stopping after this step with a checkpoint (send it again to exit at once)",
+                           name)
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -631,10 +755,12 @@ class Trainer:
         try:
             while self.state.epoch < config.train.epochs:
                 epoch = self.state.epoch
-                train_stats = self.train_one_epoch()
+                with self._explain_out_of_memory("training"):
+                    train_stats = self.train_one_epoch()
                 if self.stop_requested and self.state.batch_in_epoch < self.batches_per_epoch:
                     self.save_checkpoint("last.pt")  # mid-epoch: resumes at the next batch
                     stop_reason = self.stop_requested
+                    self._log_stop()
                     break
                 self.state.epoch = epoch + 1
                 self.state.batch_in_epoch = 0
@@ -643,7 +769,8 @@ class Trainer:
                                                                   or self.state.epoch >= config.train.epochs))
                 improved = False
                 if evaluate_now:
-                    metrics = self.evaluate()
+                    with self._explain_out_of_memory("evaluation"):
+                        metrics = self.evaluate()
                     last_metrics = metrics
                     row.update(metrics)
                     for hook in self.hooks:
@@ -669,17 +796,20 @@ class Trainer:
                 if self.is_main:
                     logger.info("epoch %d: %s", epoch + 1, ", ".join(
                         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"))
-                if self.stop_requested:
+                if self._agree_to_stop():
                     stop_reason = self.stop_requested
+                    self._log_stop()
                     break
                 if config.train.max_steps is not None and self.state.step >= config.train.max_steps:
                     stop_reason = "max_steps"
                     break
                 if config.train.patience is not None and self.state.evals_without_improvement >= config.train.patience:
-                    stop_reason = f"early stopping: no improvement of {self.metric_key} in {config.train.patience} evaluations"
+                    stop_reason = (f"early stopping: no improvement of {self.metric_key} in {config.train.patience} "
+                                   "evaluations")
                     logger.info("%s", stop_reason)
                     break
-                if config.train.time_budget is not None and (time.perf_counter() - started) / 60 >= config.train.time_budget:
+                if config.train.time_budget is not None and dist_utils.any_rank(
+                        [(time.perf_counter() - started) / 60 >= config.train.time_budget], self.device)[0]:
                     stop_reason = f"time budget of {config.train.time_budget} min reached"
                     logger.info("%s", stop_reason)
                     break
@@ -692,6 +822,11 @@ class Trainer:
             self._save_eval_artifacts()
         return TrainResult(run_dir=self.run_dir, best_metric=self.state.best_metric, best_epoch=self.state.best_epoch,
                            metrics=last_metrics, history=self.state.history, stop_reason=stop_reason)
+
+    def _log_stop(self) -> None:
+        if self.is_main:
+            logger.warning("%s: stopped after step %d; continue with resume=%s (or train.auto_resume=true)",
+                           self.stop_requested, self.state.step, self.run_dir / "last.pt")
 
     def _save_eval_artifacts(self) -> None:
         """Confusion matrix / PR curves of the best checkpoint, in ``<run>/eval``."""

@@ -201,6 +201,14 @@ class CocoEvaluator:
         """Ids of the images seen so far, sorted."""
         return sorted(self._results)
 
+    def detections(self) -> list[dict[str, Any]]:
+        """Every accumulated detection in the COCO results format, by ascending image id.
+
+        ``category_id`` holds the model label (the ground truth's category id); see
+        :func:`results_to_coco_json` for the keys.
+        """
+        return [dict(detection) for image_id in self.image_ids for detection in self._results[image_id]]
+
     def update(self, outputs: Sequence[Mapping[str, torch.Tensor]], targets: Sequence[Mapping[str, Any]]) -> None:
         """Add the detections of a batch.
 

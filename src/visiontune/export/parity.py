@@ -2,8 +2,14 @@
 
 Each output is compared by its largest absolute difference, allowed up to ``tolerance`` times the output's scale
 (its largest absolute reference value), so one relative tolerance serves logits, probabilities and pixel boxes.
-Integer outputs (labels) must match exactly. Detection outputs whose order may legitimately differ (two boxes with
-nearly equal scores) are aligned first by an optimal one-to-one matching of boxes with the same label.
+Integer outputs (labels) must match exactly.
+
+Detection sets (Mask R-CNN) are compared detection by detection: the two sets are matched one to one (same label,
+IoU >= 0.5, optimal assignment), and every detection scoring at least ``min_score`` in either runtime must have a
+match whose box, score and mask agree within the tolerance. Lower-scoring detections may differ: the RPN keeps
+~1000 proposals by NMS among near-equal objectness scores, and rounding-level differences (different convolution
+kernels) flip some of those decisions; what survives at the bottom of the ranking then differs, while confident
+detections do not.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import numpy as np
 
 MIN_SCALE = 1e-6
 """Floor of an output's scale, so that an all-zero output still allows rounding-level differences."""
-LABEL_MISMATCH_COST = 1e12
 
 
 class ParityError(ValueError):
@@ -60,20 +65,43 @@ class ParityCheck:
     Attributes:
         input_shape: shape of the input fed to both models.
         outputs: one comparison per output, in graph order.
-        note: extra information (e.g. how detections were aligned).
+        note: extra information (e.g. how many detections were compared).
+        problems: failures beyond the per-output numbers (e.g. a confident detection without a counterpart).
+        compared_detections: for detection outputs, how many matched detections were compared (else None).
     """
 
     input_shape: tuple[int, ...]
     outputs: list[OutputDifference] = field(default_factory=list)
     note: str = ""
+    problems: list[str] = field(default_factory=list)
+    compared_detections: int | None = None
 
     @property
     def ok(self) -> bool:
-        return all(output.ok for output in self.outputs)
+        return not self.problems and all(output.ok for output in self.outputs)
 
     def as_dict(self) -> dict[str, Any]:
         return {"input_shape": list(self.input_shape), "outputs": [output.as_dict() for output in self.outputs],
-                **({"note": self.note} if self.note else {})}
+                **({"note": self.note} if self.note else {}), **({"problems": self.problems} if self.problems else {})}
+
+
+@dataclass(frozen=True)
+class DetectionOutputs:
+    """Names the outputs that form a set of detections and says which detections must match.
+
+    Attributes:
+        boxes: output with ``[N, 4]`` xyxy boxes.
+        labels: output with ``[N]`` integer labels.
+        scores: output with ``[N]`` scores.
+        min_score: detections scoring at least this in either runtime must be matched and agree.
+        min_iou: a match needs the same label and at least this IoU.
+    """
+
+    boxes: str
+    labels: str
+    scores: str
+    min_score: float
+    min_iou: float = 0.5
 
 
 def compare_output(name: str, reference: np.ndarray, actual: np.ndarray, *, tolerance: float) -> OutputDifference:
@@ -106,33 +134,45 @@ def compare_output(name: str, reference: np.ndarray, actual: np.ndarray, *, tole
     return OutputDifference(name, shape, difference, scale, allowed)
 
 
-def align_detections(reference_boxes: np.ndarray, reference_labels: np.ndarray, boxes: np.ndarray,
-                     labels: np.ndarray) -> np.ndarray:
-    """Order of ``boxes`` that best matches ``reference_boxes`` one to one (same label, closest coordinates).
+def box_iou(boxes: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """IoU of xyxy boxes ``[N, 4]`` and ``[M, 4]`` -> ``[N, M]`` (0 where the union is empty)."""
+    boxes, other = boxes.astype(np.float64).reshape(-1, 4), other.astype(np.float64).reshape(-1, 4)
+    top_left = np.maximum(boxes[:, None, :2], other[None, :, :2])
+    bottom_right = np.minimum(boxes[:, None, 2:], other[None, :, 2:])
+    intersection = np.clip(bottom_right - top_left, 0.0, None).prod(axis=2)
+    union = (boxes[:, 2:] - boxes[:, :2]).prod(axis=1)[:, None] + (other[:, 2:] - other[:, :2]).prod(axis=1) - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+
+
+def match_detections(reference_boxes: np.ndarray, reference_labels: np.ndarray, boxes: np.ndarray,
+                     labels: np.ndarray, *, min_iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching of two detection sets maximising the total IoU (Hungarian assignment).
 
     Args:
         reference_boxes: ``float [N, 4]`` xyxy (PyTorch).
         reference_labels: ``int [N]``.
-        boxes: ``float [N, 4]`` xyxy (ONNX Runtime), same count.
-        labels: ``int [N]``.
+        boxes: ``float [M, 4]`` xyxy (ONNX Runtime).
+        labels: ``int [M]``.
+        min_iou: pairs need the same label and at least this IoU.
 
     Returns:
-        ``int64 [N]`` indices: ``boxes[order][i]`` is the match of ``reference_boxes[i]``.
+        ``(reference_indices, indices)``, ``int64 [K]`` each: ``reference_boxes[reference_indices[i]]`` matches
+        ``boxes[indices[i]]``.
     """
     from scipy.optimize import linear_sum_assignment
 
-    if len(reference_boxes) == 0:
-        return np.zeros(0, dtype=np.int64)
-    cost = np.abs(reference_boxes[:, None, :].astype(np.float64) - boxes[None, :, :].astype(np.float64)).max(axis=2)
-    cost = np.where(reference_labels[:, None] == labels[None, :], cost, LABEL_MISMATCH_COST)
-    rows, columns = linear_sum_assignment(cost)
-    order = np.empty(len(reference_boxes), dtype=np.int64)
-    order[rows] = columns
-    return order
+    empty = np.zeros(0, dtype=np.int64)
+    if len(reference_boxes) == 0 or len(boxes) == 0:
+        return empty, empty
+    iou = box_iou(reference_boxes, boxes)
+    iou = np.where(reference_labels.reshape(-1, 1) == labels.reshape(1, -1), iou, 0.0)
+    rows, columns = linear_sum_assignment(-iou)
+    keep = iou[rows, columns] >= min_iou
+    return rows[keep].astype(np.int64), columns[keep].astype(np.int64)
 
 
 def compare_outputs(names: Sequence[str], reference: Sequence[np.ndarray], actual: Sequence[np.ndarray], *,
-                    tolerance: float, input_shape: Sequence[int], detection_keys: Mapping[str, str] | None = None
+                    tolerance: float, input_shape: Sequence[int], detections: DetectionOutputs | None = None
                     ) -> ParityCheck:
     """Compare every output of one run.
 
@@ -142,29 +182,42 @@ def compare_outputs(names: Sequence[str], reference: Sequence[np.ndarray], actua
         actual: ONNX Runtime outputs.
         tolerance: relative tolerance (see :func:`compare_output`).
         input_shape: shape of the input (for the report).
-        detection_keys: for detection outputs whose rows may come in another order, ``{"boxes": name,
-            "labels": name}``: rows of every output with as many rows as the boxes are reordered by
-            :func:`align_detections` before comparing.
+        detections: for outputs that form a set of detections: compare matched confident detections only (see
+            the module docstring); every output with one row per detection is compared row by row.
 
     Returns:
         The :class:`ParityCheck`.
     """
-    actual = list(actual)
-    note = ""
-    if detection_keys is not None:
-        box_index, label_index = names.index(detection_keys["boxes"]), names.index(detection_keys["labels"])
-        count, actual_count = len(reference[box_index]), len(actual[box_index])
-        if count == actual_count:
-            order = align_detections(reference[box_index], reference[label_index], actual[box_index],
-                                     actual[label_index])
-            reordered = int(np.count_nonzero(order != np.arange(count)))
-            actual = [output[order] if output.ndim and len(output) == count else output for output in actual]
-            note = f"{count} detections, {reordered} in another order than PyTorch's (aligned by matching)"
-        else:
-            note = f"PyTorch found {count} detections, ONNX Runtime {actual_count}"
-    check = ParityCheck(tuple(int(size) for size in input_shape), note=note)
+    check = ParityCheck(tuple(int(size) for size in input_shape))
+    if detections is None:
+        for name, expected, got in zip(names, reference, actual):
+            check.outputs.append(compare_output(name, expected, got, tolerance=tolerance))
+        return check
+    position = {name: index for index, name in enumerate(names)}
+    boxes_index, labels_index, scores_index = (position[detections.boxes], position[detections.labels],
+                                               position[detections.scores])
+    reference_count, count = len(reference[boxes_index]), len(actual[boxes_index])
+    reference_rows, rows = match_detections(reference[boxes_index], reference[labels_index], actual[boxes_index],
+                                            actual[labels_index], min_iou=detections.min_iou)
+    reference_confident = reference[scores_index] >= detections.min_score
+    confident = actual[scores_index] >= detections.min_score
+    unmatched_reference = np.setdiff1d(np.flatnonzero(reference_confident), reference_rows)
+    unmatched = np.setdiff1d(np.flatnonzero(confident), rows)
+    for side, indices, scores in (("PyTorch", unmatched_reference, reference[scores_index]),
+                                  ("ONNX Runtime", unmatched, actual[scores_index])):
+        if len(indices):
+            check.problems.append(f"{len(indices)} detection(s) of {side} scoring >= {detections.min_score:g} have no "
+                                  f"counterpart (scores {', '.join(f'{scores[index]:.3f}' for index in indices[:5])})")
+    compared = reference_confident[reference_rows] | confident[rows]
+    reference_rows, rows = reference_rows[compared], rows[compared]
     for name, expected, got in zip(names, reference, actual):
+        if expected.ndim and len(expected) == reference_count and got.ndim and len(got) == count:
+            expected, got = expected[reference_rows], got[rows]
         check.outputs.append(compare_output(name, expected, got, tolerance=tolerance))
+    check.compared_detections = len(rows)
+    check.note = (f"PyTorch {reference_count}, ONNX Runtime {count} detections; {len(rows)} scoring >= "
+                  f"{detections.min_score:g} compared pairwise (matched by label and IoU >= {detections.min_iou:g}), "
+                  f"lower-scoring ones not compared")
     return check
 
 
@@ -177,6 +230,7 @@ def format_parity(checks: Sequence[ParityCheck]) -> str:
             result = "ok" if output.ok else f"FAIL {output.problem}".rstrip()
             lines.append(f"{shape:<20} {output.name:<12} {output.max_abs_diff:>13.3e} {output.scale:>11.4g} "
                          f"{output.allowed:>11.3e}  {result}")
+        lines.extend(f"{'':<20} FAIL {problem}" for problem in check.problems)
         if check.note:
             lines.append(f"{'':<20} ({check.note})")
     return "\n".join(lines)
@@ -196,7 +250,6 @@ def parity_failure_message(checks: Sequence[ParityCheck], *, tolerance: float) -
                 failures.append(f"output {output.name!r} on input {shape}: max abs difference "
                                 f"{output.max_abs_diff:.3e} > allowed {output.allowed:.3e} (tolerance {tolerance:g} x "
                                 f"scale {output.scale:.4g})")
-        if check.note and not check.ok:
-            failures.append(f"input {shape}: {check.note}")
+        failures.extend(f"input {shape}: {problem}" for problem in check.problems)
     return ("ONNX Runtime does not reproduce the PyTorch model: " + "; ".join(failures) +
             ". Nothing was written. Raise tolerance= if the difference is acceptable (e.g. for half=true).")

@@ -238,7 +238,7 @@ class FaceDetector:
     """
 
     def __init__(self, model: OnnxModel, face: FaceConfig) -> None:
-        from visiontune.models.retinaface import BoxCoder, PriorConfig, RetinaFacePostprocessConfig
+        from visiontune.models.retinaface import BoxCoder, PriorCache, PriorConfig, RetinaFacePostprocessConfig
 
         if model.metadata.output_kind not in ("retinaface_raw", "retinaface_decoded"):
             raise ValueError(f"{model.path}: output_kind {model.metadata.output_kind!r} is not a RetinaFace graph")
@@ -246,6 +246,7 @@ class FaceDetector:
         self.decoded = model.metadata.output_kind == "retinaface_decoded"
         self.prior_config = PriorConfig(min_sizes=tuple(tuple(sizes) for sizes in face.min_sizes),
                                         steps=tuple(face.steps), clip=face.clip)
+        self.prior_cache = PriorCache(self.prior_config)
         self.box_coder = BoxCoder(variances=(face.variance[0], face.variance[1]))
         self.postprocess = RetinaFacePostprocessConfig(score_threshold=face.conf_thresh, pre_nms_top_k=face.top_k,
                                                        nms_iou_threshold=face.nms_thresh,
@@ -258,7 +259,7 @@ class FaceDetector:
             The detections in pixels of ``image`` (``boxes``, ``scores``, ``landmarks [K, 5, 2]``, ``labels``), and
             the seconds spent in the graph and in post-processing.
         """
-        from visiontune.models.retinaface import generate_priors, postprocess_detections
+        from visiontune.models.retinaface import postprocess_detections
 
         start = time.perf_counter()
         outputs = [torch.from_numpy(array).float() for array in self.model.run(image[None])]
@@ -270,7 +271,8 @@ class FaceDetector:
         else:
             box_deltas, class_scores, landmark_deltas = outputs
             (detections,) = postprocess_detections(
-                box_deltas, class_scores, landmark_deltas, priors=generate_priors(image_size, self.prior_config),
+                box_deltas, class_scores, landmark_deltas,
+                priors=self.prior_cache.get(image_size, device=torch.device("cpu")),
                 image_size=image_size, config=self.postprocess, box_coder=self.box_coder,
             )
         end = time.perf_counter()

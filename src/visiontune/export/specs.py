@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from visiontune.export.parity import DetectionOutputs
 from visiontune.export.samples import sample_photos
 from visiontune.registry import suggest
 
@@ -56,8 +57,8 @@ class ExportSpec:
         dynamic_axes: ``{tensor name: {axis: symbolic name}}`` when exporting with dynamic shapes.
         output_kind: what the outputs mean (stored in the metadata).
         preprocessing: how an image becomes the input (stored in the metadata).
-        detection_keys: ``{"boxes": ..., "labels": ...}`` for outputs that are a set of detections (aligned before
-            comparing), else None.
+        detections: for outputs that form a set of detections, which outputs they are and the score from which
+            detections must match (see :mod:`visiontune.export.parity`); None for plain tensors.
     """
 
     module: nn.Module
@@ -69,7 +70,7 @@ class ExportSpec:
     dynamic_axes: dict[str, dict[int, str]]
     output_kind: str
     preprocessing: dict[str, Any] = field(default_factory=dict)
-    detection_keys: dict[str, str] | None = None
+    detections: DetectionOutputs | None = None
 
     def input_shape(self, *, dynamic: bool) -> list[int | str]:
         """Shape of the graph input, a name for each dynamic axis."""
@@ -223,8 +224,11 @@ def face_detection_spec(task: Task, model: nn.Module, options: ExportOptions, sa
 
 def instance_segmentation_spec(task: Task, model: nn.Module, options: ExportOptions,
                                samples: Sequence[Path]) -> ExportSpec:
-    """torchvision Mask R-CNN: ``image [3, H, W]`` RGB in [0, 1] -> boxes, labels, scores, masks of one image."""
-    from visiontune.export.wrappers import MaskRCNNExport
+    """torchvision Mask R-CNN: ``image [3, H, W]`` RGB in [0, 1] -> boxes, labels, scores, masks of one image.
+
+    Detections scoring at least ``segmentation.vis_thresh`` must match in the parity check.
+    """
+    from visiontune.export.wrappers import MaskRCNNExport, MaskRCNNReference
 
     _check_options(task.name, options, softmax=False, decode=False)
     if options.half:
@@ -246,9 +250,11 @@ def instance_segmentation_spec(task: Task, model: nn.Module, options: ExportOpti
     dynamic_axes = {"image": {1: "height", 2: "width"}, "boxes": {0: "detections"}, "labels": {0: "detections"},
                     "scores": {0: "detections"}, "masks": {0: "detections", 2: "height", 3: "width"}}
     return ExportSpec(
-        module=MaskRCNNExport(model), reference=MaskRCNNExport(model), input_name="image", output_names=output_names,
-        example_input=parity_inputs[0], parity_inputs=parity_inputs, dynamic_axes=dynamic_axes,
-        output_kind="maskrcnn_detections", detection_keys={"boxes": "boxes", "labels": "labels"},
+        module=MaskRCNNExport(model), reference=MaskRCNNReference(model), input_name="image",
+        output_names=output_names, example_input=parity_inputs[0], parity_inputs=parity_inputs,
+        dynamic_axes=dynamic_axes, output_kind="maskrcnn_detections",
+        detections=DetectionOutputs(boxes="boxes", labels="labels", scores="scores",
+                                    min_score=float(task.config.segmentation.vis_thresh)),
         preprocessing={"color": "RGB", "value_range": [0.0, 1.0], "layout": "CHW (one image)",
                        "inside_graph": "resize to min_size/max_size and normalisation",
                        "image_mean": [float(value) for value in transform.image_mean],

@@ -9,7 +9,10 @@ the wrapped model back into train mode too.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visiontune.models.retinaface import BoxCoder, PriorConfig, RetinaFace
@@ -129,11 +132,44 @@ class RetinaFaceDecodedExport(nn.Module):
         return boxes, class_scores[..., 1], landmarks.flatten(start_dim=-2)
 
 
-class MaskRCNNExport(nn.Module):
-    """A torchvision Mask R-CNN on one image, returning its detections as a tuple.
+def resize_like_torchvision(image: Tensor, *, min_size: int, max_size: int,
+                            fixed_size: tuple[int, int] | None = None) -> Tensor:
+    """Resize as torchvision's ``GeneralizedRCNNTransform`` does in eval mode, with the same output size when traced.
 
-    Resizing to ``min_size`` / ``max_size``, normalisation, NMS and mask pasting are part of the graph (torchvision's
-    traceable inference path).
+    torchvision computes the size as ``floor(side * min(min_size / short, max_size / long))`` in float64 (Python
+    floats) in eager mode, but in float32 when traced, so an exported graph resizes some images to one pixel less
+    (e.g. 97x61 -> 95x60 instead of 96x60) and its detections differ. Here the arithmetic is float64 tensor math in both
+    modes (1-D tensors: the TorchScript exporter would turn 0-d constants into float32 scalars) and the resize gets
+    the explicit size.
+
+    Args:
+        image: ``Tensor[3, H, W]`` float (normalised).
+        min_size: target of the short side (``transform.min_size[-1]``).
+        max_size: bound of the long side.
+        fixed_size: ``(width, height)`` to resize to instead (``transform.fixed_size``).
+
+    Returns:
+        ``Tensor[3, H', W']``, bilinear (``align_corners=False``).
+    """
+    height, width = image.shape[-2], image.shape[-1]
+    if fixed_size is not None:
+        size: list[int | Tensor] = [fixed_size[1], fixed_size[0]]
+    else:
+        sides = torch.stack([torch.as_tensor(height), torch.as_tensor(width)]).to(torch.float64)
+        limits = torch.tensor([min_size, max_size], dtype=torch.float64)
+        scale = (limits / torch.stack([sides.min(), sides.max()])).min()
+        new_size = torch.floor(sides * scale).to(torch.int64)
+        size = [new_size[0], new_size[1]] if torch.jit.is_tracing() else [int(new_size[0]), int(new_size[1])]
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+class MaskRCNNExport(nn.Module):
+    """A torchvision Mask R-CNN on one image, as a traceable module returning its detections as a tuple.
+
+    The eval-mode forward of ``GeneralizedRCNN`` (normalise, resize, pad, backbone, RPN, RoI heads, rescale and paste
+    masks) written out with the model's own components, except for the resize, which uses
+    :func:`resize_like_torchvision` so that the graph resizes to the same size as the eager model. NMS and mask
+    pasting are part of the graph (torchvision's traceable paths).
 
     Input ``image: Tensor[3, H, W]`` float32 RGB in [0, 1]. Outputs for ``N`` detections (sorted by score):
     ``boxes: Tensor[N, 4]`` float32 xyxy pixels of the input, ``labels: Tensor[N]`` int64 (1..K),
@@ -146,5 +182,31 @@ class MaskRCNNExport(nn.Module):
         self.eval()
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        (detections,) = self.model([image])
-        return detections["boxes"], detections["labels"], detections["scores"], detections["masks"]
+        from torchvision.models.detection.image_list import ImageList
+
+        transform = self.model.transform
+        original_size = (image.shape[-2], image.shape[-1])
+        resized = resize_like_torchvision(transform.normalize(image), min_size=transform.min_size[-1],
+                                          max_size=transform.max_size, fixed_size=transform.fixed_size)
+        batched = transform.batch_images([resized], size_divisible=transform.size_divisible)
+        images = ImageList(batched, [(resized.shape[-2], resized.shape[-1])])
+        features = self.model.backbone(images.tensors)
+        if isinstance(features, Tensor):
+            features = OrderedDict([("0", features)])
+        proposals, _ = self.model.rpn(images, features)
+        detections, _ = self.model.roi_heads(features, proposals, images.image_sizes)
+        (detection,) = transform.postprocess(detections, images.image_sizes, [original_size])
+        return detection["boxes"], detection["labels"], detection["scores"], detection["masks"]
+
+
+class MaskRCNNReference(nn.Module):
+    """The PyTorch prediction path the Mask R-CNN graph is checked against: ``model([image])``, as a tuple."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.eval()
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        (detection,) = self.model([image])
+        return detection["boxes"], detection["labels"], detection["scores"], detection["masks"]

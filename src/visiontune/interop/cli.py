@@ -225,7 +225,8 @@ def _read_trained_weights(source: Path, *, use_ema: bool) -> tuple[dict[str, tor
             config = content["config"]
             key = "ema" if use_ema else "model"
             if not isinstance(content.get(key), Mapping):
-                raise ConvertError(f"{source} has no EMA weights (trained without train.ema=true); drop --ema")
+                problem = "no EMA weights (trained without train.ema=true); drop --ema" if use_ema else "no weights"
+                raise ConvertError(f"{source} has {problem}")
             task = content.get("task") or config.get("task")
             model_name = config.get("model", {}).get("name") if isinstance(config.get("model"), Mapping) else None
             return strip_prefixes(dict(content[key])), task, model_name, key
@@ -341,8 +342,8 @@ def _print_conversion(report: ConversionReport, *, output: Path, list_all: bool)
 def _print_export(export: MindSporeExport) -> None:
     origin = f"task {export.task}" if export.task else "plain weights"
     print(f"read {export.source} ({origin}, {export.weights} weights)")
-    print(f"exported {export.exported} tensors with the parameter names of {export.mindspore_model} "
-          f"({export.architecture})")
+    print(f"exported {export.exported} tensors with the parameter names of {export.mindspore_model}, "
+          f"arch {export.architecture}")
     counters = [name for name, reason in export.dropped.items() if name.endswith("num_batches_tracked")]
     others = {name: reason for name, reason in export.dropped.items() if name not in counters}
     if counters:

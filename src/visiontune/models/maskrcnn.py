@@ -36,7 +36,9 @@ __all__ = [
     "freeze_backbone_layers",
     "load_backbone_weights",
     "load_detector_weights",
+    "load_initial_weights",
     "read_state_dict",
+    "resolve_batchnorm",
 ]
 
 logger = logging.getLogger(__name__)
@@ -293,6 +295,92 @@ def _set_frozen_batchnorm_eps(module: nn.Module, eps: float) -> None:
             child.eps = eps
 
 
+def load_initial_weights(
+    model: MaskRCNN,
+    variant: MaskRCNNVariant,
+    init: InitMode,
+    *,
+    checkpoint: str | Path | None = None,
+    backbone_checkpoint: str | Path | None = None,
+) -> StateDictLoadReport | None:
+    """Load the initial weights that ``init`` asks for into a freshly built Mask R-CNN and log the report.
+
+    ``"coco"``: a full Mask R-CNN state dict from ``checkpoint`` (else torchvision's COCO weights of ``variant``
+    through the weight enum), predictors of another class count re-initialised (:func:`load_detector_weights`).
+    ``"backbone"``: an ImageNet ResNet-50 from ``backbone_checkpoint`` (else torchvision's
+    ``IMAGENET1K_V1``) copied into ``backbone.body`` (:func:`load_backbone_weights`). ``"none"``: nothing.
+
+    Build ``model`` with the BatchNorm of :func:`resolve_batchnorm` for the same ``init`` so that the result equals
+    ``create_maskrcnn(variant, init=init, ...)``.
+
+    Returns:
+        The load report, or None for ``init="none"``.
+
+    Raises:
+        FileNotFoundError: A checkpoint file does not exist.
+        ValueError: The weights do not fit the model.
+        PretrainedWeightsUnavailableError: No local file was given and the download failed.
+    """
+    if init == "coco":
+        if checkpoint is not None:
+            state_dict, source = read_state_dict(checkpoint), str(checkpoint)
+        else:
+            weights = _COCO_WEIGHTS[variant]
+            state_dict, source = _fetch_torchvision_weights(weights, local_argument="checkpoint"), str(weights)
+        report = load_detector_weights(model, state_dict, source=source)
+        logger.info("Mask R-CNN %s COCO init: %s", variant, report.summary())
+        return report
+    if init == "backbone":
+        if backbone_checkpoint is not None:
+            state_dict, source = read_state_dict(backbone_checkpoint), str(backbone_checkpoint)
+        else:
+            weights = ResNet50_Weights.IMAGENET1K_V1
+            state_dict = _fetch_torchvision_weights(weights, local_argument="backbone_checkpoint")
+            source = str(weights)
+        report = load_backbone_weights(model, state_dict, source=source)
+        logger.info("Mask R-CNN %s backbone init: %s", variant, report.summary())
+        return report
+    if init != "none":
+        raise ValueError(f"unknown init {init!r}; expected one of {_INIT_MODES}")
+    return None
+
+
+def resolve_batchnorm(
+    variant: MaskRCNNVariant,
+    init: InitMode,
+    *,
+    frozen_batchnorm: bool | None = None,
+    frozen_batchnorm_eps: float | None = None,
+) -> tuple[bool, float | None]:
+    """The ResNet body's BatchNorm settings that :func:`create_maskrcnn` uses for ``variant`` and ``init``.
+
+    Defaults follow torchvision: ``FrozenBatchNorm2d`` for v1 with pretrained weights (``eps`` 0.0 for the v1 COCO
+    weights, 1e-5 otherwise), trainable ``BatchNorm2d`` for v1 from scratch and for v2. Store the result with a
+    trained model and pass it back to rebuild the same modules for inference (``init="none"``).
+
+    Args:
+        variant: ``"v1"`` or ``"v2"``.
+        init: ``"coco"``, ``"backbone"`` or ``"none"``.
+        frozen_batchnorm: Explicit choice, or None for the default.
+        frozen_batchnorm_eps: Explicit ``eps`` of the frozen layers, or None for the default.
+
+    Returns:
+        ``(frozen_batchnorm, eps)``; ``eps`` is None when the BatchNorm is not frozen.
+
+    Raises:
+        ValueError: ``frozen_batchnorm_eps`` is given for trainable BatchNorm.
+    """
+    if frozen_batchnorm is None:
+        frozen_batchnorm = variant == "v1" and init != "none"
+    if not frozen_batchnorm:
+        if frozen_batchnorm_eps is not None:
+            raise ValueError("frozen_batchnorm_eps is only used with frozen BatchNorm (frozen_batchnorm=True)")
+        return False, None
+    if frozen_batchnorm_eps is None:
+        frozen_batchnorm_eps = 0.0 if variant == "v1" and init == "coco" else 1e-5
+    return True, float(frozen_batchnorm_eps)
+
+
 def create_maskrcnn(
     variant: MaskRCNNVariant = "v1",
     *,
@@ -357,8 +445,9 @@ def create_maskrcnn(
         trainable_backbone_layers = 5 if init == "none" else 3
     if not 0 <= trainable_backbone_layers <= 5:
         raise ValueError(f"trainable_backbone_layers must be in [0, 5], got {trainable_backbone_layers}")
-    if frozen_batchnorm is None:
-        frozen_batchnorm = variant == "v1" and init != "none"
+    frozen_batchnorm, frozen_batchnorm_eps = resolve_batchnorm(
+        variant, init, frozen_batchnorm=frozen_batchnorm, frozen_batchnorm_eps=frozen_batchnorm_eps
+    )
 
     builder = maskrcnn_resnet50_fpn if variant == "v1" else maskrcnn_resnet50_fpn_v2
     # weights=None and weights_backbone=None: torchvision builds BatchNorm2d everywhere and downloads nothing.
@@ -366,28 +455,8 @@ def create_maskrcnn(
                     max_size=max_size, **kwargs)
     if frozen_batchnorm:
         _convert_batchnorm_to_frozen(model.backbone.body)
-        if frozen_batchnorm_eps is None:
-            frozen_batchnorm_eps = 0.0 if variant == "v1" and init == "coco" else 1e-5
         _set_frozen_batchnorm_eps(model, frozen_batchnorm_eps)
-    elif frozen_batchnorm_eps is not None:
-        raise ValueError("frozen_batchnorm_eps is only used with frozen BatchNorm (frozen_batchnorm=True)")
 
-    if init == "coco":
-        if checkpoint is not None:
-            state_dict, source = read_state_dict(checkpoint), str(checkpoint)
-        else:
-            weights = _COCO_WEIGHTS[variant]
-            state_dict, source = _fetch_torchvision_weights(weights, local_argument="checkpoint"), str(weights)
-        report = load_detector_weights(model, state_dict, source=source)
-        logger.info("Mask R-CNN %s COCO init: %s", variant, report.summary())
-    elif init == "backbone":
-        if backbone_checkpoint is not None:
-            state_dict, source = read_state_dict(backbone_checkpoint), str(backbone_checkpoint)
-        else:
-            weights = ResNet50_Weights.IMAGENET1K_V1
-            state_dict = _fetch_torchvision_weights(weights, local_argument="backbone_checkpoint")
-            source = str(weights)
-        report = load_backbone_weights(model, state_dict, source=source)
-        logger.info("Mask R-CNN %s backbone init: %s", variant, report.summary())
+    load_initial_weights(model, variant, init, checkpoint=checkpoint, backbone_checkpoint=backbone_checkpoint)
     freeze_backbone_layers(model, trainable_backbone_layers)
     return model

@@ -38,6 +38,20 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 
 
+TRIVIAL_AUGMENT_NAMES = ("trivialaugment", "ta_wide")
+"""``data.auto_augment`` values that select torchvision's TrivialAugmentWide (timm has no such policy)."""
+
+
+def with_trivial_augment(transform: Callable) -> Callable:
+    """Insert ``torchvision.transforms.TrivialAugmentWide`` before the tensor conversion of a timm pipeline."""
+    from torchvision import transforms as tv_transforms
+
+    steps = list(transform.transforms)
+    first_tensor_step = next(i for i, step in enumerate(steps) if "ToTensor" in type(step).__name__)
+    steps.insert(first_tensor_step, tv_transforms.TrivialAugmentWide())
+    return tv_transforms.Compose(steps)
+
+
 class ClassificationTask(Task):
     """Fine-tune any timm model on ImageFolder trees, annotation lists or CSV files."""
 
@@ -81,12 +95,14 @@ class ClassificationTask(Task):
         data = self.config.data
         resolved = self._data_config()
         if train:
-            return create_transform(
+            trivial = data.auto_augment in TRIVIAL_AUGMENT_NAMES
+            transform = create_transform(
                 data.image_size, is_training=True, scale=tuple(data.scale), ratio=tuple(data.ratio),
                 hflip=data.hflip, vflip=data.vflip, color_jitter=data.color_jitter or 0.0,
-                auto_augment=data.auto_augment, interpolation=data.interpolation, mean=resolved["mean"],
-                std=resolved["std"], re_prob=data.reprob, re_mode=data.remode,
+                auto_augment=None if trivial else data.auto_augment, interpolation=data.interpolation,
+                mean=resolved["mean"], std=resolved["std"], re_prob=data.reprob, re_mode=data.remode,
             )
+            return with_trivial_augment(transform) if trivial else transform
         return create_transform(data.image_size, is_training=False, interpolation=data.interpolation,
                                 mean=resolved["mean"], std=resolved["std"], crop_pct=resolved["crop_pct"])
 

@@ -118,6 +118,9 @@ def _translate_backbone_checkpoint(translator: ConfigTranslator, *, resume: str 
 
 def _translate_data(translator: ConfigTranslator) -> None:
     translator.put("data.format", "retinaface", sources=())
+    translator.copy("batch_size", "data.batch_size", integer)
+    translator.copy("num_workers", "data.num_workers", integer)
+    translator.copy("image_size", "data.image_size", integer)
     training_label = translator.get("training_dataset", text)
     validation_folder = translator.get("val_dataset_folder", text)
     if training_label is None and validation_folder is None:
@@ -133,13 +136,14 @@ def _translate_data(translator: ConfigTranslator) -> None:
             "train.eval_every epochs (the WIDER FACE val set at original size takes minutes: raise "
             "train.eval_every, or set data.val_split=null to train without validation)"
         )
-    translator.copy("batch_size", "data.batch_size", integer)
-    translator.copy("num_workers", "data.num_workers", integer)
-    translator.copy("image_size", "data.image_size", integer)
 
 
-def _dataset_layout(training_label: str | None, validation_folder: str | None) -> dict[str, str]:
-    """``data.*`` keys for MindFace's ``<dir>/label.txt`` + ``<dir>/images/`` layout, relative to a common root."""
+def _dataset_layout(training_label: str | None, validation_folder: str | None) -> dict[str, str | None]:
+    """``data.*`` keys for MindFace's ``<dir>/label.txt`` + ``<dir>/images/`` layout, relative to a common root.
+
+    A folder outside the root (one path relative, the other absolute) keeps its full path, which visiontune
+    accepts in place of a path relative to ``data.root``.
+    """
     folders = []
     if training_label is not None:
         folders.append(PurePath(training_label).parent)
@@ -151,14 +155,22 @@ def _dataset_layout(training_label: str | None, validation_folder: str | None) -
         root = folders[0].parent
     layout = {"data.root": str(root)}
     if training_label is not None:
-        train_folder = PurePath(training_label).parent
-        layout["data.train_split"] = PurePath(training_label).relative_to(root).as_posix()
-        layout["data.images_dir"] = (train_folder / "images").relative_to(root).as_posix()
+        layout["data.train_split"] = _below(PurePath(training_label), root)
+        layout["data.images_dir"] = _below(PurePath(training_label).parent / "images", root)
     if validation_folder is not None:
-        validation = PurePath(validation_folder)
-        layout["data.val_split"] = (validation / "label.txt").relative_to(root).as_posix()
-        layout["data.val_images_dir"] = (validation / "images").relative_to(root).as_posix()
+        layout["data.val_split"] = _below(PurePath(validation_folder) / "label.txt", root)
+        layout["data.val_images_dir"] = _below(PurePath(validation_folder) / "images", root)
+    else:
+        layout["data.val_split"] = None  # no val_dataset_folder: nothing to validate on
     return layout
+
+
+def _below(path: PurePath, root: PurePath) -> str:
+    """``path`` relative to ``root`` when it lies below it, else ``path`` itself (POSIX separators)."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def _translate_face(translator: ConfigTranslator) -> None:

@@ -1,0 +1,634 @@
+"""Instance segmentation: Mask R-CNN fine-tuning on COCO-format data, COCO box and mask AP, mask prediction.
+
+The task wires the Mask R-CNN components into the shared engine:
+
+* data: :class:`~visiontune.data.coco.CocoInstanceDataset` (``data.format: coco``); ``data.train_split`` and
+  ``data.val_split`` are COCO instances files relative to ``data.root``, the images live in ``data.images_dir``
+  (``data.val_images_dir`` for the validation split). ``data.categories`` keeps a subset of the categories, remapped
+  to labels ``1..K`` in the given order (all categories by ascending id when unset). Training applies
+  ``data.empty_images`` and the detection augmentation (flip ``data.hflip``, resize to ``segmentation.min_size`` /
+  ``max_size``, photometric distortion when ``data.color_jitter`` is set); evaluation keeps every image.
+* model: torchvision Mask R-CNN ResNet-50-FPN (``maskrcnn_resnet50_fpn`` = v1, ``maskrcnn_resnet50_fpn_v2`` = v2)
+  from :func:`~visiontune.models.maskrcnn.create_maskrcnn`. ``model.init``: ``coco`` loads a COCO-trained detector
+  (``model.checkpoint``, or torchvision's download with ``model.pretrained: true``) and re-initialises the box and
+  mask predictors; ``backbone`` loads an ImageNet ResNet-50 (``model.backbone_checkpoint``) into the body; ``none``
+  starts from random weights. ``finetune.trainable_backbone_layers`` (0-5) trains the top ResNet stages only.
+* evaluation (:class:`InstanceSegmentationEvaluator`): COCO box and mask AP with pycocotools (``bbox_*`` and
+  ``segm_*`` keys, fractions in [0, 1]); the artifacts are the COCO results JSON (original category ids, RLE masks)
+  and a few PNG overlays.
+* prediction: ``results.json`` (COCO results, RLE masks, original category ids), ``images.json`` (the matching
+  ``images`` / ``categories`` header) and one PNG overlay per image at ``segmentation.vis_thresh``.
+
+``self.meta`` holds what rebuilding the trained model needs, as plain JSON-like values: ``class_names``,
+``label_to_category`` (``[{"label": 1, "id": 84, "name": "book"}, ...]``), ``variant``, ``frozen_batchnorm``,
+``frozen_batchnorm_eps`` and ``trainable_backbone_layers``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageOps
+from pycocotools import mask as mask_utils
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from visiontune.config import Config
+from visiontune.data.coco import CocoInstanceDataset, check_coco_data
+from visiontune.data.detection_transforms import (
+    collate_detection,
+    make_detection_eval_transforms,
+    make_detection_train_transforms,
+)
+from visiontune.engine.finetune import ModelParts
+from visiontune.evaluation.coco import CocoEvaluator, results_to_coco_json
+from visiontune.models.maskrcnn import (
+    StateDictLoadReport,
+    create_maskrcnn,
+    load_initial_weights,
+    resolve_batchnorm,
+)
+from visiontune.registry import suggest
+from visiontune.tasks.base import Task
+
+__all__ = [
+    "MASKRCNN_MODELS",
+    "InstanceSegmentationEvaluator",
+    "InstanceSegmentationTask",
+    "collect_images",
+    "draw_instances",
+]
+
+logger = logging.getLogger(__name__)
+
+MASKRCNN_MODELS: dict[str, str] = {"maskrcnn_resnet50_fpn": "v1", "maskrcnn_resnet50_fpn_v2": "v2"}
+"""``model.name`` -> variant of :func:`~visiontune.models.maskrcnn.create_maskrcnn`."""
+
+HEAD_PREFIXES: tuple[str, ...] = ("roi_heads.box_predictor", "roi_heads.mask_predictor")
+"""The class-specific layers: re-initialised for a new class count, the only trainable part of a linear probe.
+The RPN is class-agnostic and keeps its COCO weights, so it is not part of the head."""
+
+SEGMENTATION_KWARGS: tuple[str, ...] = ("min_size", "max_size", "box_score_thresh", "box_detections_per_img")
+"""MaskRCNN arguments set from the ``segmentation`` section; ``model.kwargs`` may not repeat them."""
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+NUM_OVERLAYS = 4
+"""Evaluated images drawn by :meth:`InstanceSegmentationEvaluator.save_artifacts`."""
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40),
+)
+"""RGB colour of label ``l`` is ``PALETTE[(l - 1) % len(PALETTE)]``."""
+_META_KEYS = ("class_names", "label_to_category", "variant", "frozen_batchnorm", "frozen_batchnorm_eps",
+              "trainable_backbone_layers")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Drawing and prediction inputs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def draw_instances(
+    image: Image.Image,
+    detections: Sequence[Mapping[str, Any]],
+    *,
+    class_names: Sequence[str],
+    score_threshold: float,
+    mask_alpha: float = 0.5,
+) -> Image.Image:
+    """Draw masks, boxes, labels and scores on a copy of ``image``.
+
+    Args:
+        image: The image the detections belong to (any PIL mode; drawn in RGB).
+        detections: COCO results of that image (:func:`~visiontune.evaluation.coco.results_to_coco_json`) whose
+            ``category_id`` is the model label ``1..K``: ``bbox`` ``[x, y, w, h]`` in pixels, ``score`` and
+            ``segmentation`` (RLE of the image's size).
+        class_names: ``class_names[label - 1]`` is written next to each box.
+        score_threshold: Detections scoring below it are not drawn.
+        mask_alpha: Opacity of the mask colour, in [0, 1].
+
+    Returns:
+        A new RGB image; the highest-scoring instance is drawn last (on top).
+    """
+    canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
+    kept = sorted((item for item in detections if item["score"] >= score_threshold), key=lambda item: item["score"])
+    colours = [np.array(PALETTE[(int(item["category_id"]) - 1) % len(PALETTE)], dtype=np.float32) for item in kept]
+    for item, colour in zip(kept, colours):
+        if "segmentation" not in item:
+            continue
+        mask = mask_utils.decode(item["segmentation"]).astype(bool)
+        if mask.shape != canvas.shape[:2]:
+            raise ValueError(f"image id {item.get('image_id')}: mask of size {mask.shape} for an image of size "
+                             f"{canvas.shape[:2]}")
+        canvas[mask] = canvas[mask] * (1.0 - mask_alpha) + colour * mask_alpha
+    drawn = Image.fromarray(np.clip(canvas.round(), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(drawn)
+    width = max(1, round(min(drawn.size) / 300))
+    for item, colour in zip(kept, colours):
+        x, y, box_width, box_height = (float(value) for value in item["bbox"])
+        fill = tuple(int(value) for value in colour)
+        draw.rectangle((x, y, x + box_width, y + box_height), outline=fill, width=width)
+        label = int(item["category_id"])
+        name = class_names[label - 1] if 1 <= label <= len(class_names) else str(label)
+        draw.text((x + width, max(0.0, y - 11 - width)), f"{name} {item['score']:.2f}", fill=fill)
+    return drawn
+
+
+def collect_images(source: str | Path) -> list[Path]:
+    """Expand a prediction source into image files.
+
+    Args:
+        source: An image file; a folder (searched recursively, sorted); or a text file listing one image per line,
+            relative to the text file's folder or absolute (blank lines ignored).
+
+    Raises:
+        ValueError: The source does not exist, holds no image, or a listed image is missing (naming the line).
+    """
+    path = Path(source)
+    if not path.exists():
+        raise ValueError(f"source not found: {path}")
+    if path.is_dir():
+        images = sorted(item for item in path.rglob("*") if item.is_file() and item.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {path}")
+        return images
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return [path]
+    images = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        entry = line.strip()
+        if not entry:
+            continue
+        image = Path(entry) if Path(entry).is_absolute() else path.parent / entry
+        if not image.is_file():
+            raise ValueError(f"{path}:{number}: image not found: {image}")
+        images.append(image)
+    if not images:
+        raise ValueError(f"{path}: lists no images (expected one image path per line)")
+    return images
+
+
+def _output_names(images: Sequence[Path], source: Path) -> list[PurePosixPath]:
+    """Relative output name per image (relative to the source folder, else the file name)."""
+    base = source if source.is_dir() else source.parent
+    names = []
+    for image in images:
+        try:
+            names.append(PurePosixPath(image.resolve().relative_to(base.resolve()).as_posix()))
+        except ValueError:
+            names.append(PurePosixPath(image.name))
+    owners: dict[PurePosixPath, Path] = {}
+    for name, image in zip(names, images):
+        stem = name.with_suffix("")
+        if stem in owners:
+            raise ValueError(f"{owners[stem]} and {image} would both be drawn as {stem}.png; predict them separately")
+        owners[stem] = image
+    return names
+
+
+def _load_rgb(path: Path) -> Image.Image:
+    """Decode an image file as RGB, applying its EXIF orientation."""
+    try:
+        with Image.open(path) as image:
+            return ImageOps.exif_transpose(image).convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{path}: cannot decode the image ({error})") from error
+
+
+def _image_to_tensor(image: Image.Image) -> Tensor:
+    """RGB PIL image -> float32 ``[3, H, W]`` in [0, 1]."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def _tensor_to_image(tensor: Tensor) -> Image.Image:
+    """Float ``[3, H, W]`` in [0, 1] -> RGB PIL image."""
+    pixels = tensor.detach().cpu().mul(255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(pixels))
+
+
+def _with_category_ids(detections: Sequence[Mapping[str, Any]], label_to_category_id: Mapping[int, int]
+                       ) -> list[dict[str, Any]]:
+    """Copies of COCO results with the model label in ``category_id`` replaced by the original category id."""
+    return [{**detection, "category_id": label_to_category_id[int(detection["category_id"])]}
+            for detection in detections]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class InstanceSegmentationEvaluator:
+    """COCO box and mask AP of a Mask R-CNN over one :class:`~visiontune.data.coco.CocoInstanceDataset`.
+
+    ``update`` takes the model's eval outputs (one dict per image: ``boxes`` float ``[N, 4]`` xyxy in pixels of the
+    original image, ``labels`` int64 ``[N]`` in ``1..K``, ``scores`` float ``[N]``, ``masks`` float ``[N, 1, H, W]``
+    probabilities) and the batch targets (``image_id`` is read). ``compute`` returns ``bbox_AP``, ``bbox_AP50``,
+    ``bbox_AP75``, ``bbox_APs/m/l``, the same with ``segm_``, and ``<type>_AP_<category name>`` per category.
+
+    Args:
+        dataset: The evaluated split; its ``coco_ground_truth()`` keeps crowd regions (ignored by COCO matching).
+        label_to_category_id: Model label -> original COCO category id (for the results file).
+        class_names: ``class_names[label - 1]`` (for the overlays).
+        mask_threshold: Probability above which a mask pixel is foreground.
+        vis_threshold: Lowest score drawn on the overlays.
+        num_overlays: Evaluated images drawn by :meth:`save_artifacts`.
+    """
+
+    def __init__(
+        self,
+        dataset: CocoInstanceDataset,
+        *,
+        label_to_category_id: Mapping[int, int],
+        class_names: Sequence[str],
+        mask_threshold: float = 0.5,
+        vis_threshold: float = 0.5,
+        num_overlays: int = NUM_OVERLAYS,
+    ) -> None:
+        self.dataset = dataset
+        self.label_to_category_id = dict(label_to_category_id)
+        self.class_names = list(class_names)
+        self.vis_threshold = vis_threshold
+        self.num_overlays = num_overlays
+        self.coco = CocoEvaluator(dataset.coco_ground_truth(), mask_threshold=mask_threshold)
+
+    def reset(self) -> None:
+        self.coco.reset()
+
+    def update(self, outputs: Sequence[Mapping[str, Tensor]], targets: Sequence[Mapping[str, Any]]) -> None:
+        self.coco.update(outputs, targets)
+
+    def synchronize(self) -> None:
+        """Gather the detections of every rank (no-op in one process)."""
+        self.coco.synchronize()
+
+    def compute(self) -> dict[str, float]:
+        return self.coco.compute()
+
+    def save_artifacts(self, out_dir: Path) -> list[Path]:
+        """Write ``coco_results.json`` and ``overlays/<image>.png`` for the first evaluated images.
+
+        ``coco_results.json`` holds every detection in the COCO results format with the original category ids
+        (``bbox`` ``[x, y, w, h]`` pixels, ``score``, ``segmentation`` RLE), loadable with ``COCO.loadRes`` against
+        the split's annotation file. The overlays show detections scoring at least ``vis_threshold``.
+
+        Returns:
+            The written paths.
+        """
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        detections = self.coco.detections()
+        results_path = out_dir / "coco_results.json"
+        results_path.write_text(json.dumps(_with_category_ids(detections, self.label_to_category_id)),
+                                encoding="utf-8")
+        written = [results_path]
+        by_image: dict[int, list[dict[str, Any]]] = {}
+        for detection in detections:
+            by_image.setdefault(int(detection["image_id"]), []).append(detection)
+        evaluated = set(self.coco.image_ids)
+        drawn = 0
+        for index, image_id in enumerate(self.dataset.image_ids):
+            if drawn >= self.num_overlays:
+                break
+            if image_id not in evaluated:
+                continue
+            record = self.dataset.image_record(index)
+            image = _tensor_to_image(self.dataset.load_image(index))
+            overlay = draw_instances(image, by_image.get(image_id, []), class_names=self.class_names,
+                                     score_threshold=self.vis_threshold)
+            path = out_dir / "overlays" / f"{PurePosixPath(record.file_name).stem}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            overlay.save(path)
+            written.append(path)
+            drawn += 1
+        return written
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The task
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _report_as_dict(report: StateDictLoadReport) -> dict[str, Any]:
+    """A checkpoint-friendly summary of a load report (counts and the keys that did not load)."""
+    return {"source": report.source, "loaded": len(report.loaded), "missing": list(report.missing),
+            "unexpected": list(report.unexpected), "reinitialized": list(report.reinitialized)}
+
+
+class InstanceSegmentationTask(Task):
+    """Mask R-CNN (ResNet-50-FPN v1 / v2) fine-tuning on COCO-format instance segmentation data."""
+
+    name = "instance_segmentation"
+    default_metric = "segm_AP"
+    metric_mode = "max"
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self._removed_boxes = 0
+
+    # ------------------------------------------------------------------ data
+    def _annotation_path(self, split: str) -> Path:
+        data = self.config.data
+        if data.root is None:
+            raise ValueError("data.root is not set: point it at the COCO folder (e.g. data.root=coco2017)")
+        if data.format != "coco":
+            raise ValueError(f"data.format: {data.format!r} is not an instance segmentation format; use coco "
+                             "(a COCO instances JSON per split)")
+        return Path(data.root) / split
+
+    def images_root(self, *, train: bool) -> Path:
+        """Folder the ``file_name`` entries are relative to (``data.images_dir``, or ``data.val_images_dir``)."""
+        data = self.config.data
+        folder = data.images_dir if train or not data.val_images_dir else data.val_images_dir
+        return Path(data.root or ".") / folder
+
+    def _categories(self) -> list[str] | None:
+        """Category names to keep: the trained classes once known, else ``data.categories`` (None: all)."""
+        requested = list(self.config.data.categories) if self.config.data.categories is not None else None
+        known = self.meta.get("class_names")
+        if known is None:
+            return requested
+        if requested is not None and requested != list(known):
+            raise ValueError(f"data.categories={requested} differs from the model's classes {list(known)} "
+                             "(labels 1..K in this order); leave data.categories unset or give the same list")
+        return list(known)
+
+    def build_dataset(self, split: str, *, train: bool) -> Dataset:
+        """A :class:`~visiontune.data.coco.CocoInstanceDataset` of the annotation file ``data.root / split``.
+
+        The first training split sets ``meta["class_names"]`` and ``meta["label_to_category"]``; every later split
+        is read with the same category names, so a category missing from it is an error naming the file.
+        """
+        data, segmentation = self.config.data, self.config.segmentation
+        annotation_file = self._annotation_path(split)
+        if train:
+            transforms: Callable = make_detection_train_transforms(
+                min_size=segmentation.min_size, max_size=segmentation.max_size, horizontal_flip_prob=data.hflip,
+                photometric=bool(data.color_jitter))
+            if segmentation.aspect_ratio_grouping:
+                logger.info("segmentation.aspect_ratio_grouping is not applied: the shared training loader batches "
+                            "images in sampler order (grouping only saves padding)")
+        else:
+            transforms = make_detection_eval_transforms()
+        dataset = CocoInstanceDataset(self.images_root(train=train), annotation_file, categories=self._categories(),
+                                      empty_images=data.empty_images if train else "keep", transforms=transforms)
+        if len(dataset) == 0:
+            raise ValueError(f"{annotation_file}: the split has no image to {'train' if train else 'evaluate'} on")
+        num_instances = sum(len(records) for records in dataset.annotations.instances.values())
+        if train and num_instances == 0:
+            raise ValueError(f"{annotation_file}: no training instance of the categories {dataset.class_names}")
+        if "class_names" not in self.meta:
+            self.meta["class_names"] = dataset.class_names
+            self.meta["label_to_category"] = [{"label": label, "id": int(info["id"]), "name": str(info["name"])}
+                                              for label, info in sorted(dataset.label_to_category.items())]
+        logger.info("%s: %d images, %d instances of %d categories %s (%s)", annotation_file, len(dataset),
+                    num_instances, len(dataset.class_names), dataset.class_names,
+                    "training augmentation" if train else "no augmentation")
+        return dataset
+
+    def collate_fn(self, *, train: bool) -> Callable:
+        return collate_detection
+
+    def prepare_train_batch(self, images: Any, targets: Any) -> tuple[Any, Any]:
+        """Count the boxes the augmentation removed as degenerate (warned once per run, then logged at debug)."""
+        removed = sum(int(target.get("num_removed_boxes", 0)) for target in targets)
+        if removed:
+            if self._removed_boxes == 0:
+                ids = [target.get("image_id") for target in targets if target.get("num_removed_boxes")]
+                logger.warning("augmentation left %d box(es) under 1 pixel in image id(s) %s; they were removed with "
+                               "their masks (further removals are logged at debug level)", removed, ids)
+            else:
+                logger.debug("augmentation removed %d more degenerate box(es) (%d so far)", removed,
+                             self._removed_boxes + removed)
+            self._removed_boxes += removed
+        return images, targets
+
+    # ------------------------------------------------------------------ model
+    @property
+    def variant(self) -> str:
+        """Mask R-CNN variant (``v1`` / ``v2``) of ``model.name``."""
+        name = self.config.model.name
+        if name not in MASKRCNN_MODELS:
+            raise ValueError(f"model.name: {name!r} is not an instance segmentation model"
+                             f"{suggest(name, list(MASKRCNN_MODELS))}; valid: {', '.join(MASKRCNN_MODELS)}")
+        return MASKRCNN_MODELS[name]
+
+    @property
+    def class_names(self) -> list[str]:
+        if "class_names" not in self.meta:
+            raise ValueError("the classes are unknown: build the training dataset first (or load a checkpoint's meta)")
+        return list(self.meta["class_names"])
+
+    @property
+    def num_classes(self) -> int:
+        """Model classes including the background: ``K + 1``."""
+        return len(self.class_names) + 1
+
+    @property
+    def label_to_category_id(self) -> dict[int, int]:
+        """Model label ``1..K`` -> original COCO category id."""
+        return {int(entry["label"]): int(entry["id"]) for entry in self.meta["label_to_category"]}
+
+    def _check_model_config(self) -> None:
+        model_config = self.config.model
+        if model_config.num_classes not in (None, self.num_classes):
+            raise ValueError(f"model.num_classes={model_config.num_classes}, but the data has {len(self.class_names)} "
+                             f"categories ({self.num_classes} classes with the background); leave it unset")
+        repeated = sorted(set(model_config.kwargs) & {*SEGMENTATION_KWARGS, "num_classes", "weights",
+                                                      "weights_backbone", "trainable_backbone_layers"})
+        if repeated:
+            raise ValueError(f"model.kwargs sets {repeated}: use the segmentation section (min_size, max_size, "
+                             "box_score_thresh, detections_per_img), finetune.trainable_backbone_layers and model.init")
+        if model_config.checkpoint_key is not None:
+            raise ValueError("model.checkpoint_key is not used by instance segmentation: the Mask R-CNN reader "
+                             "unwraps 'model', 'state_dict' and 'model_state_dict' itself")
+
+    def _initial_weights(self) -> tuple[str, str | None, str | None]:
+        """``(init, checkpoint, backbone_checkpoint)`` from the ``model`` section, checked for consistency."""
+        model_config = self.config.model
+        init, checkpoint, backbone = model_config.init, model_config.checkpoint, model_config.backbone_checkpoint
+        if checkpoint and init != "coco":
+            raise ValueError(f"model.checkpoint is a Mask R-CNN state dict and needs model.init=coco (got "
+                             f"model.init={init}); ImageNet ResNet-50 weights go in model.backbone_checkpoint")
+        if backbone and init != "backbone":
+            raise ValueError(f"model.backbone_checkpoint needs model.init=backbone (got model.init={init})")
+        if init == "coco" and not checkpoint and not model_config.pretrained:
+            raise ValueError("model.init=coco: set model.checkpoint to a local COCO Mask R-CNN file (e.g. "
+                             "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth), or model.pretrained=true to download it")
+        if init == "backbone" and not backbone and not model_config.pretrained:
+            raise ValueError("model.init=backbone: set model.backbone_checkpoint to a local ImageNet ResNet-50 file "
+                             "(e.g. resnet50-0676ba61.pth), or model.pretrained=true to download it")
+        if init == "none" and model_config.pretrained:
+            raise ValueError("model.pretrained=true with model.init=none: choose model.init=coco (COCO detector) or "
+                             "model.init=backbone (ImageNet ResNet-50)")
+        return init, checkpoint, backbone
+
+    def _structure(self, *, load_weights: bool) -> dict[str, Any]:
+        """BatchNorm and freezing settings of the model: from the config for new weights, else from the meta."""
+        if not load_weights and all(key in self.meta for key in _META_KEYS[2:]):
+            if self.meta["variant"] != self.variant:
+                raise ValueError(f"model.name={self.config.model.name} ({self.variant}) but the checkpoint holds a "
+                                 f"{self.meta['variant']} Mask R-CNN")
+            return {key: self.meta[key] for key in _META_KEYS[2:]}
+        init = self.config.model.init
+        frozen, eps = resolve_batchnorm(self.variant, init)
+        layers = self.config.finetune.trainable_backbone_layers
+        return {"variant": self.variant, "frozen_batchnorm": frozen, "frozen_batchnorm_eps": eps,
+                "trainable_backbone_layers": (5 if init == "none" else 3) if layers is None else layers}
+
+    def build_model(self, *, load_weights: bool = True) -> nn.Module:
+        """The Mask R-CNN for ``meta``'s classes; with ``load_weights`` the ``model.init`` weights are loaded.
+
+        Without ``load_weights`` (evaluation, prediction, resume) the stored BatchNorm and freezing settings rebuild
+        exactly the trained modules, so the checkpoint's state dict loads with ``strict=True``.
+        """
+        self._check_model_config()
+        init, checkpoint, backbone_checkpoint = self._initial_weights() if load_weights else ("none", None, None)
+        structure = self._structure(load_weights=load_weights)
+        segmentation = self.config.segmentation
+        model = create_maskrcnn(
+            structure["variant"], num_classes=self.num_classes, init="none",
+            trainable_backbone_layers=structure["trainable_backbone_layers"], min_size=segmentation.min_size,
+            max_size=segmentation.max_size, frozen_batchnorm=structure["frozen_batchnorm"],
+            frozen_batchnorm_eps=structure["frozen_batchnorm_eps"], box_score_thresh=segmentation.box_score_thresh,
+            box_detections_per_img=segmentation.detections_per_img, **self.config.model.kwargs,
+        )
+        self.meta.update(structure)
+        if load_weights:
+            report = load_initial_weights(model, structure["variant"], init, checkpoint=checkpoint,
+                                          backbone_checkpoint=backbone_checkpoint)
+            if report is None:
+                logger.warning("%s starts from random weights (model.init=none): set model.init=coco with "
+                               "model.checkpoint, or model.init=backbone with model.backbone_checkpoint",
+                               self.config.model.name)
+                self.meta.pop("load_report", None)
+            else:
+                self.meta["load_report"] = _report_as_dict(report)
+        return model
+
+    def model_parts(self, model: nn.Module) -> ModelParts:
+        """Head: the box and mask predictors. Layer groups, input side first: stem (``conv1``/``bn1``), ``layer1`` ..
+        ``layer4``, FPN, RPN, ROI heads (box and mask heads without the predictors)."""
+        parts = ModelParts(head=list(HEAD_PREFIXES))
+        names = [name for name, _ in model.named_parameters()]
+        prefixes: list[tuple[str, ...]] = [("backbone.body.conv1.", "backbone.body.bn1.")]
+        prefixes += [(f"backbone.body.layer{index}.",) for index in range(1, 5)]
+        prefixes += [("backbone.fpn.",), ("rpn.",), ("roi_heads.",)]
+        groups = [[name for name in names if name.startswith(group) and not parts.is_head(name)] for group in prefixes]
+        parts.layer_groups = [group for group in groups if group]
+        return parts
+
+    # ------------------------------------------------------------------ meta
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        """Restore the classes and model settings of a checkpoint (validated)."""
+        missing = [key for key in _META_KEYS if key not in meta]
+        if missing:
+            raise ValueError(f"the checkpoint's meta lacks {missing}: is it an instance segmentation checkpoint? "
+                             f"(meta keys: {sorted(meta)})")
+        names = meta["class_names"]
+        entries = meta["label_to_category"]
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise ValueError(f"checkpoint meta: class_names must be a list of names, got {names!r}")
+        labels = [entry.get("label") if isinstance(entry, Mapping) else None for entry in entries]
+        if labels != list(range(1, len(names) + 1)) or [entry.get("name") for entry in entries] != names:
+            raise ValueError(f"checkpoint meta: label_to_category {entries!r} does not list labels 1..{len(names)} "
+                             f"with the class names {names}")
+        super().load_meta(meta)
+
+    # ------------------------------------------------------------------ evaluation
+    def build_evaluator(self, dataset: Dataset) -> InstanceSegmentationEvaluator:
+        if not isinstance(dataset, CocoInstanceDataset):
+            raise TypeError(f"instance segmentation evaluates a CocoInstanceDataset, got {type(dataset).__name__}")
+        segmentation = self.config.segmentation
+        return InstanceSegmentationEvaluator(dataset, label_to_category_id=self.label_to_category_id,
+                                             class_names=self.class_names, mask_threshold=segmentation.mask_thresh,
+                                             vis_threshold=segmentation.vis_thresh)
+
+    # ------------------------------------------------------------------ check-data
+    def data_problems(self) -> tuple[str, bool]:
+        """Parse each split's COCO file, decode every image and count instances per category.
+
+        Errors: broken annotations, missing/undecodable/wrongly sized images, a category of the training split that
+        the validation split lacks, or a training split without any instance.
+        """
+        data = self.config.data
+        splits = [(data.train_split, True)] + ([(data.val_split, False)] if data.val_split else [])
+        lines: list[str] = []
+        has_errors = False
+        categories = list(data.categories) if data.categories is not None else None
+        for split, train in splits:
+            report = check_coco_data(self.images_root(train=train), self._annotation_path(split), categories=categories)
+            lines.append(f"[{'train' if train else 'val'}] {report.format_report()}")
+            if not report.ok:
+                has_errors = True
+            if train:
+                empty = [name for name, count in report.instances_per_category.items() if count == 0]
+                if report.ok and len(empty) == len(report.instances_per_category):
+                    lines.append(f"  error: the training split {split} has no instance to train on")
+                    has_errors = True
+                elif empty:
+                    lines.append(f"  warning: categories without a training instance: {empty}")
+                if report.ok and categories is None:
+                    categories = list(report.instances_per_category)  # the validation split must have them too
+        lines.append("errors found" if has_errors else "no errors found")
+        return "\n".join(lines), has_errors
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, model: nn.Module, source: str, output_dir: Path, *, device: torch.device) -> list[Path]:
+        """Segment the images of ``source`` (image, folder, or text list of images).
+
+        Writes ``results.json`` (every detection of the model in the COCO results format: ``image_id``,
+        ``category_id`` with the original COCO ids, ``bbox`` ``[x, y, w, h]`` in pixels, ``score``, ``segmentation``
+        RLE with str ``counts``), ``images.json`` (``images`` with ``id``/``file_name``/``height``/``width``,
+        ``categories``, empty ``annotations``: together they load with ``COCO(images.json).loadRes(results.json)``)
+        and ``overlays/<image>.png`` with the detections scoring at least ``segmentation.vis_thresh``.
+        """
+        images = collect_images(source)
+        names = _output_names(images, Path(source))
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        segmentation = self.config.segmentation
+        label_to_category_id = self.label_to_category_id
+        results: list[dict[str, Any]] = []
+        records: list[dict[str, Any]] = []
+        overlays: list[Path] = []
+        was_training = model.training
+        model.eval()
+        started = time.perf_counter()
+        with torch.no_grad():
+            for image_id, (path, name) in enumerate(zip(images, names), start=1):
+                image = _load_rgb(path)
+                (output,) = model([_image_to_tensor(image).to(device)])
+                output = {key: value.detach().cpu() for key, value in output.items()}
+                detections = results_to_coco_json([output], [image_id], mask_threshold=segmentation.mask_thresh)
+                results.extend(_with_category_ids(detections, label_to_category_id))
+                records.append({"id": image_id, "file_name": str(name), "path": str(path), "height": image.height,
+                                "width": image.width})
+                overlay_path = output_dir / "overlays" / name.with_suffix(".png")
+                overlay_path.parent.mkdir(parents=True, exist_ok=True)
+                draw_instances(image, detections, class_names=self.class_names,
+                               score_threshold=segmentation.vis_thresh).save(overlay_path)
+                overlays.append(overlay_path)
+                logger.debug("%s: %d detections, %d at or above %.2f", path, len(detections),
+                             sum(item["score"] >= segmentation.vis_thresh for item in detections),
+                             segmentation.vis_thresh)
+        model.train(was_training)
+        seconds = time.perf_counter() - started
+        results_path = output_dir / "results.json"
+        results_path.write_text(json.dumps(results), encoding="utf-8")
+        images_path = output_dir / "images.json"
+        categories = [{"id": int(entry["id"]), "name": entry["name"]} for entry in self.meta["label_to_category"]]
+        images_path.write_text(json.dumps({"images": records, "categories": categories, "annotations": []}, indent=1),
+                               encoding="utf-8")
+        logger.info("predicted %d images into %s: %d detections (%d at or above segmentation.vis_thresh=%.2f); "
+                    "%.1f ms per image", len(images), output_dir, len(results),
+                    sum(item["score"] >= segmentation.vis_thresh for item in results), segmentation.vis_thresh,
+                    1e3 * seconds / len(images))
+        return [results_path, images_path, *overlays]

@@ -1,0 +1,106 @@
+"""Train from ``key=value`` overrides with injected faults; launched by the fault tests, alone or under torchrun.
+
+Usage::
+
+    python train_with_faults.py [--kill-at-step N --kill-rank R --marker FILE]
+                                [--wait-for-signal-at-step N --ready-file FILE --linger SECONDS] key=value ...
+
+``--kill-at-step``: rank ``R`` SIGKILLs itself before step ``N`` (after ``N`` steps), once: it first writes
+``--marker``, and a restarted worker that finds the marker trains on (torchrun ``--max-restarts``).
+
+``--wait-for-signal-at-step``: after step ``N`` the script writes its pid to ``--ready-file`` and waits until the
+trainer has received a stop request (the test sends SIGTERM/SIGINT), then sleeps ``--linger`` seconds, a slow
+shutdown during which a second signal can arrive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from visiontune.config import load_config
+from visiontune.engine.distributed import cleanup_distributed
+from visiontune.engine.trainer import Hook, Trainer
+
+SIGNAL_WAIT_LIMIT_S = 60.0
+"""How long ``--wait-for-signal-at-step`` waits for the test's signal before training on."""
+
+
+class KillOnce(Hook):
+    """SIGKILLs this process before step ``step`` on rank ``rank``, unless ``marker`` exists (then it creates it)."""
+
+    def __init__(self, step: int, rank: int, marker: Path) -> None:
+        self.step = step
+        self.rank = rank
+        self.marker = marker
+
+    def before_step(self, trainer: Trainer) -> None:
+        if trainer.state.step != self.step or trainer.dist.rank != self.rank or self.marker.exists():
+            return
+        self.marker.write_text(f"killed rank {self.rank} before step {self.step}\n", encoding="utf-8")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class WaitForSignal(Hook):
+    """After step ``step``: announce the pid in ``ready_file``, wait for a stop request, then linger."""
+
+    def __init__(self, step: int, ready_file: Path, linger: float) -> None:
+        self.step = step
+        self.ready_file = ready_file
+        self.linger = linger
+
+    def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None:
+        if trainer.state.step != self.step:
+            return
+        temporary = self.ready_file.with_suffix(".tmp")
+        temporary.write_text(str(os.getpid()), encoding="utf-8")
+        temporary.replace(self.ready_file)  # the test never reads a half-written file
+        deadline = time.monotonic() + SIGNAL_WAIT_LIMIT_S
+        while trainer.pending_stop is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(self.linger)
+
+
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kill-at-step", type=int)
+    parser.add_argument("--kill-rank", type=int, default=0)
+    parser.add_argument("--marker", type=Path)
+    parser.add_argument("--wait-for-signal-at-step", type=int)
+    parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--linger", type=float, default=0.0)
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    arguments = parser.parse_args(argv)
+    if arguments.kill_at_step is not None and arguments.marker is None:
+        parser.error("--kill-at-step needs --marker")
+    if arguments.wait_for_signal_at_step is not None and arguments.ready_file is None:
+        parser.error("--wait-for-signal-at-step needs --ready-file")
+    return arguments
+
+
+def main(argv: list[str]) -> int:
+    arguments = parse_arguments(argv)
+    rank = int(os.environ.get("RANK", 0))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=f"[rank {rank}] %(message)s")
+    hooks: list[Hook] = []
+    if arguments.kill_at_step is not None:
+        hooks.append(KillOnce(arguments.kill_at_step, arguments.kill_rank, arguments.marker))
+    if arguments.wait_for_signal_at_step is not None:
+        hooks.append(WaitForSignal(arguments.wait_for_signal_at_step, arguments.ready_file, arguments.linger))
+    config = load_config(None, arguments.overrides)
+    try:
+        result = Trainer(config, hooks=hooks).fit()
+    finally:
+        cleanup_distributed()
+    if rank == 0:
+        print(f"stop_reason: {result.stop_reason}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
