@@ -12,7 +12,9 @@ For every task the model is built by the task from its config, exported with ``v
   is printed).
 
 Both runtimes use the same number of threads. The median of ``--repeats`` calls after ``--warmup`` calls is reported,
-with the ratio PyTorch / ONNX Runtime (above 1: ONNX Runtime is faster).
+with the ratio PyTorch / ONNX Runtime (above 1: ONNX Runtime is faster). On a machine shared with other processes use
+``--threads 1``: PyTorch's OpenMP threads slow down far more than ONNX Runtime's under contention, which inflates the
+ratio.
 
     python benchmarks/export_latency.py [--tasks classification face_detection instance_segmentation]
                                         [--threads N] [--repeats 20] [--warmup 3]
@@ -33,7 +35,6 @@ import torch
 
 from visiontune.config import load_config
 from visiontune.export.exporter import ExportOptions, export_model
-from visiontune.export.samples import synthetic_photo
 from visiontune.export.specs import build_export_spec
 from visiontune.tasks import create_task
 
@@ -46,7 +47,7 @@ TASK_OVERRIDES: dict[str, list[str]] = {
                        "data.image_size=224"],
     "face_detection": ["task=face_detection", "model.name=retinaface_mobilenet0.25"],
     "instance_segmentation": ["task=instance_segmentation", "model.name=maskrcnn_resnet50_fpn", "model.init=none",
-                              "model.num_classes=91", "segmentation.min_size=480", "segmentation.max_size=640"],
+                              "segmentation.min_size=480", "segmentation.max_size=640"],
 }
 """Config overrides of each task's default model."""
 
@@ -91,6 +92,10 @@ def build(task_name: str):
     task = create_task(config)
     if task_name == "classification":
         task.meta["class_names"] = [f"class_{index}" for index in range(1000)]
+    if task_name == "instance_segmentation":  # COCO's 80 categories (names do not matter for latency)
+        task.meta["class_names"] = [f"category_{index}" for index in range(1, 81)]
+        task.meta["label_to_category"] = [{"label": index, "id": index, "name": f"category_{index}"}
+                                          for index in range(1, 81)]
     model = task.build_model(load_weights=task_name == "face_detection").eval()
     sample = str(SELFIE) if task_name != "classification" and SELFIE.is_file() else None
     options = ExportOptions(input_size=(480, 640) if task_name != "classification" else None, sample=sample)

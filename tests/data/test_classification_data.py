@@ -308,3 +308,18 @@ def test_collate_skip_none_shapes_and_errors() -> None:
     assert labels.dtype == torch.int64 and labels.tolist() == [2, 0]
     with pytest.raises(TypeError, match="expects Tensor images \\(set a transform\\), got Image"):
         collate_skip_none([(Image.new("RGB", (2, 2)), 0)])
+
+
+def test_many_bad_rows_are_summarised_and_repeated_classes_rejected(tmp_path: Path) -> None:
+    csv_file = tmp_path / "data.csv"
+    csv_file.write_text("path,label\n" + "".join(f"missing{i}.png,dog\n" for i in range(12)))
+    with pytest.raises(ValueError) as error:
+        read_csv_list(csv_file)
+    lines = str(error.value).splitlines()
+    assert lines[0] == f"12 problem(s) in CSV file {csv_file}:"
+    listed = [f"  {csv_file}:{i + 2}: image not found: {tmp_path / f'missing{i}.png'}" for i in range(10)]
+    assert lines[1:] == [*listed, "  ... and 2 more"]
+    write_image(tmp_path / "a.png")
+    csv_file.write_text("path,label\na.png,dog\n")
+    with pytest.raises(ValueError, match="classes list repeats names: dog"):
+        read_csv_list(csv_file, classes=["dog", "cat", "dog"])

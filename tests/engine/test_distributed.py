@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import json
 import os
 import socket
@@ -26,6 +27,7 @@ from torch import nn
 from visiontune.api import config_for_checkpoint, evaluate
 from visiontune.config import load_config
 from visiontune.data.widerface import WiderFaceRecord
+from visiontune.engine import distributed as dist_utils
 from visiontune.engine.checkpoint import load_checkpoint
 from visiontune.engine.data import ShardSampler, TrainSampler, build_loader
 from visiontune.engine.trainer import (
@@ -178,6 +180,18 @@ def test_torchrun_restart_after_sigkill_matches_uninterrupted_run(ddp_run, tiny_
     for key, tensor in reference["model"].items():
         assert torch.equal(final["model"][key], tensor), key
     assert [row["train_loss"] for row in final["history"]] == [row["train_loss"] for row in reference["history"]]
+
+
+@pytest.mark.parametrize(("attempt", "local_world", "warns"), [("0", "8", False), ("2", "8", True)])
+def test_restart_on_several_machines_warns_about_shared_store(monkeypatch, caplog, attempt, local_world, warns):
+    # 16 processes on 2 machines: the launchers' restart counts may differ, so no per-attempt prefix is possible
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", attempt)
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world)
+    assert dist_utils._restart_attempt_store(datetime.timedelta(seconds=1)) is None
+    assert ("torchrun restart 2 on several machines" in caplog.text) == warns
+    assert ("TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in caplog.text) == warns
 
 
 # ------------------------------------------------------------------------------------------------ evaluators

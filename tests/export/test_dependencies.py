@@ -28,7 +28,8 @@ def test_importing_the_export_modules_needs_neither_package(monkeypatch):
 def test_missing_onnx_says_how_to_install(classification_checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` fail as if it were not installed
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(MissingExportDependencyError, match=r"needs the 'onnx' package.*pip install visiontune\[export\]"):
+    with pytest.raises(MissingExportDependencyError,
+                       match=r"needs the 'onnx' package.*pip install visiontune\[export\]"):
         import_onnx()
     with pytest.raises(MissingExportDependencyError, match=r"'onnxruntime'.*pip install visiontune\[export\]"):
         import_onnxruntime()

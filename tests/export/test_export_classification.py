@@ -88,7 +88,8 @@ def test_predict_onnx_writes_what_pytorch_predict_writes(graph, request, classif
     onnx_files = predict_onnx(onnx_path, shapes_dir / "val", tmp_path / "onnx")
 
     assert [path.name for path in onnx_files] == [path.name for path in torch_files] == ["predictions.csv", "pred.txt"]
-    expected, actual = read_rows(tmp_path / "torch" / "predictions.csv"), read_rows(tmp_path / "onnx" / "predictions.csv")
+    expected = read_rows(tmp_path / "torch" / "predictions.csv")
+    actual = read_rows(tmp_path / "onnx" / "predictions.csv")
     assert actual[0] == expected[0] == ["path", "label1", "prob1", "label2", "prob2", "label3", "prob3", "true_label"]
     assert len(actual) == len(expected) == 10
     for row, reference in zip(actual[1:], expected[1:]):
@@ -104,8 +105,12 @@ def test_predict_onnx_applies_config_overrides(classification_onnx, shapes_dir, 
     image = sorted((shapes_dir / "val" / "circle").iterdir())[0]
     (csv_path,) = predict_onnx(classification_onnx.path, image, tmp_path, topk=2)
     assert read_rows(csv_path)[0] == ["path", "label1", "prob1", "label2", "prob2"]
-    with pytest.raises(ValueError, match="model.name: the model and task of .* are fixed"):
+    (csv_path,) = predict_onnx(classification_onnx.path, image, tmp_path, topk="1")  # as given on a command line
+    assert read_rows(csv_path)[0] == ["path", "label1", "prob1"]
+    with pytest.raises(ValueError, match=r"model.name: fixed by the exported graph .*model\.onnx"):
         predict_onnx(classification_onnx.path, image, tmp_path, **{"model.name": "resnet18"})
+    with pytest.raises(ValueError, match="data.image_size: fixed by the exported graph"):
+        predict_onnx(classification_onnx.path, image, tmp_path, **{"data.image_size": 64})
 
 
 def test_export_options_that_do_not_apply_are_errors(classification_checkpoint, tmp_path):

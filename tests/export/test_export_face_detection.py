@@ -21,6 +21,9 @@ onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
 PREDICTED_IMAGES = ("selfie.jpg", "mindface_0000.jpg")
+RESCALE = {"face.origin_size": False, "face.target_size": 480, "face.max_size": 640}
+"""Prediction settings: the photos rescaled to fit 640 pixels (faster than their original size, and the detections
+must be mapped back to original pixels by both paths)."""
 
 
 def photo_input(path: Path, size: tuple[int, int]) -> torch.Tensor:
@@ -37,6 +40,10 @@ def run(path: Path, images: torch.Tensor) -> list[np.ndarray]:
 def test_raw_export_matches_forward_raw(face_checkpoint, face_raw_onnx, face_images):
     result = face_raw_onnx
     assert result.metadata.output_names == ["loc", "conf", "landmarks"]
+    assert result.metadata.class_names == ["face"]
+    assert result.metadata.input_shape == ["batch", 3, "height", "width"]
+    assert result.metadata.preprocessing["color"] == "BGR"
+    assert result.metadata.preprocessing["subtract_mean"] == [104.0, 117.0, 123.0]
     assert [check.input_shape for check in result.parity] == [(1, 3, 240, 320), (2, 3, 185, 387)]
     for check in result.parity:
         assert all(output.max_abs_diff < 1e-4 * output.scale for output in check.outputs), check
@@ -82,7 +89,8 @@ def prediction_source(face_images, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def torch_predictions(face_checkpoint, prediction_source, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("face_torch")
-    config = config_for_checkpoint(load_checkpoint(face_checkpoint), None, [f"output={output}"])
+    overrides = [f"output={output}", *(f"{key}={str(value).lower()}" for key, value in RESCALE.items())]
+    config = config_for_checkpoint(load_checkpoint(face_checkpoint), None, overrides)
     predict(config, checkpoint=face_checkpoint, source=str(prediction_source))
     return output
 
@@ -90,7 +98,7 @@ def torch_predictions(face_checkpoint, prediction_source, tmp_path_factory) -> P
 @pytest.mark.parametrize("graph", ["face_raw_onnx", "face_decoded_onnx"])
 def test_predict_onnx_finds_the_same_faces(graph, request, prediction_source, torch_predictions, tmp_path):
     onnx_path = request.getfixturevalue(graph).path
-    files = predict_onnx(onnx_path, prediction_source, tmp_path)
+    files = predict_onnx(onnx_path, prediction_source, tmp_path, **RESCALE)
     assert sorted(path.name for path in files) == sorted(path.name for path in torch_predictions.iterdir())
     total = 0
     for name in PREDICTED_IMAGES:
@@ -100,6 +108,7 @@ def test_predict_onnx_finds_the_same_faces(graph, request, prediction_source, to
         assert actual.keys() == expected.keys()
         for key in ("image", "width", "height", "scale", "score_threshold"):
             assert actual[key] == expected[key]
+        assert actual["scale"] == pytest.approx(0.625)  # 1024 pixels wide -> 640
         assert len(actual["faces"]) == len(expected["faces"])
         for face, reference in zip(actual["faces"], expected["faces"]):
             # JSON values are rounded to 1/100 pixel and 1e-5: one rounding step of slack
@@ -107,7 +116,7 @@ def test_predict_onnx_finds_the_same_faces(graph, request, prediction_source, to
             assert face["score"] == pytest.approx(reference["score"], abs=2e-5)
             assert np.allclose(face["landmarks"], reference["landmarks"], atol=0.011)
         total += len(actual["faces"])
-    assert total >= 30  # the photos hold many faces: the comparison is not vacuous
+    assert total >= 20  # the photos hold many faces: the comparison is not vacuous
 
 
 def test_static_export_rejects_other_sizes(face_checkpoint, prediction_source, tmp_path):

@@ -43,7 +43,7 @@ def test_integer_outputs_must_be_equal_and_shapes_must_match():
 
 
 NAMES = ["boxes", "labels", "scores", "masks"]
-DETECTIONS = DetectionOutputs(boxes="boxes", labels="labels", scores="scores", min_score=0.5)
+DETECTIONS = DetectionOutputs(boxes="boxes", labels="labels", scores="scores", masks="masks", min_score=0.5)
 
 
 def detection_set():
@@ -95,6 +95,17 @@ def test_a_missing_or_different_confident_detection_fails():
                                 detections=DETECTIONS)
     assert not different.ok and not different.problems
     assert different.outputs[2].max_abs_diff == pytest.approx(0.1)
+
+
+def test_masks_have_their_own_minimum_tolerance():
+    reference = detection_set()
+    actual = [output.copy() for output in reference]
+    actual[3][0, 0, 0, 0] += 0.005  # within the 1e-2 mask tolerance (x scale 0.69), far beyond the 1e-3 one
+    check = compare_outputs(NAMES, reference, actual, tolerance=1e-3, input_shape=(3, 64, 64), detections=DETECTIONS)
+    assert check.ok and check.outputs[3].allowed == pytest.approx(1e-2 * reference[3][:3].max())
+    actual[3][0, 0, 0, 0] += 0.01
+    assert not compare_outputs(NAMES, reference, actual, tolerance=1e-3, input_shape=(3, 64, 64),
+                               detections=DETECTIONS).ok
 
 
 def test_half_export_with_zero_tolerance_fails_and_writes_nothing(classification_checkpoint, tmp_path):

@@ -42,12 +42,13 @@ def test_decoded_wrapper_equals_normalised_decoding_times_size():
     model = create_retinaface("mobilenet0.25").eval()
     coder = BoxCoder(variances=(0.1, 0.2))
     wrapper = RetinaFaceDecodedExport(model, coder)
-    images = torch.randn(2, 3, 70, 90) * 40
+    height, width = 185, 387  # the size of the second parity input of the RetinaFace exports (convolutions warm)
+    images = torch.randn(2, 3, height, width) * 40
     with torch.no_grad():
         boxes, scores, landmarks = wrapper(images)
         box_deltas, class_scores, landmark_deltas = model.forward_raw(images)
-    priors = generate_priors((70, 90))
-    scale = torch.tensor([90.0, 70.0, 90.0, 70.0])
+    priors = generate_priors((height, width))
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
     torch.testing.assert_close(boxes, coder.decode_boxes(box_deltas, priors) * scale, rtol=0, atol=1e-3)
     torch.testing.assert_close(scores, class_scores[..., 1])
     expected_landmarks = (coder.decode_landmarks(landmark_deltas, priors) * scale[:2]).flatten(start_dim=-2)

@@ -77,7 +77,7 @@ def test_plots_leave_pyplot_and_backend_alone() -> None:
     # dict.get reads the raw rcParams entry without triggering backend resolution (which imports pyplot)
     code = (
         "import sys, numpy, tempfile, pathlib\n"
-        "import visiontune.utils.plots as plots, visiontune.evaluation.classification\n"
+        "import visiontune.utils.plots as plots\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported at module import'\n"
         "import matplotlib\n"
         "backend = dict.get(matplotlib.rcParams, 'backend')\n"

@@ -50,16 +50,48 @@ def env_dist_info() -> DistInfo:
 
 
 def init_distributed(device: torch.device) -> DistInfo:
-    """Initialise the default process group when launched by torchrun (NCCL on CUDA, Gloo on CPU)."""
+    """Initialise the default process group when launched by torchrun (NCCL on CUDA, Gloo on CPU).
+
+    Workers that torchrun restarted (``--max-restarts``) get a key namespace of their own in the rendezvous
+    store: see :func:`_restart_attempt_store`.
+    """
     info = env_dist_info()
     if not info.enabled or dist.is_initialized():
         return info
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+    timeout = datetime.timedelta(minutes=30)
+    store = _restart_attempt_store(timeout)
+    if store is None:
+        dist.init_process_group(backend=backend, timeout=timeout)
+    else:
+        dist.init_process_group(backend=backend, store=store, rank=info.rank, world_size=info.world_size,
+                                timeout=timeout)
     logger.info("distributed: rank %d/%d (local %d), backend %s", info.rank, info.world_size, info.local_rank, backend)
     return info
+
+
+def _restart_attempt_store(timeout: datetime.timedelta) -> dist.Store | None:
+    """The rendezvous store under a per-attempt prefix, for workers restarted by torchrun on one machine.
+
+    torchrun's workers share the agent's TCP store, and it outlives a restart: the process group's keys (the
+    Gloo/NCCL addresses of each rank) are still there from the failed attempt, and a restarted worker may read a
+    dead peer's address before the new one is written (pytorch/pytorch#135712). On one machine all workers restart
+    together with the same ``TORCHELASTIC_RESTART_COUNT``, so prefixing the keys with it separates the attempts.
+    Across machines the counts can differ (warning: set ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` and use the
+    c10d rendezvous). Returns None when no prefix is needed.
+    """
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if attempt == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    if os.environ.get("LOCAL_WORLD_SIZE") != os.environ.get("WORLD_SIZE"):
+        logger.warning("torchrun restart %d on several machines with the shared rendezvous store: the new workers "
+                       "may read addresses of the failed attempt (pytorch/pytorch#135712); set "
+                       "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 and use --rdzv-backend c10d", attempt)
+        return None
+    store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
+    return dist.PrefixStore(f"visiontune/attempt_{attempt}/", store)
 
 
 def current_info() -> DistInfo:

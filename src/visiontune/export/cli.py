@@ -82,7 +82,8 @@ def parse_export_arguments(items: Sequence[str]) -> tuple[str, str | None, dict[
         if not separator or not key:
             raise ValueError(f"{item!r}: expected key=value (keys: {', '.join(EXPORT_KEYS)})")
         if key not in EXPORT_KEYS:
-            raise ValueError(f"unknown export option {key!r}{suggest(key, EXPORT_KEYS)}; valid: {', '.join(EXPORT_KEYS)}")
+            raise ValueError(f"unknown export option {key!r}{suggest(key, EXPORT_KEYS)}; "
+                             f"valid: {', '.join(EXPORT_KEYS)}")
         if key in values:
             raise ValueError(f"export option {key!r} is given twice")
         values[key] = value

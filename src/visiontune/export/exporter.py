@@ -179,17 +179,23 @@ def export_checkpoint(checkpoint: str | Path, *, output: str | Path | None = Non
 
 def export_model(task: Task, model: nn.Module, output: str | Path, *, options: ExportOptions | None = None,
                  stored_config: Mapping[str, Any] | None = None) -> ExportResult:
-    """Export ``model`` of ``task`` to ``output`` (see :func:`export_checkpoint`).
+    """Export ``model`` of ``task`` to ``output``, checked against PyTorch (see :func:`export_checkpoint`).
 
     Args:
         task: the task with its metadata loaded (class names).
-        model: the task's model with trained weights.
+        model: the task's model with trained weights; it is put in eval mode.
         output: the ONNX file to write.
         options: export options.
         stored_config: the config dict to embed (a checkpoint's ``config``); default: ``task.config``.
-    """
-    from visiontune.config import config_to_dict
 
+    Returns:
+        The written file, its metadata and the parity checks.
+
+    Raises:
+        ValueError: an option does not apply to the task.
+        ParityError: ONNX Runtime does not reproduce PyTorch within the tolerance (nothing is written).
+        MissingExportDependencyError: onnx or onnxruntime is not installed.
+    """
     onnx = import_onnx()
     import_onnxruntime()
     options = options or ExportOptions()
@@ -199,16 +205,7 @@ def export_model(task: Task, model: nn.Module, output: str | Path, *, options: E
     spec = build_export_spec(task, model, options, samples)
     graph = onnx.load_model_from_string(_trace(spec, options))
     onnx.checker.check_model(graph)
-    config = dict(stored_config) if stored_config is not None else config_to_dict(task.config)
-    task_meta = json_safe_meta(task.state_for_checkpoint())
-    metadata = ExportMetadata(
-        task=task.name, config=config, task_meta=task_meta, class_names=task_meta.get("class_names"),
-        input_name=spec.input_name, input_shape=spec.input_shape(dynamic=options.dynamic),
-        input_size=[int(size) for size in spec.example_input.shape[-2:]],
-        input_dtype="float16" if options.half else "float32", preprocessing=spec.preprocessing,
-        output_names=list(spec.output_names), output_kind=spec.output_kind, exporter=_exporter_description(),
-        opset=options.opset, visiontune_version=__version__,
-    )
+    metadata = _metadata(task, spec, options, stored_config)
     onnx.helper.set_model_props(graph, metadata.to_props())
     tolerance = options.resolved_tolerance
     checks = run_parity(graph.SerializeToString(), spec, tolerance=tolerance)
@@ -227,6 +224,22 @@ def export_model(task: Task, model: nn.Module, output: str | Path, *, options: E
     return ExportResult(path=path, metadata=metadata, parity=checks, seconds=seconds)
 
 
+def _metadata(task: Task, spec: ExportSpec, options: ExportOptions,
+              stored_config: Mapping[str, Any] | None) -> ExportMetadata:
+    """The metadata of an export (without the parity results, added once the check passed)."""
+    from visiontune.config import config_to_dict
+
+    config = dict(stored_config) if stored_config is not None else config_to_dict(task.config)
+    return ExportMetadata(
+        task=task.name, config=config, task_meta=json_safe_meta(task.state_for_checkpoint()),
+        class_names=spec.class_names, input_name=spec.input_name, input_shape=spec.input_shape(dynamic=options.dynamic),
+        input_size=[int(size) for size in spec.example_input.shape[-2:]],
+        input_dtype="float16" if options.half else "float32", preprocessing=spec.preprocessing,
+        output_names=list(spec.output_names), output_kind=spec.output_kind, exporter=_exporter_description(),
+        opset=options.opset, visiontune_version=__version__,
+    )
+
+
 def _trace(spec: ExportSpec, options: ExportOptions) -> bytes:
     """Trace ``spec.module`` with the TorchScript exporter into serialized ONNX."""
     example = spec.example_input.half() if options.half else spec.example_input
@@ -240,10 +253,14 @@ def _trace(spec: ExportSpec, options: ExportOptions) -> bytes:
         # Tracer warnings flag Python-level shape arithmetic; the parity check on a second size verifies the result.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         # The TorchScript exporter is chosen deliberately (see the module docstring); its deprecation notice is noise.
-        warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export",
+                                category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=r"The feature will be removed", category=DeprecationWarning)
         # Exporter notes about constant folding and index lowering; parity decides whether the graph is right.
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+        # torchvision's detection models script a few helpers and copy-construct shape tensors while traced.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"To copy construct from a tensor", category=UserWarning)
         torch.onnx.export(spec.module, (example,), buffer, input_names=[spec.input_name],
                           output_names=spec.output_names, opset_version=options.opset, do_constant_folding=True,
                           **keyword_arguments)

@@ -38,6 +38,16 @@ logger = logging.getLogger(__name__)
 
 _NUMPY_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
+FIXED_BY_GRAPH: dict[str, tuple[str, ...]] = {
+    "classification": ("data.image_size",),
+    "face_detection": ("face.min_sizes", "face.steps", "face.variance", "face.clip", "face.rgb_mean",
+                       "face.in_channel", "face.out_channel"),
+    "instance_segmentation": ("segmentation.min_size", "segmentation.max_size", "segmentation.box_score_thresh",
+                              "segmentation.detections_per_img"),
+}
+"""Config keys (besides ``task`` and ``model``) whose values are part of an exported graph, so that prediction
+options may not change them."""
+
 
 def execution_providers(device: str, available: list[str]) -> list[Any]:
     """ONNX Runtime providers for ``device``: ``cpu``, ``cuda`` / ``cuda:N``, or ``auto`` (CUDA when available).
@@ -99,21 +109,24 @@ class OnnxModel:
         """The task of the stored config (pre- and post-processing), with its class names.
 
         Args:
-            overrides: dotted config keys and values (``{"face.vis_thresh": 0.3, "topk": 3}``); the ``model``
-                section and ``task`` are fixed by the graph.
+            overrides: dotted config keys and values (``{"face.vis_thresh": 0.3, "topk": "3"}``; strings are
+                parsed as CLI override values); ``task``, the ``model`` section and the keys of
+                :data:`FIXED_BY_GRAPH` are part of the graph.
 
         Raises:
-            ValueError: an override names ``task`` or ``model``, or is not a valid config key/value.
+            ValueError: an override changes something the graph fixes, or is not a valid config key/value.
         """
         from visiontune.config import config_from_dict, load_config
         from visiontune.tasks import create_task
 
+        fixed = ("task", "model", *FIXED_BY_GRAPH.get(self.metadata.task, ()))
         texts = []
         for key, value in (overrides or {}).items():
-            if key == "task" or key == "model" or key.startswith("model."):
-                raise ValueError(f"{key}: the model and task of {self.path} are fixed by the exported graph; "
-                                 "export another checkpoint instead")
-            texts.append(f"{key}={json.dumps(value, default=str)}")
+            if any(key == name or key.startswith(f"{name}.") for name in fixed):
+                raise ValueError(f"{key}: fixed by the exported graph {self.path} (with task, model.* and "
+                                 f"{', '.join(fixed[2:])}); export the checkpoint again with the new value")
+            # strings are parsed like CLI override values (YAML); other values are written as JSON (valid YAML)
+            texts.append(f"{key}={value if isinstance(value, str) else json.dumps(value, default=str)}")
         config = load_config(None, texts, base=config_from_dict(self.metadata.config))
         task = create_task(config)
         task.load_meta(self.metadata.task_meta)
@@ -351,7 +364,8 @@ def predict_onnx(onnx_path: str | Path, source: str | Path, output_dir: str | Pa
         source: an image, a folder, or a list file, as for ``visiontune predict``.
         output_dir: where to write the prediction files.
         device: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto`` (ONNX Runtime execution provider).
-        **options: config overrides with dotted keys, e.g. ``topk=3`` or ``**{"face.vis_thresh": 0.3}``.
+        **options: config overrides with dotted keys, e.g. ``topk=3`` or ``**{"face.vis_thresh": 0.3}``; keys
+            the graph fixes (``model.*``, :data:`FIXED_BY_GRAPH`) are refused.
 
     Returns:
         The written files.

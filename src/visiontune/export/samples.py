@@ -33,7 +33,7 @@ def synthetic_photo(height: int, width: int, *, seed: int = 0) -> Image.Image:
     canvas = np.zeros((height, width, 3), dtype=np.float64)
     for octave, cells in enumerate((2, 4, 8, 16)):
         coarse = generator.uniform(0.0, 255.0, size=(cells, cells, 3)).astype(np.uint8)
-        layer = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.float64)
+        layer = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), dtype=np.float64)
         canvas += layer * 0.5 ** (octave + 1)
     canvas = (canvas - canvas.min()) / max(np.ptp(canvas), 1e-9) * 215.0 + 20.0
     image = Image.fromarray(canvas.astype(np.uint8))

@@ -56,6 +56,7 @@ class ExportSpec:
         parity_inputs: float32 inputs of the parity check (two sizes when dynamic).
         dynamic_axes: ``{tensor name: {axis: symbolic name}}`` when exporting with dynamic shapes.
         output_kind: what the outputs mean (stored in the metadata).
+        class_names: names of the model's classes (stored in the metadata), without the background.
         preprocessing: how an image becomes the input (stored in the metadata).
         detections: for outputs that form a set of detections, which outputs they are and the score from which
             detections must match (see :mod:`visiontune.export.parity`); None for plain tensors.
@@ -69,6 +70,7 @@ class ExportSpec:
     parity_inputs: list[Tensor]
     dynamic_axes: dict[str, dict[int, str]]
     output_kind: str
+    class_names: list[str] | None = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
     detections: DetectionOutputs | None = None
 
@@ -153,6 +155,7 @@ def classification_spec(task: Task, model: nn.Module, options: ExportOptions, sa
         parity_inputs=[batch[:1], batch[1:]] if options.dynamic else [batch[:1]],
         dynamic_axes={"images": {0: "batch"}, output_name: {0: "batch"}},
         output_kind=output_name,
+        class_names=task.meta.get("class_names"),
         preprocessing=_classification_preprocessing(transform),
     )
 
@@ -212,6 +215,7 @@ def face_detection_spec(task: Task, model: nn.Module, options: ExportOptions, sa
     return ExportSpec(
         module=module, reference=reference, input_name="images", output_names=output_names,
         example_input=parity_inputs[0], parity_inputs=parity_inputs, dynamic_axes=dynamic_axes, output_kind=kind,
+        class_names=["face"],
         preprocessing={"color": "BGR", "value_range": [0.0, 255.0], "layout": "NCHW",
                        "subtract_mean": [float(value) for value in face.rgb_mean],
                        "resize": ("none (original size)" if face.origin_size else
@@ -252,8 +256,8 @@ def instance_segmentation_spec(task: Task, model: nn.Module, options: ExportOpti
     return ExportSpec(
         module=MaskRCNNExport(model), reference=MaskRCNNReference(model), input_name="image",
         output_names=output_names, example_input=parity_inputs[0], parity_inputs=parity_inputs,
-        dynamic_axes=dynamic_axes, output_kind="maskrcnn_detections",
-        detections=DetectionOutputs(boxes="boxes", labels="labels", scores="scores",
+        dynamic_axes=dynamic_axes, output_kind="maskrcnn_detections", class_names=task.meta.get("class_names"),
+        detections=DetectionOutputs(boxes="boxes", labels="labels", scores="scores", masks="masks",
                                     min_score=float(task.config.segmentation.vis_thresh)),
         preprocessing={"color": "RGB", "value_range": [0.0, 1.0], "layout": "CHW (one image)",
                        "inside_graph": "resize to min_size/max_size and normalisation",

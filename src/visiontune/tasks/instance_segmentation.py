@@ -86,8 +86,9 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40),
 )
 """RGB colour of label ``l`` is ``PALETTE[(l - 1) % len(PALETTE)]``."""
-_META_KEYS = ("class_names", "label_to_category", "variant", "frozen_batchnorm", "frozen_batchnorm_eps",
-              "trainable_backbone_layers")
+_STRUCTURE_KEYS = ("variant", "frozen_batchnorm", "frozen_batchnorm_eps", "trainable_backbone_layers")
+"""Meta entries that rebuild the trained modules (BatchNorm kind and eps, frozen stages)."""
+_META_KEYS = ("class_names", "label_to_category", *_STRUCTURE_KEYS)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -472,11 +473,11 @@ class InstanceSegmentationTask(Task):
 
     def _structure(self, *, load_weights: bool) -> dict[str, Any]:
         """BatchNorm and freezing settings of the model: from the config for new weights, else from the meta."""
-        if not load_weights and all(key in self.meta for key in _META_KEYS[2:]):
+        if not load_weights and all(key in self.meta for key in _STRUCTURE_KEYS):
             if self.meta["variant"] != self.variant:
                 raise ValueError(f"model.name={self.config.model.name} ({self.variant}) but the checkpoint holds a "
                                  f"{self.meta['variant']} Mask R-CNN")
-            return {key: self.meta[key] for key in _META_KEYS[2:]}
+            return {key: self.meta[key] for key in _STRUCTURE_KEYS}
         init = self.config.model.init
         frozen, eps = resolve_batchnorm(self.variant, init)
         layers = self.config.finetune.trainable_backbone_layers
@@ -536,8 +537,9 @@ class InstanceSegmentationTask(Task):
         entries = meta["label_to_category"]
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
             raise ValueError(f"checkpoint meta: class_names must be a list of names, got {names!r}")
-        labels = [entry.get("label") if isinstance(entry, Mapping) else None for entry in entries]
-        if labels != list(range(1, len(names) + 1)) or [entry.get("name") for entry in entries] != names:
+        valid = isinstance(entries, list) and all(isinstance(entry, Mapping) for entry in entries)
+        if not valid or [entry.get("label") for entry in entries] != list(range(1, len(names) + 1)) \
+                or [entry.get("name") for entry in entries] != names:
             raise ValueError(f"checkpoint meta: label_to_category {entries!r} does not list labels 1..{len(names)} "
                              f"with the class names {names}")
         super().load_meta(meta)

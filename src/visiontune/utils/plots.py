@@ -127,7 +127,8 @@ def _plot_columns(
     figure = _new_figure(7.0, 4.5)
     axes = figure.add_subplot()
     for name, values in columns.items():
-        axes.plot(x, values, marker="o", markersize=3, linewidth=1.5, label=name)
+        style = "--" if name.startswith("val") else "-"  # validation dashed, training solid
+        axes.plot(x, values, linestyle=style, marker="o", markersize=3, linewidth=1.5, label=name)
     if log_scale:
         axes.set_yscale("log")
     axes.set_xlabel(x_label)
