@@ -99,3 +99,10 @@ def test_aircraft_recipe_matches_mindcv():
     config = load_config(REPO / "configs/classification/mindcv_aircraft_mobilenetv3_large.yaml")
     assert (config.data.batch_size, config.data.image_size, config.data.auto_augment) == (8, 600, "rand-m7-mstd0.5")
     assert (config.train.epochs, config.optim.lr) == (50, 0.002)
+
+
+def test_off_literal_and_flow_mapping_typo():
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"
+    with pytest.raises(ConfigError, match=r"model.kwargs: entry 'img_size:32' has no value; YAML needs a space"):
+        load_config(None, ["model.kwargs={img_size:32}"])
+    assert load_config(None, ["model.kwargs={img_size: 32}"]).model.kwargs == {"img_size": 32}

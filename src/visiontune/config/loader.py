@@ -44,6 +44,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         return value
     origin = typing.get_origin(annotation)
     if origin is Literal:
+        if isinstance(value, bool) and ("off" if value is False else "on") in typing.get_args(annotation):
+            return "off" if value is False else "on"  # YAML 1.1 reads a bare off/on as a boolean
         if value in typing.get_args(annotation):
             return value
         options = [str(v) for v in typing.get_args(annotation)]
@@ -71,6 +73,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping ({_describe_type(annotation)}), got {value!r}")
         key_type, value_type = typing.get_args(annotation) or (Any, Any)
+        for item_key, item_value in value.items():
+            if item_value is None and isinstance(item_key, str) and ":" in item_key:
+                name, _, rest = item_key.partition(":")
+                raise ConfigError(f"{key}: entry {item_key!r} has no value; YAML needs a space after the colon: "
+                                  f"{{{name}: {rest}}}")
         return {
             _coerce(k, key_type, f"{key} key"): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()
         }
