@@ -64,18 +64,18 @@ class LearningProbe(Hook):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="maskrcnn_resnet50_fpn",
+    parser.add_argument("--model", default="maskrcnn_resnet50_fpn_v2",
                         choices=("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"))
     parser.add_argument("--train-images", type=int, default=64)
     parser.add_argument("--val-images", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--optimizer", default="adamw", help="optim.name (any timm optimizer)")
     parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--min-size", type=int, default=96, help="shorter image side (images are 96x128)")
+    parser.add_argument("--min-size", type=int, default=64, help="shorter side the model resizes to (images: 96x128)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--min-ap", type=float, default=0.2, help="exit 1 when the final segm_AP is lower")
-    parser.add_argument("--log-every", type=int, default=10, help="print the losses every N steps (0: never)")
+    parser.add_argument("--log-every", type=int, default=16, help="print the losses every N steps (0: never)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep data and run here (default: temporary)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

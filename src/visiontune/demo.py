@@ -28,7 +28,7 @@ DEMO_OVERRIDES = (
     "optim.weight_decay=0.05",
     "sched.name=cosine",
     "sched.warmup_epochs=1",
-    "train.epochs=6",
+    "train.epochs=20",
 )
 """The demo's settings; any of them can be overridden on the command line."""
 
