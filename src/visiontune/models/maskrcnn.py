@@ -28,6 +28,7 @@ from torchvision.models.detection import (
     maskrcnn_resnet50_fpn_v2,
 )
 from torchvision.ops.misc import FrozenBatchNorm2d
+from visiontune.models.loading import strip_prefixes  # the one place that strips module./_orig_mod.
 
 __all__ = [
     "PretrainedWeightsUnavailableError",
@@ -50,7 +51,6 @@ _VARIANTS = ("v1", "v2")
 _INIT_MODES = ("coco", "none", "backbone")
 _BACKBONE_PREFIX = "backbone.body."
 _PREDICTOR_PREFIXES = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.")
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _RESNET_LAYERS_FROM_TOP = ("layer4", "layer3", "layer2", "layer1", "conv1")
 _COCO_WEIGHTS = {"v1": MaskRCNN_ResNet50_FPN_Weights.COCO_V1, "v2": MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1}
 
@@ -87,21 +87,6 @@ class StateDictLoadReport:
         return f"{self.source}: " + ", ".join(parts)
 
 
-def _strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Remove ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes from every key."""
-    stripped = {}
-    for key, value in state_dict.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _WRAPPER_PREFIXES:
-                if key.startswith(prefix):
-                    key = key[len(prefix):]
-                    changed = True
-        stripped[key] = value
-    return stripped
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from a ``.safetensors`` or PyTorch file without unpickling arbitrary objects.
 
@@ -123,7 +108,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
-        return _strip_wrapper_prefixes(load_safetensors(str(path), device="cpu"))
+        return strip_prefixes(load_safetensors(str(path), device="cpu"))
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several unrelated types for unreadable or unsafe files
@@ -135,7 +120,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(content, dict) or not any(isinstance(value, torch.Tensor) for value in content.values()):
         raise ValueError(f"{path}: expected a dict of tensors (a state dict), got {type(content).__name__}")
-    return _strip_wrapper_prefixes({key: value for key, value in content.items() if isinstance(value, torch.Tensor)})
+    return strip_prefixes({key: value for key, value in content.items() if isinstance(value, torch.Tensor)})
 
 
 def _fetch_torchvision_weights(weights: Any, *, local_argument: str) -> dict[str, torch.Tensor]:
@@ -211,7 +196,7 @@ def load_backbone_weights(
     report = StateDictLoadReport(source=source)
     mismatched = []
     to_load = {}
-    for key, tensor in _strip_wrapper_prefixes(state_dict).items():
+    for key, tensor in strip_prefixes(state_dict).items():
         body_key = key.removeprefix(_BACKBONE_PREFIX)
         if body_key not in body_state:
             if not body_key.endswith("num_batches_tracked"):
@@ -262,7 +247,7 @@ def load_detector_weights(
     report = StateDictLoadReport(source=source)
     problems = []
     to_load = {}
-    for key, tensor in _strip_wrapper_prefixes(state_dict).items():
+    for key, tensor in strip_prefixes(state_dict).items():
         if key not in model_state:
             if not key.endswith("num_batches_tracked"):
                 report.unexpected.append(key)
