@@ -106,3 +106,12 @@ def test_off_literal_and_flow_mapping_typo():
     with pytest.raises(ConfigError, match=r"model.kwargs: entry 'img_size:32' has no value; YAML needs a space"):
         load_config(None, ["model.kwargs={img_size:32}"])
     assert load_config(None, ["model.kwargs={img_size: 32}"]).model.kwargs == {"img_size": 32}
+
+
+def test_exponent_without_dot_is_a_float(tmp_path):
+    assert load_config(None, ["optim.weight_decay=1e-4"]).optim.weight_decay == 1e-4
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 5e-3\n")
+    assert load_config(path).optim.lr == 0.005
+    with pytest.raises(ConfigError, match=r"optim.lr: expected float, got '1e-4x'"):
+        load_config(None, ["optim.lr=1e-4x"])

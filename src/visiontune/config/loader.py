@@ -8,6 +8,7 @@ key.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -36,6 +37,9 @@ def _describe_type(annotation: Any) -> str:
         args = ", ".join(_describe_type(a) for a in typing.get_args(annotation))
         return f"{getattr(origin, '__name__', str(origin))}[{args}]"
     return getattr(annotation, "__name__", str(annotation))
+
+
+_FLOAT_PATTERN = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -92,6 +96,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _FLOAT_PATTERN.fullmatch(value.strip()):
+            return float(value)  # PyYAML (YAML 1.1) reads 1e-4 without a dot as a string
         raise ConfigError(f"{key}: expected float, got {value!r} ({type(value).__name__})")
     if annotation is str:
         if isinstance(value, str):

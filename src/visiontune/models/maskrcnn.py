@@ -28,7 +28,7 @@ from torchvision.models.detection import (
     maskrcnn_resnet50_fpn_v2,
 )
 from torchvision.ops.misc import FrozenBatchNorm2d
-from visiontune.models.loading import strip_prefixes  # the one place that strips module./_orig_mod.
+from visiontune.models.loading import WeightLoadError, strip_prefixes  # the one place that strips module./_orig_mod.
 
 __all__ = [
     "PretrainedWeightsUnavailableError",
@@ -55,8 +55,8 @@ _RESNET_LAYERS_FROM_TOP = ("layer4", "layer3", "layer2", "layer1", "conv1")
 _COCO_WEIGHTS = {"v1": MaskRCNN_ResNet50_FPN_Weights.COCO_V1, "v2": MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1}
 
 
-class PretrainedWeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be fetched (no network, no cached file)."""
+class PretrainedWeightsUnavailableError(WeightLoadError, RuntimeError):
+    """Pretrained weights could not be fetched (no network, no cached file); the CLI reports it as a load error."""
 
 
 @dataclass
