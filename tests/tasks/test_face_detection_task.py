@@ -25,7 +25,7 @@ from visiontune.tasks.face_detection import (
     FaceDetectionEvaluator,
     FaceDetectionTask,
     FacePredictions,
-    collect_face_images,
+    collect_images,
     widerface_image_key,
 )
 
@@ -433,20 +433,20 @@ def test_predict_matches_reference_detections(fixtures_dir: Path, tmp_path: Path
         assert drawn.size == (1024, 654)
 
 
-def test_collect_face_images(tmp_path: Path):
+def test_collect_images(tmp_path: Path):
     _write_image(tmp_path / "frames" / "f1.png", (8, 8))
     _write_image(tmp_path / "frames" / "sub" / "f2.jpg", (8, 8))
     (tmp_path / "frames" / "notes.txt").write_text("x")
-    assert collect_face_images(tmp_path / "frames") == [tmp_path / "frames" / "f1.png",
+    assert collect_images(tmp_path / "frames") == [tmp_path / "frames" / "f1.png",
                                                         tmp_path / "frames" / "sub" / "f2.jpg"]
     listing = tmp_path / "frames.txt"
     listing.write_text("frames/sub/f2.jpg\n\nframes/f1.png\n")
-    assert collect_face_images(listing) == [tmp_path / "frames" / "sub" / "f2.jpg", tmp_path / "frames" / "f1.png"]
+    assert collect_images(listing) == [tmp_path / "frames" / "sub" / "f2.jpg", tmp_path / "frames" / "f1.png"]
     listing.write_text("frames/f1.png\nframes/missing.jpg\n")
     with pytest.raises(ValueError, match=r"frames.txt:2: image not found"):
-        collect_face_images(listing)
+        collect_images(listing)
     with pytest.raises(ValueError, match=r"source not found"):
-        collect_face_images(tmp_path / "nothing")
+        collect_images(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"no images"):
-        collect_face_images(tmp_path / "empty")
+        collect_images(tmp_path / "empty")

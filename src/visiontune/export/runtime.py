@@ -314,11 +314,11 @@ def _predict_faces(model: OnnxModel, task: Task, source: str, output_dir: Path) 
         FacePredictions,
         InferenceTimer,
         _output_names,
-        collect_face_images,
+        collect_images,
         draw_faces,
     )
 
-    images = collect_face_images(source)
+    images = collect_images(source)
     names = _output_names(images, Path(source))
     output_dir.mkdir(parents=True, exist_ok=True)
     transform = task.eval_transform()

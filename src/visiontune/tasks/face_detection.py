@@ -51,6 +51,7 @@ from visiontune.data.widerface import (
     load_annotations,
     load_bgr_image,
 )
+from visiontune.data.sources import collect_images
 from visiontune.engine.distributed import all_gather_objects
 from visiontune.engine.finetune import ModelParts
 from visiontune.evaluation.widerface import (
@@ -82,7 +83,7 @@ __all__ = [
     "FaceDetectionTask",
     "FacePredictions",
     "InferenceTimer",
-    "collect_face_images",
+    "collect_images",
     "draw_faces",
     "widerface_image_key",
 ]
@@ -98,7 +99,6 @@ RETINAFACE_MODELS: dict[str, str] = {
 HEAD_MODULES: tuple[str, ...] = ("ClassHead", "BboxHead", "LandmarkHead")
 """Top-level RetinaFace modules that form the task head."""
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 DEFAULT_EVENT = "images"
 """Event folder of image ids that have no folder component (official layout ``<event>/<image>``)."""
 MATCH_IOU = 0.5
@@ -499,40 +499,6 @@ def _box_iou(boxes: np.ndarray, other: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def collect_face_images(source: str | Path) -> list[Path]:
-    """Expand a prediction source into image files.
-
-    Args:
-        source: an image file; a folder (searched recursively, sorted); or a text file listing one image per line
-            (e.g. video frames), relative to the text file's folder or absolute, blank lines ignored.
-
-    Raises:
-        ValueError: the source does not exist, holds no image, or a listed image is missing (naming the line).
-    """
-    path = Path(source)
-    if not path.exists():
-        raise ValueError(f"source not found: {path}")
-    if path.is_dir():
-        images = sorted(item for item in path.rglob("*") if item.is_file() and item.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {path}")
-        return images
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return [path]
-    images = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        entry = line.strip()
-        if not entry:
-            continue
-        image = Path(entry) if Path(entry).is_absolute() else path.parent / entry
-        if not image.is_file():
-            raise ValueError(f"{path}:{number}: image not found: {image}")
-        images.append(image)
-    if not images:
-        raise ValueError(f"{path}: lists no images (expected one image path per line)")
-    return images
-
-
 def _output_names(images: Sequence[Path], source: Path) -> list[PurePosixPath]:
     """Output path (relative, without suffix) per image: relative to the source folder, else the file name."""
     base = source if source.is_dir() else source.parent
@@ -871,7 +837,7 @@ class FaceDetectionTask(Task):
         """
         if not isinstance(model, RetinaFace):
             raise TypeError(f"face detection predicts with a RetinaFace, got {type(model).__name__}")
-        images = collect_face_images(source)
+        images = collect_images(source)
         names = _output_names(images, Path(source))
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,7 @@ from visiontune.data.detection_transforms import (
     make_detection_eval_transforms,
     make_detection_train_transforms,
 )
+from visiontune.data.sources import collect_images
 from visiontune.engine.finetune import ModelParts
 from visiontune.evaluation.coco import CocoEvaluator, results_to_coco_json
 from visiontune.models.maskrcnn import (
@@ -78,7 +79,6 @@ The RPN is class-agnostic and keeps its COCO weights, so it is not part of the h
 SEGMENTATION_KWARGS: tuple[str, ...] = ("min_size", "max_size", "box_score_thresh", "box_detections_per_img")
 """MaskRCNN arguments set from the ``segmentation`` section; ``model.kwargs`` may not repeat them."""
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 NUM_OVERLAYS = 4
 """Evaluated images drawn by :meth:`InstanceSegmentationEvaluator.save_artifacts`."""
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -140,40 +140,6 @@ def draw_instances(
         name = class_names[label - 1] if 1 <= label <= len(class_names) else str(label)
         draw.text((x + width, max(0.0, y - 11 - width)), f"{name} {item['score']:.2f}", fill=fill)
     return drawn
-
-
-def collect_images(source: str | Path) -> list[Path]:
-    """Expand a prediction source into image files.
-
-    Args:
-        source: An image file; a folder (searched recursively, sorted); or a text file listing one image per line,
-            relative to the text file's folder or absolute (blank lines ignored).
-
-    Raises:
-        ValueError: The source does not exist, holds no image, or a listed image is missing (naming the line).
-    """
-    path = Path(source)
-    if not path.exists():
-        raise ValueError(f"source not found: {path}")
-    if path.is_dir():
-        images = sorted(item for item in path.rglob("*") if item.is_file() and item.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {path}")
-        return images
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return [path]
-    images = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        entry = line.strip()
-        if not entry:
-            continue
-        image = Path(entry) if Path(entry).is_absolute() else path.parent / entry
-        if not image.is_file():
-            raise ValueError(f"{path}:{number}: image not found: {image}")
-        images.append(image)
-    if not images:
-        raise ValueError(f"{path}: lists no images (expected one image path per line)")
-    return images
 
 
 def _output_names(images: Sequence[Path], source: Path) -> list[PurePosixPath]:
