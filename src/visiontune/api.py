@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from visiontune.config import Config, config_from_dict, config_to_dict, load_config
-from visiontune.engine import distributed as dist_utils
+from visiontune.utils import comm as dist_utils
 from visiontune.engine.checkpoint import load_checkpoint
 from visiontune.engine.run_dir import new_run_dir
 from visiontune.engine.trainer import Hook, TrainResult, build_eval_loader, run_evaluation, train

@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"visiontune {args.command}: error: {error}", file=sys.stderr)
         return 2
     finally:
-        from visiontune.engine.distributed import cleanup_distributed
+        from visiontune.utils.comm import cleanup_distributed
 
         cleanup_distributed()
 

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from visiontune.config import Config, ConfigError, load_config, parse_freeze, save_config, valid_keys
+from visiontune.tasks import create_task
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +48,7 @@ def test_literal_choices_and_unknown_task():
     with pytest.raises(ConfigError, match=r"sched.name: expected one of .*'cosine'.*got 'cosin'.*did you mean 'cosine'"):
         load_config(None, ["sched.name=cosin"])
     with pytest.raises(ConfigError, match=r"task: unknown task 'clasification'.*did you mean 'classification'"):
-        load_config(None, ["task=clasification"])
+        create_task(load_config(None, ["task=clasification"]))  # validated where tasks are created
 
 
 def test_section_must_be_mapping_and_override_syntax():

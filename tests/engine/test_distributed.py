@@ -27,7 +27,7 @@ from torch import nn
 from visiontune.api import config_for_checkpoint, evaluate
 from visiontune.config import load_config
 from visiontune.data.widerface import WiderFaceRecord
-from visiontune.engine import distributed as dist_utils
+from visiontune.utils import comm as dist_utils
 from visiontune.engine.checkpoint import load_checkpoint
 from visiontune.engine.data import ShardSampler, TrainSampler, build_loader
 from visiontune.engine.trainer import (

@@ -293,11 +293,6 @@ def overlay_changed(base: Config, update: Config, *, always: Iterable[str] = ())
 
 def validate_config(config: Config) -> None:
     """Cross-field checks that a type check cannot express."""
-    from visiontune.tasks import TASKS  # local import: tasks import the config package
-
-    if config.task not in TASKS:
-        raise ConfigError(f"task: unknown task {config.task!r}{suggest(config.task, TASKS.names())}; "
-                          f"valid: {', '.join(TASKS.names())}")
     positive = {
         "data.batch_size": config.data.batch_size,
         "data.image_size": config.data.image_size,

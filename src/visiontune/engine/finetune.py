@@ -1,6 +1,6 @@
 """Fine-tuning controls: freezing (with BatchNorm kept in eval mode) and per-layer learning rates.
 
-A task describes its model with :class:`ModelParts`: which parameters form the head, and the ordered
+A task describes its model with :class:`~visiontune.models.parts.ModelParts`: which parameters form the head, and the ordered
 layer groups (input side first) used by ``freeze: {first_n: N}`` and by ``layer_decay``.
 """
 
@@ -9,33 +9,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from visiontune.models.parts import ModelParts
+
 logger = logging.getLogger(__name__)
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
-
-
-@dataclass
-class ModelParts:
-    """Structure of a model as fine-tuning sees it.
-
-    Attributes:
-        head: Parameter-name prefixes of the task head (re-initialised on a class-count change, trained by a
-            linear probe, scaled by ``head_lr_mult``).
-        layer_groups: Parameter names grouped by depth, input side first (stem, stage 1, ...). Parameters in
-            no group are treated as part of the last group.
-    """
-
-    head: list[str]
-    layer_groups: list[list[str]] = field(default_factory=list)
-
-    def is_head(self, name: str) -> bool:
-        return any(name == prefix or name.startswith(prefix + ".") for prefix in self.head)
 
 
 def freeze_parameters(model: nn.Module, mode: str, argument: Any, parts: ModelParts) -> list[str]:

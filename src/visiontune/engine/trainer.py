@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from visiontune import __version__
 from visiontune.config import Config, config_from_dict, config_to_dict, parse_freeze, save_config
 from visiontune.config.loader import overlay_changed
-from visiontune.engine import distributed as dist_utils
+from visiontune.utils import comm as dist_utils
 from visiontune.engine.checkpoint import (
     CheckpointError,
     atomic_save,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from visiontune.registry import Registry
+from visiontune.config import ConfigError
+from visiontune.registry import Registry, suggest
 
 if TYPE_CHECKING:
     from visiontune.config import Config
@@ -25,6 +26,17 @@ def get_task_class(name: str) -> type[Task]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def validate_task_name(name: str) -> None:
+    """Raise :class:`~visiontune.config.ConfigError` naming the ``task`` key when ``name`` is not registered."""
+    if name not in TASKS:
+        raise ConfigError(f"task: unknown task {name!r}{suggest(name, TASKS.names())}; valid: {', '.join(TASKS.names())}")
+
+
 def create_task(config: Config) -> Task:
-    """Instantiate the task of ``config.task``."""
+    """Instantiate the task of ``config.task``.
+
+    Raises:
+        ConfigError: ``config.task`` is not a registered task (the message names the key and the valid names).
+    """
+    validate_task_name(config.task)
     return get_task_class(config.task)(config)

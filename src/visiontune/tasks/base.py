@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from visiontune.config import Config
-from visiontune.engine.finetune import ModelParts
+from visiontune.models.parts import ModelParts
 
 
 class Evaluator(Protocol):

@@ -22,7 +22,7 @@ from visiontune.data.classification import (
     read_csv_list,
     scan_image_folder,
 )
-from visiontune.engine.finetune import ModelParts
+from visiontune.models.parts import ModelParts
 from visiontune.evaluation.classification import ClassificationEvaluator
 from visiontune.models.classification import (
     ImageClassifier,

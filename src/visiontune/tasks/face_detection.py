@@ -52,8 +52,8 @@ from visiontune.data.widerface import (
     load_bgr_image,
 )
 from visiontune.data.sources import collect_images
-from visiontune.engine.distributed import all_gather_objects
-from visiontune.engine.finetune import ModelParts
+from visiontune.utils.comm import all_gather_objects
+from visiontune.models.parts import ModelParts
 from visiontune.evaluation.widerface import (
     DIFFICULTIES,
     WiderFaceGroundTruth,

@@ -48,7 +48,7 @@ from visiontune.data.detection_transforms import (
     make_detection_train_transforms,
 )
 from visiontune.data.sources import collect_images
-from visiontune.engine.finetune import ModelParts
+from visiontune.models.parts import ModelParts
 from visiontune.evaluation.coco import CocoEvaluator, results_to_coco_json
 from visiontune.models.maskrcnn import (
     StateDictLoadReport,

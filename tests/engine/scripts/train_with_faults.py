@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from visiontune.config import load_config
-from visiontune.engine.distributed import cleanup_distributed
+from visiontune.utils.comm import cleanup_distributed
 from visiontune.engine.trainer import Hook, Trainer
 
 SIGNAL_WAIT_LIMIT_S = 60.0
