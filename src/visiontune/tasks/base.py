@@ -83,6 +83,14 @@ class Task(ABC):
         """Last chance to transform a training batch on the device (mixup/cutmix for classification)."""
         return images, targets
 
+    def train_group_ids(self, dataset: Dataset) -> list[int] | None:
+        """Group id of every training sample, for batches drawn from one group only (``None``: no grouping).
+
+        The engine then fills each training batch from a single group (e.g. Mask R-CNN's aspect-ratio bins, so
+        that padding to the batch's largest image wastes little), keeping the number of batches per epoch.
+        """
+        return None
+
     def batch_size_of(self, images: Any) -> int:
         """Number of images in a batch (tensor batch or list of tensors)."""
         return len(images)
@@ -102,6 +110,3 @@ class Task(ABC):
     def load_meta(self, meta: dict[str, Any]) -> None:
         """Restore metadata from a checkpoint (before building datasets and the model)."""
         self.meta = dict(meta)
-
-    def default_output_dir(self) -> Path:
-        return Path(self.config.project) / self.name

@@ -43,6 +43,7 @@ from torch.utils.data import Dataset
 from visiontune.config import Config
 from visiontune.data.coco import CocoInstanceDataset, check_coco_data
 from visiontune.data.detection_transforms import (
+    create_aspect_ratio_groups,
     collate_detection,
     make_detection_eval_transforms,
     make_detection_train_transforms,
@@ -327,6 +328,13 @@ class InstanceSegmentationTask(Task):
                              "(labels 1..K in this order); leave data.categories unset or give the same list")
         return list(known)
 
+    def train_group_ids(self, dataset: Dataset) -> list[int] | None:
+        """Aspect-ratio bins of the training images (``segmentation.aspect_ratio_grouping``), as torchvision's
+        detection reference groups them: batches of like-shaped images need less padding."""
+        if not self.config.segmentation.aspect_ratio_grouping:
+            return None
+        return create_aspect_ratio_groups(dataset.aspect_ratios())
+
     def build_dataset(self, split: str, *, train: bool) -> Dataset:
         """A :class:`~visiontune.data.coco.CocoInstanceDataset` of the annotation file ``data.root / split``.
 
@@ -339,9 +347,6 @@ class InstanceSegmentationTask(Task):
             transforms: Callable = make_detection_train_transforms(
                 min_size=segmentation.min_size, max_size=segmentation.max_size, horizontal_flip_prob=data.hflip,
                 photometric=bool(data.color_jitter))
-            if segmentation.aspect_ratio_grouping:
-                logger.info("segmentation.aspect_ratio_grouping is not applied: the shared training loader batches "
-                            "images in sampler order (grouping only saves padding)")
         else:
             transforms = make_detection_eval_transforms()
         dataset = CocoInstanceDataset(self.images_root(train=train), annotation_file, categories=self._categories(),
