@@ -30,11 +30,11 @@ CONFUSION = np.array([[1, 1, 1], [1, 1, 0], [0, 0, 1]], dtype=np.int64)
 # precision = TP / column sum = 1/2, 1/2, 1/2; recall = TP / row sum = 1/3, 1/2, 1/1
 # F1 = 2PR / (P + R) = 2/5, 1/2, 2/3
 EXPECTED = {
-    "top1": 100 * 3 / 6,
-    "top2": 100 * 4 / 6,
-    "macro_precision": 100 * 0.5,
-    "macro_recall": 100 * (1 / 3 + 1 / 2 + 1) / 3,
-    "macro_f1": 100 * (2 / 5 + 1 / 2 + 2 / 3) / 3,
+    "top1": 3 / 6,
+    "top2": 4 / 6,
+    "macro_precision": 0.5,
+    "macro_recall": (1 / 3 + 1 / 2 + 1) / 3,
+    "macro_f1": (2 / 5 + 1 / 2 + 2 / 3) / 3,
 }
 
 
@@ -49,7 +49,7 @@ def test_hand_computed_metrics() -> None:
         assert metrics[name] == pytest.approx(value), name
     np.testing.assert_array_equal(evaluator.confusion_matrix(), CONFUSION)
     assert evaluator.confusion_matrix().dtype == np.int64
-    assert evaluator.per_class_accuracy() == pytest.approx({"ant": 100 / 3, "bee": 50.0, "cat": 100.0})
+    assert evaluator.per_class_accuracy() == pytest.approx({"ant": 1 / 3, "bee": 0.5, "cat": 1.0})
 
 
 def test_list_of_dict_outputs_match_tensor_outputs() -> None:
@@ -71,7 +71,7 @@ def test_top5_needs_five_classes() -> None:
     evaluator.update(logits, torch.tensor([0, 1]))
     metrics = evaluator.compute()
     assert metrics["top1"] == 0.0
-    assert metrics["top5"] == 50.0
+    assert metrics["top5"] == 0.5
 
 
 def test_zero_support_and_zero_predictions_follow_zero_division_zero() -> None:
@@ -81,12 +81,12 @@ def test_zero_support_and_zero_predictions_follow_zero_division_zero() -> None:
     evaluator.update(logits, torch.tensor([0, 1, 2, 2]))
     metrics = evaluator.compute()
     # averaged over the classes present in labels or predictions (a, b, c, d): P = R = F1 = (1 + 1 + 0 + 0) / 4
-    assert metrics["macro_precision"] == pytest.approx(50.0)
-    assert metrics["macro_recall"] == pytest.approx(50.0)
-    assert metrics["macro_f1"] == pytest.approx(50.0)
-    assert metrics["top1"] == pytest.approx(50.0)
-    assert metrics["top5"] == pytest.approx(100.0)
-    assert evaluator.per_class_accuracy() == {"a": 100.0, "b": 100.0, "c": 0.0, "d": 0.0, "e": 0.0}
+    assert metrics["macro_precision"] == pytest.approx(0.5)
+    assert metrics["macro_recall"] == pytest.approx(0.5)
+    assert metrics["macro_f1"] == pytest.approx(0.5)
+    assert metrics["top1"] == pytest.approx(0.5)
+    assert metrics["top5"] == pytest.approx(1.0)
+    assert evaluator.per_class_accuracy() == {"a": 1.0, "b": 1.0, "c": 0.0, "d": 0.0, "e": 0.0}
 
 
 def test_reset_and_empty_compute() -> None:
@@ -185,7 +185,7 @@ def test_save_artifacts(tmp_path: Path) -> None:
         rows = list(csv.DictReader(handle))
     assert [row["class"] for row in rows] == ["ant", "bee", "cat"]
     assert [row["support"] for row in rows] == ["3", "2", "1"]
-    assert [row["accuracy"] for row in rows] == ["33.3333", "50.0000", "100.0000"]
-    assert [row["precision"] for row in rows] == ["50.0000", "50.0000", "50.0000"]
-    assert [row["recall"] for row in rows] == ["33.3333", "50.0000", "100.0000"]
-    assert [row["f1"] for row in rows] == ["40.0000", "50.0000", "66.6667"]
+    assert [row["accuracy"] for row in rows] == ["0.3333", "0.5000", "1.0000"]
+    assert [row["precision"] for row in rows] == ["0.5000", "0.5000", "0.5000"]
+    assert [row["recall"] for row in rows] == ["0.3333", "0.5000", "1.0000"]
+    assert [row["f1"] for row in rows] == ["0.4000", "0.5000", "0.6667"]

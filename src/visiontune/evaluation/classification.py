@@ -1,7 +1,8 @@
 """Classification metrics accumulated over batches: top-k accuracy, macro precision/recall/F1, confusion matrix.
 
-All accuracy-like values are percentages in 0-100 (timm's convention for top-1/top-5), including precision,
-recall and F1, so every column of ``metrics.csv`` reads on one scale.
+All accuracy-like values are fractions in 0-1, including precision, recall and F1: the convention of every
+visiontune metric (WIDER FACE AP and COCO AP are fractions too), so every column of ``metrics.csv`` reads on one
+scale whatever the task. Tables for people may print them as percentages.
 
 Zero-division rule (sklearn's ``zero_division=0``): the precision of a class that is never predicted, and the
 recall of a class without samples, are 0; F1 is 0 when precision + recall is 0. Macro averages run over the
@@ -162,7 +163,7 @@ class ClassificationEvaluator:
         return self._confusion.numpy().copy()
 
     def _per_class(self) -> dict[str, np.ndarray]:
-        """Per-class ``support``, ``precision``, ``recall`` and ``f1`` (the last three in 0-100)."""
+        """Per-class ``support``, ``precision``, ``recall`` and ``f1`` (the last three in 0-1)."""
         matrix = self.confusion_matrix()
         true_positives = np.diag(matrix)
         support = matrix.sum(axis=1)
@@ -170,11 +171,10 @@ class ClassificationEvaluator:
         precision = _safe_divide(true_positives, predicted)
         recall = _safe_divide(true_positives, support)
         f1 = _safe_divide(2 * precision * recall, precision + recall)
-        return {"support": support, "predicted": predicted, "precision": 100 * precision, "recall": 100 * recall,
-                "f1": 100 * f1}
+        return {"support": support, "predicted": predicted, "precision": precision, "recall": recall, "f1": f1}
 
     def compute(self) -> dict[str, float]:
-        """The metrics, all in 0-100.
+        """The metrics, all fractions in 0-1.
 
         Returns:
             ``top{k}`` for each reported ``k`` (``top1``, and ``top5`` with >= 5 classes), ``macro_precision``,
@@ -187,7 +187,7 @@ class ClassificationEvaluator:
         total = self.num_samples
         if total == 0:
             raise ValueError("ClassificationEvaluator.compute() called before any samples were added with update()")
-        metrics = {f"top{k}": 100.0 * int(correct) / total for k, correct in zip(self.topk, self._topk_correct)}
+        metrics = {f"top{k}": int(correct) / total for k, correct in zip(self.topk, self._topk_correct)}
         per_class = self._per_class()
         present = (per_class["support"] > 0) | (per_class["predicted"] > 0)
         for name in ("precision", "recall", "f1"):
@@ -195,7 +195,7 @@ class ClassificationEvaluator:
         return metrics
 
     def per_class_accuracy(self) -> dict[str, float]:
-        """Class name -> accuracy on that class's samples (its recall) in 0-100; 0 for a class without samples."""
+        """Class name -> accuracy on that class's samples (its recall) in 0-1; 0 for a class without samples."""
         recall = self._per_class()["recall"]
         return {name: float(value) for name, value in zip(self.class_names, recall)}
 
@@ -203,7 +203,7 @@ class ClassificationEvaluator:
         """Write ``confusion_matrix.csv``, ``confusion_matrix.png`` and ``per_class.csv`` into ``out_dir``.
 
         ``confusion_matrix.csv``: header ``true\\predicted,<class names>``, then one row of counts per true class.
-        ``per_class.csv``: columns ``class,support,accuracy,precision,recall,f1`` (percentages, 4 decimals).
+        ``per_class.csv``: columns ``class,support,accuracy,precision,recall,f1`` (fractions, 4 decimals).
         The PNG shows the row-normalised matrix.
 
         Returns:
