@@ -323,3 +323,40 @@ def test_many_bad_rows_are_summarised_and_repeated_classes_rejected(tmp_path: Pa
     csv_file.write_text("path,label\na.png,dog\n")
     with pytest.raises(ValueError, match="classes list repeats names: dog"):
         read_csv_list(csv_file, classes=["dog", "cat", "dog"])
+
+
+def _two_class_tree(root: Path) -> Path:
+    for name in ("cat", "dog"):
+        for index in range(2):
+            (root / "train" / name).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8)).save(root / "train" / name / f"{index}.png")
+    return root / "train"
+
+
+def test_self_referencing_folder_link_is_followed_once_and_reported(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    train = _two_class_tree(tmp_path)
+    (train / "cat" / "self").symlink_to(".")
+    source = scan_image_folder(train)
+    assert source.class_counts() == {"cat": 2, "dog": 2}  # not 2 x 41 repeats through cat/self/self/...
+    assert source.skipped_links == [(train / "cat" / "self", (train / "cat").resolve())]
+    assert "skipped the folder link" in caplog.text and "cat/self" in caplog.text
+
+
+def test_folder_link_loop_to_the_parent_does_not_hang_or_mislabel(tmp_path: Path) -> None:
+    train = _two_class_tree(tmp_path)
+    (train / "cat" / "loop").symlink_to("..")
+    source = scan_image_folder(train)  # used to walk train/ again from inside cat/, forever
+    assert source.class_counts() == {"cat": 2, "dog": 2}  # dog's images are not labelled cat
+    assert [link for link, _ in source.skipped_links] == [train / "cat" / "loop"]
+
+
+def test_check_data_reports_a_skipped_folder_link(tmp_path: Path) -> None:
+    from visiontune.data.image_check import check_classification_sources
+
+    train = _two_class_tree(tmp_path)
+    (train / "dog" / "loop").symlink_to("..")
+    report = check_classification_sources({"train": scan_image_folder(train)}, progress=False)
+    assert any("folder link" in warning and "dog/loop" in warning and "not followed" in warning
+               for warning in report.warnings)
+    assert "dog/loop" in report.format()

@@ -23,16 +23,17 @@ import csv
 import logging
 import multiprocessing
 import os
-import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from PIL import Image, ImageFile
 from torch.utils.data import Dataset
+
+from visiontune.utils.image import open_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +44,6 @@ CSV_COLUMNS: tuple[str, str] = ("path", "label")
 """Columns a classification CSV file must have in its header."""
 
 CorruptPolicy = Literal["error", "skip"]
-
-# Exceptions PIL raises for files it cannot decode: UnidentifiedImageError and "image file is truncated" are
-# OSErrors; broken chunks surface as SyntaxError/struct.error/EOFError; oversized images as DecompressionBombError.
-PIL_DECODE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    struct.error,
-    Image.DecompressionBombError,
-)
 
 _MAX_LISTED = 10  # how many offending entries an error message lists before summarising
 
@@ -66,11 +56,14 @@ class ClassificationSource:
         samples: ``(image path, label index)`` pairs; label indices index ``classes``.
         classes: Class names; ``classes[i]`` is the name of label ``i`` (sorted order).
         origin: Where the samples came from (folder, annotation or CSV file), used in messages.
+        skipped_links: Folder links that were not followed, as ``(link, real target)``: their target was already
+            scanned (a link loop, or a second route to the same images).
     """
 
     samples: list[tuple[Path, int]]
     classes: list[str]
     origin: str
+    skipped_links: list[tuple[Path, Path]] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -167,6 +160,30 @@ def _has_image_extension(path: Path, extensions: Sequence[str]) -> bool:
     return path.suffix.lower() in extensions
 
 
+def _walk_images(class_dir: Path, extensions: Sequence[str], skipped_links: list[tuple[Path, Path]]) -> list[Path]:
+    """Image files under ``class_dir`` in sorted order, following folder links once each.
+
+    A linked folder whose real path was already walked or contains ``class_dir`` (``self -> .``, ``loop -> ..``, two
+    links to one folder) is not entered; it is appended to ``skipped_links`` as ``(link, real target)``.
+    """
+    files: list[Path] = []
+    root = os.path.realpath(class_dir)
+    visited = {root}
+    for directory, subdirs, names in os.walk(class_dir, followlinks=True):
+        kept = []
+        for name in sorted(name for name in subdirs if not name.startswith(".")):
+            real = os.path.realpath(os.path.join(directory, name))
+            if real in visited or root.startswith(real.rstrip(os.sep) + os.sep):  # seen, or an ancestor (loop)
+                skipped_links.append((Path(directory) / name, Path(real)))
+                continue
+            visited.add(real)
+            kept.append(name)
+        subdirs[:] = kept
+        files.extend(Path(directory) / name for name in sorted(names)
+                     if not name.startswith(".") and _has_image_extension(Path(name), extensions))
+    return files
+
+
 def scan_image_folder(
     folder: str | Path,
     *,
@@ -206,16 +223,12 @@ def scan_image_folder(
         raise ValueError(f"no class sub-folders in {folder}: expected {folder}/<class name>/<image>{detail}")
 
     files_per_class: dict[str, list[Path]] = {}
+    skipped_links: list[tuple[Path, Path]] = []
     for class_dir in class_dirs:
-        files: list[Path] = []
-        for directory, subdirs, names in os.walk(class_dir, followlinks=True):
-            subdirs[:] = sorted(name for name in subdirs if not name.startswith("."))
-            files.extend(
-                Path(directory) / name
-                for name in sorted(names)
-                if not name.startswith(".") and _has_image_extension(Path(name), extensions)
-            )
-        files_per_class[class_dir.name] = files
+        files_per_class[class_dir.name] = _walk_images(class_dir, extensions, skipped_links)
+    for link, target in skipped_links:
+        logger.warning("skipped the folder link %s -> %s: that folder is already scanned (a link loop or a second "
+                       "route to the same images would repeat them)", link, target)
 
     empty = [str(folder / name) for name, files in files_per_class.items() if not files]
     if len(empty) == len(files_per_class):
@@ -231,7 +244,7 @@ def scan_image_folder(
 
     names, index = _class_index(files_per_class, classes, str(folder))
     samples = [(path, index[name]) for name, files in files_per_class.items() for path in files]
-    return ClassificationSource(samples=samples, classes=names, origin=str(folder))
+    return ClassificationSource(samples=samples, classes=names, origin=str(folder), skipped_links=skipped_links)
 
 
 def read_annotation_list(
@@ -364,24 +377,11 @@ def _build_source(entries: list[tuple[Path, str]], classes: list[str] | None, or
     return source
 
 
-def load_rgb_image(path: str | Path) -> Image.Image:
-    """Fully decode an image file and return it in RGB mode.
-
-    Raises:
-        ValueError: The file cannot be read or decoded (not an image, corrupt or truncated); the message names the
-            file and PIL's reason.
-    """
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")  # convert() decodes the whole image, so truncation surfaces here
-    except PIL_DECODE_ERRORS as error:
-        raise ValueError(f"cannot decode image {path}: {type(error).__name__}: {error}") from error
-
-
 class ClassificationDataset(Dataset):
     """Map-style dataset over a :class:`ClassificationSource`; item ``i`` is ``(transform(image), label)``.
 
-    Images are decoded with PIL and converted to RGB before ``transform`` runs. PIL's global
+    Images are decoded with PIL and converted to 8-bit RGB (:func:`visiontune.utils.image.open_rgb`: 16-bit and
+    float images are scaled, not clipped) before ``transform`` runs. PIL's global
     ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left untouched; while it is False (PIL's default) truncated files are
     reported as corrupt.
 
@@ -442,7 +442,7 @@ class ClassificationDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
         path, label = self.source.samples[index]
         try:
-            image = load_rgb_image(path)
+            image = open_rgb(path)
         except ValueError as error:
             if self._skip_counter is None:
                 raise

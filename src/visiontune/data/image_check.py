@@ -19,7 +19,8 @@ from typing import Literal
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from visiontune.data.classification import PIL_DECODE_ERRORS, ClassificationSource
+from visiontune.data.classification import ClassificationSource
+from visiontune.utils.image import DECODE_ERRORS, ImageModeError, high_bit_depth_note
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,9 @@ def inspect_image(path: str | Path) -> ImageFinding | None:
 
     Errors: the file is missing, unreadable or empty, is not an image PIL can identify, is corrupt or truncated
     (found by a full decode with ``Image.load()``; PIL's global ``LOAD_TRUNCATED_IMAGES`` is not changed), or has
-    zero width or height. Warning: the image decodes but its mode is not RGB (``L``, ``CMYK``, ``RGBA``, ``P``, ...);
-    training converts it with ``Image.convert("RGB")``.
+    zero width or height, or holds 16-bit/float values that cannot be scaled to 8 bit. Warning: the image decodes but
+    its mode is not RGB (``L``, ``CMYK``, ``RGBA``, ``P``, ...; training converts it to RGB), or it is a 16-bit or
+    float image that training scales to 8 bit (the warning says how: :func:`visiontune.utils.image.to_rgb`).
 
     Args:
         path: The image file.
@@ -90,6 +92,7 @@ def inspect_image(path: str | Path) -> ImageFinding | None:
                 return ImageFinding(path, "error", f"zero-size image ({width}x{height} pixels)")
             image.load()
             mode = image.mode
+            scaling = high_bit_depth_note(image, path)
     except UnidentifiedImageError:
         header_size = _header_size(path)
         if header_size is not None and 0 in header_size:
@@ -98,8 +101,12 @@ def inspect_image(path: str | Path) -> ImageFinding | None:
         return ImageFinding(path, "error", "not an image PIL can read (unknown or broken file format)")
     except PermissionError as error:
         return ImageFinding(path, "error", f"cannot read file: {error.strerror or error}")
-    except PIL_DECODE_ERRORS as error:
+    except ImageModeError as error:
+        return ImageFinding(path, "error", str(error).removeprefix(f"{path}: "))
+    except DECODE_ERRORS as error:
         return ImageFinding(path, "error", f"corrupt or truncated image: {type(error).__name__}: {error}")
+    if scaling is not None:
+        return ImageFinding(path, "warning", f"{scaling} when loaded")
     if mode != "RGB":
         return ImageFinding(path, "warning", f"mode {mode}, not RGB (converted to RGB when loaded)")
     return None
@@ -318,6 +325,9 @@ def check_classification_sources(
             examples = ", ".join(str(path) for path in list(duplicates)[:3])
             report.warnings.append(f"split {name!r} lists {len(duplicates)} image path(s) more than once "
                                    f"({sum(duplicates.values()) - len(duplicates)} extra entries), e.g. {examples}")
+        for link, target in source.skipped_links:
+            report.warnings.append(f"split {name!r}: folder link {link} -> {target} not followed: that folder is "
+                                   "already scanned (a link loop or a second route to the same images)")
         for path, labels in source.conflicting_labels().items():
             report.errors.append(f"split {name!r}: {path} is listed with different labels: {', '.join(labels)}")
 

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
+
+from visiontune.utils.image import open_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -67,9 +69,8 @@ def collect_sample_images(source: str | Path) -> list[Path]:
 
 
 def load_rgb(path: Path) -> Image.Image:
-    """An image file as RGB with its EXIF orientation applied."""
-    with Image.open(path) as image:
-        return ImageOps.exif_transpose(image).convert("RGB")
+    """An image file as 8-bit RGB with its EXIF orientation applied."""
+    return open_rgb(path, exif_transpose=True)
 
 
 def sample_photos(paths: Sequence[Path], count: int, *, height: int, width: int) -> list[Image.Image]:

@@ -13,6 +13,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from visiontune.utils.image import to_rgb
+
 RETINAFACE_BGR_MEAN: tuple[float, float, float] = (104.0, 117.0, 123.0)
 """Per-channel mean subtracted from the B, G, R channels (0-255 scale)."""
 
@@ -35,7 +37,7 @@ def read_image_bgr(path: str | PathLike[str], *, apply_exif_orientation: bool = 
         with Image.open(path) as image:
             if apply_exif_orientation:
                 image = ImageOps.exif_transpose(image)
-            rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+            rgb = np.asarray(to_rgb(image, path), dtype=np.float32)
     except UnidentifiedImageError as error:
         raise ValueError(f"{path}: not a readable image ({error})") from error
     bgr = np.ascontiguousarray(rgb[:, :, ::-1].transpose(2, 0, 1))
