@@ -17,12 +17,12 @@ from visiontune.data.classification import (
     ClassificationDataset,
     ClassificationSource,
     collate_skip_none,
-    load_rgb_image,
     read_annotation_list,
     read_csv_list,
     scan_image_folder,
 )
 from visiontune.models.parts import ModelParts
+from visiontune.utils.image import open_rgb
 from visiontune.evaluation.classification import ClassificationEvaluator
 from visiontune.models.classification import (
     ImageClassifier,
@@ -232,7 +232,7 @@ class ClassificationTask(Task):
         with torch.no_grad():
             for start in tqdm(range(0, len(items), batch_size), desc="predict", disable=not self.config.train.progress):
                 chunk = items[start:start + batch_size]
-                images = torch.stack([transform(load_rgb_image(path)) for path, _ in chunk]).to(device)
+                images = torch.stack([transform(open_rgb(path)) for path, _ in chunk]).to(device)
                 logits = torch.stack([output["logits"] for output in model(images)])
                 probabilities = logits.float().softmax(dim=1).cpu()
                 values, indices = probabilities.topk(topk, dim=1)
