@@ -481,3 +481,24 @@ def test_mindface_dataset_layout(tmp_path, train, val, expected):
     config = import_mindspore_config(write(tmp_path, "layout.yaml", text)).config
     assert {key: getattr(config.data, key) for key in expected} == expected
     assert config.data.batch_size == 4
+
+
+def test_model_zoo_resnet50_spelling_none_resume_and_pretrain_path(tmp_path):
+    """The model zoo's RetinaFace ResNet-50 config: ``name: 'Resnet50'``, ``resume_net: None`` (the string),
+    ``pretrain: True`` with ``pretrain_path``: the backbone weights are used, nothing becomes 'None'."""
+    text = MINDFACE_RESNET.read_text()
+    for old, new in (("'name': 'ResNet50'", "'name': 'Resnet50'"), ("'resume_net': ~", "'resume_net': None")):
+        assert old in text
+        text = text.replace(old, new)
+    imported = import_mindspore_config(write(tmp_path, "default_config.yaml", text))
+    assert imported.config.model.name == "retinaface_resnet50"
+    assert imported.config.model.checkpoint is None
+    assert imported.config.model.backbone_checkpoint == yaml.safe_load(text)["pretrain_path"]
+    assert imported.translated["pretrain_path"].startswith("model.backbone_checkpoint")
+
+
+@pytest.mark.parametrize("unset", ["None", "none", "null", "''", "~"])
+def test_unset_words_mean_no_resume_checkpoint(tmp_path, unset):
+    text = MINDFACE_MOBILENET.read_text().replace("'resume_net': ~", f"'resume_net': {unset}")
+    imported = import_mindspore_config(write(tmp_path, "cfg.yaml", text))
+    assert imported.config.model.checkpoint is None

@@ -125,11 +125,21 @@ def text(value: Any) -> str:
     raise ValueMismatch("a string")
 
 
+UNSET_WORDS = frozenset({"", "none", "null", "~"})
+"""Strings that MindSpore configs use for "no value" (``resume_net: None`` is the string ``'None'`` in YAML, as
+Python's ``None`` was written by the configs' authors)."""
+
+
+def is_unset(value: Any) -> bool:
+    """``null``, or a string meaning "no value" (``None``, ``null``, empty; any case)."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in UNSET_WORDS)
+
+
 def optional(check: Check) -> Check:
-    """``null`` or a value accepted by ``check``."""
+    """``null`` (also ``None``, ``null`` or an empty string) or a value accepted by ``check``."""
 
     def check_optional(value: Any) -> Any:
-        if value is None:
+        if is_unset(value):
             return None
         try:
             return check(value)
@@ -158,11 +168,12 @@ def list_of(check: Check, *, length: int | None = None) -> Check:
 
 
 def one_of(*choices: str) -> Check:
-    """One of the given strings."""
+    """One of the given strings, in any case (``Resnet50`` is ``ResNet50``); returns the spelling of ``choices``."""
+    by_folded = {choice.casefold(): choice for choice in choices}
 
     def check_choice(value: Any) -> str:
-        if isinstance(value, str) and value in choices:
-            return value
+        if isinstance(value, str) and value.strip().casefold() in by_folded:
+            return by_folded[value.strip().casefold()]
         raise ValueMismatch("one of " + ", ".join(repr(choice) for choice in choices))
 
     return check_choice
