@@ -35,7 +35,7 @@ class ImageClassifier(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return int(self.net.num_classes)
+        return int(self.net.num_classes)  # type: ignore[arg-type]  # timm models store it as an int
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> Any:
         logits = self.net(images)

@@ -7,6 +7,7 @@ first, and refuses (naming the file, mode and value range) an image whose range 
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def _scale_rule(mode: str, low: float, high: float) -> tuple[float, str] | None:
     return None
 
 
-def _conversion(image: Image.Image, source: str | Path) -> tuple[np.ndarray, float, str]:
+def _conversion(image: Image.Image, source: str | os.PathLike[str]) -> tuple[np.ndarray, float, str]:
     """The values of a high-bit-depth ``image``, the multiplier onto 0-255 and its description."""
     values = np.asarray(image, dtype=np.float64)
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
@@ -65,7 +66,7 @@ def _conversion(image: Image.Image, source: str | Path) -> tuple[np.ndarray, flo
     return values, rule[0], rule[1]
 
 
-def high_bit_depth_note(image: Image.Image, source: str | Path = "") -> str | None:
+def high_bit_depth_note(image: Image.Image, source: str | os.PathLike[str] = "") -> str | None:
     """What :func:`to_rgb` does to ``image``'s values, for ``check-data``; ``None`` for an ordinary 8-bit image.
 
     Raises:
@@ -77,7 +78,7 @@ def high_bit_depth_note(image: Image.Image, source: str | Path = "") -> str | No
     return f"mode {image.mode}: {_conversion(image, source)[2]}"
 
 
-def to_rgb(image: Image.Image, source: str | Path = "") -> Image.Image:
+def to_rgb(image: Image.Image, source: str | os.PathLike[str] = "") -> Image.Image:
     """Return ``image`` as an 8-bit RGB image, scaling 16-bit and float images instead of clipping them.
 
     Args:
@@ -110,9 +111,8 @@ def open_rgb(path: str | Path, *, exif_transpose: bool = False) -> Image.Image:
             PIL's reason.
     """
     try:
-        with Image.open(path) as image:
-            if exif_transpose:
-                image = ImageOps.exif_transpose(image)
+        with Image.open(path) as file:
+            image: Image.Image = ImageOps.exif_transpose(file) if exif_transpose else file
             return to_rgb(image, path)  # converting decodes the whole image, so truncation surfaces here
     except (FileNotFoundError, ImageModeError):
         raise

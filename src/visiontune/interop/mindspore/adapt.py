@@ -70,15 +70,19 @@ def _is_strided_depthwise_conv(module: nn.Module) -> bool:
     )
 
 
+def _pair(values: tuple[int, ...]) -> tuple[int, int]:
+    return values[0], values[1]
+
+
 def _same_padding_copy(conv: nn.Conv2d) -> Conv2dSame:
     from timm.layers import Conv2dSame  # imported here: reading checkpoints must not need timm
 
     replacement = Conv2dSame(
         conv.in_channels,
         conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        dilation=conv.dilation,
+        _pair(conv.kernel_size),
+        stride=_pair(conv.stride),
+        dilation=_pair(conv.dilation),
         groups=conv.groups,
         bias=conv.bias is not None,
         device=conv.weight.device,

@@ -587,7 +587,7 @@ def _prepare_tensor(name: str, value: TensorLike) -> _PreparedTensor:
         return _PreparedTensor(name, (0,), _STRING, 4, memoryview(encoded))
     dims = tuple(array.shape) if array.ndim else (0,)  # MindSpore writes a scalar as dims [0]
     little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))  # note: 0-d becomes 1-d
-    content = memoryview(little_endian.reshape(-1).view(np.uint8))
+    content = memoryview(little_endian.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # ndarray is a buffer
     return _PreparedTensor(name, dims, tensor_type, little_endian.dtype.itemsize, content)
 
 

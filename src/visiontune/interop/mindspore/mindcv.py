@@ -215,6 +215,7 @@ def _group_blocks_into_stages(
 def _mindcv_block_components(layers: dict[int, str | None]) -> dict[int, str] | None:
     """Layer index -> timm part name for one MindCV block, or None if the layout is not a known one."""
     conv_layers = sorted(layer for layer, kind in layers.items() if kind == "conv")
+    conv_names: tuple[str, ...]
     if len(conv_layers) == len(_TIMM_INVERTED_RESIDUAL_CONVS):
         conv_names = _TIMM_INVERTED_RESIDUAL_CONVS
     elif len(conv_layers) == len(_TIMM_DEPTHWISE_SEPARABLE_CONVS):
@@ -238,6 +239,7 @@ def _mindcv_block_slots(parts: Iterable[str]) -> dict[str, int] | None:
     with the SE cell right after the depthwise convolution's activation.
     """
     names = {part.split(".")[0] for part in parts}
+    conv_names: tuple[str, ...]
     if "conv_pwl" in names:
         conv_names = _TIMM_INVERTED_RESIDUAL_CONVS
     elif "conv_dw" in names:

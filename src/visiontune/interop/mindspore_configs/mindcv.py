@@ -383,6 +383,7 @@ def _translate_schedule(translator: ConfigTranslator) -> None:
     if stair is not None:
         translator.skip("lr_epoch_stair", "visiontune updates the LR every optimizer step"
                         + ("; MindCV keeps it constant within each epoch" if stair else ", as lr_epoch_stair: false"))
+    unused: tuple[str, ...]
     if scheduler in ("cosine_decay", "warmup_cosine_decay"):
         _translate_cosine(translator, epochs=epochs, warmup=warmup)
         unused = ("decay_rate", "multi_step_decay_milestones")

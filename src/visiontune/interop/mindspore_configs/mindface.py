@@ -126,7 +126,7 @@ def _translate_data(translator: ConfigTranslator) -> None:
     if training_label is None and validation_folder is None:
         return
     for key, value in _dataset_layout(training_label, validation_folder).items():
-        sources = ("val_dataset_folder",) if key.startswith("data.val") else ("training_dataset",)
+        sources: tuple[str, ...] = ("val_dataset_folder",) if key.startswith("data.val") else ("training_dataset",)
         if key == "data.root":
             sources = ("training_dataset", "val_dataset_folder")
         translator.put(key, value, sources=sources)
@@ -153,7 +153,7 @@ def _dataset_layout(training_label: str | None, validation_folder: str | None) -
         root = PurePath(os.path.commonpath([str(folder) for folder in folders]))
     else:
         root = folders[0].parent
-    layout = {"data.root": str(root)}
+    layout: dict[str, str | None] = {"data.root": str(root)}
     if training_label is not None:
         layout["data.train_split"] = _below(PurePath(training_label), root)
         layout["data.images_dir"] = _below(PurePath(training_label).parent / "images", root)

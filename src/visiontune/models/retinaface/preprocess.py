@@ -34,9 +34,8 @@ def read_image_bgr(path: str | PathLike[str], *, apply_exif_orientation: bool = 
         ValueError: the file is not an image Pillow can decode.
     """
     try:
-        with Image.open(path) as image:
-            if apply_exif_orientation:
-                image = ImageOps.exif_transpose(image)
+        with Image.open(path) as file:
+            image: Image.Image = ImageOps.exif_transpose(file) if apply_exif_orientation else file
             rgb = np.asarray(to_rgb(image, path), dtype=np.float32)
     except UnidentifiedImageError as error:
         raise ValueError(f"{path}: not a readable image ({error})") from error
