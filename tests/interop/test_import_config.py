@@ -110,7 +110,8 @@ def test_mindface_resnet50():
     assert config.model.name == "retinaface_resnet50"
     assert config.model.backbone_checkpoint == ("pretrained/resnet50_ascend_v170_imagenet2012_official_cv_top1acc76.97"
                                                 "_top5acc93.44.ckpt")
-    assert any(note.startswith("pretrain_path: ") and "reads PyTorch weights" in note for note in imported.notes)
+    assert any(note.startswith("pretrain_path: ") and "model.backbone_checkpoint reads it as it is" in note
+               for note in imported.notes)
     assert (config.data.root, config.data.train_split, config.data.val_split) == ("data/WiderFace", "train/label.txt",
                                                                                   "val/label.txt")
     assert (config.data.image_size, config.optim.lr, config.optim.weight_decay) == (840, 0.04, 0.0001)

@@ -16,11 +16,11 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from visiontune.data.coco import CocoInstanceDataset
 from visiontune.data.detection_transforms import collate_detection
 from visiontune.data.synthetic_coco import make_synthetic_coco, synthetic_images_dir
+from visiontune.models.loading import read_weights
 from visiontune.models.maskrcnn import (
     PretrainedWeightsUnavailableError,
     create_maskrcnn,
     load_backbone_weights,
-    read_state_dict,
 )
 
 # Small sampling budgets keep a CPU step short; they are MaskRCNN keyword arguments passed through.
@@ -153,11 +153,11 @@ def test_invalid_arguments() -> None:
         create_maskrcnn("v1", num_classes=3, init="none", checkpoint="x.pth")
     with pytest.raises(ValueError, match="num_classes counts the background and must be >= 2, got 1"):
         create_maskrcnn("v1", num_classes=1, init="none")
-    with pytest.raises(FileNotFoundError, match="checkpoint file not found: .*missing.pth"):
+    with pytest.raises(FileNotFoundError, match="weights file not found: .*missing.pth"):
         create_maskrcnn("v1", num_classes=3, init="backbone", backbone_checkpoint="missing.pth")
 
 
-def test_read_state_dict_strips_wrappers_and_reads_safetensors(tmp_path: Path) -> None:
+def test_read_weights_strips_wrappers_and_reads_safetensors(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     tensors = {"a.weight": torch.arange(3.0), "b.bias": torch.ones(2)}
@@ -165,11 +165,11 @@ def test_read_state_dict_strips_wrappers_and_reads_safetensors(tmp_path: Path) -
                tmp_path / "wrapped.pth")
     save_file(tensors, str(tmp_path / "weights.safetensors"))
     for name in ("wrapped.pth", "weights.safetensors"):
-        loaded = read_state_dict(tmp_path / name)
+        loaded = read_weights(tmp_path / name)
         assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
     torch.save([1, 2], tmp_path / "list.pth")
     with pytest.raises(ValueError, match=r"list\.pth: expected a dict of tensors"):
-        read_state_dict(tmp_path / "list.pth")
+        read_weights(tmp_path / "list.pth")
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ fine-tuning failure is a checkpoint of another architecture that loads "fine" wi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,31 +19,53 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
-STATE_DICT_KEYS = ("state_dict", "model", "model_ema", "state_dict_ema", "net", "network")
+STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "model_ema", "state_dict_ema", "net", "network")
 
 
 class WeightLoadError(ValueError):
     """Weights could not be read, or do not fit the model."""
 
 
-def strip_prefixes(state_dict: Mapping[str, Any], prefixes: tuple[str, ...] = STRIPPED_PREFIXES) -> dict[str, Any]:
-    """Remove DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) prefixes, repeatedly, from every key."""
-    cleaned = {}
+class WeightFileNotFoundError(WeightLoadError, FileNotFoundError):
+    """The weights file does not exist."""
+
+
+def strip_prefixes(state_dict: Mapping[str, Any], prefixes: Iterable[str] = STRIPPED_PREFIXES) -> dict[str, Any]:
+    """Remove DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) prefixes, repeatedly, from every key.
+
+    This is the one place that strips them: ``module._orig_mod.x`` becomes ``x``.
+
+    Raises:
+        WeightLoadError: two keys become equal after stripping (e.g. ``module.a`` and ``a``).
+    """
+    prefixes = tuple(prefixes)
+    cleaned: dict[str, Any] = {}
     for key, value in state_dict.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in prefixes:
-                if key.startswith(prefix):
-                    key = key[len(prefix):]
-                    changed = True
-        cleaned[key] = value
+        new_key = key
+        while new_key.startswith(prefixes):
+            new_key = new_key[len(next(prefix for prefix in prefixes if new_key.startswith(prefix))):]
+        if new_key in cleaned:
+            raise WeightLoadError(f"state dict keys collide after removing prefixes {prefixes}: {key!r} -> {new_key!r}")
+        cleaned[new_key] = value
     return cleaned
 
 
-def _select_state_dict(obj: Any, path: Path, key: str | None) -> dict[str, torch.Tensor]:
+def select_state_dict(obj: Any, path: str | Path, key: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a loaded checkpoint object: a state dict, or one held under ``key`` or a usual wrapper key.
+
+    Args:
+        obj: What ``torch.load`` returned (or any mapping).
+        path: Where it came from, named in errors.
+        key: The entry holding the weights (``model.checkpoint_key``); None tries :data:`STATE_DICT_KEYS`.
+
+    Returns:
+        ``{name: tensor}`` with ``module.`` / ``_orig_mod.`` prefixes removed.
+
+    Raises:
+        WeightLoadError: no state dict found; the message names ``path`` and what the entries hold.
+    """
     if not isinstance(obj, Mapping):
-        raise WeightLoadError(f"{path}: expected a state dict (mapping of names to tensors), got {type(obj).__name__}")
+        raise WeightLoadError(f"{path}: expected a dict of tensors (a state dict), got {type(obj).__name__}")
     if key is not None:
         if key not in obj:
             raise WeightLoadError(f"{path}: no entry {key!r} (model.checkpoint_key); entries: {list(obj)[:10]}")
@@ -54,9 +76,11 @@ def _select_state_dict(obj: Any, path: Path, key: str | None) -> dict[str, torch
                 obj = obj[candidate]
                 break
         else:
+            holds = "; ".join(f"key {name!r} holds {type(value).__name__}" for name, value in list(obj.items())[:5]
+                              if not isinstance(value, torch.Tensor))
             raise WeightLoadError(
-                f"{path}: cannot find the weights; expected a state dict or a dict with one of "
-                f"{', '.join(STATE_DICT_KEYS)} (entries found: {list(obj)[:10]})"
+                f"{path}: cannot find the weights: expected a state dict (mapping of names to tensors) or a dict "
+                f"holding one under {', '.join(STATE_DICT_KEYS)}; {holds} (entries found: {list(obj)[:10]})"
             )
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
@@ -76,7 +100,7 @@ def read_weights(path: str | Path, *, key: str | None = None, arch: str | None =
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightLoadError(f"weights file not found: {path}")
+        raise WeightFileNotFoundError(f"weights file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -96,18 +120,34 @@ def read_weights(path: str | Path, *, key: str | None = None, arch: str | None =
     if isinstance(obj, Mapping) and "model" in obj and "config" in obj and "version" in obj:
         obj = obj["model"]  # a visiontune checkpoint
         key = None
-    return _select_state_dict(obj, path, key)
+    return select_state_dict(obj, path, key)
 
 
 def _read_mindspore(path: Path, arch: str | None) -> dict[str, torch.Tensor]:
-    try:
-        from visiontune.interop.mindspore import convert_mindspore_state_dict, read_mindspore_checkpoint
-    except ImportError as error:  # pragma: no cover - the interop package ships with visiontune
-        raise WeightLoadError(f"{path}: MindSpore checkpoint support is unavailable: {error}") from None
+    """A MindSpore ``.ckpt`` converted to PyTorch names for ``arch``.
+
+    For a ResNet-50 (``arch`` in :data:`~visiontune.interop.mindspore.RESNET50_ARCHITECTURES`) the naming is read
+    from the file: MindCV's, the model zoo's ImageNet ResNet-50 (MindFace's too), or the model zoo's Mask R-CNN
+    backbone file.
+    """
+    from visiontune.interop.mindspore import (
+        RESNET50_ARCHITECTURES,
+        MindSporeCheckpointError,
+        convert_mindspore_state_dict,
+        detect_resnet50_naming,
+        read_mindspore_checkpoint,
+    )
+
     if arch is None:
         raise WeightLoadError(f"{path}: a MindSpore .ckpt needs the architecture name to map its tensor names")
-    tensors = read_mindspore_checkpoint(path)
-    state_dict, _report = convert_mindspore_state_dict(tensors, arch)
+    try:
+        tensors = read_mindspore_checkpoint(path)
+        if arch in RESNET50_ARCHITECTURES:
+            arch = detect_resnet50_naming(list(tensors))
+        state_dict, report = convert_mindspore_state_dict(tensors, arch)
+    except (MindSporeCheckpointError, ValueError) as error:
+        raise WeightLoadError(f"{path}: {error}") from None
+    logger.info("%s: %s", path, report.summary())
     return state_dict
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file as load_safetensors
 from torch import nn
 from torchvision.models import ResNet50_Weights
 from torchvision.models.detection import (
@@ -28,7 +27,7 @@ from torchvision.models.detection import (
     maskrcnn_resnet50_fpn_v2,
 )
 from torchvision.ops.misc import FrozenBatchNorm2d
-from visiontune.models.loading import WeightLoadError, strip_prefixes  # the one place that strips module./_orig_mod.
+from visiontune.models.loading import WeightLoadError, read_weights, strip_prefixes
 
 __all__ = [
     "PretrainedWeightsUnavailableError",
@@ -38,7 +37,6 @@ __all__ = [
     "load_backbone_weights",
     "load_detector_weights",
     "load_initial_weights",
-    "read_state_dict",
     "resolve_batchnorm",
 ]
 
@@ -85,42 +83,6 @@ class StateDictLoadReport:
             shown = f" {keys[:5]}{' ...' if len(keys) > 5 else ''}" if keys else ""
             parts.append(f"{name} {len(keys)}{shown}")
         return f"{self.source}: " + ", ".join(parts)
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from a ``.safetensors`` or PyTorch file without unpickling arbitrary objects.
-
-    PyTorch files are read with ``torch.load(weights_only=True)``; a dict that wraps the weights under
-    ``"model"``, ``"state_dict"`` or ``"model_state_dict"`` is unwrapped, and ``module.`` / ``_orig_mod.``
-    prefixes are stripped.
-
-    Args:
-        path: The checkpoint file.
-
-    Returns:
-        ``{name: tensor}``.
-
-    Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: The file holds no tensor dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        return strip_prefixes(load_safetensors(str(path), device="cpu"))
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several unrelated types for unreadable or unsafe files
-        raise ValueError(f"{path}: cannot read a PyTorch state dict with weights_only=True ({error})") from error
-    if isinstance(content, dict):
-        for wrapper_key in ("model", "state_dict", "model_state_dict"):
-            if isinstance(content.get(wrapper_key), dict):
-                content = content[wrapper_key]
-                break
-    if not isinstance(content, dict) or not any(isinstance(value, torch.Tensor) for value in content.values()):
-        raise ValueError(f"{path}: expected a dict of tensors (a state dict), got {type(content).__name__}")
-    return strip_prefixes({key: value for key, value in content.items() if isinstance(value, torch.Tensor)})
 
 
 def _fetch_torchvision_weights(weights: Any, *, local_argument: str) -> dict[str, torch.Tensor]:
@@ -308,7 +270,7 @@ def load_initial_weights(
     """
     if init == "coco":
         if checkpoint is not None:
-            state_dict, source = read_state_dict(checkpoint), str(checkpoint)
+            state_dict, source = read_weights(checkpoint), str(checkpoint)
         else:
             weights = _COCO_WEIGHTS[variant]
             state_dict, source = _fetch_torchvision_weights(weights, local_argument="checkpoint"), str(weights)
@@ -317,7 +279,8 @@ def load_initial_weights(
         return report
     if init == "backbone":
         if backbone_checkpoint is not None:
-            state_dict, source = read_state_dict(backbone_checkpoint), str(backbone_checkpoint)
+            state_dict = read_weights(backbone_checkpoint, arch="resnet50")  # a .ckpt: any MindSpore ResNet-50 naming
+            source = str(backbone_checkpoint)
         else:
             weights = ResNet50_Weights.IMAGENET1K_V1
             state_dict = _fetch_torchvision_weights(weights, local_argument="backbone_checkpoint")

@@ -62,6 +62,8 @@ def test_registry_lists_every_architecture_and_accepts_timm_names() -> None:
         "mobilenet_v3_large_100",
         "mobilenet_v3_small_100",
         "resnet50",
+        "resnet50_maskrcnn_backbone",
+        "resnet50_modelzoo",
         "retinaface_mobilenet025",
         "retinaface_resnet50",
     ]

@@ -35,9 +35,11 @@ from visiontune.interop.mindspore.errors import (
 )
 from visiontune.interop.mindspore.mapping import (
     ConversionReport,
+    RESNET50_ARCHITECTURES,
     MindSporeArchitecture,
     check_state_dict_shapes,
     convert_mindspore_state_dict,
+    detect_resnet50_naming,
     get_mindspore_architecture,
     list_mindspore_architectures,
     load_mindspore_state_dict,
@@ -45,6 +47,7 @@ from visiontune.interop.mindspore.mapping import (
 )
 
 __all__ = [
+    "RESNET50_ARCHITECTURES",
     "SUPPORTED_TENSOR_TYPES",
     "ArchitectureMismatchError",
     "CheckpointTensorInfo",
@@ -57,6 +60,7 @@ __all__ = [
     "UnsupportedTensorTypeError",
     "check_state_dict_shapes",
     "convert_mindspore_state_dict",
+    "detect_resnet50_naming",
     "get_mindspore_architecture",
     "list_mindspore_architectures",
     "list_mindspore_checkpoint",

@@ -41,7 +41,12 @@ from visiontune.interop.mindspore._rules import (
 )
 from visiontune.interop.mindspore.checkpoint import read_mindspore_checkpoint
 from visiontune.interop.mindspore.errors import ArchitectureMismatchError, UnknownArchitectureError
-from visiontune.interop.mindspore.mindcv import MindCvConvNextRules, MindCvMobileNetRules, ResNetRules
+from visiontune.interop.mindspore.mindcv import (
+    MindCvConvNextRules,
+    MindCvMobileNetRules,
+    ModelZooDetectionBackboneRules,
+    ResNetRules,
+)
 from visiontune.interop.mindspore.mindface import (
     MindFaceMobileNetV1Rules,
     MindFaceRetinaFaceRules,
@@ -145,6 +150,11 @@ _PADDING_NOTE = (
     "visiontune.interop.mindspore.match_mindspore_padding()"
 )
 
+_MODEL_ZOO_RESNET_NOTE = (
+    "the model zoo's ResNet-50 pads the stem max-pool input at the top/left only; after the ReLU this equals "
+    "torchvision's padding=1 when the stem output has even height and width (input sizes divisible by 4)"
+)
+
 _ARCHITECTURES: tuple[MindSporeArchitecture, ...] = (
     MindSporeArchitecture(
         name="mobilenet_v2_100",
@@ -184,6 +194,22 @@ _ARCHITECTURES: tuple[MindSporeArchitecture, ...] = (
             "MindCV's stem max-pool uses pad_mode='same' (bottom/right padding only) where timm pads one pixel on "
             "every side (read from the MindCV source; no logits fixture to measure it)"
         ),
+    ),
+    MindSporeArchitecture(
+        name="resnet50_modelzoo",
+        source="MindSpore model zoo ResNet-50 (ImageNet; also MindFace's ResNet-50 pretrain file)",
+        target_library="timm",
+        target_name="resnet50",
+        build_rules=lambda: ResNetRules(downsample="down_sample_layer", classifier="end_point"),
+        notes=_MODEL_ZOO_RESNET_NOTE,
+    ),
+    MindSporeArchitecture(
+        name="resnet50_maskrcnn_backbone",
+        source="MindSpore model zoo Mask R-CNN backbone file (ImageNet ResNet-50 renamed by convert_checkpoint.py)",
+        target_library="timm",
+        target_name="resnet50",
+        build_rules=ModelZooDetectionBackboneRules,
+        notes=_MODEL_ZOO_RESNET_NOTE,
     ),
     MindSporeArchitecture(
         name="convnext_tiny",
@@ -254,6 +280,25 @@ class ConversionReport:
         if self.reshaped:
             parts.append(f"reshaped {', '.join(self.reshaped)}")
         return "; ".join(parts)
+
+
+RESNET50_ARCHITECTURES: tuple[str, ...] = ("resnet50", "resnet50_modelzoo", "resnet50_maskrcnn_backbone")
+"""The MindSpore namings of an ImageNet ResNet-50 that :func:`detect_resnet50_naming` tells apart."""
+
+
+def detect_resnet50_naming(names: Sequence[str]) -> str:
+    """Which ResNet-50 naming a MindSpore checkpoint uses, from its parameter names.
+
+    Returns:
+        ``"resnet50_maskrcnn_backbone"`` (``backbone.`` prefix, ``conv_down_sample`` / ``bn_down_sample``: the model
+        zoo's Mask R-CNN backbone file), ``"resnet50_modelzoo"`` (``down_sample_layer``, ``end_point``: the model
+        zoo's and MindFace's ImageNet ResNet-50) or ``"resnet50"`` (MindCV: ``down_sample``, ``classifier``).
+    """
+    if any(name.startswith("backbone.") or "_down_sample." in name for name in names):
+        return "resnet50_maskrcnn_backbone"
+    if any(".down_sample_layer." in name or name.startswith("end_point.") for name in names):
+        return "resnet50_modelzoo"
+    return "resnet50"
 
 
 def list_mindspore_architectures() -> list[str]:

@@ -47,7 +47,7 @@ from visiontune.interop.mindspore._rules import (
     is_mindspore_norm,
 )
 
-__all__ = ["MindCvConvNextRules", "MindCvMobileNetRules", "ResNetRules"]
+__all__ = ["MindCvConvNextRules", "MindCvMobileNetRules", "ModelZooDetectionBackboneRules", "ResNetRules"]
 
 # MindCV MobileNet: features = [stem conv, stem norm, stem activation, block, block, ..., conv, norm, act].
 _MINDCV_STEM_LENGTH = 3
@@ -311,6 +311,49 @@ class ResNetRules(PathRules):
         if self._TORCH_PATH.fullmatch(module):
             return ModuleRename(module.replace(".downsample.", f".{self._downsample}."))
         return None
+
+
+class ModelZooDetectionBackboneRules(PathRules):
+    """The MindSpore model zoo's Mask R-CNN backbone file <-> torchvision/timm ResNet-50 paths.
+
+    The model zoo's ``convert_checkpoint.py`` turns an ImageNet ResNet-50 checkpoint (``conv1``, ``bn1``,
+    ``layerN.I.down_sample_layer.0/1``, ``end_point``) into the detector's backbone names: ``backbone.`` before the
+    stem and the stages, ``down_sample_layer.0`` -> ``conv_down_sample`` and ``down_sample_layer.1`` ->
+    ``bn_down_sample``; the classifier keeps its name ``end_point``.
+
+    Args:
+        classifier_target: PyTorch name of the classifier (``fc``), or None to drop it (a backbone).
+    """
+
+    _MINDSPORE_PATH = re.compile(
+        r"backbone\.(?P<path>conv1|bn1|layer[1-4]\.\d+\.(?:conv[1-3]|bn[1-3]|conv_down_sample|bn_down_sample))")
+    _TORCH_PATH = re.compile(r"conv1|bn1|layer[1-4]\.\d+\.(?:conv[1-3]|bn[1-3]|downsample\.[01])")
+    _DOWNSAMPLE = {"conv_down_sample": "downsample.0", "bn_down_sample": "downsample.1"}
+
+    def __init__(self, *, classifier_target: str | None = "fc") -> None:
+        self._classifier_target = classifier_target
+
+    def module_to_torch(self, module: str) -> PathResult:
+        """Map one model zoo Mask R-CNN backbone module path."""
+        if module == "end_point":
+            return Skip(BACKBONE_CLASSIFIER_REASON) if self._classifier_target is None else ModuleRename("fc")
+        match = self._MINDSPORE_PATH.fullmatch(module)
+        if match is None:
+            return None
+        path = match["path"]
+        for mindspore_name, torch_name in self._DOWNSAMPLE.items():
+            path = path.replace(mindspore_name, torch_name)
+        return ModuleRename(path)
+
+    def module_to_mindspore(self, module: str) -> PathResult:
+        """Map one PyTorch ResNet module path."""
+        if self._classifier_target is not None and module == self._classifier_target:
+            return ModuleRename("end_point")
+        if not self._TORCH_PATH.fullmatch(module):
+            return None
+        for mindspore_name, torch_name in self._DOWNSAMPLE.items():
+            module = module.replace(torch_name, mindspore_name)
+        return ModuleRename("backbone." + module)
 
 
 class MindCvConvNextRules(PathRules):

@@ -88,23 +88,27 @@ def _translate_model(translator: ConfigTranslator) -> None:
     backbone = translator.require("name", one_of(*MINDFACE_MODELS))
     translator.put("model.name", MINDFACE_MODELS[backbone], sources=("name",))
     resume = translator.copy("resume_net", "model.checkpoint", optional(text))
-    _translate_backbone_checkpoint(translator, resume=resume)
+    _translate_backbone_checkpoint(translator, resume=resume, model=MINDFACE_MODELS[backbone])
     num_classes = translator.get("num_classes", integer)
     if num_classes is not None:
         reason = "visiontune's RetinaFace always has 2 classes (face and background)"
         translator.skip("num_classes", reason if num_classes == 2 else f"{reason}; {num_classes} is not supported")
 
 
-def _translate_backbone_checkpoint(translator: ConfigTranslator, *, resume: str | None) -> None:
+def _translate_backbone_checkpoint(translator: ConfigTranslator, *, resume: str | None, model: str) -> None:
     """``pretrain`` + ``pretrain_path`` -> ``model.backbone_checkpoint`` (MindFace loads it only without a resume)."""
     pretrain = translator.get("pretrain", boolean)
     path = translator.get("pretrain_path", optional(text))
     if pretrain and path and resume is None:
         translator.put("model.backbone_checkpoint", path, sources=("pretrain", "pretrain_path"))
-        if path.lower().endswith(".ckpt"):
+        if path.lower().endswith(".ckpt") and model == "retinaface_resnet50":
+            translator.note(f"pretrain_path: {path} is a MindSpore ImageNet ResNet-50; model.backbone_checkpoint "
+                            "reads it as it is (MindCV, model zoo or Mask R-CNN backbone names)")
+        elif path.lower().endswith(".ckpt"):
             translator.note(
-                f"pretrain_path: {path} is a MindSpore checkpoint of the backbone; model.backbone_checkpoint reads "
-                "PyTorch weights (.pth / .safetensors), so point it at a PyTorch ImageNet backbone"
+                f"pretrain_path: {path} is a MindSpore checkpoint of the MobileNet-0.25 backbone; "
+                "model.backbone_checkpoint reads MindSpore backbones for ResNet-50 only and PyTorch weights (.pth / "
+                ".safetensors) otherwise, so point it at the PyTorch ImageNet backbone (mobilenetV1X0.25_pretrain.tar)"
             )
         return
     if not translator.has("pretrain") and not translator.has("pretrain_path"):

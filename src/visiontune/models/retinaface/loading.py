@@ -8,17 +8,15 @@ The pieces are separable so that a generic loader can reuse them: :func:`read_st
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from os import PathLike, fspath
 
-import torch
 from torch import Tensor, nn
 
-logger = logging.getLogger(__name__)
+from visiontune.models.loading import read_weights, select_state_dict, strip_prefixes
 
-STRIPPED_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
-"""Wrapper prefixes removed from checkpoint keys (DataParallel/DistributedDataParallel, ``torch.compile``)."""
+logger = logging.getLogger(__name__)
 
 CLASSIFIER_PREFIXES: tuple[str, ...] = ("fc.",)
 """Keys of the ImageNet classifier in backbone checkpoints (MobileNetV1 pretrain file, torchvision/timm ResNet)."""
@@ -57,67 +55,22 @@ def describe_source(source: StateDictSource) -> str:
     return "<state dict>" if isinstance(source, Mapping) else fspath(source)
 
 
-def read_state_dict(source: StateDictSource) -> dict[str, Tensor]:
-    """Read a state dict from a file or mapping.
-
-    Files are read with ``torch.load(..., map_location="cpu", weights_only=True)`` (``.pth``, ``.pt``, ``.tar`` ...)
-    or safetensors (``.safetensors``). A checkpoint dict holding the weights under ``"state_dict"`` or ``"model"``
-    (e.g. the reference ``mobilenetV1X0.25_pretrain.tar``) is unwrapped.
+def read_state_dict(source: StateDictSource, *, arch: str | None = None) -> dict[str, Tensor]:
+    """Read a state dict from a file (:func:`visiontune.models.loading.read_weights`) or check a mapping.
 
     Args:
-        source: path or mapping.
+        source: path (``.pth``/``.tar``/``.safetensors``, or a MindSpore ``.ckpt`` with ``arch``) or mapping.
+        arch: MindSpore architecture of a ``.ckpt`` file (see :func:`visiontune.interop.mindspore.list_mindspore_architectures`).
 
     Returns:
-        A new ``dict[str, Tensor]`` (keys not yet converted).
+        A new ``dict[str, Tensor]`` with ``module.`` / ``_orig_mod.`` prefixes removed.
 
     Raises:
         ValueError: the content is not a mapping of names to tensors.
     """
-    name = describe_source(source)
-    if isinstance(source, Mapping):
-        content: object = source
-    elif fspath(source).endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        content = load_file(fspath(source), device="cpu")
-    else:
-        content = torch.load(fspath(source), map_location="cpu", weights_only=True)
-    if isinstance(content, Mapping) and not _is_tensor_mapping(content):
-        for wrapper_key in ("state_dict", "model"):
-            if isinstance(content.get(wrapper_key), Mapping):
-                content = content[wrapper_key]
-                break
-    if not isinstance(content, Mapping):
-        raise ValueError(f"{name}: expected a state dict (mapping of names to tensors), got {type(content).__name__}")
-    for key, value in content.items():
-        if not isinstance(key, str) or not isinstance(value, Tensor):
-            raise ValueError(
-                f"{name}: expected a state dict (mapping of names to tensors), but key {key!r} holds "
-                f"{type(value).__name__} (top-level keys: {sorted(map(str, content))[:10]})"
-            )
-    return dict(content)
-
-
-def _is_tensor_mapping(content: Mapping[object, object]) -> bool:
-    return len(content) > 0 and all(isinstance(value, Tensor) for value in content.values())
-
-
-def strip_prefixes(state_dict: Mapping[str, Tensor], prefixes: Iterable[str] = STRIPPED_PREFIXES) -> dict[str, Tensor]:
-    """Remove wrapper prefixes (repeatedly, so ``module._orig_mod.x`` becomes ``x``) from every key.
-
-    Raises:
-        ValueError: two keys become equal after stripping.
-    """
-    prefixes = tuple(prefixes)
-    stripped: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        new_key = key
-        while new_key.startswith(prefixes):
-            new_key = new_key[len(next(prefix for prefix in prefixes if new_key.startswith(prefix))) :]
-        if new_key in stripped:
-            raise ValueError(f"state dict keys collide after removing prefixes {prefixes}: {key!r} -> {new_key!r}")
-        stripped[new_key] = value
-    return stripped
+    if not isinstance(source, Mapping):
+        return read_weights(fspath(source), arch=arch)
+    return select_state_dict(source, describe_source(source))
 
 
 def convert_reference_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -188,7 +141,8 @@ def load_retinaface_state_dict(
         ValueError: mismatching keys (strict) or shapes; nothing is loaded then.
     """
     source = describe_source(state_dict_or_path)
-    state_dict = convert_reference_state_dict(read_state_dict(state_dict_or_path))
+    arch = "retinaface_resnet50" if _has_resnet_body(model) else "retinaface_mobilenet025"  # for a MindFace .ckpt
+    state_dict = convert_reference_state_dict(read_state_dict(state_dict_or_path, arch=arch))
     expected = model.state_dict()
     skipped = [
         key
@@ -201,6 +155,10 @@ def load_retinaface_state_dict(
     return _load_checked(model, kept, source=source, skipped_keys=skipped, strict=strict)
 
 
+def _has_resnet_body(model: nn.Module) -> bool:
+    return any(name.startswith("body.layer4.") for name, _ in model.named_parameters())
+
+
 def load_backbone_state_dict(
     body: nn.Module, state_dict_or_path: StateDictSource, *, strict: bool = True
 ) -> StateDictLoadReport:
@@ -208,7 +166,8 @@ def load_backbone_state_dict(
 
     Accepts the reference ``mobilenetV1X0.25_pretrain.tar`` (weights under ``state_dict``, keys prefixed
     ``module.``) for :class:`~visiontune.models.retinaface.backbones.MobileNetV1`, and torchvision- or timm-named
-    ResNet-50 state dicts (the two use the same keys) for
+    ResNet-50 state dicts (the two use the same keys) or a MindSpore ImageNet ResNet-50 ``.ckpt`` (MindCV's, the model
+    zoo's / MindFace's, or the model zoo's Mask R-CNN backbone naming) for
     :class:`~visiontune.models.retinaface.backbones.ResNetBody`. The classifier (``fc.*``) is skipped.
 
     Args:
@@ -223,7 +182,8 @@ def load_backbone_state_dict(
         ValueError: mismatching keys (strict) or shapes; nothing is loaded then.
     """
     source = describe_source(state_dict_or_path)
-    state_dict = strip_prefixes(read_state_dict(state_dict_or_path))
+    is_resnet = any(name.startswith("layer4.") for name, _ in body.named_parameters())
+    state_dict = read_state_dict(state_dict_or_path, arch="resnet50" if is_resnet else None)  # any ResNet-50 naming
     skipped = [key for key in state_dict if key.startswith(CLASSIFIER_PREFIXES)]
     kept = {key: value for key, value in state_dict.items() if key not in skipped}
     return _load_checked(body, kept, source=source, skipped_keys=skipped, strict=strict)
