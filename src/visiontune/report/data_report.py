@@ -1,0 +1,210 @@
+"""``data_report.html`` for a dataset check, from plain data (so ``check-data`` can call it with what it scanned).
+
+Input, per split, a list of samples (dicts):
+
+* ``path``: the image file (str or Path);
+* classification: ``label``, a class index into ``class_names`` or a class name;
+* detection (``face_detection``, ``instance_segmentation``): ``boxes``, ``[[x1, y1, x2, y2], ...]`` in pixels,
+  optional ``labels`` (one category index or name per box) and optional ``width`` / ``height`` (image size).
+
+``flagged`` lists problems found by the check: dicts with ``path``, ``reason`` and optionally ``split``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from visiontune.report import figures
+from visiontune.report.drawing import (
+    caption_image,
+    color_of,
+    draw_labeled_boxes,
+    load_thumbnail,
+)
+from visiontune.report.html import Page, esc, image_data_uri, img_tag, note, table
+
+__all__ = ["DETECTION_TASKS", "write_data_report"]
+
+DETECTION_TASKS = ("face_detection", "instance_segmentation", "detection")
+MAX_FLAGGED_ROWS = 500
+
+
+def _name(label: Any, class_names: Sequence[str] | None) -> str:
+    if isinstance(label, (int,)) and not isinstance(label, bool) and class_names and 0 <= label < len(class_names):
+        return str(class_names[label])
+    return str(label)
+
+
+def _index(label: Any, class_names: Sequence[str] | None) -> int:
+    if isinstance(label, int) and not isinstance(label, bool):
+        return label
+    if class_names and str(label) in class_names:
+        return list(class_names).index(str(label))
+    return abs(hash(str(label))) % 97
+
+
+def _pick_samples(samples: Sequence[Mapping[str, Any]], count: int, key: str | None) -> list[Mapping[str, Any]]:
+    """``count`` samples spread over the classes (round robin by ``key``) or evenly over the list."""
+    if not samples or count <= 0:
+        return []
+    if key is None:
+        step = max(1, len(samples) // count)
+        return list(samples[::step][:count])
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for sample in samples:
+        groups.setdefault(str(sample.get(key)), []).append(sample)
+    picked: list[Mapping[str, Any]] = []
+    index = 0
+    while len(picked) < count and any(index < len(group) for group in groups.values()):
+        for group in groups.values():
+            if index < len(group) and len(picked) < count:
+                picked.append(group[index])
+        index += 1
+    return picked
+
+
+def _classification_sections(page: Page, splits: Mapping[str, Sequence[Mapping[str, Any]]],
+                             class_names: Sequence[str] | None, samples_per_split: int) -> None:
+    counts = {split: Counter(_name(s.get("label"), class_names) for s in samples) for split, samples in splits.items()}
+    names = list(class_names) if class_names else sorted(set().union(*counts.values())) if counts else []
+    rows = [[name, *(counts[split].get(name, 0) for split in splits)] for name in names]
+    rows.append(["total", *(len(samples) for samples in splits.values())])
+    body = table(["class", *splits], rows)
+    empty = [f"{split}/{name}" for split in splits for name in names if counts[split].get(name, 0) == 0]
+    if empty:
+        body += note(f"classes without images: {', '.join(empty)}", "warn")
+    if names:
+        body += (f'<div class="grid"><figure>{img_tag(figures.bar_chart("images per class", names, {split: [counts[split].get(n, 0) for n in names] for split in splits}), "images per class")}'
+                 "</figure></div>")
+    page.section("Counts", body)
+    grid = []
+    for split, samples in splits.items():
+        for sample in _pick_samples(samples, samples_per_split, "label"):
+            loaded = load_thumbnail(str(sample.get("path")), 160)
+            if loaded is None:
+                continue
+            name = _name(sample.get("label"), class_names)
+            thumb = caption_image(loaded[0], name, color_of(_index(sample.get("label"), class_names)))
+            grid.append(f"<figure>{img_tag(image_data_uri(thumb, photo=True), f'{split}: {name}')}"
+                        f"<figcaption>{esc(split)}: {esc(Path(str(sample.get('path'))).name)}</figcaption></figure>")
+    page.section("Samples", f'<div class="grid">{"".join(grid)}</div>' if grid else note("no readable sample image."))
+
+
+def _detection_sections(page: Page, splits: Mapping[str, Sequence[Mapping[str, Any]]],
+                        class_names: Sequence[str] | None, samples_per_split: int) -> None:
+    rows, per_category = [], {}
+    sides, aspects, relative, per_image = {}, {}, {}, {}
+    for split, samples in splits.items():
+        boxes_total, empty = 0, 0
+        category_counts: Counter[str] = Counter()
+        sides[split], aspects[split], relative[split], per_image[split] = [], [], [], []
+        for sample in samples:
+            boxes = list(sample.get("boxes") or [])
+            labels = list(sample.get("labels") or [])
+            per_image[split].append(len(boxes))
+            boxes_total += len(boxes)
+            empty += not boxes
+            for index, box in enumerate(boxes):
+                x1, y1, x2, y2 = (float(v) for v in box[:4])
+                w, h = max(0.0, x2 - x1), max(0.0, y2 - y1)
+                category_counts[_name(labels[index], class_names) if index < len(labels) else "object"] += 1
+                if w > 0 and h > 0:
+                    sides[split].append(math.sqrt(w * h))
+                    aspects[split].append(w / h)
+                    if sample.get("width") and sample.get("height"):
+                        relative[split].append(math.sqrt(w * h / (float(sample["width"]) * float(sample["height"]))))
+        per_category[split] = category_counts
+        rows.append([split, len(samples), boxes_total, empty, boxes_total / len(samples) if samples else math.nan,
+                     max(per_image[split], default=0)])
+    body = table(["split", "images", "boxes", "images without boxes", "boxes per image", "most per image"], rows)
+    categories = sorted(set().union(*per_category.values())) if per_category else []
+    if class_names:
+        categories = [n for n in class_names if n in categories] + [n for n in categories if n not in class_names]
+    if len(categories) > 1 or (categories and categories != ["object"]):
+        body += "<h3>Boxes per category</h3>" + table(
+            ["category", *splits], [[c, *(per_category[s].get(c, 0) for s in splits)] for c in categories])
+    graphs = [figures.histogram("box size (sqrt area, px)", [], groups=sides, log_x=True, x_label="pixels"),
+              figures.histogram("box aspect (width / height)", [], groups=aspects, log_x=True, x_label="w / h"),
+              figures.histogram("boxes per image", [], groups=per_image,
+                                bins=list(range(max(max(v, default=0) for v in per_image.values()) + 2)),
+                                x_label="boxes")]
+    if any(relative.values()):
+        graphs.append(figures.histogram("box size relative to the image", [], groups=relative, log_x=True,
+                                        x_label="sqrt(box area / image area)"))
+    body += '<div class="grid">' + "".join(f"<figure>{img_tag(uri, 'histogram')}</figure>" for uri in graphs) + "</div>"
+    page.section("Counts", body)
+    grid = []
+    for split, samples in splits.items():
+        for sample in _pick_samples(samples, samples_per_split, None):
+            loaded = load_thumbnail(str(sample.get("path")), 320)
+            if loaded is None:
+                continue
+            image, scale = loaded
+            boxes = [[float(v) * scale for v in box[:4]] for box in sample.get("boxes") or []]
+            labels = list(sample.get("labels") or [])
+            named = bool(labels) and (class_names is None or len(class_names) > 1)
+            captions = [_name(labels[i], class_names) if named and i < len(labels) else "" for i in range(len(boxes))]
+            colors = [color_of(_index(labels[i], class_names)) if i < len(labels) else color_of(0)
+                      for i in range(len(boxes))]
+            drawn = draw_labeled_boxes(image, boxes, captions, colors, width=2, font_size=11)
+            grid.append(f"<figure>{img_tag(image_data_uri(drawn, photo=True), str(sample.get('path')))}"
+                        f"<figcaption>{esc(split)}: {esc(Path(str(sample.get('path'))).name)} ({len(boxes)} boxes)"
+                        "</figcaption></figure>")
+    page.section("Samples", f'<div class="grid">{"".join(grid)}</div>' if grid else note("no readable sample image."))
+
+
+def write_data_report(
+    out: str | Path,
+    splits: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    task: str,
+    class_names: Sequence[str] | None = None,
+    flagged: Sequence[Mapping[str, Any]] = (),
+    title: str | None = None,
+    samples_per_split: int = 24,
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write ``data_report.html`` (path ``out``; a folder gets ``data_report.html`` inside) and return its path.
+
+    Args:
+        out: Output file, or a folder.
+        splits: ``{split name: [sample dict, ...]}`` (see the module docstring).
+        task: ``classification``, or a detection task (``face_detection``, ``instance_segmentation``).
+        class_names: Class / category names; integer labels index into them.
+        flagged: ``[{"path", "reason", "split"?}]`` images the check flagged (corrupt, duplicate, empty ...).
+        title: Page title (default ``data report: <task>``).
+        samples_per_split: Thumbnails per split in the sample grid.
+        notes: Free lines shown under the title (e.g. the data root and the check's summary).
+    """
+    started = time.perf_counter()
+    page = Page(title or f"data report: {task}", f"{sum(len(s) for s in splits.values())} images in "
+                f"{len(splits)} splits" + (f"; {len(flagged)} flagged" if flagged else ""))
+    if notes:
+        page.section("Dataset", "".join(f"<p>{esc(line)}</p>" for line in notes))
+    if task in DETECTION_TASKS:
+        _detection_sections(page, splits, class_names, samples_per_split)
+    else:
+        _classification_sections(page, splits, class_names, samples_per_split)
+    if flagged:
+        reasons = Counter(str(item.get("reason", "?")) for item in flagged)
+        body = table(["reason", "images"], [[reason, count] for reason, count in reasons.most_common()])
+        body += table(["split", "image", "reason"], [[item.get("split", ""), str(item.get("path", "")),
+                                                      item.get("reason", "")] for item in flagged[:MAX_FLAGGED_ROWS]],
+                      numeric=False)
+        if len(flagged) > MAX_FLAGGED_ROWS:
+            body += note(f"{len(flagged) - MAX_FLAGGED_ROWS} more not listed.")
+    else:
+        body = note("no image flagged.")
+    page.section("Flagged images", body)
+    path = Path(out)
+    if path.is_dir() or not path.suffix:
+        path = path / "data_report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page.render().replace("</main>", f"<p class='note'>generated in "
+                                          f"{time.perf_counter() - started:.2f} s</p></main>"), encoding="utf-8")
+    return path

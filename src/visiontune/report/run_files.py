@@ -1,0 +1,329 @@
+"""Read a run folder (``config.yaml``, ``metrics.csv``, ``train.log``, ``eval/``) into plain Python data.
+
+Only the files are read, never a checkpoint, so finished and interrupted runs both work and reading is cheap.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["RunFiles", "config_difference", "flatten", "main_metric", "metric_family", "read_run"]
+
+DEFAULT_METRICS = {"classification": "top1", "face_detection": "ap", "instance_segmentation": "segm_AP"}
+"""The task's ``default_metric`` (``visiontune.tasks``), mirrored here to stay below the tasks layer."""
+LOWER_IS_BETTER = ("loss", "nme", "error", "fpr")
+_TOPK = re.compile(r"^top(\d+)$")
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:,\d+)? ")
+_SECTION = re.compile(r"^=== visiontune run started (\S+)")
+
+
+def to_float(value: Any) -> float:
+    """A metrics.csv cell as a float; NaN when empty or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+@dataclass
+class RunFiles:
+    """What a run folder holds, as read by :func:`read_run`."""
+
+    run_dir: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
+    rows: list[dict[str, float]] = field(default_factory=list)
+    log_text: str | None = None
+    environment: list[str] = field(default_factory=list)
+    log_sections: int = 0
+    wall_time_s: float | None = None
+    class_names: list[str] | None = None
+    confusion: list[list[int]] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def task(self) -> str:
+        return str(self.config.get("task") or "unknown")
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        node: Any = self.config
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def column(self, name: str) -> list[float]:
+        return [row.get(name, math.nan) for row in self.rows]
+
+    @property
+    def epochs(self) -> list[float]:
+        return self.column("epoch") if "epoch" in self.columns else [float(i + 1) for i in range(len(self.rows))]
+
+    @property
+    def num_classes(self) -> int | None:
+        if self.class_names:
+            return len(self.class_names)
+        value = self.get("model.num_classes")
+        if isinstance(value, int) and value > 0:
+            return value
+        categories = self.get("data.categories")
+        return len(categories) if isinstance(categories, list) and categories else None
+
+    def val_metrics(self) -> list[str]:
+        """The ``val_*`` columns worth showing: top-k with k >= the number of classes dropped (always 100%)."""
+        names = []
+        for column in self.columns:
+            if not column.startswith("val_"):
+                continue
+            match = _TOPK.match(column[4:])
+            if match and int(match.group(1)) > 1 and self.num_classes is not None \
+                    and int(match.group(1)) >= self.num_classes:
+                continue
+            if all(math.isnan(v) for v in self.column(column)):
+                continue
+            names.append(column)
+        return names
+
+    def training_rows(self) -> list[dict[str, float]]:
+        """Rows of trained epochs (epoch >= 1); the epoch-0 row is the evaluation before training."""
+        return [row for row in self.rows if row.get("epoch") != 0]
+
+    def before_row(self) -> dict[str, float] | None:
+        return next((row for row in self.rows if row.get("epoch") == 0), None)
+
+    def last_row(self) -> dict[str, float] | None:
+        rows = self.training_rows()
+        return rows[-1] if rows else None
+
+    def best_row(self) -> tuple[dict[str, float] | None, str | None, str]:
+        """The trained row with the best main metric, the metric column and its mode (``max``/``min``)."""
+        key, mode = main_metric(self)
+        rows = [row for row in self.training_rows() if key and not math.isnan(row.get(key, math.nan))]
+        if not rows:
+            return None, key, mode
+        pick = max if mode == "max" else min
+        return pick(rows, key=lambda row: row[key]), key, mode
+
+    def images_per_s(self) -> float | None:
+        values = [v for v in self.column("images_per_s") if not math.isnan(v)]
+        return sum(values) / len(values) if values else None
+
+    def train_time_s(self) -> float | None:
+        values = [v for v in self.column("epoch_time_s") if not math.isnan(v)]
+        return sum(values) if values else None
+
+
+def main_metric(run: RunFiles) -> tuple[str | None, str]:
+    """``val_<train.metric or the task default>`` as it appears in metrics.csv (case-insensitive), and its mode.
+
+    Face detection uses ``ap_hard`` when that column exists (official WIDER FACE evaluation), else ``ap``.
+    """
+    name = run.get("train.metric") or DEFAULT_METRICS.get(run.task)
+    if run.task == "face_detection" and not run.get("train.metric") and "val_ap_hard" in run.columns:
+        name = "ap_hard"
+    if not name:
+        return None, "max"
+    name = str(name)
+    if not name.startswith("val_"):
+        name = "val_" + name
+    lookup = {column.lower(): column for column in run.columns}
+    column = lookup.get(name.lower())
+    mode = run.get("train.metric_mode") or ("min" if any(w in name.lower() for w in LOWER_IS_BETTER) else "max")
+    return column or name, str(mode)
+
+
+def metric_family(column: str) -> str:
+    """The curve panel of a validation metric: metrics that share a scale and are compared together.
+
+    ``top1``/``top5`` -> ``top-k accuracy``; ``macro_*`` -> ``macro averages``; ``ap``/``ap_easy``... -> ``AP``;
+    ``segm_AP``/``AP50``/``AP75`` -> ``segm AP``; ``segm_APs/m/l`` -> ``segm AP by size``; ``segm_AP_<category>``
+    -> ``segm AP per category``; anything else is its own family.
+    """
+    name = column.removeprefix("val_")
+    if _TOPK.match(name):
+        return "top-k accuracy"
+    if name.startswith("macro_"):
+        return "macro averages"
+    if name == "ap" or name.startswith("ap_"):
+        return "AP"
+    match = re.match(r"^(segm|bbox|keypoints)_(.+)$", name)
+    if match:
+        kind, rest = match.groups()
+        if rest in ("AP", "AP50", "AP75"):
+            return f"{kind} AP"
+        if rest in ("APs", "APm", "APl"):
+            return f"{kind} AP by size"
+        if rest.startswith("AP_"):
+            return f"{kind} AP per category"
+        return f"{kind} {rest}"
+    return name
+
+
+def is_percent_metric(column: str) -> bool:
+    """Fractions 0-1 shown as percent: accuracies, precisions, recalls, F1, AP; not losses or NME."""
+    name = column.lower()
+    return not any(word in name for word in LOWER_IS_BETTER)
+
+
+def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
+    if not isinstance(values, Mapping):
+        return {prefix: values} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_difference(configs: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[Any]]]:
+    """Dotted keys whose values differ between ``configs`` (missing keys read as ``<absent>``), sorted."""
+    flats = [flatten(config) for config in configs]
+    keys = sorted(set().union(*flats)) if flats else []
+    absent = "<absent>"
+    rows = []
+    for key in keys:
+        values = [flat.get(key, absent) for flat in flats]
+        if any(value != values[0] for value in values[1:]):
+            rows.append((key, values))
+    return rows
+
+
+def _read_metrics(path: Path, run: RunFiles) -> None:
+    try:
+        with path.open(newline="", encoding="utf-8") as stream:
+            reader = csv.DictReader(stream)
+            run.columns = list(reader.fieldnames or [])
+            for raw in reader:
+                run.rows.append({key: to_float(value) for key, value in raw.items() if key is not None})
+    except (OSError, csv.Error, UnicodeDecodeError) as error:
+        run.problems.append(f"metrics.csv unreadable: {error}")
+
+
+def _parse_log(text: str, run: RunFiles) -> None:
+    """Environment lines of the last section and the wall time: per section, last timestamp - start, summed."""
+    total = 0.0
+    started: datetime.datetime | None = None
+    last: datetime.datetime | None = None
+    in_environment = False
+    environment: list[str] = []
+
+    def close() -> float:
+        return (last - started).total_seconds() if started and last and last >= started else 0.0
+
+    for line in text.splitlines():
+        section = _SECTION.match(line)
+        if section:
+            total += close()
+            run.log_sections += 1
+            try:
+                started = datetime.datetime.fromisoformat(section.group(1))
+            except ValueError:
+                started = None
+            last = started
+            environment = []
+            in_environment = False
+            continue
+        if line == "environment:":
+            in_environment = True
+            continue
+        if in_environment:
+            if line.startswith("  "):
+                environment.append(line.strip())
+                continue
+            in_environment = False
+        stamp = _LOG_TIME.match(line)
+        if stamp:
+            try:
+                last = datetime.datetime.fromisoformat(stamp.group(1))
+            except ValueError:
+                pass
+    total += close()
+    run.environment = environment
+    if run.log_sections and total > 0:
+        run.wall_time_s = total
+
+
+def _read_confusion(path: Path, run: RunFiles) -> None:
+    try:
+        with path.open(newline="", encoding="utf-8") as stream:
+            rows = list(csv.reader(stream))
+        names = rows[0][1:]
+        matrix = [[int(float(cell)) for cell in row[1:]] for row in rows[1:] if row]
+        if len(matrix) != len(names) or any(len(row) != len(names) for row in matrix):
+            raise ValueError("not square")
+        run.class_names, run.confusion = names, matrix
+    except (OSError, IndexError, ValueError, csv.Error) as error:
+        run.problems.append(f"eval/confusion_matrix.csv unreadable: {error}")
+
+
+def read_csv_dicts(path: Path) -> list[dict[str, str]] | None:
+    """Rows of a CSV file with a header; None when absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        with path.open(newline="", encoding="utf-8") as stream:
+            return list(csv.DictReader(stream))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return None
+
+
+def read_run(run_dir: str | Path) -> RunFiles:
+    """Read whatever the run folder holds; missing or broken files are listed in ``problems``."""
+    run = RunFiles(run_dir=Path(run_dir))
+    config_path = run.run_dir / "config.yaml"
+    if config_path.is_file():
+        try:
+            loaded = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+            run.config = loaded if isinstance(loaded, dict) else {}
+        except (OSError, yaml.YAMLError) as error:
+            run.problems.append(f"config.yaml unreadable: {error}")
+    else:
+        run.problems.append("no config.yaml")
+    metrics_path = run.run_dir / "metrics.csv"
+    if metrics_path.is_file():
+        _read_metrics(metrics_path, run)
+    else:
+        run.problems.append("no metrics.csv (no epoch finished yet)")
+    log_path = run.run_dir / "train.log"
+    if log_path.is_file():
+        try:
+            run.log_text = log_path.read_text(encoding="utf-8", errors="replace")
+            _parse_log(run.log_text, run)
+        except OSError as error:
+            run.problems.append(f"train.log unreadable: {error}")
+    confusion = run.run_dir / "eval" / "confusion_matrix.csv"
+    if confusion.is_file():
+        _read_confusion(confusion, run)
+    if run.task == "unknown":
+        run.config.setdefault("task", _guess_task(run))
+    return run
+
+
+def _guess_task(run: RunFiles) -> str:
+    columns = set(run.columns)
+    if "val_top1" in columns or run.confusion is not None:
+        return "classification"
+    if "val_ap" in columns or (run.run_dir / "eval" / "widerface_predictions").is_dir():
+        return "face_detection"
+    if any(c.lower().startswith("val_segm_ap") for c in columns):
+        return "instance_segmentation"
+    parent = run.run_dir.parent.name
+    return parent if parent in DEFAULT_METRICS else "unknown"

@@ -1,0 +1,288 @@
+"""``<run>/report.html``: one self-contained page per run, built from the run folder's files alone."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from visiontune.report import figures
+from visiontune.report.html import (
+    Page,
+    details,
+    esc,
+    fmt_number,
+    key_value_table,
+    note,
+    pre,
+    table,
+)
+from visiontune.report.run_files import (
+    RunFiles,
+    config_difference,
+    flatten,
+    is_percent_metric,
+    metric_family,
+    read_run,
+)
+from visiontune.report.task_views import eval_folders_view, task_view
+
+__all__ = ["default_config", "format_duration", "main_metric_columns", "run_summary", "write_run_report"]
+
+PRESET_KEYS = ("preset", "config_file", "base_config")
+"""Top-level config.yaml keys read as the preset a run came from (path to its YAML), when recorded."""
+LOG_TAIL_LINES = 300
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "not recorded"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours} h {minutes:02d} min" if hours else (f"{minutes} min {secs:02d} s" if minutes else f"{secs} s")
+
+
+def default_config(task: str | None = None) -> dict[str, Any]:
+    """The schema defaults (``visiontune.config.Config()``) as a dict; empty if the schema cannot be built."""
+    try:
+        from visiontune.config import Config, config_to_dict
+
+        values = config_to_dict(Config())
+    except Exception:  # noqa: BLE001 - the report degrades, the schema is someone else's
+        return {}
+    if task:
+        values["task"] = task
+    return values
+
+
+def main_metric_columns(run: RunFiles) -> list[str]:
+    """Rows of the before / best / last table: the main metric first, other validation metrics, train_loss."""
+    key, _mode = run.best_row()[1:]
+    columns = [c for c in run.val_metrics() if metric_family(c) != f"{c[4:].split('_')[0]} AP per category"
+               and "AP per category" not in metric_family(c)]
+    if key in columns:
+        columns.remove(key)
+        columns.insert(0, key)
+    if "train_loss" in run.columns:
+        columns.append("train_loss")
+    return columns
+
+
+def _environment_value(run: RunFiles, pattern: str) -> str | None:
+    for line in run.environment:
+        match = re.search(pattern, line)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _weights(run: RunFiles) -> str:
+    parts = []
+    for key in ("model.checkpoint", "model.backbone_checkpoint"):
+        value = run.get(key)
+        if value:
+            parts.append(f"{key.split('.')[-1]}: {value}")
+    if run.get("model.pretrained"):
+        parts.append("pretrained (timm / torchvision weights)")
+    if run.get("resume"):
+        parts.append(f"resumed from {run.get('resume')}")
+    if run.log_text:
+        loaded = [line.split(": ", 1)[-1] for line in run.log_text.splitlines()
+                  if re.search(r"\bload(ed|ing)\b", line) and "resumed" not in line][:3]
+        parts += loaded
+    return "; ".join(parts) if parts else "none recorded (random initialisation)"
+
+
+def run_summary(run: RunFiles) -> dict[str, Any]:
+    """The header facts of a run, strings and numbers only (also used by :func:`compare_runs`)."""
+    best, key, mode = run.best_row()
+    done = len(run.training_rows())
+    planned = run.get("train.epochs")
+    device = _environment_value(run, r"^device ([^,\s]+(?:, CUDA [^,]+)?)") or f"{run.get('device', '?')} (configured)"
+    world = _environment_value(run, r"world size (\d+)") or "not recorded"
+    amp = _environment_value(run, r"AMP (\S+)")
+    wall = run.wall_time_s
+    return {
+        "task": run.task,
+        "run folder": str(run.run_dir),
+        "model": run.get("model.name", "?"),
+        "data": f"{run.get('data.root', '?')} ({run.get('data.format', '?')}; train {run.get('data.train_split', '?')}"
+                f", val {run.get('data.val_split', '?')})",
+        "weights": _weights(run),
+        "device": device,
+        "world size": world,
+        "precision": f"AMP {amp}" if amp else f"train.amp={run.get('train.amp', '?')} (resolved value in train.log)",
+        "epochs": f"{done} of {planned}" + ("" if planned is None or done >= int(planned) else " (unfinished or stopped)"),
+        "wall time": format_duration(wall) if wall else
+        f"{format_duration(run.train_time_s())} (sum of epoch times; no train.log)",
+        "images/s": run.images_per_s(),
+        "main metric": f"{key} ({mode})" if key else "none",
+        "best epoch": int(best["epoch"]) if best and not math.isnan(best.get("epoch", math.nan)) else "–",
+    }
+
+
+def _metric_cell(column: str, row: dict[str, float] | None) -> str:
+    if row is None:
+        return "not measured"
+    value = row.get(column, math.nan)
+    if math.isnan(value):
+        return "–"
+    return f"{100 * value:.2f}%" if is_percent_metric(column) and column.startswith("val_") else fmt_number(value)
+
+
+def _metrics_table(run: RunFiles) -> str:
+    before, last = run.before_row(), run.last_row()
+    best, key, _mode = run.best_row()
+    columns = main_metric_columns(run)
+    if not columns:
+        return note("no metrics yet.")
+
+    def epoch(row: dict[str, float] | None) -> str:
+        return f" (epoch {int(row['epoch'])})" if row and "epoch" in row and not math.isnan(row["epoch"]) else ""
+
+    header = ["metric", "before" + (epoch(before) if before else ""), "best" + epoch(best), "last" + epoch(last)]
+    rows = [[column.removeprefix("val_"), _metric_cell(column, before),
+             _metric_cell(column, best), _metric_cell(column, last)] for column in columns]
+    classes = ["best" if column == key else "" for column in columns]
+    text = table(header, rows, numeric=False, row_classes=classes)
+    if before is None:
+        text += note("before: not measured (metrics.csv has no epoch-0 row).")
+    return text
+
+
+def _curves(run: RunFiles) -> str:
+    if not run.rows:
+        return note("no epoch finished yet: no curves.")
+    x = run.epochs
+    best, _key, _mode = run.best_row()
+    mark = best.get("epoch") if best else None
+    panels: list[str] = []
+    losses = [c for c in run.columns if "loss" in c]
+    total = run.column("train_loss") if "train_loss" in run.columns else None
+    components = [c for c in losses if c != "train_loss" and not c.startswith("val_")
+                  and (total is None or run.column(c) != total)]
+    if "train_loss" in losses or any(c.startswith("val_") for c in losses):
+        series = {c: run.column(c) for c in losses if c == "train_loss" or c.startswith("val_")}
+        panels.append(figures.curve_panel("loss", x, series, mark_x=mark))
+    if components:
+        panels.append(figures.curve_panel("loss components", x, {c.removeprefix("train_"): run.column(c)
+                                                                  for c in components}, log_y=True, mark_x=mark))
+    lrs = [c for c in run.columns if c == "lr" or c.startswith("lr_") or c.endswith("_lr")]
+    if lrs:
+        panels.append(figures.curve_panel("learning rate", x, {c: run.column(c) for c in lrs}))
+    families: dict[str, list[str]] = {}
+    for column in run.val_metrics():
+        if "loss" in column:
+            continue
+        families.setdefault(metric_family(column), []).append(column)
+    for family, columns in families.items():
+        if len(columns) > 8:
+            columns = columns[:8]
+        percent = all(is_percent_metric(c) for c in columns)
+        panels.append(figures.curve_panel(family, x, {c[4:]: run.column(c) for c in columns}, percent=percent,
+                                          mark_x=mark))
+    if "images_per_s" in run.columns:
+        panels.append(figures.curve_panel("training speed", x, {"images/s": run.column("images_per_s")}))
+    body = "".join(f"<figure>{_img(uri, 'curve')}</figure>" for uri in panels)
+    return (f'<div class="grid">{body}</div>'
+            + note("one panel per metric family; each line has its own marker and dash, the legend gives the last "
+                   "value; the dotted green line marks the best epoch."))
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img src="{esc(uri)}" alt="{esc(alt)}">'
+
+
+def _preset_difference(run: RunFiles) -> str:
+    for key in PRESET_KEYS:
+        preset = run.config.get(key)
+        if not preset:
+            continue
+        path = Path(str(preset))
+        candidates = [path] if path.is_absolute() else [Path.cwd() / path, run.run_dir / path,
+                                                        *(parent / path for parent in run.run_dir.resolve().parents)]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            return note(f"config.yaml names the preset {preset}, which was not found here.")
+        try:
+            values = yaml.safe_load(found.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            return note(f"the preset {found} could not be read.")
+        resolved = flatten(run.config)
+        rows = [[k, v, resolved.get(k, "<absent>")] for k, v in flatten(values).items()
+                if resolved.get(k, "<absent>") != v and k not in PRESET_KEYS]
+        head = f"<h3>Changed from the preset {esc(preset)}</h3>"
+        return head + (table(["key", "preset", "this run"], rows, numeric=False) if rows
+                       else note("the run used the preset unchanged."))
+    return note("config.yaml does not record the preset it came from (a top-level preset: key would enable a "
+                "preset comparison).")
+
+
+def _config_section(run: RunFiles) -> str:
+    if not run.config:
+        return note("no config.yaml.")
+    parts = [_preset_difference(run)]
+    defaults = default_config(run.task)
+    if defaults:
+        rows = [[key, values[0], values[1]] for key, values in config_difference([defaults, run.config])
+                if key not in ("name", "project") and not key.startswith(PRESET_KEYS)]
+        parts.append("<h3>Differences from the schema defaults</h3>")
+        parts.append(table(["key", "default", "this run"], rows, numeric=False) if rows else note("none"))
+    parts.append(details("resolved config (config.yaml)", pre(yaml.safe_dump(run.config, sort_keys=False))))
+    return "".join(parts)
+
+
+def _environment_section(run: RunFiles) -> str:
+    if run.log_text is None:
+        return note("no train.log: environment and versions not recorded.")
+    parts = [key_value_table({f"line {i + 1}": line for i, line in enumerate(run.environment)})
+             if run.environment else note("train.log has no environment block.")]
+    if run.log_sections > 1:
+        parts.append(note(f"train.log holds {run.log_sections} sections (the run was resumed)."))
+    lines = run.log_text.splitlines()
+    tail = lines[-LOG_TAIL_LINES:]
+    parts.append(details(f"train.log (last {len(tail)} of {len(lines)} lines)", pre("\n".join(tail))))
+    return "".join(parts)
+
+
+def build_run_page(run: RunFiles) -> str:
+    summary = run_summary(run)
+    best, key, _mode = run.best_row()
+    headline = (f"{key[4:] if key and key.startswith('val_') else key} "
+                f"{_metric_cell(key, best)}" if best and key else "no validation metric yet")
+    page = Page(f"{run.name}: {run.task}", f"{summary['model']} · best {headline} · {summary['epochs']} epochs")
+    facts = dict(summary)
+    facts["images/s"] = fmt_number(summary["images/s"], 1) if summary["images/s"] is not None else "not recorded"
+    page.section("Summary", key_value_table(facts) + "<h3>Metrics: before → best → last</h3>" + _metrics_table(run))
+    page.section("Curves", _curves(run))
+    extra = eval_folders_view(run)
+    page.section("Evaluation", task_view(run) + ("<h3>Later evaluations (eval*/metrics.json)</h3>" + extra
+                                                 if extra else ""))
+    page.section("Config", _config_section(run))
+    page.section("Environment", _environment_section(run))
+    if run.problems:
+        page.section("Missing files", "".join(note(problem, "warn") for problem in run.problems))
+    return page.render()
+
+
+def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``<run_dir>/report.html`` (or ``out``) from the run folder's files; returns the path.
+
+    Works on finished and interrupted runs (whatever files exist); cheap enough to call after every evaluation.
+    The file is written atomically (temporary file, then rename) so a browser never sees half a page.
+    """
+    started = time.perf_counter()
+    run = read_run(run_dir)
+    text = build_run_page(run)
+    path = Path(out) if out is not None else Path(run_dir) / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text.replace("</main>", f"<p class='note'>generated in "
+                                      f"{time.perf_counter() - started:.2f} s</p></main>"), encoding="utf-8")
+    temporary.replace(path)
+    return path
