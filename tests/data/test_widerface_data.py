@@ -14,13 +14,17 @@ from torch.utils.data import DataLoader
 
 from visiontune.data.face_transforms import FaceEvalTransform, RetinaFaceTrainTransform
 from visiontune.data.widerface import (
+    EXIF_ORIENTATION,
     WiderFaceDataset,
     WiderFaceFormatError,
     collate_faces,
     load_annotations,
+    load_bgr_image,
+    oriented_size,
     parse_image_list,
     parse_official_annotations,
     parse_retinaface_labels,
+    read_annotations,
 )
 
 LANDMARKS_LINE = (
@@ -203,6 +207,19 @@ def test_parse_image_list_errors(tmp_path: Path) -> None:
         parse_image_list(path)
 
 
+def test_read_annotations_counts_the_dropped_faces(tmp_path: Path) -> None:
+    labels = read_annotations(write(tmp_path, "label.txt", RETINAFACE_LABELS), "retinaface")
+    assert labels.dropped_lines == (6,) and labels.dropped_faces == 1
+    assert [record.relative_path for record in labels.records] == [
+        record.relative_path for record in parse_retinaface_labels(tmp_path / "label.txt")]
+    assert labels.counts() == ("3 faces; 1 images without faces; 2 faces without landmarks; "
+                               "1 degenerate boxes dropped (width or height <= 0)")
+    official = read_annotations(write(tmp_path, "gt.txt", OFFICIAL_ANNOTATIONS), "official")
+    assert official.dropped_lines == (13,) and official.num_faces == 3
+    listed = read_annotations(write(tmp_path, "list.txt", "a.jpg\n# b.jpg\n"), "list")
+    assert listed.dropped_faces == 0 and len(listed.records) == 2
+
+
 def test_load_annotations_rejects_unknown_format_and_missing_file(tmp_path: Path) -> None:
     path = write(tmp_path, "label.txt", "# a.jpg\n")
     pattern = r"unknown WIDER FACE annotation format 'coco'; expected one of \('retinaface', 'official', 'list'\)"
@@ -318,6 +335,27 @@ def test_dataset_is_reproducible_given_the_torch_seed(face_data: FaceData) -> No
     torch.manual_seed(11)
     first_epoch, second_epoch = dataset[2][0], dataset[2][0]
     assert not torch.equal(first_epoch, second_epoch)
+
+
+def test_dataset_eval_sizes_stop_at_the_limit(face_data: FaceData) -> None:
+    root, labels, _ = face_data
+    dataset = WiderFaceDataset(root, labels, "retinaface")
+    assert dataset.dropped_faces == 0
+    assert dataset.eval_sizes(FaceEvalTransform()) == {(30, 50): "0--Parade/a.png", (40, 40): "0--Parade/b.png"}
+    assert dataset.eval_sizes(FaceEvalTransform(), limit=5) == {
+        (30, 50): "0--Parade/a.png", (40, 40): "0--Parade/b.png", (60, 45): "1--Handshaking/c.png"}
+    assert dataset.eval_sizes(FaceEvalTransform(20, max_size=100), limit=5) == {
+        (20, 33): "0--Parade/a.png", (20, 20): "0--Parade/b.png", (27, 20): "1--Handshaking/c.png"}
+
+
+def test_oriented_size_follows_the_exif_orientation(tmp_path: Path) -> None:
+    image = Image.new("RGB", (40, 20), (10, 20, 30))
+    exif = image.getexif()
+    exif[EXIF_ORIENTATION] = 6  # rotated by 90 degrees: displayed 20 wide, 40 high
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    image.save(tmp_path / "plain.png")
+    assert oriented_size(tmp_path / "rotated.jpg") == (40, 20) == load_bgr_image(tmp_path / "rotated.jpg").shape[:2]
+    assert oriented_size(tmp_path / "plain.png") == (20, 40)
 
 
 def test_dataset_missing_image_names_path_and_line(face_data: FaceData) -> None:

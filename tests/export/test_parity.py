@@ -9,12 +9,12 @@ from visiontune.export import ExportOptions, ParityError, export_checkpoint
 from visiontune.export import exporter as exporter_module
 from visiontune.export.parity import (
     DetectionOutputs,
-    box_iou,
     compare_output,
     compare_outputs,
     format_parity,
     match_detections,
 )
+from visiontune.utils.boxes import box_iou
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

@@ -20,14 +20,12 @@ from visiontune.evaluation.widerface import read_widerface_predictions
 from visiontune.models.loading import WeightLoadError
 from visiontune.models.retinaface import RetinaFace
 from visiontune.tasks import create_task
-from visiontune.tasks import face_detection as face_module
-from visiontune.tasks.face_detection import (
-    FaceDetectionEvaluator,
-    FaceDetectionTask,
-    FacePredictions,
-    collect_images,
-    widerface_image_key,
-)
+from visiontune.data.sources import collect_images
+from visiontune.data.widerface import collate_faces
+from visiontune.evaluation import face_detection as face_evaluation_module
+from visiontune.evaluation.face_detection import FaceDetectionEvaluator, FacePredictions
+from visiontune.evaluation.widerface_ground_truth import widerface_image_key
+from visiontune.tasks.face_detection import FaceDetectionTask
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -101,7 +99,7 @@ def test_train_and_eval_datasets(tiny_faces: Path):
     assert image.shape == (3, 60, 80) and target["scale"] == 1.0 and target["image_id"] == "party/b"
     # BGR minus the configured mean: the uniform (R, G, B) = (120, 90, 60) image becomes (60-104, 90-117, 120-123)
     assert image[:, 0, 0].tolist() == pytest.approx([-44.0, -27.0, -3.0], abs=1.0)
-    assert task.collate_fn(train=False) is face_module.collate_faces
+    assert task.collate_fn(train=False) is collate_faces
 
 
 def test_eval_rescale_follows_face_section(tiny_faces: Path):
@@ -307,7 +305,7 @@ def test_synchronize_keeps_each_image_once(monkeypatch):
     first = {"e/a": FacePredictions(np.array([[0.0, 0, 10, 10]]), np.array([0.9]), np.zeros((1, 5, 2)))}
     second = {"e/a": FacePredictions(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))),
               "e/b": FacePredictions(np.array([[0.0, 0, 10, 10]]), np.array([0.8]), np.zeros((1, 5, 2)))}
-    monkeypatch.setattr(face_module, "all_gather_objects", lambda obj: [first, second])
+    monkeypatch.setattr(face_evaluation_module, "all_gather_objects", lambda obj: [first, second])
     evaluator.synchronize()
     assert sorted(evaluator.predictions) == ["e/a", "e/b"]
     assert len(evaluator.predictions["e/a"]) == 1  # rank 0's copy wins

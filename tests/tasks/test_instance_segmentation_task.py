@@ -23,7 +23,8 @@ from visiontune.data.coco import CocoFormatError
 from visiontune.data.synthetic_coco import make_synthetic_coco
 from visiontune.engine.finetune import freeze_parameters
 from visiontune.tasks import create_task
-from visiontune.tasks.instance_segmentation import PALETTE, InstanceSegmentationTask, draw_instances
+from visiontune.tasks.instance_segmentation import InstanceSegmentationTask
+from visiontune.utils.drawing import PALETTE, draw_instances
 
 SMALL_MODEL = ("{rpn_pre_nms_top_n_train: 100, rpn_post_nms_top_n_train: 50, rpn_batch_size_per_image: 32, "
                "box_batch_size_per_image: 16, rpn_pre_nms_top_n_test: 50, rpn_post_nms_top_n_test: 20}")
@@ -170,7 +171,7 @@ def test_trainable_backbone_layers_reach_the_model(coco_root: Path) -> None:
     (["model.init=none", "model.pretrained=true"], r"model.pretrained=true with model.init=none"),
     (["model.init=none", "model.num_classes=3"], r"model.num_classes=3, but the data has 3 categories \(4 classes"),
     (["model.init=none", "model.kwargs={min_size: 64}"], r"model.kwargs sets \['min_size'\]: use the segmentation"),
-    (["model.init=coco", "model.checkpoint=missing.pth"], r"checkpoint file not found: missing.pth"),
+    (["model.init=coco", "model.checkpoint=missing.pth"], r"weights file not found: missing.pth"),
 ])
 def test_model_configuration_errors(coco_root: Path, overrides: list[str], message: str) -> None:
     task = make_task(coco_root, *overrides)

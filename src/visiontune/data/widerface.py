@@ -16,8 +16,9 @@ some ``wider_val.txt`` generators, is ignored):
     One image path per line, optionally prefixed by ``#`` (test or val lists such as ``wider_val.txt``); the images
     have no annotations.
 
-Boxes become ``(x, y, x + w, y + h)``; faces with ``w <= 0`` or ``h <= 0`` are dropped and reported in one warning
-per file. Any malformed line raises :class:`WiderFaceFormatError` naming ``file:line``.
+Boxes become ``(x, y, x + w, y + h)``; faces with ``w <= 0`` or ``h <= 0`` are dropped, reported in one warning
+per file and counted in :class:`WiderFaceAnnotations` (:func:`read_annotations`). Any malformed line raises
+:class:`WiderFaceFormatError` naming ``file:line``.
 """
 
 from __future__ import annotations
@@ -35,23 +36,31 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from visiontune.data.face_transforms import FaceEvalTransform, FaceInstances, FaceTransform
+from visiontune.data.face_transforms import FaceEvalTransform, FaceInstances, FaceTransform, compute_eval_scale
 
 __all__ = [
     "ANNOTATION_FORMATS",
     "OFFICIAL_ATTRIBUTE_NAMES",
+    "WiderFaceAnnotations",
     "WiderFaceDataset",
     "WiderFaceFormatError",
     "WiderFaceRecord",
     "collate_faces",
     "load_annotations",
     "load_bgr_image",
+    "oriented_size",
     "parse_image_list",
     "parse_official_annotations",
     "parse_retinaface_labels",
+    "read_annotations",
 ]
 
 logger = logging.getLogger(__name__)
+
+EXIF_ORIENTATION = 0x0112
+"""EXIF tag of the image orientation."""
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+"""EXIF orientations that swap width and height (rotations by 90 degrees, with or without a flip)."""
 
 ANNOTATION_FORMATS: tuple[str, ...] = ("retinaface", "official", "list")
 OFFICIAL_ATTRIBUTE_NAMES: tuple[str, ...] = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
@@ -108,6 +117,38 @@ class WiderFaceRecord:
     def faces(self) -> FaceInstances:
         """Return a copy of the faces as :class:`~visiontune.data.face_transforms.FaceInstances`."""
         return FaceInstances(boxes=self.boxes, landmarks=self.landmarks, landmarks_valid=self.landmarks_valid).copy()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class WiderFaceAnnotations:
+    """The parsed annotation file: its records and the faces the parser dropped.
+
+    Attributes:
+        path: the annotation file.
+        records: one record per image, in file order.
+        dropped_lines: 1-based line of every face dropped for a width or height ``<= 0``.
+    """
+
+    path: Path
+    records: list[WiderFaceRecord]
+    dropped_lines: tuple[int, ...] = ()
+
+    @property
+    def dropped_faces(self) -> int:
+        """Number of faces dropped for a degenerate box."""
+        return len(self.dropped_lines)
+
+    @property
+    def num_faces(self) -> int:
+        """Number of faces kept, over all images."""
+        return sum(record.num_faces for record in self.records)
+
+    def counts(self) -> str:
+        """``"F faces; E images without faces; L faces without landmarks; D degenerate boxes dropped (...)"``."""
+        empty = sum(1 for record in self.records if record.num_faces == 0)
+        without_landmarks = sum(int((~record.landmarks_valid).sum()) for record in self.records)
+        return (f"{self.num_faces} faces; {empty} images without faces; {without_landmarks} faces without landmarks; "
+                f"{self.dropped_faces} degenerate boxes dropped (width or height <= 0)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -226,7 +267,7 @@ class _RecordCollector:
             )
         self.first_line_of[relative_path] = line_number
 
-    def finish(self) -> list[WiderFaceRecord]:
+    def finish(self) -> WiderFaceAnnotations:
         if self.dropped_lines:
             logger.warning(
                 "%s: dropped %d face(s) with width or height <= 0 (first at line %d)",
@@ -234,7 +275,7 @@ class _RecordCollector:
                 len(self.dropped_lines),
                 self.dropped_lines[0],
             )
-        return self.records
+        return WiderFaceAnnotations(path=self.path, records=self.records, dropped_lines=tuple(self.dropped_lines))
 
 
 def _parse_retinaface_landmarks(path: Path, line_number: int, values: np.ndarray) -> np.ndarray | None:
@@ -272,7 +313,10 @@ def parse_retinaface_labels(path: str | os.PathLike[str]) -> list[WiderFaceRecor
         WiderFaceFormatError: a face line before the first image, a line with a count other than 20 (or 4) numbers,
             a non-numeric or non-finite value, partially missing landmarks, or an image listed twice.
     """
-    path = Path(path)
+    return _read_retinaface_labels(Path(path)).records
+
+
+def _read_retinaface_labels(path: Path) -> WiderFaceAnnotations:
     collector = _RecordCollector(path)
     builder: _RecordBuilder | None = None
     for line_number, text in _read_lines(path):
@@ -317,7 +361,10 @@ def parse_official_annotations(path: str | os.PathLike[str]) -> list[WiderFaceRe
             non-integer attributes, a zero count followed by a non-zero line, a file that ends inside an image's
             faces, or an image listed twice.
     """
-    path = Path(path)
+    return _read_official_annotations(Path(path)).records
+
+
+def _read_official_annotations(path: Path) -> WiderFaceAnnotations:
     lines = _read_lines(path)
     collector = _RecordCollector(path)
     index = 0
@@ -328,28 +375,10 @@ def parse_official_annotations(path: str | os.PathLike[str]) -> list[WiderFaceRe
         relative_path = _relative_image_path(path, line_number, text)
         collector.check_new(relative_path, line_number)
         builder = _RecordBuilder(relative_path, line_number, with_attributes=True)
-        if index + 1 >= len(lines):
-            raise WiderFaceFormatError(path, line_number, f"file ends before the face count of {relative_path!r}")
-        count_line_number, count_text = lines[index + 1]
-        try:
-            count = int(count_text)
-        except ValueError:
-            count = -1
-        if count < 0:
-            raise WiderFaceFormatError(
-                path, count_line_number, f"expected the number of faces of {relative_path!r}, got {count_text!r}"
-            )
+        count_line_number, count = _official_face_count(path, lines, index, relative_path)
         index += 2
         if count == 0 and index < len(lines) and _is_numeric_line(lines[index][1]):
-            zero_line_number, zero_text = lines[index]
-            values = _parse_numbers(path, zero_line_number, zero_text, what="the line after a zero face count")
-            if values.size != OFFICIAL_VALUES_PER_FACE or np.any(values != 0):
-                raise WiderFaceFormatError(
-                    path,
-                    zero_line_number,
-                    f"a face count of 0 must be followed by a line of {OFFICIAL_VALUES_PER_FACE} zeros or the next "
-                    f"image path, got {zero_text!r}",
-                )
+            _check_zero_line(path, *lines[index])
             index += 1
         for face in range(count):
             if index >= len(lines):
@@ -357,29 +386,59 @@ def parse_official_annotations(path: str | os.PathLike[str]) -> list[WiderFaceRe
                     path, count_line_number, f"file ends after {face} of {count} faces of {relative_path!r}"
                 )
             face_line_number, face_text = lines[index]
-            values = _parse_numbers(path, face_line_number, face_text, what=f"a face line of {relative_path!r}")
-            if values.size != OFFICIAL_VALUES_PER_FACE:
-                raise WiderFaceFormatError(
-                    path,
-                    face_line_number,
-                    f"expected {OFFICIAL_VALUES_PER_FACE} numbers (x y w h {' '.join(OFFICIAL_ATTRIBUTE_NAMES)}) "
-                    f"for face {face + 1} of {count} of {relative_path!r}, got {values.size}",
-                )
-            attributes = values[4:]
-            if np.any(attributes != np.round(attributes)):
-                raise WiderFaceFormatError(
-                    path, face_line_number, f"expected integer attributes, got {face_text.split()[4:]}"
-                )
-            builder.add(
-                values[:4],
-                None,
-                attributes.astype(np.int64),
-                drop_log=collector.dropped_lines,
-                line_number=face_line_number,
-            )
+            values = _official_face_values(path, face_line_number, face_text, relative_path=relative_path,
+                                           face=f"face {face + 1} of {count}")
+            builder.add(values[:4], None, values[4:].astype(np.int64), drop_log=collector.dropped_lines,
+                        line_number=face_line_number)
             index += 1
         collector.records.append(builder.build())
     return collector.finish()
+
+
+def _official_face_count(path: Path, lines: Sequence[tuple[int, str]], index: int,
+                         relative_path: str) -> tuple[int, int]:
+    """``(line number, face count)`` of the count line that follows the image path at ``lines[index]``."""
+    if index + 1 >= len(lines):
+        raise WiderFaceFormatError(path, lines[index][0], f"file ends before the face count of {relative_path!r}")
+    count_line_number, count_text = lines[index + 1]
+    try:
+        count = int(count_text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise WiderFaceFormatError(
+            path, count_line_number, f"expected the number of faces of {relative_path!r}, got {count_text!r}"
+        )
+    return count_line_number, count
+
+
+def _check_zero_line(path: Path, line_number: int, text: str) -> None:
+    """The numeric line after a zero face count must be the official line of zeros."""
+    values = _parse_numbers(path, line_number, text, what="the line after a zero face count")
+    if values.size != OFFICIAL_VALUES_PER_FACE or np.any(values != 0):
+        raise WiderFaceFormatError(
+            path,
+            line_number,
+            f"a face count of 0 must be followed by a line of {OFFICIAL_VALUES_PER_FACE} zeros or the next "
+            f"image path, got {text!r}",
+        )
+
+
+def _official_face_values(path: Path, line_number: int, text: str, *, relative_path: str, face: str) -> np.ndarray:
+    """The ten numbers of an official face line (``x y w h`` and six integer attributes) of image
+    ``relative_path``; ``face`` names the face in messages (``face 2 of 3``)."""
+    values = _parse_numbers(path, line_number, text, what=f"a face line of {relative_path!r}")
+    if values.size != OFFICIAL_VALUES_PER_FACE:
+        raise WiderFaceFormatError(
+            path,
+            line_number,
+            f"expected {OFFICIAL_VALUES_PER_FACE} numbers (x y w h {' '.join(OFFICIAL_ATTRIBUTE_NAMES)}) "
+            f"for {face} of {relative_path!r}, got {values.size}",
+        )
+    attributes = values[4:]
+    if np.any(attributes != np.round(attributes)):
+        raise WiderFaceFormatError(path, line_number, f"expected integer attributes, got {text.split()[4:]}")
+    return values
 
 
 def parse_image_list(path: str | os.PathLike[str]) -> list[WiderFaceRecord]:
@@ -392,7 +451,10 @@ def parse_image_list(path: str | os.PathLike[str]) -> list[WiderFaceRecord]:
         WiderFaceFormatError: a line of numbers (an annotated file read with the wrong format) or an image listed
             twice.
     """
-    path = Path(path)
+    return _read_image_list(Path(path)).records
+
+
+def _read_image_list(path: Path) -> WiderFaceAnnotations:
     collector = _RecordCollector(path)
     for line_number, text in _read_lines(path):
         entry = text[1:] if text.startswith("#") else text
@@ -406,23 +468,39 @@ def parse_image_list(path: str | os.PathLike[str]) -> list[WiderFaceRecord]:
     return collector.finish()
 
 
-def load_annotations(path: str | os.PathLike[str], annotation_format: str) -> list[WiderFaceRecord]:
-    """Parse ``path`` in one of :data:`ANNOTATION_FORMATS` (``retinaface``, ``official``, ``list``)."""
+def read_annotations(path: str | os.PathLike[str], annotation_format: str) -> WiderFaceAnnotations:
+    """Parse ``path`` in one of :data:`ANNOTATION_FORMATS` (``retinaface``, ``official``, ``list``): the records
+    and the faces dropped for a degenerate box."""
     parsers = {
-        "retinaface": parse_retinaface_labels,
-        "official": parse_official_annotations,
-        "list": parse_image_list,
+        "retinaface": _read_retinaface_labels,
+        "official": _read_official_annotations,
+        "list": _read_image_list,
     }
     if annotation_format not in parsers:
         raise ValueError(
             f"unknown WIDER FACE annotation format {annotation_format!r}; expected one of {ANNOTATION_FORMATS}"
         )
-    return parsers[annotation_format](path)
+    return parsers[annotation_format](Path(path))
+
+
+def load_annotations(path: str | os.PathLike[str], annotation_format: str) -> list[WiderFaceRecord]:
+    """The records of ``path`` in one of :data:`ANNOTATION_FORMATS` (see :func:`read_annotations`)."""
+    return read_annotations(path, annotation_format).records
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Dataset
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def oriented_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(height, width)`` of an image after its EXIF orientation (as :func:`load_bgr_image` decodes it), from the
+    file header."""
+    with Image.open(path) as image:
+        width, height = image.size
+        if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSING_ORIENTATIONS:
+            width, height = height, width
+    return height, width
 
 
 def load_bgr_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -454,6 +532,8 @@ class WiderFaceDataset(Dataset):
     a ``numpy.random.Generator`` from it, so samples are reproducible given ``torch.manual_seed`` in the main
     process and given the DataLoader's per-worker torch seeds, and differ between epochs.
 
+    ``records`` holds the parsed annotations and ``dropped_faces`` the number of degenerate boxes left out.
+
     Raises:
         FileNotFoundError: the annotation file or an image file (checked at construction) does not exist.
         WiderFaceFormatError: the annotation file is malformed.
@@ -471,7 +551,9 @@ class WiderFaceDataset(Dataset):
         self.annotation_file = Path(annotation_file)
         self.annotation_format = annotation_format
         self.transform: FaceTransform = transform if transform is not None else FaceEvalTransform()
-        self.records = load_annotations(self.annotation_file, annotation_format)
+        annotations = read_annotations(self.annotation_file, annotation_format)
+        self.records = annotations.records
+        self.dropped_faces = annotations.dropped_faces
         if not self.records:
             raise ValueError(f"{self.annotation_file}: lists no images")
         self._check_images_exist()
@@ -492,6 +574,20 @@ class WiderFaceDataset(Dataset):
     def image_path(self, index: int) -> Path:
         """Path of the image of sample ``index``."""
         return self.root / self.records[index].relative_path
+
+    def eval_sizes(self, transform: FaceEvalTransform, *, limit: int = 2) -> dict[tuple[int, int], str]:
+        """``(height, width)`` after ``transform`` -> the first image of that size, up to ``limit`` sizes.
+
+        Reads the file headers only (EXIF orientation applied, as the decoded images).
+        """
+        sizes: dict[tuple[int, int], str] = {}
+        for index, record in enumerate(self.records):
+            height, width = oriented_size(self.image_path(index))
+            scale = compute_eval_scale(height, width, target_size=transform.target_size, max_size=transform.max_size)
+            sizes.setdefault((max(1, round(height * scale)), max(1, round(width * scale))), record.relative_path)
+            if len(sizes) >= limit:
+                break
+        return sizes
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         record = self.records[index]

@@ -5,13 +5,16 @@ cell arrays of image names (``file_list``) and face boxes (``face_bbx_list``, ``
 ``wider_{easy,medium,hard}_val.mat`` each add ``gt_list``: per image, the 1-based indices of the faces that
 count for that difficulty. Faces not in a difficulty's list are ignored by the evaluation of that difficulty.
 Images without faces carry one dummy ``0 0 0 0`` box in the official files; it is kept as is.
+
+Images are keyed ``<event>/<image name>``; :func:`widerface_image_key` maps the image ids of other data (relative
+paths without extension) to such keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -19,6 +22,8 @@ import numpy as np
 DIFFICULTIES: tuple[str, ...] = ("easy", "medium", "hard")
 GROUND_TRUTH_FILE = "wider_face_val.mat"
 DIFFICULTY_FILES: dict[str, str] = {difficulty: f"wider_{difficulty}_val.mat" for difficulty in DIFFICULTIES}
+DEFAULT_EVENT = "images"
+"""Event folder of image ids that have no folder component (official layout ``<event>/<image>``)."""
 
 
 class WiderFaceFormatError(ValueError):
@@ -34,6 +39,41 @@ def split_image_id(image_id: str) -> tuple[str, str]:
             "e.g. '0--Parade/0_Parade_marchingband_1_465'"
         )
     return parts[0], parts[1]
+
+
+def widerface_image_key(image_id: str) -> str:
+    """The official ``<event>/<image name>`` key of an image id (a relative path without extension).
+
+    ``event/name`` is kept, ``name`` becomes ``images/name`` and ``a/b/event/name`` becomes ``event/name``
+    (e.g. ids relative to a folder above ``WIDER_val/images``).
+
+    Raises:
+        ValueError: the id is empty or has an empty component.
+    """
+    parts = PurePosixPath(image_id).parts
+    if not parts or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"image id {image_id!r} is not a relative path without '.' or '..' components")
+    if len(parts) == 1:
+        return f"{DEFAULT_EVENT}/{parts[0]}"
+    return f"{parts[-2]}/{parts[-1]}"
+
+
+def widerface_image_keys(image_ids: Iterable[str]) -> dict[str, str]:
+    """``image id -> widerface_image_key(image id)``.
+
+    Raises:
+        ValueError: two ids share a key (the message names both).
+    """
+    keys: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for image_id in image_ids:
+        key = widerface_image_key(image_id)
+        if key in owner and owner[key] != image_id:
+            raise ValueError(f"images {owner[key]!r} and {image_id!r} both map to the WIDER FACE key {key!r} "
+                             "('<event>/<image name>'); rename one of them")
+        owner[key] = image_id
+        keys[image_id] = key
+    return keys
 
 
 @dataclass(frozen=True)

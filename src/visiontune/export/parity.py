@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from visiontune.utils.boxes import box_iou
+
 MIN_SCALE = 1e-6
 """Floor of an output's scale, so that an all-zero output still allows rounding-level differences."""
 
@@ -139,17 +141,6 @@ def compare_output(name: str, reference: np.ndarray, actual: np.ndarray, *, tole
     scale = float(np.max(np.abs(reference64[finite]), initial=0.0))
     allowed = 0.0 if exact else tolerance * max(scale, MIN_SCALE)
     return OutputDifference(name, shape, difference, scale, allowed)
-
-
-def box_iou(boxes: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """IoU of xyxy boxes ``[N, 4]`` and ``[M, 4]`` -> ``[N, M]`` (0 where the union is empty)."""
-    boxes, other = boxes.astype(np.float64).reshape(-1, 4), other.astype(np.float64).reshape(-1, 4)
-    top_left = np.maximum(boxes[:, None, :2], other[None, :, :2])
-    bottom_right = np.minimum(boxes[:, None, 2:], other[None, :, 2:])
-    intersection = np.clip(bottom_right - top_left, 0.0, None).prod(axis=2)
-    areas, other_areas = (boxes[:, 2:] - boxes[:, :2]).prod(axis=1), (other[:, 2:] - other[:, :2]).prod(axis=1)
-    union = areas[:, None] + other_areas[None, :] - intersection
-    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
 def match_detections(reference_boxes: np.ndarray, reference_labels: np.ndarray, boxes: np.ndarray,

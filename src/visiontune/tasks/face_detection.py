@@ -9,14 +9,11 @@ The task wires the RetinaFace components into the shared engine:
 * model: :func:`~visiontune.models.retinaface.create_retinaface` with the ``face`` section's prior, loss and
   post-processing settings; ``model.checkpoint`` (reference ``mobilenet0.25_Final.pth``, a visiontune checkpoint or
   a MindSpore ``.ckpt``) and ``model.backbone_checkpoint`` (ImageNet weights of the body) load with a load report.
-* evaluation (:class:`FaceDetectionEvaluator`): the official WIDER FACE ``ap_easy`` / ``ap_medium`` / ``ap_hard``
-  when ``face.gt_dir`` holds the official ``.mat`` files, ``ap`` over every annotated face of the split (same
-  matching code, every face counts), and ``nme`` for annotated landmarks.
-* prediction: one JSON per image (boxes, scores, five landmarks in original pixels) plus a drawn copy.
-
-Image ids are the annotation paths without extension (``0--Parade/0_Parade_marchingband_1_465``). The official
-ground truth and prediction layout key images as ``<event>/<image name>``: :func:`widerface_image_key` maps an id
-with one component to ``images/<name>`` and an id with more than two components to its last two.
+* evaluation: :class:`~visiontune.evaluation.face_detection.FaceDetectionEvaluator` (WIDER FACE ``ap``,
+  ``ap_easy`` / ``ap_medium`` / ``ap_hard`` with ``face.gt_dir``, landmark ``nme``), timed by the task's
+  :class:`~visiontune.utils.timing.InferenceTimer`.
+* prediction: one JSON per image (boxes, scores, five landmarks in original pixels) plus a drawn copy;
+  :meth:`FaceDetectionTask.predict_with` runs the same loop with any detector (the ONNX Runtime one included).
 """
 
 from __future__ import annotations
@@ -24,47 +21,30 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import Dataset
-from torch.utils.hooks import RemovableHandle
 
 from visiontune.config import Config
-from visiontune.data.face_transforms import (
-    FaceEvalTransform,
-    FaceInstances,
-    RetinaFaceTrainTransform,
-    compute_eval_scale,
-)
+from visiontune.data.face_transforms import FaceEvalTransform, FaceInstances, RetinaFaceTrainTransform
+from visiontune.data.sources import collect_images
 from visiontune.data.widerface import (
     ANNOTATION_FORMATS,
     WiderFaceDataset,
-    WiderFaceRecord,
     collate_faces,
-    load_annotations,
     load_bgr_image,
+    read_annotations,
 )
-from visiontune.data.sources import collect_images
-from visiontune.utils.comm import all_gather_objects
-from visiontune.models.parts import ModelParts
-from visiontune.evaluation.widerface import (
-    DIFFICULTIES,
-    WiderFaceGroundTruth,
-    WiderFaceResult,
-    evaluate_widerface,
-    landmark_nme,
-    load_widerface_ground_truth,
-    plot_widerface_pr_curves,
-    write_widerface_predictions,
-)
+from visiontune.evaluation.face_detection import FaceDetectionEvaluator, FacePredictions
+from visiontune.evaluation.widerface import WiderFaceGroundTruth, load_widerface_ground_truth
 from visiontune.models.loading import LoadReport, load_weights_with_report, read_weights
+from visiontune.models.parts import ModelParts
 from visiontune.models.retinaface import (
     RETINAFACE_BACKBONES,
     PriorConfig,
@@ -76,17 +56,11 @@ from visiontune.models.retinaface import (
 )
 from visiontune.registry import suggest
 from visiontune.tasks.base import Task
+from visiontune.utils.drawing import draw_faces
+from visiontune.utils.paths import output_names
+from visiontune.utils.timing import InferenceTimer, synchronize_device
 
-__all__ = [
-    "RETINAFACE_MODELS",
-    "FaceDetectionEvaluator",
-    "FaceDetectionTask",
-    "FacePredictions",
-    "InferenceTimer",
-    "collect_images",
-    "draw_faces",
-    "widerface_image_key",
-]
+__all__ = ["RETINAFACE_MODELS", "FaceDetectionEvaluator", "FaceDetectionTask", "FaceDetector"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,475 +73,12 @@ RETINAFACE_MODELS: dict[str, str] = {
 HEAD_MODULES: tuple[str, ...] = ("ClassHead", "BboxHead", "LandmarkHead")
 """Top-level RetinaFace modules that form the task head."""
 
-DEFAULT_EVENT = "images"
-"""Event folder of image ids that have no folder component (official layout ``<event>/<image>``)."""
-MATCH_IOU = 0.5
-"""IoU for a detection to match an annotated face (official WIDER FACE threshold)."""
-LANDMARK_COLORS: tuple[tuple[int, int, int], ...] = ((255, 0, 0), (255, 255, 0), (255, 0, 255), (0, 255, 0),
-                                                     (0, 0, 255))
-"""RGB colour per landmark (left eye, right eye, nose, left and right mouth corner), as the reference drawing."""
-BOX_COLOR: tuple[int, int, int] = (255, 0, 0)
-_EXIF_ORIENTATION = 0x0112
-_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Image ids and predictions
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def widerface_image_key(image_id: str) -> str:
-    """The official ``<event>/<image name>`` key of an image id (a relative path without extension).
-
-    ``event/name`` is kept, ``name`` becomes ``images/name`` and ``a/b/event/name`` becomes ``event/name``
-    (e.g. ids relative to a folder above ``WIDER_val/images``).
-
-    Raises:
-        ValueError: the id is empty or has an empty component.
-    """
-    parts = PurePosixPath(image_id).parts
-    if not parts or any(part in ("", ".", "..") for part in parts):
-        raise ValueError(f"image id {image_id!r} is not a relative path without '.' or '..' components")
-    if len(parts) == 1:
-        return f"{DEFAULT_EVENT}/{parts[0]}"
-    return f"{parts[-2]}/{parts[-1]}"
-
-
-def _unique_keys(image_ids: Iterable[str]) -> dict[str, str]:
-    """``image id -> widerface_image_key``; raises ``ValueError`` when two ids share a key."""
-    keys: dict[str, str] = {}
-    owner: dict[str, str] = {}
-    for image_id in image_ids:
-        key = widerface_image_key(image_id)
-        if key in owner and owner[key] != image_id:
-            raise ValueError(f"images {owner[key]!r} and {image_id!r} both map to the WIDER FACE key {key!r} "
-                             "('<event>/<image name>'); rename one of them")
-        owner[key] = image_id
-        keys[image_id] = key
-    return keys
-
-
-@dataclass
-class FacePredictions:
-    """Detections of one image in pixels of the original image.
-
-    Attributes:
-        boxes: ``float64 [K, 4]`` xyxy.
-        scores: ``float64 [K]`` face probability.
-        landmarks: ``float64 [K, 5, 2]`` (x, y) of left eye, right eye, nose, left and right mouth corner.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    landmarks: np.ndarray
-
-    @classmethod
-    def from_output(cls, output: Mapping[str, Tensor], *, scale: float) -> FacePredictions:
-        """Convert a model output (pixels of the network input) to original pixels by dividing by ``scale``."""
-        if scale <= 0:
-            raise ValueError(f"the evaluation scale must be positive, got {scale}")
-        boxes = output["boxes"].detach().to("cpu", torch.float64).numpy() / scale
-        scores = output["scores"].detach().to("cpu", torch.float64).numpy()
-        landmarks = output["landmarks"].detach().to("cpu", torch.float64).numpy().reshape(-1, 5, 2) / scale
-        return cls(boxes=boxes.reshape(-1, 4), scores=scores.reshape(-1), landmarks=landmarks)
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    def xywh_scores(self) -> np.ndarray:
-        """``float64 [K, 5]`` ``x, y, w, h, score`` (the WIDER FACE prediction format)."""
-        xywh = np.concatenate([self.boxes[:, :2], self.boxes[:, 2:] - self.boxes[:, :2]], axis=1)
-        return np.concatenate([xywh, self.scores[:, None]], axis=1)
-
-    def above(self, threshold: float) -> FacePredictions:
-        """The detections scoring at least ``threshold``."""
-        keep = self.scores >= threshold
-        return FacePredictions(boxes=self.boxes[keep], scores=self.scores[keep], landmarks=self.landmarks[keep])
-
-    def as_json(self) -> list[dict[str, Any]]:
-        """``[{"box": [x1, y1, x2, y2], "score": s, "landmarks": [[x, y] x 5]}]`` rounded to 1/100 pixel."""
-        return [
-            {"box": [round(float(value), 2) for value in box], "score": round(float(score), 5),
-             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in points]}
-            for box, score, points in zip(self.boxes, self.scores, self.landmarks)
-        ]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Timing
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _synchronize(tensor: Tensor) -> None:
-    if tensor.is_cuda:
-        torch.cuda.synchronize(tensor.device)
-
-
-class InferenceTimer:
-    """Network and post-processing time of a RetinaFace in eval mode, per image, measured with module hooks.
-
-    :meth:`attach` registers a pre-hook on the model (start), a hook on its last landmark head (end of the network)
-    and a hook on the model (end of decoding, thresholding and NMS). Calls in train mode are not measured. On CUDA
-    each mark synchronises the device, so the times are wall-clock times of the work, not of kernel launches.
-    """
-
-    def __init__(self) -> None:
-        self.images = 0
-        self.forward_seconds = 0.0
-        self.postprocess_seconds = 0.0
-        self._start: float | None = None
-        self._network_end: float | None = None
-        self._batch_size = 0
-
-    def reset(self) -> None:
-        """Forget the accumulated times."""
-        self.images = 0
-        self.forward_seconds = 0.0
-        self.postprocess_seconds = 0.0
-        self._start = None
-        self._network_end = None
-
-    def attach(self, model: RetinaFace) -> list[RemovableHandle]:
-        """Register the hooks on ``model``; returns their handles (``handle.remove()`` detaches)."""
-        return [
-            model.register_forward_pre_hook(self._on_start),
-            model.LandmarkHead[-1].register_forward_hook(self._on_network_end),
-            model.register_forward_hook(self._on_end),
-        ]
-
-    def _on_start(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        self._start = None
-        self._network_end = None
-        images = args[0] if args else None
-        if module.training or not isinstance(images, Tensor):
-            return
-        _synchronize(images)
-        self._batch_size = int(images.shape[0])
-        self._start = time.perf_counter()
-
-    def _on_network_end(self, module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
-        if self._start is None:
-            return
-        _synchronize(output)
-        self._network_end = time.perf_counter()
-
-    def _on_end(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if self._start is None or self._network_end is None:
-            return
-        if isinstance(output, list) and output and isinstance(output[0], Mapping):
-            _synchronize(output[0]["scores"])
-        end = time.perf_counter()
-        self.forward_seconds += self._network_end - self._start
-        self.postprocess_seconds += end - self._network_end
-        self.images += self._batch_size
-        self._start = None
-        self._network_end = None
-
-    def add(self, *, forward_seconds: float, postprocess_seconds: float, images: int = 1) -> None:
-        """Add a measurement taken outside the hooks (prediction times the two parts itself)."""
-        self.forward_seconds += forward_seconds
-        self.postprocess_seconds += postprocess_seconds
-        self.images += images
-
-    def summary(self) -> str:
-        """``"N images: forward X ms, post-processing Y ms per image (Z images/s)"``."""
-        if not self.images:
-            return "no image timed"
-        forward_ms = 1e3 * self.forward_seconds / self.images
-        post_ms = 1e3 * self.postprocess_seconds / self.images
-        total = self.forward_seconds + self.postprocess_seconds
-        rate = self.images / total if total > 0 else float("inf")
-        return (f"{self.images} images: forward {forward_ms:.1f} ms, post-processing {post_ms:.2f} ms per image "
-                f"({rate:.1f} images/s)")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-
-
-def _restrict_ground_truth(ground_truth: WiderFaceGroundTruth, keys: Sequence[str], *,
-                           source: str) -> WiderFaceGroundTruth:
-    """The official ground truth of the images ``keys`` only (in the official order)."""
-    position = {image_id: index for index, image_id in enumerate(ground_truth.image_ids)}
-    missing = [key for key in keys if key not in position]
-    if missing:
-        raise ValueError(f"{len(missing)} of {len(keys)} evaluated images are not in the official ground truth "
-                         f"{source}, e.g. {missing[:3]}; the keys are '<event>/<image name>' such as "
-                         f"{ground_truth.image_ids[:1]} (unset face.gt_dir to evaluate against the annotations)")
-    order = sorted(position[key] for key in set(keys))
-    if len(order) < ground_truth.num_images:
-        logger.info("official WIDER FACE ground truth restricted to the %d evaluated images (of %d)", len(order),
-                    ground_truth.num_images)
-    return WiderFaceGroundTruth(
-        image_ids=tuple(ground_truth.image_ids[index] for index in order),
-        boxes=tuple(ground_truth.boxes[index] for index in order),
-        counted={difficulty: tuple(ground_truth.counted[difficulty][index] for index in order)
-                 for difficulty in DIFFICULTIES},
-    )
-
-
-class FaceDetectionEvaluator:
-    """WIDER FACE average precision and landmark NME of a face detector over one split.
-
-    Metrics (fractions in [0, 1]):
-
-    * ``ap``: WIDER-style AP against the split's own annotated boxes, every face counting (what a model fine-tuned
-      on its own faces is judged by). Computed with the official matching code (IoU >= 0.5 with inclusive pixels,
-      min-max normalised scores, 1000 thresholds); images without annotated faces are skipped, as in the official
-      tool, so their detections are not counted as false positives. Present when the split has annotated faces.
-    * ``ap_easy``, ``ap_medium``, ``ap_hard``: the official WIDER FACE AP, when ``ground_truth`` is given (the
-      official ``.mat`` files), restricted to the evaluated images (identical to the official numbers on the whole
-      val set).
-    * ``nme``: mean landmark error normalised by ``sqrt(w * h)`` of the face box (see
-      :func:`~visiontune.evaluation.widerface.landmark_nme`), over annotated faces with landmarks that a detection
-      scoring at least ``landmark_score_threshold`` overlaps with IoU >= 0.5 (the highest-IoU detection). NaN when
-      no such face was detected. Present when the split has landmark annotations.
-
-    Args:
-        records: the split's annotations (original pixels), defining the evaluated images.
-        ground_truth: official WIDER FACE ground truth, or None.
-        ground_truth_source: where ``ground_truth`` came from (for messages).
-        landmark_score_threshold: minimum detection score for the landmark NME.
-        timer: inference timer whose per-image times are logged by :meth:`compute` (reset by :meth:`reset`).
-
-    ``update`` takes the model outputs (one dict per image, pixels of the network input) and the targets of
-    :class:`~visiontune.data.widerface.WiderFaceDataset` (``image_id``, ``scale``).
-    """
-
-    def __init__(
-        self,
-        records: Sequence[WiderFaceRecord],
-        *,
-        ground_truth: WiderFaceGroundTruth | None = None,
-        ground_truth_source: str = "face.gt_dir",
-        landmark_score_threshold: float = 0.5,
-        timer: InferenceTimer | None = None,
-    ) -> None:
-        self.records = {record.image_id: record for record in records}
-        if len(self.records) != len(records):
-            raise ValueError("the evaluated split lists an image id twice")
-        self.ground_truth = ground_truth
-        self.ground_truth_source = ground_truth_source
-        self.landmark_score_threshold = landmark_score_threshold
-        self.timer = timer
-        self.predictions: dict[str, FacePredictions] = {}
-        self.results: dict[str, WiderFaceResult] = {}
-        self.has_faces = any(record.num_faces for record in records)
-        self.has_landmarks = any(bool(record.landmarks_valid.any()) for record in records)
-        if ground_truth is None and not self.has_faces:
-            raise ValueError("the evaluated split has no annotated face and face.gt_dir is not set: there is nothing "
-                             "to compute AP against (give annotations, or the official ground truth in face.gt_dir)")
-
-    def reset(self) -> None:
-        self.predictions = {}
-        self.results = {}
-        if self.timer is not None:
-            self.timer.reset()
-
-    def update(self, outputs: Sequence[Mapping[str, Tensor]], targets: Sequence[Mapping[str, Any]]) -> None:
-        """Store one batch of detections, mapped back to original pixels (divided by ``target["scale"]``)."""
-        if len(outputs) != len(targets):
-            raise ValueError(f"got {len(outputs)} outputs for {len(targets)} targets")
-        for output, target in zip(outputs, targets):
-            image_id = target["image_id"]
-            if image_id not in self.records:
-                raise ValueError(f"image {image_id!r} is not part of the evaluated split")
-            self.predictions[image_id] = FacePredictions.from_output(output, scale=float(target.get("scale", 1.0)))
-
-    def synchronize(self) -> None:
-        """Gather the predictions of every rank (each image kept once)."""
-        merged: dict[str, FacePredictions] = {}
-        for part in all_gather_objects(self.predictions):
-            for image_id, predictions in part.items():
-                merged.setdefault(image_id, predictions)
-        self.predictions = merged
-
-    def compute(self) -> dict[str, float]:
-        missing = len(self.records) - len(self.predictions)
-        if missing:
-            logger.warning("%d of %d images of the split were not evaluated (counted as no detections)", missing,
-                           len(self.records))
-        metrics: dict[str, float] = {}
-        self.results = {}
-        if self.has_faces:
-            self.results["all"] = self._annotation_ap()
-            metrics["ap"] = float(self.results["all"].ap["all"])
-        if self.ground_truth is not None:
-            self.results["official"] = self._official_ap()
-            metrics.update(self.results["official"].as_dict())
-        if self.has_landmarks:
-            metrics["nme"] = self._landmark_nme()
-        if self.timer is not None and self.timer.images:
-            logger.info("evaluation timing: %s", self.timer.summary())
-        return metrics
-
-    def _annotation_ap(self) -> WiderFaceResult:
-        """AP against the split's annotations, every face counting; the result is keyed ``"all"``."""
-        image_ids = list(self.records)
-        keys = [f"split/{index:07d}" for index in range(len(image_ids))]
-        boxes = tuple(_xyxy_to_xywh(self.records[image_id].boxes) for image_id in image_ids)
-        every_face = tuple(np.ones(len(box_array), dtype=bool) for box_array in boxes)
-        ground_truth = WiderFaceGroundTruth(image_ids=tuple(keys), boxes=boxes,
-                                            counted={difficulty: every_face for difficulty in DIFFICULTIES})
-        predictions = {key: self.predictions[image_id].xywh_scores()
-                       for key, image_id in zip(keys, image_ids) if image_id in self.predictions}
-        result = evaluate_widerface(predictions, ground_truth, iou_threshold=MATCH_IOU)
-        return WiderFaceResult(ap={"all": result.ap["easy"]}, precision={"all": result.precision["easy"]},
-                               recall={"all": result.recall["easy"]}, thresholds=result.thresholds,
-                               num_faces={"all": result.num_faces["easy"]}, num_predictions=result.num_predictions,
-                               num_images_without_predictions=result.num_images_without_predictions)
-
-    def _official_ap(self) -> WiderFaceResult:
-        assert self.ground_truth is not None
-        keys = _unique_keys(self.records)
-        ground_truth = _restrict_ground_truth(self.ground_truth, list(keys.values()), source=self.ground_truth_source)
-        predictions = {keys[image_id]: predictions.xywh_scores() for image_id, predictions in self.predictions.items()}
-        return evaluate_widerface(predictions, ground_truth, iou_threshold=MATCH_IOU)
-
-    def _landmark_nme(self) -> float:
-        predicted, annotated, boxes = [], [], []
-        for image_id, record in self.records.items():
-            faces = np.flatnonzero(record.landmarks_valid)
-            predictions = self.predictions.get(image_id)
-            if predictions is None or not len(faces):
-                continue
-            detections = predictions.above(self.landmark_score_threshold)
-            if not len(detections):
-                continue
-            iou = _box_iou(record.boxes[faces].astype(np.float64), detections.boxes)
-            best = iou.argmax(axis=1)
-            matched = iou[np.arange(len(faces)), best] >= MATCH_IOU
-            predicted.append(detections.landmarks[best[matched]])
-            annotated.append(record.landmarks[faces[matched]].astype(np.float64))
-            boxes.append(record.boxes[faces[matched]].astype(np.float64))
-        if not predicted or not sum(len(part) for part in predicted):
-            logger.warning("no face with annotated landmarks was detected with score >= %g: nme is NaN",
-                           self.landmark_score_threshold)
-            return float("nan")
-        stacked_boxes = np.concatenate(boxes)
-        return landmark_nme(np.concatenate(predicted), np.concatenate(annotated), stacked_boxes,
-                            np.ones(len(stacked_boxes), dtype=bool), box_format="xyxy")
-
-    def save_artifacts(self, out_dir: Path) -> list[Path]:
-        """Write the predictions in the official layout and the PR curves.
-
-        * ``widerface_predictions/<event>/<image>.txt``: every detection, ``x y w h score`` in original pixels
-          (:func:`widerface_image_key` names the files);
-        * ``pr_curve.png``: precision / recall against the annotations (``ap``), when computed;
-        * ``pr_curves_widerface.png``: official easy / medium / hard curves, when computed.
-
-        Returns:
-            The written paths.
-        """
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not self.results:
-            self.compute()
-        keys = _unique_keys(self.records)
-        written = write_widerface_predictions(
-            out_dir / "widerface_predictions",
-            {keys[image_id]: predictions.xywh_scores() for image_id, predictions in sorted(self.predictions.items())},
-        )
-        if "all" in self.results:
-            written.append(plot_widerface_pr_curves(self.results["all"], out_dir / "pr_curve.png",
-                                                    title="Faces of the split", difficulties=("all",)))
-        if "official" in self.results:
-            written.append(plot_widerface_pr_curves(self.results["official"], out_dir / "pr_curves_widerface.png",
-                                                    title="WIDER FACE"))
-        return written
-
-
-def _box_iou(boxes: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """Plain IoU of xyxy boxes ``[N, 4]`` and ``[K, 4]`` -> ``[N, K]`` (0 for empty unions)."""
-    top_left = np.maximum(boxes[:, None, :2], other[None, :, :2])
-    bottom_right = np.minimum(boxes[:, None, 2:], other[None, :, 2:])
-    intersection = np.clip(bottom_right - top_left, 0.0, None).prod(axis=2)
-    areas = (boxes[:, 2:] - boxes[:, :2]).prod(axis=1)
-    other_areas = (other[:, 2:] - other[:, :2]).prod(axis=1)
-    union = areas[:, None] + other_areas[None, :] - intersection
-    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Prediction helpers
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _output_names(images: Sequence[Path], source: Path) -> list[PurePosixPath]:
-    """Output path (relative, without suffix) per image: relative to the source folder, else the file name."""
-    base = source if source.is_dir() else source.parent
-    names = []
-    for image in images:
-        try:
-            relative = PurePosixPath(image.resolve().relative_to(base.resolve()).as_posix())
-        except ValueError:
-            relative = PurePosixPath(image.name)
-        names.append(relative.with_suffix(""))
-    seen: dict[PurePosixPath, Path] = {}
-    for name, image in zip(names, images):
-        if name in seen:
-            raise ValueError(f"{seen[name]} and {image} would both be written as {name}.*; predict them separately")
-        seen[name] = image
-    return names
-
-
-def draw_faces(image: Image.Image, faces: FacePredictions) -> Image.Image:
-    """Draw boxes, scores and the five landmarks of ``faces`` (original pixels) on a copy of an RGB image."""
-    canvas = image.convert("RGB")
-    draw = ImageDraw.Draw(canvas)
-    width = max(1, round(min(canvas.size) / 300))
-    radius = max(1.5, width * 1.5)
-    for box, score, points in zip(faces.boxes, faces.scores, faces.landmarks):
-        x1, y1, x2, y2 = (float(value) for value in box)
-        draw.rectangle((x1, y1, x2, y2), outline=BOX_COLOR, width=width)
-        draw.text((x1, max(0.0, y1 - 11 - width)), f"{score:.2f}", fill=BOX_COLOR)
-        for (x, y), color in zip(points, LANDMARK_COLORS):
-            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=color)
-    return canvas
-
-
-def _oriented_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` of an image after its EXIF orientation, from the file header."""
-    with Image.open(path) as image:
-        width, height = image.size
-        if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSING_ORIENTATIONS:
-            width, height = height, width
-    return height, width
-
-
-class _DroppedFaceCounter(logging.Handler):
-    """Counts the faces the WIDER FACE parser drops; it reports them in one warning per file."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.dropped = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "dropped %d face(s)" in str(record.msg) and isinstance(record.args, tuple) and len(record.args) > 1:
-            self.dropped += int(record.args[1])
-
-
-def _parse_with_dropped_count(path: Path, annotation_format: str) -> tuple[list[WiderFaceRecord], int]:
-    """Parse an annotation file and count the degenerate boxes the parser dropped."""
-    parser_logger = logging.getLogger("visiontune.data.widerface")
-    counter = _DroppedFaceCounter()
-    parser_logger.addHandler(counter)
-    try:
-        records = load_annotations(path, annotation_format)
-    finally:
-        parser_logger.removeHandler(counter)
-    return records, counter.dropped
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The task
-# ---------------------------------------------------------------------------------------------------------------
+DRAWN_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+"""Image suffixes a drawn copy keeps; other images are drawn as ``.png``."""
+
+FaceDetector = Callable[[Tensor], tuple[dict[str, Tensor], float, float]]
+"""Detects faces in one preprocessed image ``Tensor[3, H, W]``: the detections in pixels of that image (``boxes``,
+``scores``, ``landmarks [K, 5, 2]``) and the seconds spent in the network and in post-processing."""
 
 
 class FaceDetectionTask(Task):
@@ -641,15 +152,7 @@ class FaceDetectionTask(Task):
         batch_size = data.eval_batch_size or data.batch_size
         if batch_size == 1:
             return
-        transform = self.eval_transform()
-        sizes: dict[tuple[int, int], str] = {}
-        for index, record in enumerate(dataset.records):
-            height, width = _oriented_size(dataset.image_path(index))
-            scale = compute_eval_scale(height, width, target_size=transform.target_size, max_size=transform.max_size)
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            sizes.setdefault(size, record.relative_path)
-            if len(sizes) > 1:
-                break
+        sizes = dataset.eval_sizes(self.eval_transform())
         if len(sizes) <= 1:
             return
         examples = ", ".join(f"{path} -> {height}x{width}" for (height, width), path in sizes.items())
@@ -694,7 +197,7 @@ class FaceDetectionTask(Task):
                              f"{out_channel}; leave it unset")
 
     def build_model(self, *, load_weights: bool = True) -> nn.Module:
-        model_config, face = self.config.model, self.config.face
+        face = self.config.face
         if len(face.variance) != 2:
             raise ValueError(f"face.variance: expected two numbers (centre, size), got {face.variance}")
         prior_config = PriorConfig(min_sizes=tuple(tuple(sizes) for sizes in face.min_sizes), steps=tuple(face.steps),
@@ -708,7 +211,7 @@ class FaceDetectionTask(Task):
         self._check_model_config(model)
         if load_weights:
             self._load_initial_weights(model)
-        self.timer.attach(model)
+        self.timer.attach(model, model.LandmarkHead[-1])
         return model
 
     def _load_initial_weights(self, model: RetinaFace) -> None:
@@ -787,98 +290,125 @@ class FaceDetectionTask(Task):
     # ------------------------------------------------------------------ check-data
     def data_problems(self) -> tuple[str, bool]:
         """Parse the annotation files, decode every image and count faces, empty images and missing landmarks."""
-        from visiontune.data.image_check import scan_images
-
         data = self.config.data
         splits = [(data.train_split, True)] + ([(data.val_split, False)] if data.val_split else [])
         lines = [f"face detection data in {data.root} (format {data.format})"]
         has_errors = False
         for split, train in splits:
-            annotation_file = self._annotation_path(split)
-            try:
-                records, dropped = _parse_with_dropped_count(annotation_file, data.format)
-            except (ValueError, FileNotFoundError) as error:
-                lines.append(f"{split}: error: {error}")
-                has_errors = True
-                continue
-            images_root = self.images_root(train=train)
-            findings = scan_images((images_root / record.relative_path for record in records), desc=split,
-                                   num_workers=data.num_workers, progress=self.config.train.progress)
-            faces = sum(record.num_faces for record in records)
-            empty = sum(1 for record in records if record.num_faces == 0)
-            without_landmarks = sum(int((~record.landmarks_valid).sum()) for record in records)
-            lines.append(f"{split}: {len(records)} images in {images_root}, {faces} faces; {empty} images without "
-                         f"faces; {without_landmarks} faces without landmarks; {dropped} degenerate boxes dropped "
-                         "(width or height <= 0)")
-            errors = [finding for finding in findings if finding.level == "error"]
-            warnings = [finding for finding in findings if finding.level == "warning"]
-            for finding in errors[:20] + warnings[:20]:
-                lines.append(f"  {finding.level}: {finding.format()}")
-            if len(errors) > 20 or len(warnings) > 20:
-                lines.append(f"  ... {len(errors)} errors and {len(warnings)} warnings in all")
-            if errors:
-                has_errors = True
-            if train and faces == 0 and data.format != "list":
-                lines.append(f"  error: the training split {split} has no face")
-                has_errors = True
-            if train and data.format == "list":
-                lines.append("  error: data.format=list has no annotations; the training split needs faces")
-                has_errors = True
+            split_lines, split_errors = self._split_problems(split, train=train)
+            lines.extend(split_lines)
+            has_errors = has_errors or split_errors
         lines.append("errors found" if has_errors else "no errors found")
         return "\n".join(lines), has_errors
 
+    def _split_problems(self, split: str, *, train: bool) -> tuple[list[str], bool]:
+        """The check-data lines of one split and whether they report an error."""
+        from visiontune.data.image_check import scan_images
+
+        data = self.config.data
+        try:
+            annotations = read_annotations(self._annotation_path(split), data.format)
+        except (ValueError, FileNotFoundError) as error:
+            return [f"{split}: error: {error}"], True
+        images_root = self.images_root(train=train)
+        findings = scan_images((images_root / record.relative_path for record in annotations.records), desc=split,
+                               num_workers=data.num_workers, progress=self.config.train.progress)
+        lines = [f"{split}: {len(annotations.records)} images in {images_root}, {annotations.counts()}"]
+        errors = [finding for finding in findings if finding.level == "error"]
+        warnings = [finding for finding in findings if finding.level == "warning"]
+        lines.extend(f"  {finding.level}: {finding.format()}" for finding in errors[:20] + warnings[:20])
+        if len(errors) > 20 or len(warnings) > 20:
+            lines.append(f"  ... {len(errors)} errors and {len(warnings)} warnings in all")
+        training_error = None
+        if train and data.format == "list":
+            training_error = "data.format=list has no annotations; the training split needs faces"
+        elif train and annotations.num_faces == 0:
+            training_error = f"the training split {split} has no face"
+        if training_error:
+            lines.append(f"  error: {training_error}")
+        return lines, bool(errors) or training_error is not None
+
     # ------------------------------------------------------------------ prediction
     def predict(self, model: nn.Module, source: str, output_dir: Path, *, device: torch.device) -> list[Path]:
-        """Detect faces in ``source`` (image, folder, or text list of images / video frames).
+        """Detect faces in ``source`` (image, folder, or text list of images / video frames) with ``model``.
 
-        Writes per image ``<name>.json`` (``image``, ``width``, ``height``, ``forward_ms``, ``postprocess_ms`` and
-        ``faces``: ``box`` xyxy, ``score``, ``landmarks`` five ``[x, y]``, in original pixels, scores >=
-        ``face.vis_thresh``) and ``<name>.<suffix>`` with the faces drawn. Logs the per-image times.
+        Writes the files of :meth:`predict_image` per image and logs the per-image times.
         """
         if not isinstance(model, RetinaFace):
             raise TypeError(f"face detection predicts with a RetinaFace, got {type(model).__name__}")
-        images = collect_images(source)
-        names = _output_names(images, Path(source))
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        transform = self.eval_transform()
-        threshold = self.config.face.vis_thresh
-        timer = InferenceTimer()
-        written: list[Path] = []
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            for image_path, name in zip(images, names):
-                bgr = load_bgr_image(image_path)
-                tensor, target = transform(bgr, FaceInstances.empty())
-                detections, forward_seconds, post_seconds = _timed_detect(model, tensor[None].to(device))
-                timer.add(forward_seconds=forward_seconds, postprocess_seconds=post_seconds)
-                faces = FacePredictions.from_output(detections, scale=float(target["scale"])).above(threshold)
-                logger.debug("%s: %d faces, forward %.1f ms, post-processing %.2f ms", image_path, len(faces),
-                             1e3 * forward_seconds, 1e3 * post_seconds)
-                json_path = output_dir / f"{name}.json"
-                json_path.parent.mkdir(parents=True, exist_ok=True)
-                record = {"image": str(image_path), "width": int(bgr.shape[1]), "height": int(bgr.shape[0]),
-                          "scale": float(target["scale"]), "forward_ms": round(1e3 * forward_seconds, 3),
-                          "postprocess_ms": round(1e3 * post_seconds, 3), "score_threshold": threshold,
-                          "faces": faces.as_json()}
-                json_path.write_text(json.dumps(record, indent=1), encoding="utf-8")
-                suffix = image_path.suffix.lower() if image_path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
-                drawn_path = output_dir / f"{name}{suffix}"
-                rgb = Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1]))
-                draw_faces(rgb, faces).save(drawn_path)
-                written.extend([json_path, drawn_path])
+            written = self.predict_with(lambda image: _timed_detect(model, image[None].to(device)), source,
+                                        output_dir)
         model.train(was_training)
-        logger.info("predicted %d images into %s; %s", len(images), output_dir, timer.summary())
         return written
+
+    def predict_with(self, detect: FaceDetector, source: str, output_dir: Path, *,
+                     detector_name: str = "") -> list[Path]:
+        """The prediction loop with any :data:`FaceDetector` (the PyTorch model, an ONNX Runtime session).
+
+        Args:
+            detect: runs on each preprocessed image.
+            source: an image, a folder, or a text list of images / video frames.
+            output_dir: where :meth:`predict_image` writes, mirroring the source folder.
+            detector_name: named in the closing log line (e.g. the ONNX file).
+
+        Returns:
+            The written files, two per image.
+        """
+        images = collect_images(source)
+        names = output_names(images, Path(source))
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        timer = InferenceTimer()
+        written: list[Path] = []
+        for image_path, name in zip(images, names):
+            written.extend(self.predict_image(detect, image_path, output_dir, name.with_suffix(""), timer=timer))
+        logger.info("predicted %d images%s into %s; %s", len(images), f" with {detector_name}" if detector_name else "",
+                    output_dir, timer.summary())
+        return written
+
+    def predict_image(self, detect: FaceDetector, image_path: Path, output_dir: Path, name: PurePosixPath | str, *,
+                      timer: InferenceTimer | None = None) -> list[Path]:
+        """Detect the faces of one image file and write its prediction files.
+
+        Writes ``<name>.json`` (``image``, ``width``, ``height``, ``scale``, ``forward_ms``, ``postprocess_ms``,
+        ``score_threshold`` and ``faces``: ``box`` xyxy, ``score``, ``landmarks`` five ``[x, y]``, in original
+        pixels, scores >= ``face.vis_thresh``) and ``<name>.<suffix>`` with the faces drawn, under ``output_dir``.
+
+        Returns:
+            The JSON and the drawn image.
+        """
+        bgr = load_bgr_image(image_path)
+        tensor, target = self.eval_transform()(bgr, FaceInstances.empty())
+        detections, forward_seconds, post_seconds = detect(tensor)
+        if timer is not None:
+            timer.add(forward_seconds=forward_seconds, postprocess_seconds=post_seconds)
+        threshold = self.config.face.vis_thresh
+        faces = FacePredictions.from_output(detections, scale=float(target["scale"])).above(threshold)
+        logger.debug("%s: %d faces, forward %.1f ms, post-processing %.2f ms", image_path, len(faces),
+                     1e3 * forward_seconds, 1e3 * post_seconds)
+        json_path = output_dir / f"{name}.json"
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"image": str(image_path), "width": int(bgr.shape[1]), "height": int(bgr.shape[0]),
+                  "scale": float(target["scale"]), "forward_ms": round(1e3 * forward_seconds, 3),
+                  "postprocess_ms": round(1e3 * post_seconds, 3), "score_threshold": threshold,
+                  "faces": faces.as_json()}
+        json_path.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        suffix = image_path.suffix.lower() if image_path.suffix.lower() in DRAWN_SUFFIXES else ".png"
+        drawn_path = output_dir / f"{name}{suffix}"
+        rgb = Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1]))
+        draw_faces(rgb, faces.boxes, faces.scores, faces.landmarks).save(drawn_path)
+        return [json_path, drawn_path]
 
 
 def _timed_detect(model: RetinaFace, images: Tensor) -> tuple[dict[str, Tensor], float, float]:
     """Detections of one image and the seconds spent in the network and in post-processing."""
-    _synchronize(images)
+    synchronize_device(images)
     start = time.perf_counter()
     box_deltas, class_scores, landmark_deltas = model.forward_raw(images)
-    _synchronize(box_deltas)
+    synchronize_device(box_deltas)
     network_end = time.perf_counter()
     image_size = (int(images.shape[-2]), int(images.shape[-1]))
     (detections,) = postprocess_detections(
@@ -886,7 +416,7 @@ def _timed_detect(model: RetinaFace, images: Tensor) -> tuple[dict[str, Tensor],
         priors=model.priors(image_size, device=images.device), image_size=image_size, config=model.postprocess,
         box_coder=model.loss.box_coder,
     )
-    _synchronize(detections["scores"])
+    synchronize_device(detections["scores"])
     end = time.perf_counter()
     return detections, network_end - start, end - network_end
 

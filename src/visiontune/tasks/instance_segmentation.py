@@ -13,9 +13,9 @@ The task wires the Mask R-CNN components into the shared engine:
   (``model.checkpoint``, or torchvision's download with ``model.pretrained: true``) and re-initialises the box and
   mask predictors; ``backbone`` loads an ImageNet ResNet-50 (``model.backbone_checkpoint``) into the body; ``none``
   starts from random weights. ``finetune.trainable_backbone_layers`` (0-5) trains the top ResNet stages only.
-* evaluation (:class:`InstanceSegmentationEvaluator`): COCO box and mask AP with pycocotools (``bbox_*`` and
-  ``segm_*`` keys, fractions in [0, 1]); the artifacts are the COCO results JSON (original category ids, RLE masks)
-  and a few PNG overlays.
+* evaluation (:class:`~visiontune.evaluation.instance_segmentation.InstanceSegmentationEvaluator`): COCO box and
+  mask AP with pycocotools (``bbox_*`` and ``segm_*`` keys, fractions in [0, 1]); the artifacts are the COCO
+  results JSON (original category ids, RLE masks) and a few PNG overlays.
 * prediction: ``results.json`` (COCO results, RLE masks, original category ids), ``images.json`` (the matching
   ``images`` / ``categories`` header) and one PNG overlay per image at ``segmentation.vis_thresh``.
 
@@ -29,15 +29,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageOps
-from pycocotools import mask as mask_utils
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import Dataset
 
 from visiontune.config import Config
@@ -49,24 +46,23 @@ from visiontune.data.detection_transforms import (
     make_detection_train_transforms,
 )
 from visiontune.data.sources import collect_images
-from visiontune.models.parts import ModelParts
-from visiontune.evaluation.coco import CocoEvaluator, results_to_coco_json
+from visiontune.evaluation.coco import results_to_coco_json
+from visiontune.evaluation.instance_segmentation import InstanceSegmentationEvaluator, with_category_ids
 from visiontune.models.maskrcnn import (
     StateDictLoadReport,
     create_maskrcnn,
     load_initial_weights,
     resolve_batchnorm,
 )
+from visiontune.models.parts import ModelParts
 from visiontune.registry import suggest
 from visiontune.tasks.base import Task
+from visiontune.utils.drawing import draw_instances
+from visiontune.utils.image import open_rgb
+from visiontune.utils.image_tensors import rgb_to_tensor
+from visiontune.utils.paths import output_names
 
-__all__ = [
-    "MASKRCNN_MODELS",
-    "InstanceSegmentationEvaluator",
-    "InstanceSegmentationTask",
-    "collect_images",
-    "draw_instances",
-]
+__all__ = ["MASKRCNN_MODELS", "InstanceSegmentationEvaluator", "InstanceSegmentationTask"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,208 +76,9 @@ The RPN is class-agnostic and keeps its COCO weights, so it is not part of the h
 SEGMENTATION_KWARGS: tuple[str, ...] = ("min_size", "max_size", "box_score_thresh", "box_detections_per_img")
 """MaskRCNN arguments set from the ``segmentation`` section; ``model.kwargs`` may not repeat them."""
 
-NUM_OVERLAYS = 4
-"""Evaluated images drawn by :meth:`InstanceSegmentationEvaluator.save_artifacts`."""
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40),
-)
-"""RGB colour of label ``l`` is ``PALETTE[(l - 1) % len(PALETTE)]``."""
 _STRUCTURE_KEYS = ("variant", "frozen_batchnorm", "frozen_batchnorm_eps", "trainable_backbone_layers")
 """Meta entries that rebuild the trained modules (BatchNorm kind and eps, frozen stages)."""
 _META_KEYS = ("class_names", "label_to_category", *_STRUCTURE_KEYS)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Drawing and prediction inputs
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def draw_instances(
-    image: Image.Image,
-    detections: Sequence[Mapping[str, Any]],
-    *,
-    class_names: Sequence[str],
-    score_threshold: float,
-    mask_alpha: float = 0.5,
-) -> Image.Image:
-    """Draw masks, boxes, labels and scores on a copy of ``image``.
-
-    Args:
-        image: The image the detections belong to (any PIL mode; drawn in RGB).
-        detections: COCO results of that image (:func:`~visiontune.evaluation.coco.results_to_coco_json`) whose
-            ``category_id`` is the model label ``1..K``: ``bbox`` ``[x, y, w, h]`` in pixels, ``score`` and
-            ``segmentation`` (RLE of the image's size).
-        class_names: ``class_names[label - 1]`` is written next to each box.
-        score_threshold: Detections scoring below it are not drawn.
-        mask_alpha: Opacity of the mask colour, in [0, 1].
-
-    Returns:
-        A new RGB image; the highest-scoring instance is drawn last (on top).
-    """
-    canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
-    kept = sorted((item for item in detections if item["score"] >= score_threshold), key=lambda item: item["score"])
-    colours = [np.array(PALETTE[(int(item["category_id"]) - 1) % len(PALETTE)], dtype=np.float32) for item in kept]
-    for item, colour in zip(kept, colours):
-        if "segmentation" not in item:
-            continue
-        mask = mask_utils.decode(item["segmentation"]).astype(bool)
-        if mask.shape != canvas.shape[:2]:
-            raise ValueError(f"image id {item.get('image_id')}: mask of size {mask.shape} for an image of size "
-                             f"{canvas.shape[:2]}")
-        canvas[mask] = canvas[mask] * (1.0 - mask_alpha) + colour * mask_alpha
-    drawn = Image.fromarray(np.clip(canvas.round(), 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(drawn)
-    width = max(1, round(min(drawn.size) / 300))
-    for item, colour in zip(kept, colours):
-        x, y, box_width, box_height = (float(value) for value in item["bbox"])
-        fill = tuple(int(value) for value in colour)
-        draw.rectangle((x, y, x + box_width, y + box_height), outline=fill, width=width)
-        label = int(item["category_id"])
-        name = class_names[label - 1] if 1 <= label <= len(class_names) else str(label)
-        draw.text((x + width, max(0.0, y - 11 - width)), f"{name} {item['score']:.2f}", fill=fill)
-    return drawn
-
-
-def _output_names(images: Sequence[Path], source: Path) -> list[PurePosixPath]:
-    """Relative output name per image (relative to the source folder, else the file name)."""
-    base = source if source.is_dir() else source.parent
-    names = []
-    for image in images:
-        try:
-            names.append(PurePosixPath(image.resolve().relative_to(base.resolve()).as_posix()))
-        except ValueError:
-            names.append(PurePosixPath(image.name))
-    owners: dict[PurePosixPath, Path] = {}
-    for name, image in zip(names, images):
-        stem = name.with_suffix("")
-        if stem in owners:
-            raise ValueError(f"{owners[stem]} and {image} would both be drawn as {stem}.png; predict them separately")
-        owners[stem] = image
-    return names
-
-
-def _load_rgb(path: Path) -> Image.Image:
-    """Decode an image file as RGB, applying its EXIF orientation."""
-    try:
-        with Image.open(path) as image:
-            return ImageOps.exif_transpose(image).convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"{path}: cannot decode the image ({error})") from error
-
-
-def _image_to_tensor(image: Image.Image) -> Tensor:
-    """RGB PIL image -> float32 ``[3, H, W]`` in [0, 1]."""
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
-
-
-def _tensor_to_image(tensor: Tensor) -> Image.Image:
-    """Float ``[3, H, W]`` in [0, 1] -> RGB PIL image."""
-    pixels = tensor.detach().cpu().mul(255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(np.ascontiguousarray(pixels))
-
-
-def _with_category_ids(detections: Sequence[Mapping[str, Any]], label_to_category_id: Mapping[int, int]
-                       ) -> list[dict[str, Any]]:
-    """Copies of COCO results with the model label in ``category_id`` replaced by the original category id."""
-    return [{**detection, "category_id": label_to_category_id[int(detection["category_id"])]}
-            for detection in detections]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class InstanceSegmentationEvaluator:
-    """COCO box and mask AP of a Mask R-CNN over one :class:`~visiontune.data.coco.CocoInstanceDataset`.
-
-    ``update`` takes the model's eval outputs (one dict per image: ``boxes`` float ``[N, 4]`` xyxy in pixels of the
-    original image, ``labels`` int64 ``[N]`` in ``1..K``, ``scores`` float ``[N]``, ``masks`` float ``[N, 1, H, W]``
-    probabilities) and the batch targets (``image_id`` is read). ``compute`` returns ``bbox_AP``, ``bbox_AP50``,
-    ``bbox_AP75``, ``bbox_APs/m/l``, the same with ``segm_``, and ``<type>_AP_<category name>`` per category.
-
-    Args:
-        dataset: The evaluated split; its ``coco_ground_truth()`` keeps crowd regions (ignored by COCO matching).
-        label_to_category_id: Model label -> original COCO category id (for the results file).
-        class_names: ``class_names[label - 1]`` (for the overlays).
-        mask_threshold: Probability above which a mask pixel is foreground.
-        vis_threshold: Lowest score drawn on the overlays.
-        num_overlays: Evaluated images drawn by :meth:`save_artifacts`.
-    """
-
-    def __init__(
-        self,
-        dataset: CocoInstanceDataset,
-        *,
-        label_to_category_id: Mapping[int, int],
-        class_names: Sequence[str],
-        mask_threshold: float = 0.5,
-        vis_threshold: float = 0.5,
-        num_overlays: int = NUM_OVERLAYS,
-    ) -> None:
-        self.dataset = dataset
-        self.label_to_category_id = dict(label_to_category_id)
-        self.class_names = list(class_names)
-        self.vis_threshold = vis_threshold
-        self.num_overlays = num_overlays
-        self.coco = CocoEvaluator(dataset.coco_ground_truth(), mask_threshold=mask_threshold)
-
-    def reset(self) -> None:
-        self.coco.reset()
-
-    def update(self, outputs: Sequence[Mapping[str, Tensor]], targets: Sequence[Mapping[str, Any]]) -> None:
-        self.coco.update(outputs, targets)
-
-    def synchronize(self) -> None:
-        """Gather the detections of every rank (no-op in one process)."""
-        self.coco.synchronize()
-
-    def compute(self) -> dict[str, float]:
-        return self.coco.compute()
-
-    def save_artifacts(self, out_dir: Path) -> list[Path]:
-        """Write ``coco_results.json`` and ``overlays/<image>.png`` for the first evaluated images.
-
-        ``coco_results.json`` holds every detection in the COCO results format with the original category ids
-        (``bbox`` ``[x, y, w, h]`` pixels, ``score``, ``segmentation`` RLE), loadable with ``COCO.loadRes`` against
-        the split's annotation file. The overlays show detections scoring at least ``vis_threshold``.
-
-        Returns:
-            The written paths.
-        """
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        detections = self.coco.detections()
-        results_path = out_dir / "coco_results.json"
-        results_path.write_text(json.dumps(_with_category_ids(detections, self.label_to_category_id)),
-                                encoding="utf-8")
-        written = [results_path]
-        by_image: dict[int, list[dict[str, Any]]] = {}
-        for detection in detections:
-            by_image.setdefault(int(detection["image_id"]), []).append(detection)
-        evaluated = set(self.coco.image_ids)
-        drawn = 0
-        for index, image_id in enumerate(self.dataset.image_ids):
-            if drawn >= self.num_overlays:
-                break
-            if image_id not in evaluated:
-                continue
-            record = self.dataset.image_record(index)
-            image = _tensor_to_image(self.dataset.load_image(index))
-            overlay = draw_instances(image, by_image.get(image_id, []), class_names=self.class_names,
-                                     score_threshold=self.vis_threshold)
-            path = out_dir / "overlays" / f"{PurePosixPath(record.file_name).stem}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            overlay.save(path)
-            written.append(path)
-            drawn += 1
-        return written
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The task
-# ---------------------------------------------------------------------------------------------------------------
 
 
 def _report_as_dict(report: StateDictLoadReport) -> dict[str, Any]:
@@ -564,10 +361,9 @@ class InstanceSegmentationTask(Task):
         and ``overlays/<image>.png`` with the detections scoring at least ``segmentation.vis_thresh``.
         """
         images = collect_images(source)
-        names = _output_names(images, Path(source))
+        names = output_names(images, Path(source))
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        segmentation = self.config.segmentation
         label_to_category_id = self.label_to_category_id
         results: list[dict[str, Any]] = []
         records: list[dict[str, Any]] = []
@@ -577,31 +373,43 @@ class InstanceSegmentationTask(Task):
         started = time.perf_counter()
         with torch.no_grad():
             for image_id, (path, name) in enumerate(zip(images, names), start=1):
-                image = _load_rgb(path)
-                (output,) = model([_image_to_tensor(image).to(device)])
-                output = {key: value.detach().cpu() for key, value in output.items()}
-                detections = results_to_coco_json([output], [image_id], mask_threshold=segmentation.mask_thresh)
-                results.extend(_with_category_ids(detections, label_to_category_id))
-                records.append({"id": image_id, "file_name": str(name), "path": str(path), "height": image.height,
-                                "width": image.width})
                 overlay_path = output_dir / "overlays" / name.with_suffix(".png")
-                overlay_path.parent.mkdir(parents=True, exist_ok=True)
-                draw_instances(image, detections, class_names=self.class_names,
-                               score_threshold=segmentation.vis_thresh).save(overlay_path)
+                detections, record = self._predict_image(model, path, image_id, overlay_path, device=device)
+                results.extend(with_category_ids(detections, label_to_category_id))
+                records.append({"id": image_id, "file_name": str(name), **record})
                 overlays.append(overlay_path)
-                logger.debug("%s: %d detections, %d at or above %.2f", path, len(detections),
-                             sum(item["score"] >= segmentation.vis_thresh for item in detections),
-                             segmentation.vis_thresh)
         model.train(was_training)
         seconds = time.perf_counter() - started
+        written = self._write_results(output_dir, results, records)
+        vis_thresh = self.config.segmentation.vis_thresh
+        logger.info("predicted %d images into %s: %d detections (%d at or above segmentation.vis_thresh=%.2f); "
+                    "%.1f ms per image", len(images), output_dir, len(results),
+                    sum(item["score"] >= vis_thresh for item in results), vis_thresh, 1e3 * seconds / len(images))
+        return [*written, *overlays]
+
+    def _predict_image(self, model: nn.Module, path: Path, image_id: int, overlay_path: Path, *,
+                       device: torch.device) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Segment one image file and draw its overlay: its COCO results (model labels) and the ``path``, ``height``
+        and ``width`` of its ``images`` entry."""
+        segmentation = self.config.segmentation
+        image = open_rgb(path, exif_transpose=True)
+        (output,) = model([rgb_to_tensor(image).to(device)])
+        output = {key: value.detach().cpu() for key, value in output.items()}
+        detections = results_to_coco_json([output], [image_id], mask_threshold=segmentation.mask_thresh)
+        overlay_path.parent.mkdir(parents=True, exist_ok=True)
+        draw_instances(image, detections, class_names=self.class_names,
+                       score_threshold=segmentation.vis_thresh).save(overlay_path)
+        logger.debug("%s: %d detections, %d at or above %.2f", path, len(detections),
+                     sum(item["score"] >= segmentation.vis_thresh for item in detections), segmentation.vis_thresh)
+        return detections, {"path": str(path), "height": image.height, "width": image.width}
+
+    def _write_results(self, output_dir: Path, results: list[dict[str, Any]],
+                       records: list[dict[str, Any]]) -> list[Path]:
+        """``results.json`` (COCO results) and ``images.json`` (the matching ``images`` / ``categories`` header)."""
         results_path = output_dir / "results.json"
         results_path.write_text(json.dumps(results), encoding="utf-8")
         images_path = output_dir / "images.json"
         categories = [{"id": int(entry["id"]), "name": entry["name"]} for entry in self.meta["label_to_category"]]
         images_path.write_text(json.dumps({"images": records, "categories": categories, "annotations": []}, indent=1),
                                encoding="utf-8")
-        logger.info("predicted %d images into %s: %d detections (%d at or above segmentation.vis_thresh=%.2f); "
-                    "%.1f ms per image", len(images), output_dir, len(results),
-                    sum(item["score"] >= segmentation.vis_thresh for item in results), segmentation.vis_thresh,
-                    1e3 * seconds / len(images))
-        return [results_path, images_path, *overlays]
+        return [results_path, images_path]
