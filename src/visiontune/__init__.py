@@ -4,7 +4,7 @@ Python API (imported lazily, so ``import visiontune`` stays fast)::
 
     import visiontune
     config = visiontune.load_config("configs/classification/mobilenetv2_100.yaml", ["optim.lr=0.002"])
-    result = visiontune.train(config)
+    result = visiontune.train(config)  # or train(config, hooks=[MyHook()]) with a visiontune.HookBase subclass
     metrics = visiontune.evaluate(config, checkpoint=result.run_dir / "best.pt").metrics
 """
 
@@ -22,7 +22,8 @@ _LAZY = {
     "load_config": "visiontune.config",
     "Config": "visiontune.config",
     "Trainer": "visiontune.engine.trainer",
-    "Hook": "visiontune.engine.trainer",
+    "HookBase": "visiontune.engine.hooks",
+    "Hook": "visiontune.engine.hooks",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,15 +12,17 @@ from typing import Any
 import torch
 
 from visiontune.config import Config, config_from_dict, config_to_dict, load_config
-from visiontune.utils import comm as dist_utils
 from visiontune.engine.checkpoint import load_checkpoint
+from visiontune.engine.evaluation import build_eval_loader, run_evaluation
+from visiontune.engine.hooks import Hook, HookBase
 from visiontune.engine.run_dir import new_run_dir
-from visiontune.engine.trainer import Hook, TrainResult, build_eval_loader, run_evaluation, train
+from visiontune.engine.trainer import Trainer, TrainResult
 from visiontune.tasks import create_task
+from visiontune.utils import comm as dist_utils
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvalResult", "Hook", "check_data", "config_for_checkpoint", "evaluate", "predict", "train"]
+__all__ = ["EvalResult", "Hook", "HookBase", "check_data", "config_for_checkpoint", "evaluate", "predict", "train"]
 
 
 @dataclass
@@ -28,6 +31,18 @@ class EvalResult:
 
     metrics: dict[str, float]
     output_dir: Path | None
+
+
+def train(config: Config, hooks: Iterable[HookBase] = ()) -> TrainResult:
+    """Train ``config`` and return the result (run directory, best metric, history, why it stopped).
+
+    Args:
+        config: The resolved config (``resume`` continues a checkpoint).
+        hooks: :class:`HookBase` objects called at ``before_train``, ``before_step``, ``after_step``,
+            ``after_epoch`` and ``after_train``, after the built-in evaluation, writers and epoch checkpoint (e.g.
+            a logger to an experiment tracker; see the README's "Hooks").
+    """
+    return Trainer(config, hooks=list(hooks)).fit()
 
 
 def config_for_checkpoint(checkpoint: dict[str, Any], config_path: str | Path | None = None,

@@ -1,5 +1,6 @@
 """Atomic checkpoint writes, safe loading, RNG state round trip."""
 
+import os
 import random
 
 import numpy as np
@@ -79,3 +80,26 @@ def test_find_valid_skips_corrupt_newest(tmp_path, caplog):
     os.utime(good, (1, 1))
     assert find_valid_checkpoint([good, bad]) == good
     assert "skipping unusable checkpoint" in caplog.text
+
+
+def test_newer_checkpoint_format_is_refused_naming_file_and_versions(tmp_path):
+    from visiontune.engine.checkpoint import CHECKPOINT_FORMAT_VERSION
+
+    newer = CHECKPOINT_FORMAT_VERSION + 1
+    older = atomic_save({"model": {}, "config": {}, "format_version": CHECKPOINT_FORMAT_VERSION}, tmp_path / "old.pt")
+    path = atomic_save({"model": {}, "config": {}, "format_version": newer}, tmp_path / "future.pt")
+    os.utime(older, ns=(1_000_000_000, 1_000_000_000))  # future.pt is the newer file
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint(path)
+    message = str(raised.value)
+    assert str(path) in message
+    assert f"format version {newer}" in message and f"supports version {CHECKPOINT_FORMAT_VERSION}" in message
+    # a newer checkpoint is unusable for auto-resume too: the older one is taken
+    assert find_valid_checkpoint([older, path]) == older
+
+
+def test_checkpoint_without_format_version_reads_as_version_1(tmp_path):
+    path = atomic_save({"model": {"w": torch.ones(1)}, "config": {}}, tmp_path / "old.pt")
+    assert "format_version" not in load_checkpoint(path)  # loads: a missing field is version 1
+    with pytest.raises(CheckpointError, match="format_version 'x' is not a version number"):
+        load_checkpoint(atomic_save({"model": {}, "config": {}, "format_version": "x"}, tmp_path / "odd.pt"))

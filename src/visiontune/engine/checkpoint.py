@@ -1,7 +1,8 @@
 """Plain-dict checkpoints, written atomically and loaded safely.
 
 A visiontune checkpoint is a dict with ``model``, ``optimizer``, ``scheduler``, ``scaler``, ``ema``,
-``epoch``, ``step``, ``config``, ``version``, ``meta`` (class names, ...), ``best_metric``, ``rng`` and
+``epoch``, ``step``, ``config``, ``version`` (of visiontune), ``format_version`` (of this layout,
+:data:`CHECKPOINT_FORMAT_VERSION`; 1 when absent), ``meta`` (class names, ...), ``best_metric``, ``rng`` and
 ``history``. It only holds tensors and plain Python containers, so ``torch.load(weights_only=True)``
 reads it.
 """
@@ -21,6 +22,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT_VERSION = 1
+"""Version of the checkpoint layout written as ``format_version``; :func:`load_checkpoint` refuses newer ones."""
 
 
 class CheckpointError(ValueError):
@@ -74,7 +76,24 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is not a visiontune checkpoint (expected a dict with 'model' and 'config', found {keys}); "
             "to initialise a model from plain weights use model.checkpoint=..."
         )
+    check_format_version(checkpoint, path)
     return checkpoint
+
+
+def check_format_version(checkpoint: dict[str, Any], path: str | Path) -> int:
+    """The checkpoint's ``format_version`` (1 when missing: written before the field existed).
+
+    Raises:
+        CheckpointError: a newer layout than this visiontune reads, or not a version number.
+    """
+    found = checkpoint.get("format_version", 1)
+    if isinstance(found, bool) or not isinstance(found, int):
+        raise CheckpointError(f"{path}: checkpoint format_version {found!r} is not a version number")
+    if found > CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {found}, but this visiontune supports version "
+            f"{CHECKPOINT_FORMAT_VERSION} at most: upgrade visiontune to read it")
+    return found
 
 
 def capture_rng_state() -> dict[str, Any]:

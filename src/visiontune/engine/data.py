@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -100,6 +100,63 @@ class TrainSampler(Sampler):
 
     def __len__(self) -> int:
         return self.per_rank - self.start
+
+
+class GroupedTrainBatchSampler(Sampler):
+    """Training batches of one group each (e.g. aspect-ratio bins) where possible, in a resumable order.
+
+    From the order of ``sampler`` (a :class:`TrainSampler`: same seed, epoch, rank and padding), each sample goes
+    into its group's buffer and a full buffer becomes a batch, so single-group batches come first, in the order
+    they fill up. The samples left in partly filled buffers then form mixed batches in sampler order; what is
+    left after those is dropped, as ``drop_last`` does. An epoch therefore has ``per_rank // batch_size``
+    batches, as without grouping, and the batches depend only on ``(seed, epoch, rank)``: a mid-epoch resume
+    (``sampler.set_epoch(epoch, start=batches_done * batch_size)``) skips exactly the batches already trained.
+    Yields lists of ``(sample_seed, index)`` for :class:`SeededDataset`.
+
+    Args:
+        sampler: The rank's sample order; its ``set_epoch`` selects the epoch and the batches to skip.
+        group_ids: Group of every dataset index.
+        batch_size: Images per batch.
+    """
+
+    def __init__(self, sampler: TrainSampler, group_ids: Sequence[int], *, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(group_ids) != sampler.num_samples:
+            raise ValueError(f"{len(group_ids)} group ids for a dataset of {sampler.num_samples} samples")
+        self.sampler = sampler
+        self.group_ids = [int(group) for group in group_ids]
+        self.batch_size = batch_size
+
+    def epoch_batches(self) -> list[list[int]]:
+        """Dataset indices of every batch of the current epoch on this rank (before skipping ``start``)."""
+        order = self.sampler.order()
+        batches: list[list[int]] = []
+        buffers: dict[int, list[int]] = {}
+        for position, index in enumerate(order):
+            buffer = buffers.setdefault(self.group_ids[index], [])
+            buffer.append(position)
+            if len(buffer) == self.batch_size:
+                batches.append([order[p] for p in buffer])
+                buffers[self.group_ids[index]] = []
+        leftovers = sorted(position for buffer in buffers.values() for position in buffer)
+        for first in range(0, len(leftovers) - self.batch_size + 1, self.batch_size):
+            batches.append([order[p] for p in leftovers[first:first + self.batch_size]])
+        return batches
+
+    def _skipped_batches(self) -> int:
+        if self.sampler.start % self.batch_size:
+            raise ValueError(f"a resume must skip whole batches: start={self.sampler.start} is not a multiple of "
+                             f"batch_size={self.batch_size}")
+        return self.sampler.start // self.batch_size
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        seed, epoch = self.sampler.seed, self.sampler.epoch
+        for batch in self.epoch_batches()[self._skipped_batches():]:
+            yield [(sample_seed(seed, epoch, index), index) for index in batch]
+
+    def __len__(self) -> int:
+        return max(0, self.sampler.per_rank // self.batch_size - self._skipped_batches())
 
 
 class ShardSampler(Sampler):

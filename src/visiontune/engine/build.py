@@ -1,0 +1,234 @@
+"""Builders of a training run, one small function each: resume resolution, backends, AMP, loaders, optimizer,
+model wrapping and EMA. :meth:`visiontune.engine.trainer.Trainer.setup` calls them in order."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from visiontune.config import Config
+from visiontune.engine.checkpoint import CheckpointError, find_valid_checkpoint
+from visiontune.engine.data import GroupedTrainBatchSampler, SeededDataset, ShardSampler, TrainSampler, build_loader
+from visiontune.engine.run_dir import newest_run_dir
+from visiontune.tasks.base import Task
+from visiontune.utils import comm as dist_utils
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ resume
+
+
+def _is_unset(value: Any) -> bool:
+    return value in (None, False, "", "false")
+
+
+def resolve_resume(config: Config) -> Path | None:
+    """The checkpoint that ``resume`` / ``train.auto_resume`` select, or ``None`` for a fresh run.
+
+    ``resume=true`` (or ``train.auto_resume``) picks the newest loadable checkpoint (never ``best.pt``) of the
+    newest run named ``name``; ``resume=path`` names a file. Only ``auto_resume`` tolerates finding nothing.
+    """
+    resume = config.resume
+    auto = config.train.auto_resume
+    if _is_unset(resume):
+        if not auto:
+            return None
+        resume = True
+    if resume is not True and resume != "true":
+        path = Path(str(resume))
+        if not path.is_file():
+            raise CheckpointError(f"resume: checkpoint not found: {path}")
+        return path
+    base = Path(config.project) / config.task
+    run = newest_run_dir(base, config.name)
+    if run is None:
+        if auto:
+            return None
+        raise CheckpointError(f"resume=true: no earlier run named {config.name!r} in {base}")
+    found = find_valid_checkpoint([p for p in run.glob("*.pt") if p.name != "best.pt"])
+    if found is None and not auto:
+        raise CheckpointError(f"resume=true: no loadable checkpoint in {run}")
+    return found
+
+
+# ------------------------------------------------------------------ devices and precision
+
+
+def amp_dtype(config: Config, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``train.amp`` on ``device`` (``None`` = full precision).
+
+    ``auto``: bfloat16 on a CUDA device that supports it, float16 on older GPUs, full precision on CPU.
+    ``bf16`` / ``fp16`` force the dtype on any device; ``off`` disables autocast.
+    """
+    mode = config.train.amp
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "fp16":
+        return torch.float16
+    if mode == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def build_grad_scaler(device: torch.device, autocast_dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """Loss scaling for float16 autocast only: bfloat16 has float32's exponent range and needs none.
+
+    A disabled scaler passes ``scale``/``step``/``update`` through, so the loop has one code path.
+    """
+    return torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+
+
+def configure_torch_backends(device: torch.device, *, deterministic: bool) -> None:
+    """Process-wide backend switches for a run on ``device``.
+
+    ``deterministic``: deterministic algorithms (warning where an op has none), cuDNN autotuning off, and cuBLAS's
+    fixed workspace on CUDA; repeatable runs at some speed cost. Otherwise, on CUDA, ``cudnn.benchmark`` lets
+    cuDNN time and pick the fastest convolution algorithms for the input shapes it sees.
+    """
+    if deterministic:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts (first matmul)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+# ------------------------------------------------------------------ data
+
+
+def build_train_loader(task: Task, dataset: Dataset, config: Config,
+                       info: dist_utils.DistInfo) -> tuple[DataLoader, TrainSampler]:
+    """The training loader and its resumable sampler (``sampler.set_epoch(epoch, start=samples_done)``).
+
+    Batches drop the last incomplete one, as timm/torchvision do: a 1-image last batch breaks BatchNorm and skews
+    the loss. When the task groups its samples (:meth:`Task.train_group_ids`, e.g. aspect-ratio bins), every
+    batch that can be is drawn from one group, with the same number of batches per epoch.
+    """
+    data = config.data
+    sampler = TrainSampler(len(dataset), seed=config.seed, shuffle=True, rank=info.rank,
+                           world_size=info.world_size)
+    group_ids = task.train_group_ids(dataset)
+    batch_sampler = None
+    if group_ids is not None:
+        batch_sampler = GroupedTrainBatchSampler(sampler, group_ids, batch_size=data.batch_size)
+    loader = build_loader(
+        SeededDataset(dataset), batch_size=data.batch_size, sampler=sampler, collate_fn=task.collate_fn(train=True),
+        num_workers=data.num_workers, pin_memory=data.pin_memory, persistent_workers=data.persistent_workers,
+        drop_last=True, batch_sampler=batch_sampler,
+    )
+    return loader, sampler
+
+
+def build_val_loader(task: Task, dataset: Dataset, config: Config, info: dist_utils.DistInfo | None = None, *,
+                     persistent_workers: bool | None = None) -> DataLoader:
+    """The validation loader (training's validation and ``visiontune eval``): every sample once over the ranks
+    (``info``: this process's place, by default the initialised process group's)."""
+    data = config.data
+    info = info or dist_utils.current_info()
+    return build_loader(dataset, batch_size=data.eval_batch_size or data.batch_size,
+                        sampler=ShardSampler(len(dataset), rank=info.rank, world_size=info.world_size),
+                        collate_fn=task.collate_fn(train=False), num_workers=data.num_workers,
+                        pin_memory=data.pin_memory,
+                        persistent_workers=data.persistent_workers if persistent_workers is None
+                        else persistent_workers)
+
+
+# ------------------------------------------------------------------ optimization
+
+
+def scaled_lr(config: Config, global_batch: int) -> float:
+    """``optim.lr`` scaled by ``optim.lr_scale`` for ``global_batch`` (reference: ``optim.lr_base_batch_size``)."""
+    optim = config.optim
+    ratio = global_batch / optim.lr_base_batch_size
+    if optim.lr_scale == "linear":
+        return optim.lr * ratio
+    if optim.lr_scale == "sqrt":
+        return optim.lr * math.sqrt(ratio)
+    return optim.lr
+
+
+def _timm_optimizer_name(config: Config) -> tuple[str, dict[str, Any]]:
+    """timm's name for ``optim.name`` and the keyword arguments it takes from the config."""
+    optim = config.optim
+    kwargs: dict[str, Any] = {}
+    name = optim.name.lower()
+    if name in ("sgd", "momentum", "nesterov"):
+        kwargs["momentum"] = optim.momentum
+        if optim.nesterov or name == "nesterov":
+            name = "nesterov"
+        else:
+            name = "momentum" if optim.momentum > 0 else "sgd"
+    if optim.betas is not None:
+        kwargs["betas"] = tuple(optim.betas)
+    if optim.eps is not None:
+        kwargs["eps"] = optim.eps
+    return name, kwargs
+
+
+def create_optimizer(config: Config, param_groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    """timm's optimizer ``optim.name`` over ``param_groups``; an unknown name names the close matches."""
+    from timm.optim import create_optimizer_v2
+
+    name, kwargs = _timm_optimizer_name(config)
+    groups = [dict(group) for group in param_groups]
+    try:
+        return create_optimizer_v2(groups, opt=name, lr=lr, weight_decay=config.optim.weight_decay, **kwargs)
+    except (ValueError, AssertionError) as error:
+        from timm.optim import list_optimizers
+
+        from visiontune.registry import suggest
+
+        raise ValueError(f"optim.name: {config.optim.name!r} is not a timm optimizer"
+                         f"{suggest(name, list_optimizers())} ({error})") from None
+
+
+def build_ema(model: nn.Module, config: Config, device: torch.device) -> nn.Module | None:
+    """timm's ``ModelEmaV3`` of ``model`` when ``train.ema``."""
+    if not config.train.ema:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=config.train.ema_decay, device=device)
+
+
+# ------------------------------------------------------------------ model wrapping
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DDP / ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def wrap_model(model: nn.Module, config: Config, *, device: torch.device, distributed: bool,
+               is_main: bool) -> nn.Module:
+    """The module the loop calls: ``model`` (SyncBatchNorm-converted in place) in DDP, then compiled."""
+    if distributed:
+        if config.train.sync_bn and device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif config.train.sync_bn and is_main:
+            logger.warning("train.sync_bn: SyncBatchNorm runs on CUDA only; on %s every process keeps its own "
+                           "BatchNorm statistics", device.type)
+        device_ids = [device.index] if device.type == "cuda" else None
+        has_frozen = any(not p.requires_grad for p in model.parameters())
+        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=has_frozen)
+    if config.train.compile:
+        try:
+            model = torch.compile(model)
+        except Exception as error:  # noqa: BLE001 - compile support varies by platform
+            logger.warning("torch.compile failed (%s); continuing without it", error)
+    return model
