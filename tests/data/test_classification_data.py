@@ -360,3 +360,21 @@ def test_check_data_reports_a_skipped_folder_link(tmp_path: Path) -> None:
     assert any("folder link" in warning and "dog/loop" in warning and "not followed" in warning
                for warning in report.warnings)
     assert "dog/loop" in report.format()
+
+
+def test_missing_split_folder_suggests_the_folder_next_to_it(tmp_path):
+    from visiontune.data.classification import scan_image_folder as scan
+
+    for split in ("train", "eval"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / split / "cat" / "a.jpg")
+    with pytest.raises(ValueError) as error:
+        scan(tmp_path / "val", hint="data.root + data.val_split", setting="data.val_split", split="val",
+             exclude=["train"])
+    assert str(error.value) == (f"data folder not found: {tmp_path / 'val'} (data.root + data.val_split); found a "
+                                "folder 'eval' next to it: set data.val_split=eval")
+    (tmp_path / "eval").rename(tmp_path / "holdout")
+    with pytest.raises(ValueError, match=r"; folders next to it: holdout \(set data.val_split to the split folder"):
+        scan(tmp_path / "val", setting="data.val_split", split="val", exclude=["train"])
+    with pytest.raises(ValueError, match=r"data folder not found: \S+val$"):
+        scan(tmp_path / "val")

@@ -494,7 +494,7 @@ def test_prediction_files_round_trip(tmp_path: Path) -> None:
     written = write_widerface_predictions(tmp_path, predictions)
     assert written[0] == tmp_path / "0--Parade" / "0_Parade_marchingband_1_465.txt"
     assert written[0].read_text().splitlines() == [
-        "0_Parade_marchingband_1_465", "2", "1.5 2.25 30.0 40.0 0.987654321", "5.0 6.0 7.0 8.0 0.1"]
+        "0_Parade_marchingband_1_465", "2", "1.5 2.25 30 40 0.987654321", "5 6 7 8 0.1"]  # whole pixels as the reference writes them
     assert written[1].read_text() == "0_Parade_Parade_0_628\n0\n"
     loaded = read_widerface_predictions(tmp_path)
     assert list(loaded) == sorted(predictions)
@@ -599,3 +599,14 @@ def test_plot_pr_curves_writes_png_without_touching_the_backend(tmp_path: Path) 
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])  # IHDR: 6 x 5 inches at 100 dpi
     assert (width, height) == (600, 500)
+
+
+def test_wider_xywh_writes_boxes_as_the_reference():
+    from visiontune.evaluation.widerface_predictions import wider_xywh
+
+    boxes = np.array([[10.7, 10.2, 30.9, 29.6], [-0.6, 3.999, 5.0, 7.01]])
+    reference = [[int(x1), int(y1), int(x2) - int(x1), int(y2) - int(y1)] for x1, y1, x2, y2 in boxes.tolist()]
+    np.testing.assert_array_equal(wider_xywh(boxes), reference)
+    np.testing.assert_allclose(wider_xywh(boxes, "decimal"), [[10.7, 10.2, 20.2, 19.4], [-0.6, 3.999, 5.6, 3.011]])
+    with pytest.raises(ValueError, match=r"face.wider_boxes: expected one of int, decimal, got 'round'"):
+        wider_xywh(boxes, "round")

@@ -9,10 +9,12 @@ from visiontune.export import ExportOptions, ParityError, export_checkpoint
 from visiontune.export import exporter as exporter_module
 from visiontune.export.parity import (
     DetectionOutputs,
+    compare_masks,
     compare_output,
     compare_outputs,
     format_parity,
     match_detections,
+    parity_failure_message,
 )
 from visiontune.utils.boxes import box_iou
 
@@ -97,15 +99,79 @@ def test_a_missing_or_different_confident_detection_fails():
     assert different.outputs[2].max_abs_diff == pytest.approx(0.1)
 
 
-def test_masks_have_their_own_minimum_tolerance():
-    reference = detection_set()
+def _disc_masks(size: int = 64) -> np.ndarray:
+    """Mask probabilities of two instances: a 30x24 rectangle and a disc of radius 9, soft edges."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    rectangle = ((xx >= 10) & (xx < 34) & (yy >= 12) & (yy < 42)).astype(np.float32) * 0.9
+    disc = np.clip(9.5 - np.hypot(xx - 46, yy - 20), 0, 1).astype(np.float32)
+    return np.stack([rectangle, disc])[:, None]
+
+
+def mask_detection_set():
+    boxes = np.array([[10, 12, 34, 42], [37, 11, 55, 29]], dtype=np.float32)
+    return [boxes, np.array([1, 2]), np.array([0.9, 0.8], dtype=np.float32), _disc_masks()]
+
+
+def test_a_mask_pasted_one_pixel_shorter_passes():
+    reference = mask_detection_set()
     actual = [output.copy() for output in reference]
-    actual[3][0, 0, 0, 0] += 0.005  # within the 1e-2 mask tolerance (x scale 0.69), far beyond the 1e-3 one
+    actual[3][0, 0, 41, :] = 0.0  # the rectangle pasted one row shorter (its box corner on a pixel edge)
+    actual[3][1, 0, :, 55] = 0.0  # the disc one column narrower
     check = compare_outputs(NAMES, reference, actual, tolerance=1e-3, input_shape=(3, 64, 64), detections=DETECTIONS)
-    assert check.ok and check.outputs[3].allowed == pytest.approx(1e-2 * reference[3][:3].max())
-    actual[3][0, 0, 0, 0] += 0.01
-    assert not compare_outputs(NAMES, reference, actual, tolerance=1e-3, input_shape=(3, 64, 64),
-                               detections=DETECTIONS).ok
+    masks = check.outputs[3]
+    assert masks.max_abs_diff == pytest.approx(0.9)  # the old "max pixel difference <= 1e-2" check fails here
+    assert check.ok, format_parity([check])
+    assert masks.mask.ious[0] == pytest.approx(29 / 30)  # below 0.99, but only the edge row differs
+    assert masks.mask.beyond_edge == [0, 0]
+    assert masks.mask.differing[0] == pytest.approx(24 / 64 ** 2)
+    table = format_parity([check])
+    assert "mask IoU min 0.9667" in table and "differing pixels max 0.586%" in table
+    assert masks.as_dict()["mask"]["ious"][1] == masks.mask.ious[1]
+    # a large instance: a one-pixel-shorter paste keeps IoU >= 0.99 outright
+    large = np.zeros((1, 1, 200, 200), np.float32)
+    large[0, 0, 20:180, 20:180] = 1.0
+    shorter = large.copy()
+    shorter[0, 0, 179] = 0.0
+    result = compare_masks("masks", large, shorter, threshold=0.5, min_iou=0.99, edge_pixels=0)
+    assert result.ok and result.mask.ious[0] == pytest.approx(159 / 160)
+
+
+def test_a_wrong_mask_fails_naming_the_instance_and_its_iou():
+    reference = mask_detection_set()
+    shifted = [output.copy() for output in reference]
+    shifted[3][0] = np.roll(reference[3][0], 4, axis=2)  # the rectangle shifted by 4 pixels
+    check = compare_outputs(NAMES, reference, shifted, tolerance=1e-3, input_shape=(3, 64, 64), detections=DETECTIONS)
+    assert not check.ok
+    assert check.outputs[3].mask.ious[0] == pytest.approx(20 / 28)
+    message = parity_failure_message([check], tolerance=1e-3)
+    assert ("output 'masks' on input 3x64x64: mask of detection 0 (label 1, score 0.900): IoU 0.7143 < 0.99 and "
+            "174 differing pixel(s) more than 1 pixel(s) from the mask edge (5.859% of the pixels differ") in message
+    assert "detection 1" not in message
+    assert "FAIL" in format_parity([check])
+
+    swapped = [output.copy() for output in reference]
+    swapped[3] = reference[3][::-1].copy()  # each detection carries the other instance's mask
+    check = compare_outputs(NAMES, reference, swapped, tolerance=1e-3, input_shape=(3, 64, 64), detections=DETECTIONS)
+    assert not check.ok and check.outputs[3].mask.ious == [0.0, 0.0]
+    message = parity_failure_message([check], tolerance=1e-3)
+    assert "mask of detection 0 (label 1, score 0.900): IoU 0.0000" in message
+    assert "mask of detection 1 (label 2, score 0.800): IoU 0.0000" in message
+
+
+def test_masks_are_binarised_before_comparing():
+    reference = mask_detection_set()
+    actual = [output.copy() for output in reference]
+    actual[3] = np.where(reference[3] > 0.5, reference[3] - 0.04, reference[3] * 0.9)  # no pixel crosses 0.5
+    check = compare_outputs(NAMES, reference, actual, tolerance=1e-3, input_shape=(3, 64, 64), detections=DETECTIONS)
+    assert check.ok and check.outputs[3].mask.ious == [1.0, 1.0] and check.outputs[3].mask.differing == [0.0, 0.0]
+    assert check.outputs[3].max_abs_diff == pytest.approx(0.05, abs=1e-6)  # reported, not judged
+    # an empty PyTorch mask has no edge: any pixel ONNX Runtime adds is a real difference
+    empty = [output.copy() for output in reference]
+    empty[3][1] = 0.0
+    gained = [output.copy() for output in empty]
+    gained[3][1, 0, 5, 5] = 0.9
+    check = compare_outputs(NAMES, empty, gained, tolerance=1e-3, input_shape=(3, 64, 64), detections=DETECTIONS)
+    assert not check.ok and check.outputs[3].mask.ious == [1.0, 0.0] and check.outputs[3].mask.beyond_edge[1] == 1
 
 
 def test_half_export_with_zero_tolerance_fails_and_writes_nothing(classification_checkpoint, tmp_path):

@@ -448,3 +448,147 @@ def test_collect_images(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"no images"):
         collect_images(tmp_path / "empty")
+
+
+# --------------------------------------------------------------------------------------------- WIDER protocol
+
+
+def _reference_line(row) -> list:
+    """One detection as the reference ``test_widerface.py`` writes it: whole pixels, ``w = int(x2) - int(x1)``."""
+    x1, y1, x2, y2, score = row[:5]
+    return [int(x1), int(y1), int(x2) - int(x1), int(y2) - int(y1), score]
+
+
+def test_released_weights_give_the_reference_wider_ap(fixtures_dir: Path, tmp_path: Path):
+    """Evaluating mobilenet0.25_Final.pth on the 7 WIDER val photos gives the official AP of the reference's own
+    detections written as the reference writes them.
+
+    Tolerance 1e-3: the reference detections in the JSON are rounded to 1e-3 (scores: |diff| <= 5e-4 against
+    visiontune's; boxes: 4 of 2482 whole-pixel corners flip at a pixel edge), which moves a detection by at most one
+    of the 1000 score thresholds; the observed difference is <= 4e-4. Decimal boxes move hard AP by ~1.5e-2.
+    """
+    from visiontune.data.widerface import parse_official_annotations
+    from visiontune.evaluation.widerface import DIFFICULTIES, WiderFaceGroundTruth, evaluate_widerface
+    from visiontune.evaluation.widerface import load_widerface_ground_truth
+
+    retinaface = fixtures_dir / "retinaface"
+    gt_file = retinaface / "wider_face_val_bbx_gt_subset.txt"
+    records = parse_official_annotations(gt_file)
+    assert len(records) == 7
+    for record in records:
+        (tmp_path / "images" / record.relative_path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "images" / record.relative_path).write_bytes(
+            (retinaface / "images" / Path(record.relative_path).name).read_bytes())
+    (tmp_path / "val.txt").write_bytes(gt_file.read_bytes())
+
+    # the reference's AP: its detections written as whole pixels, official ground truth of the 7 images
+    ground_truth = load_widerface_ground_truth(fixtures_dir / "widerface_gt")
+    reference = json.loads((retinaface / "expected_detections_mobilenet0.25.json").read_text())
+    keys = {record.image_id for record in records}
+    kept = [index for index, image_id in enumerate(ground_truth.image_ids) if image_id in keys]
+    subset = WiderFaceGroundTruth(
+        image_ids=tuple(ground_truth.image_ids[index] for index in kept),
+        boxes=tuple(ground_truth.boxes[index] for index in kept),
+        counted={difficulty: tuple(ground_truth.counted[difficulty][index] for index in kept)
+                 for difficulty in DIFFICULTIES})
+
+    def reference_ap(write) -> dict[str, float]:
+        predictions = {record.image_id: np.array([write(row) for row in reference[Path(record.relative_path).name]],
+                                                 dtype=np.float64).reshape(-1, 5) for record in records}
+        return evaluate_widerface(predictions, subset).ap
+
+    expected = reference_ap(_reference_line)
+    expected_decimal = reference_ap(lambda row: [row[0], row[1], row[2] - row[0], row[3] - row[1], row[4]])
+
+    measured = {}
+    for boxes in ("int", "decimal"):
+        task = create_task(_config(
+            tmp_path, "data.format=official", "data.train_split=val.txt", "data.val_split=val.txt",
+            "data.eval_batch_size=1", f"model.checkpoint={retinaface / 'mobilenet0.25_Final.pth'}",
+            f"face.gt_dir={fixtures_dir / 'widerface_gt'}", f"face.wider_boxes={boxes}"))
+        # the reference test settings
+        face = task.config.face
+        assert (face.origin_size, face.conf_thresh, face.top_k, face.nms_thresh, face.keep_top_k) == (
+            True, 0.02, 5000, 0.4, 750)
+        dataset = task.build_dataset("val.txt", train=False)
+        model = task.build_model().eval()
+        evaluator = task.build_evaluator(dataset)
+        evaluator.reset()
+        with torch.no_grad():
+            for index in range(len(dataset)):
+                image, target = dataset[index]
+                evaluator.update(model(image[None]), [target])
+        metrics = evaluator.compute()
+        measured[boxes] = {difficulty: metrics[f"ap_{difficulty}"] for difficulty in DIFFICULTIES}
+    print("\nWIDER AP on the 7 fixture val photos (easy / medium / hard):")
+    for label, values in (("reference detections, whole-pixel boxes", expected),
+                          ("visiontune, face.wider_boxes=int", measured["int"]),
+                          ("reference detections, decimal boxes", expected_decimal),
+                          ("visiontune, face.wider_boxes=decimal", measured["decimal"])):
+        print(f"  {label:42s} " + " / ".join(f"{values[difficulty]:.5f}" for difficulty in DIFFICULTIES))
+    for difficulty in DIFFICULTIES:
+        assert measured["int"][difficulty] == pytest.approx(expected[difficulty], abs=1e-3), difficulty
+        assert measured["decimal"][difficulty] == pytest.approx(expected_decimal[difficulty], abs=1e-3), difficulty
+    assert abs(expected["hard"] - expected_decimal["hard"]) > 1e-2  # the box convention matters
+
+
+def test_wider_boxes_in_prediction_files(tmp_path: Path, caplog):
+    records = [_record("e/a", [[10, 10, 30, 30]])]
+    output = _output([[10.7, 10.2, 30.9, 29.6]], [0.9])
+    for boxes, expected_line in (("int", "10 10 20 19 0.8999999761581421"),
+                                 ("decimal", None)):
+        evaluator = FaceDetectionEvaluator(records, wider_boxes=boxes)
+        evaluator.update([output], [{"image_id": "e/a"}])
+        with caplog.at_level(logging.INFO, logger="visiontune.evaluation.face_detection"):
+            evaluator.compute()
+        assert f"face.wider_boxes={boxes}" in caplog.text
+        evaluator.save_artifacts(tmp_path / boxes)
+        lines = (tmp_path / boxes / "widerface_predictions" / "e" / "a.txt").read_text().splitlines()
+        if expected_line is not None:
+            assert lines == ["a", "1", expected_line]
+        else:
+            values = [float(value) for value in lines[2].split()]
+            np.testing.assert_allclose(values[:4], [10.7, 10.2, 20.2, 19.4], atol=1e-5)
+    with pytest.raises(ValueError, match=r"face.wider_boxes"):
+        FaceDetectionEvaluator(records, wider_boxes="round")
+
+
+def test_predict_on_label_txt_writes_metrics(tiny_faces: Path, tmp_path: Path):
+    task = create_task(_config(tiny_faces))
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    out = tmp_path / "pred"
+    files = task.predict(model, str(tiny_faces / "label.txt"), out, device=torch.device("cpu"))
+    assert out / "party" / "a.json" in files and out / "metrics.json" in files
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"source", "wider_boxes", "ap", "nme"} and metrics["wider_boxes"] == "int"
+    assert metrics["ap"] == task.predict_metrics["ap"]
+    assert sorted(read_widerface_predictions(out / "widerface_predictions")) == ["party/a", "party/b", "party/c"]
+    # the same numbers as the evaluation of the same split
+    dataset = task.build_dataset("label.txt", train=False)
+    evaluator = task.build_evaluator(dataset)
+    with torch.no_grad():
+        for index in range(len(dataset)):
+            image, target = dataset[index]
+            evaluator.update(model(image[None]), [target])
+    assert evaluator.compute()["ap"] == pytest.approx(metrics["ap"], abs=1e-9)
+    plain = task.predict(model, str(tiny_faces / "images"), tmp_path / "plain", device=torch.device("cpu"))
+    assert not (tmp_path / "plain" / "metrics.json").exists() and len(plain) == 6
+
+
+def test_predict_on_official_ground_truth_file(fixtures_dir: Path, tmp_path: Path):
+    retinaface = fixtures_dir / "retinaface"
+    gt_file = retinaface / "wider_face_val_bbx_gt_subset.txt"
+    lines = gt_file.read_text().splitlines()
+    first_images = [line for line in lines if line.endswith(".jpg")][:2]
+    subset = lines[: lines.index(first_images[1])]  # the first image only
+    (tmp_path / "gt.txt").write_text("\n".join(subset) + "\n")
+    image = tmp_path / "images" / first_images[0]
+    image.parent.mkdir(parents=True)
+    image.write_bytes((retinaface / "images" / image.name).read_bytes())
+    task = create_task(_config(tmp_path / "nowhere", f"model.checkpoint={retinaface / 'mobilenet0.25_Final.pth'}",
+                               f"face.gt_dir={fixtures_dir / 'widerface_gt'}"))
+    model = task.build_model().eval()
+    task.predict(model, str(tmp_path / "gt.txt"), tmp_path / "out", device=torch.device("cpu"))
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert {"ap", "ap_easy", "ap_medium", "ap_hard"} <= set(metrics) and 0.3 < metrics["ap_hard"] <= 1.0

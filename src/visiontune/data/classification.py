@@ -45,6 +45,10 @@ CSV_COLUMNS: tuple[str, str] = ("path", "label")
 
 CorruptPolicy = Literal["error", "skip"]
 
+SPLIT_FOLDER_NAMES: tuple[str, ...] = ("val", "valid", "validation", "eval", "evaluation", "test", "dev", "train",
+                                       "training", "trainval")
+"""Folder names a missing split folder is most likely called instead (suggested first, in this order)."""
+
 _MAX_LISTED = 10  # how many offending entries an error message lists before summarising
 
 
@@ -190,6 +194,9 @@ def scan_image_folder(
     extensions: Sequence[str] = IMG_EXTENSIONS,
     classes: list[str] | None = None,
     hint: str | None = None,
+    setting: str | None = None,
+    split: str | None = None,
+    exclude: Sequence[str] = (),
 ) -> ClassificationSource:
     """Read an ImageFolder tree ``folder/<class name>/<image>`` (images may sit in nested sub-folders).
 
@@ -200,6 +207,10 @@ def scan_image_folder(
         extensions: Lower-case file extensions counted as images (matched case-insensitively).
         classes: The training classes when reading a validation split; ``None`` uses this folder's sub-folders.
         hint: Where ``folder`` came from, appended to the not-found message, e.g. ``"data.root + data.train_split"``.
+        setting: The config key naming the folder (``data.val_split``): a missing folder's message then suggests
+            a folder next to it, e.g. ``found a folder 'eval' next to it: set data.val_split=eval``.
+        split: The value of ``setting`` (the suggestion keeps its parent folders).
+        exclude: Folder names next to it that are not suggested (the other split's folder).
 
     Returns:
         The samples with labels indexing the sorted class names (or ``classes`` when given).
@@ -211,7 +222,7 @@ def scan_image_folder(
     folder = Path(folder)
     suffix = f" ({hint})" if hint else ""
     if not folder.exists():
-        raise ValueError(f"data folder not found: {folder}{suffix}")
+        raise ValueError(f"data folder not found: {folder}{suffix}{_sibling_hint(folder, setting, exclude, split)}")
     if not folder.is_dir():
         raise ValueError(f"data folder is not a directory: {folder}{suffix}")
     extensions = tuple(extension.lower() for extension in extensions)
@@ -245,6 +256,25 @@ def scan_image_folder(
     names, index = _class_index(files_per_class, classes, str(folder))
     samples = [(path, index[name]) for name, files in files_per_class.items() for path in files]
     return ClassificationSource(samples=samples, classes=names, origin=str(folder), skipped_links=skipped_links)
+
+
+def _sibling_hint(folder: Path, setting: str | None, exclude: Sequence[str], split: str | None) -> str:
+    """``; found a folder 'eval' next to it: set data.val_split=eval`` for a missing split folder, or ``""``."""
+    parent = folder.parent
+    if setting is None or not parent.is_dir():
+        return ""
+    excluded = {Path(name).name for name in exclude} | {folder.name}
+    siblings = sorted(entry.name for entry in parent.iterdir()
+                      if entry.is_dir() and not entry.name.startswith(".") and entry.name not in excluded)
+    likely = sorted((name for name in siblings if name.lower() in SPLIT_FOLDER_NAMES),
+                    key=lambda name: SPLIT_FOLDER_NAMES.index(name.lower()))
+    if likely:
+        value = likely[0] if split is None else (Path(split).parent / likely[0]).as_posix()
+        return f"; found a folder {likely[0]!r} next to it: set {setting}={value}"
+    if siblings:
+        return (f"; folders next to it: {_format_list(siblings)} (set {setting} to the split folder, relative to "
+                "data.root)")
+    return ""
 
 
 def read_annotation_list(

@@ -31,6 +31,7 @@ from visiontune.evaluation.widerface import (
     write_widerface_predictions,
 )
 from visiontune.evaluation.widerface_ground_truth import widerface_image_keys
+from visiontune.evaluation.widerface_predictions import check_box_mode, wider_xywh
 from visiontune.utils.boxes import box_iou, xyxy_to_xywh
 from visiontune.utils.comm import all_gather_objects
 from visiontune.utils.timing import InferenceTimer
@@ -87,9 +88,13 @@ class FacePredictions:
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
-    def xywh_scores(self) -> np.ndarray:
-        """``float64 [K, 5]`` ``x, y, w, h, score`` (the WIDER FACE prediction format)."""
-        return np.concatenate([xyxy_to_xywh(self.boxes), self.scores[:, None]], axis=1)
+    def xywh_scores(self, boxes: str = "int") -> np.ndarray:
+        """``float64 [K, 5]`` ``x, y, w, h, score`` (the WIDER FACE prediction format).
+
+        ``boxes="int"``: whole pixels as the reference tools write them
+        (:func:`~visiontune.evaluation.widerface_predictions.wider_xywh`); ``"decimal"``: unchanged.
+        """
+        return np.concatenate([wider_xywh(self.boxes, boxes), self.scores[:, None]], axis=1)
 
     def above(self, threshold: float) -> FacePredictions:
         """The detections scoring at least ``threshold``."""
@@ -149,6 +154,9 @@ class FaceDetectionEvaluator:
         ground_truth_source: where ``ground_truth`` came from (for messages).
         landmark_score_threshold: minimum detection score for the landmark NME.
         timer: inference timer whose per-image times are logged by :meth:`compute` (reset by :meth:`reset`).
+        wider_boxes: ``"int"`` (default): AP and the prediction files use whole-pixel boxes, ``x = int(x1)``,
+            ``w = int(x2) - int(x1)``, as the reference tools that computed the published WIDER FACE AP;
+            ``"decimal"``: the detections' decimal boxes (``face.wider_boxes``). Logged by :meth:`compute`.
 
     ``update`` takes the model outputs (one dict per image, pixels of the network input) and the targets of
     :class:`~visiontune.data.widerface.WiderFaceDataset` (``image_id``, ``scale``).
@@ -162,7 +170,9 @@ class FaceDetectionEvaluator:
         ground_truth_source: str = "face.gt_dir",
         landmark_score_threshold: float = 0.5,
         timer: InferenceTimer | None = None,
+        wider_boxes: str = "int",
     ) -> None:
+        self.wider_boxes = check_box_mode(wider_boxes)
         self.records = {record.image_id: record for record in records}
         if len(self.records) != len(records):
             raise ValueError("the evaluated split lists an image id twice")
@@ -209,6 +219,10 @@ class FaceDetectionEvaluator:
                            len(self.records))
         metrics: dict[str, float] = {}
         self.results = {}
+        if self.has_faces or self.ground_truth is not None:
+            logger.info("WIDER FACE AP from %s (face.wider_boxes=%s)", "whole-pixel boxes x=int(x1), "
+                        "w=int(x2)-int(x1), as the reference tools" if self.wider_boxes == "int" else "decimal boxes",
+                        self.wider_boxes)
         if self.has_faces:
             self.results["all"] = self._annotation_ap()
             metrics["ap"] = float(self.results["all"].ap["all"])
@@ -229,7 +243,7 @@ class FaceDetectionEvaluator:
         every_face = tuple(np.ones(len(box_array), dtype=bool) for box_array in boxes)
         ground_truth = WiderFaceGroundTruth(image_ids=tuple(keys), boxes=boxes,
                                             counted={difficulty: every_face for difficulty in DIFFICULTIES})
-        predictions = {key: self.predictions[image_id].xywh_scores()
+        predictions = {key: self.predictions[image_id].xywh_scores(self.wider_boxes)
                        for key, image_id in zip(keys, image_ids) if image_id in self.predictions}
         result = evaluate_widerface(predictions, ground_truth, iou_threshold=MATCH_IOU)
         return WiderFaceResult(ap={"all": result.ap["easy"]}, precision={"all": result.precision["easy"]},
@@ -241,7 +255,8 @@ class FaceDetectionEvaluator:
         assert self.ground_truth is not None
         keys = widerface_image_keys(self.records)
         ground_truth = _restrict_ground_truth(self.ground_truth, list(keys.values()), source=self.ground_truth_source)
-        predictions = {keys[image_id]: predictions.xywh_scores() for image_id, predictions in self.predictions.items()}
+        predictions = {keys[image_id]: predictions.xywh_scores(self.wider_boxes)
+                       for image_id, predictions in self.predictions.items()}
         return evaluate_widerface(predictions, ground_truth, iou_threshold=MATCH_IOU)
 
     def _landmark_nme(self) -> float:
@@ -272,7 +287,8 @@ class FaceDetectionEvaluator:
         """Write the predictions in the official layout and the PR curves.
 
         * ``widerface_predictions/<event>/<image>.txt``: every detection, ``x y w h score`` in original pixels
-          (:func:`~visiontune.evaluation.widerface_ground_truth.widerface_image_key` names the files);
+          (:func:`~visiontune.evaluation.widerface_ground_truth.widerface_image_key` names the files), boxes as
+          ``wider_boxes`` says (whole pixels by default, as the reference tools write them);
         * ``pr_curve.png``: precision / recall against the annotations (``ap``), when computed;
         * ``pr_curves_widerface.png``: official easy / medium / hard curves, when computed.
 
@@ -286,7 +302,8 @@ class FaceDetectionEvaluator:
         keys = widerface_image_keys(self.records)
         written = write_widerface_predictions(
             out_dir / "widerface_predictions",
-            {keys[image_id]: predictions.xywh_scores() for image_id, predictions in sorted(self.predictions.items())},
+            {keys[image_id]: predictions.xywh_scores(self.wider_boxes)
+             for image_id, predictions in sorted(self.predictions.items())},
         )
         if "all" in self.results:
             written.append(plot_widerface_pr_curves(self.results["all"], out_dir / "pr_curve.png",

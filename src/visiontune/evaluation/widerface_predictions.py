@@ -23,6 +23,30 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 
+WIDER_BOX_MODES: tuple[str, ...] = ("int", "decimal")
+"""How boxes enter the WIDER FACE evaluation and prediction files (``face.wider_boxes``): ``int`` as the reference
+tools write them (whole pixels, :func:`wider_xywh`), ``decimal`` unchanged."""
+
+
+def check_box_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`WIDER_BOX_MODES`, else ``ValueError`` naming ``face.wider_boxes``."""
+    if mode not in WIDER_BOX_MODES:
+        raise ValueError(f"face.wider_boxes: expected one of {', '.join(WIDER_BOX_MODES)}, got {mode!r}")
+    return mode
+
+
+def wider_xywh(boxes_xyxy: object, mode: str = "int") -> np.ndarray:
+    """``float64 [N, 4]`` ``x, y, w, h`` of xyxy boxes as written to a WIDER FACE prediction file.
+
+    ``mode="int"`` reproduces the reference implementation's ``test_widerface.py`` (the published AP was computed
+    from such files): ``x = int(x1)``, ``y = int(y1)``, ``w = int(x2) - int(x1)``, ``h = int(y2) - int(y1)``,
+    ``int`` truncating toward zero. ``mode="decimal"`` keeps ``x1, y1, x2 - x1, y2 - y1`` unchanged.
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    if check_box_mode(mode) == "int":
+        boxes = np.trunc(boxes)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
 
 def as_prediction_array(boxes: object, image_id: str) -> np.ndarray:
     """Validate one image's predictions and return them as ``float64 [N, 5]`` (x, y, w, h, score).
@@ -59,7 +83,9 @@ def write_widerface_predictions(out_dir: str | Path, predictions: Mapping[str, o
     Returns:
         The written file paths, in the order of ``predictions``.
 
-    Numbers are written with Python's shortest round-trip ``repr``, so reading them back is exact.
+    Numbers are written with Python's shortest round-trip ``repr``, so reading them back is exact; whole-number
+    box values (:func:`wider_xywh` with ``mode="int"``) are written without a decimal point, as the reference tools
+    write them.
     """
     out_dir = Path(out_dir)
     arrays = {image_id: as_prediction_array(boxes, image_id) for image_id, boxes in predictions.items()}
@@ -69,7 +95,8 @@ def write_widerface_predictions(out_dir: str | Path, predictions: Mapping[str, o
         path = out_dir / event / f"{image_name}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = [image_name, str(len(array))]
-        lines.extend(" ".join(repr(float(value)) for value in row) for row in array)
+        lines.extend(" ".join([*(_format_coordinate(value) for value in row[:4]), repr(float(row[4]))])
+                     for row in array)
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         written.append(path)
     logger.debug("wrote WIDER FACE predictions for %d images to %s", len(written), out_dir)
@@ -148,6 +175,11 @@ def read_prediction_file(path: str | Path) -> np.ndarray:
             raise WiderFaceFormatError(f"{path}:{line_number}: NaN or infinite value in {line!r}")
         boxes[row] = values
     return boxes
+
+
+def _format_coordinate(value: float) -> str:
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
 
 
 def _visible_entries(folder: Path) -> list[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +72,11 @@ class ClassificationTask(Task):
             raise ValueError("data.root is not set: point it at the dataset folder (e.g. data.root=path/to/data)")
         root = Path(data.root)
         if data.format == "folder":
-            return scan_image_folder(root / split, classes=classes, hint=f"data.root + split {split!r}")
+            setting = {data.val_split: "data.val_split", data.train_split: "data.train_split"}.get(split)
+            other = [name for name in (data.train_split, data.val_split) if name and name != split]
+            hint = f"data.root + {setting}" if setting else f"data.root + split {split!r}"
+            return scan_image_folder(root / split, classes=classes, hint=hint, setting=setting, split=split,
+                                     exclude=other)
         if data.format == "list":
             images = root / (data.val_images_dir if classes is not None and data.val_images_dir else data.images_dir)
             return read_annotation_list(root / split, images, image_ext=data.image_ext, classes=classes)
@@ -217,10 +222,20 @@ class ClassificationTask(Task):
         """Top-k labels and probabilities per image to ``predictions.csv``; with known labels also ``pred.txt``.
 
         ``source`` is an image, a folder (a class-folder tree gives known labels), a ``.txt`` list of image
-        paths, or a ``.csv`` with ``path[,label]``.
+        paths, a ``.txt`` annotation list in the ``list`` layout (``<image id> <label words>`` lines, images at
+        ``data.root/<data.val_images_dir or data.images_dir>/<id><data.image_ext>``, as FGVC-Aircraft's
+        ``images_variant_test.txt``), or a ``.csv`` with ``path[,label]``. When the source carries labels, the
+        top-1 (and top-5) accuracy is logged, written to ``metrics.json`` and kept in ``self.predict_metrics``.
         """
         names = self.meta.get("class_names") or [str(i) for i in range(self.num_classes)]
-        items = collect_prediction_inputs(source, names)
+        data = self.config.data
+        images_dir = None
+        if data.root is not None:
+            images_dir = Path(data.root) / (data.val_images_dir or data.images_dir or "")
+        items = collect_prediction_inputs(source, names, images_dir=images_dir, image_ext=data.image_ext)
+        self.predict_metrics: dict[str, float] = {}
+        topk_all = min(5, len(names))
+        hits = {1: 0, topk_all: 0}
         transform = self.build_transform(train=False)
         output_dir.mkdir(parents=True, exist_ok=True)
         topk = min(self.config.topk, len(names))
@@ -236,8 +251,13 @@ class ClassificationTask(Task):
                 logits = torch.stack([output["logits"] for output in model(images)])
                 probabilities = logits.float().softmax(dim=1).cpu()
                 values, indices = probabilities.topk(topk, dim=1)
-                for (path, label), top_values, top_indices in zip(chunk, values, indices):
+                best = probabilities.topk(topk_all, dim=1).indices
+                for (path, label), top_values, top_indices, ranked in zip(chunk, values, indices, best):
                     rows.append((path, label, [(names[i], float(v)) for v, i in zip(top_values, top_indices)]))
+                    if label is not None:
+                        ranked_names = [names[i] for i in ranked.tolist()]
+                        hits[1] += int(ranked_names[0] == label)
+                        hits[topk_all] += int(label in ranked_names)
         csv_path = output_dir / "predictions.csv"
         with csv_path.open("w", newline="", encoding="utf-8") as stream:
             writer = csv.writer(stream)
@@ -252,15 +272,29 @@ class ClassificationTask(Task):
             with pred_path.open("w", encoding="utf-8") as stream:
                 for path, label, top in rows:
                     stream.write(f"{path}\t{top[0][0]}\t{label}\n")
-            correct = sum(1 for _, label, top in rows if label == top[0][0])
-            logger.info("top-1 on the labelled prediction inputs: %.2f%% (%d/%d)", 100 * correct / len(rows), correct,
-                        len(rows))
-            written.append(pred_path)
+            labelled = sum(1 for _, label, _ in rows if label is not None)
+            unknown = sorted({label for _, label, _ in rows if label is not None and label not in names})
+            if unknown:
+                logger.warning("%d label(s) of %s are not classes of the model (counted as wrong): %s", len(unknown),
+                               source, ", ".join(unknown[:10]))
+            metrics = {"top1": hits[1] / labelled, f"top{topk_all}": hits[topk_all] / labelled,
+                       "num_images": float(labelled)}
+            logger.info("top-1 on the labelled prediction inputs: %.2f%% (%d/%d), top-%d %.2f%%",
+                        100 * metrics["top1"], hits[1], labelled, topk_all, 100 * metrics[f"top{topk_all}"])
+            self.predict_metrics = metrics
+            metrics_path = output_dir / "metrics.json"
+            metrics_path.write_text(json.dumps({"source": str(source), **metrics}, indent=1), encoding="utf-8")
+            written.extend([pred_path, metrics_path])
         return written
 
 
-def collect_prediction_inputs(source: str, class_names: list[str]) -> list[tuple[Path, str | None]]:
+def collect_prediction_inputs(source: str, class_names: list[str], *, images_dir: Path | None = None,
+                              image_ext: str = ".jpg") -> list[tuple[Path, str | None]]:
     """Expand ``source`` into ``(image path, known label or None)`` pairs.
+
+    A ``.txt`` file is a list of image paths (relative to the file's folder, or absolute), or an annotation list
+    in the ``list`` layout, ``<image id> <label words>`` per line with the image at ``images_dir/<id><image_ext>``
+    (read when its first line's image is found there; every line then needs a label).
 
     Raises:
         ValueError: the source does not exist or holds no images.
@@ -276,6 +310,8 @@ def collect_prediction_inputs(source: str, class_names: list[str]) -> list[tuple
             if reader.fieldnames is None or "path" not in reader.fieldnames:
                 raise ValueError(f"{path}: expected a CSV header with a 'path' column (and optionally 'label')")
             return [((path.parent / row["path"]), row.get("label") or None) for row in reader]
+    if path.is_file() and images_dir is not None and _is_annotation_list(path, images_dir, image_ext):
+        return _annotation_list_items(path, images_dir, image_ext)
     if path.is_file():
         items = []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -295,3 +331,17 @@ def collect_prediction_inputs(source: str, class_names: list[str]) -> list[tuple
     if not items:
         raise ValueError(f"no images found in {path}")
     return items
+
+
+def _is_annotation_list(path: Path, images_dir: Path, image_ext: str) -> bool:
+    """Whether the first line of ``path`` is ``<image id> <label>`` with ``images_dir/<id><image_ext>`` existing."""
+    with path.open(encoding="utf-8") as stream:
+        first = next((line.strip() for line in stream if line.strip()), "")
+    parts = first.split(maxsplit=1)
+    return len(parts) == 2 and (images_dir / f"{parts[0]}{image_ext}").is_file()
+
+
+def _annotation_list_items(path: Path, images_dir: Path, image_ext: str) -> list[tuple[Path, str | None]]:
+    """The ``(image, label)`` pairs of an annotation list (:func:`read_annotation_list`'s checks, file order)."""
+    source = read_annotation_list(path, images_dir, image_ext=image_ext, classes=None)
+    return [(image, source.classes[label]) for image, label in source.samples]

@@ -205,14 +205,24 @@ class FaceDetectionTask(Task):
         loss = RetinaFaceLoss(loc_weight=face.loc_weight, class_weight=face.class_weight,
                               landm_weight=face.landm_weight, match_thresh=face.match_thresh,
                               neg_pos_ratio=face.neg_pos_ratio, variances=(face.variance[0], face.variance[1]))
-        postprocess = RetinaFacePostprocessConfig(score_threshold=face.conf_thresh, pre_nms_top_k=face.top_k,
-                                                  nms_iou_threshold=face.nms_thresh, max_detections=face.keep_top_k)
-        model = create_retinaface(self.backbone_name, prior_config=prior_config, loss=loss, postprocess=postprocess)
+        model = create_retinaface(self.backbone_name, prior_config=prior_config, loss=loss,
+                                  postprocess=self.postprocess_config())
         self._check_model_config(model)
         if load_weights:
             self._load_initial_weights(model)
         self.timer.attach(model, model.LandmarkHead[-1])
         return model
+
+    def postprocess_config(self) -> RetinaFacePostprocessConfig:
+        """The reference test settings of the ``face`` section: score > ``face.conf_thresh``, the ``face.top_k``
+        best, NMS at ``face.nms_thresh`` with the reference's ``py_cpu_nms`` geometry (inclusive pixels, width
+        ``x2 - x1 + 1``), the first ``face.keep_top_k``. The inclusive NMS reproduces the reference's low-score
+        detections, on which the published WIDER FACE AP depends (plain NMS keeps ~7% more boxes on crowded photos
+        and moves hard AP by ~1.5e-3 on the fixture photos)."""
+        face = self.config.face
+        return RetinaFacePostprocessConfig(score_threshold=face.conf_thresh, pre_nms_top_k=face.top_k,
+                                           nms_iou_threshold=face.nms_thresh, max_detections=face.keep_top_k,
+                                           nms_inclusive_pixels=True)
 
     def _load_initial_weights(self, model: RetinaFace) -> None:
         model_config = self.config.model
@@ -285,7 +295,8 @@ class FaceDetectionTask(Task):
             raise TypeError(f"face detection evaluates a WiderFaceDataset, got {type(dataset).__name__}")
         return FaceDetectionEvaluator(dataset.records, ground_truth=self.ground_truth(),
                                       ground_truth_source=f"face.gt_dir={self.config.face.gt_dir}",
-                                      landmark_score_threshold=self.config.face.vis_thresh, timer=self.timer)
+                                      landmark_score_threshold=self.config.face.vis_thresh, timer=self.timer,
+                                      wider_boxes=self.config.face.wider_boxes)
 
     # ------------------------------------------------------------------ check-data
     def data_problems(self) -> tuple[str, bool]:
@@ -350,28 +361,93 @@ class FaceDetectionTask(Task):
 
         Args:
             detect: runs on each preprocessed image.
-            source: an image, a folder, or a text list of images / video frames.
+            source: an image, a folder, a text list of images / video frames, or an annotation file the training
+                reads: a WIDER / RetinaFace ``label.txt`` (``# <image path>`` lines) or an official
+                ``wider_face_*_bbx_gt.txt``. Annotated images are looked up in ``data.root / data.val_images_dir``
+                (or ``data.images_dir``), else in ``images/`` next to the file, else next to the file.
             output_dir: where :meth:`predict_image` writes, mirroring the source folder.
             detector_name: named in the closing log line (e.g. the ONNX file).
 
         Returns:
-            The written files, two per image.
+            The written files, two per image; for an annotation file also ``metrics.json`` (``ap``, ``nme``, and
+            ``ap_easy`` / ``ap_medium`` / ``ap_hard`` with ``face.gt_dir``, as the evaluation computes them, kept in
+            ``self.predict_metrics``) and the evaluation artifacts (WIDER prediction files, PR curves).
         """
-        images = collect_images(source)
-        names = output_names(images, Path(source))
         output_dir = Path(output_dir)
+        annotations = self._annotated_source(Path(source))
+        if annotations is None:
+            images = collect_images(source)
+            names = [name.with_suffix("") for name in output_names(images, Path(source))]
+            records = None
+        else:
+            images_root, records = annotations
+            images = [images_root / record.relative_path for record in records]
+            names = [PurePosixPath(record.image_id) for record in records]
         output_dir.mkdir(parents=True, exist_ok=True)
         timer = InferenceTimer()
         written: list[Path] = []
-        for image_path, name in zip(images, names):
-            written.extend(self.predict_image(detect, image_path, output_dir, name.with_suffix(""), timer=timer))
+        detections: dict[str, FacePredictions] = {}
+        self.predict_metrics: dict[str, float] = {}
+        for index, (image_path, name) in enumerate(zip(images, names)):
+            keep = None if records is None else (detections, records[index].image_id)
+            written.extend(self.predict_image(detect, image_path, output_dir, name, timer=timer, keep=keep))
         logger.info("predicted %d images%s into %s; %s", len(images), f" with {detector_name}" if detector_name else "",
                     output_dir, timer.summary())
+        if records is not None:
+            written.extend(self._predict_metrics(records, detections, output_dir, source))
         return written
 
+    def _annotated_source(self, path: Path) -> tuple[Path, list[Any]] | None:
+        """``(images root, records)`` when ``path`` is a label.txt / official annotation file, else None."""
+        if not path.is_file() or path.suffix.lower() != ".txt":
+            return None
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:2]
+        if lines and lines[0].startswith("#"):
+            annotation_format = "retinaface"
+        elif len(lines) == 2 and lines[0].lower().endswith((".jpg", ".jpeg", ".png")) and lines[1].isdigit():
+            annotation_format = "official"
+        else:
+            return None
+        records = read_annotations(path, annotation_format).records
+        if not records:
+            raise ValueError(f"{path}: the annotation file lists no image")
+        candidates = ([self.images_root(train=False)] if self.config.data.root else []) + [path.parent / "images",
+                                                                                              path.parent]
+        for root in candidates:
+            if (root / records[0].relative_path).is_file():
+                logger.info("predicting the %d annotated images of %s (%s layout, images in %s)", len(records), path,
+                            annotation_format, root)
+                return root, records
+        raise ValueError(f"{path}: image {records[0].relative_path} not found in "
+                         f"{', '.join(str(root) for root in candidates)} (set data.root and data.val_images_dir)")
+
+    def _predict_metrics(self, records: list[Any], detections: dict[str, FacePredictions], output_dir: Path,
+                         source: str) -> list[Path]:
+        """The evaluation metrics of the annotated source's detections: logged, ``metrics.json`` and artifacts."""
+        if not any(record.num_faces for record in records) and self.ground_truth() is None:
+            logger.warning("%s has no annotated face and face.gt_dir is not set: no metrics", source)
+            return []
+        evaluator = FaceDetectionEvaluator(records, ground_truth=self.ground_truth(),
+                                           ground_truth_source=f"face.gt_dir={self.config.face.gt_dir}",
+                                           landmark_score_threshold=self.config.face.vis_thresh,
+                                           wider_boxes=self.config.face.wider_boxes)
+        evaluator.predictions = detections
+        metrics = evaluator.compute()
+        self.predict_metrics = metrics
+        logger.info("metrics of the predictions on %s: %s", source,
+                    ", ".join(f"{key} {value:.4f}" for key, value in metrics.items()))
+        metrics_path = output_dir / "metrics.json"
+        metrics_path.write_text(json.dumps({"source": str(source), "wider_boxes": self.config.face.wider_boxes,
+                                            **metrics}, indent=1), encoding="utf-8")
+        return [metrics_path, *evaluator.save_artifacts(output_dir)]
+
     def predict_image(self, detect: FaceDetector, image_path: Path, output_dir: Path, name: PurePosixPath | str, *,
-                      timer: InferenceTimer | None = None) -> list[Path]:
+                      timer: InferenceTimer | None = None,
+                      keep: tuple[dict[str, FacePredictions], str] | None = None) -> list[Path]:
         """Detect the faces of one image file and write its prediction files.
+
+        ``keep=(store, image_id)`` also stores every detection (all scores, original pixels) as ``store[image_id]``
+        for the metrics of an annotated source.
 
         Writes ``<name>.json`` (``image``, ``width``, ``height``, ``scale``, ``forward_ms``, ``postprocess_ms``,
         ``score_threshold`` and ``faces``: ``box`` xyxy, ``score``, ``landmarks`` five ``[x, y]``, in original
@@ -386,7 +462,10 @@ class FaceDetectionTask(Task):
         if timer is not None:
             timer.add(forward_seconds=forward_seconds, postprocess_seconds=post_seconds)
         threshold = self.config.face.vis_thresh
-        faces = FacePredictions.from_output(detections, scale=float(target["scale"])).above(threshold)
+        every_face = FacePredictions.from_output(detections, scale=float(target["scale"]))
+        if keep is not None:
+            keep[0][keep[1]] = every_face
+        faces = every_face.above(threshold)
         logger.debug("%s: %d faces, forward %.1f ms, post-processing %.2f ms", image_path, len(faces),
                      1e3 * forward_seconds, 1e3 * post_seconds)
         json_path = output_dir / f"{name}.json"
