@@ -73,7 +73,7 @@ def test_training_with_corrupt_image(shapes, tmp_path, capsys):
     args = ["train", "task=classification", *common(data, tmp_path), "train.epochs=1", "data.batch_size=5"]
     assert main(args) == 2
     assert "broken" in capsys.readouterr().err
-    assert main(args + ["data.on_corrupt=skip", "name=skip"]) == 0
+    assert main([*args, "data.on_corrupt=skip", "name=skip"]) == 0
     log = capsys.readouterr().err  # the CLI logs to stderr
     assert "skipping corrupt image" in log and "broken1.png" in log and "broken2.png" in log
     assert "2 corrupt training images were skipped" in log

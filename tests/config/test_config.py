@@ -45,7 +45,8 @@ def test_wrong_type_in_yaml_names_file_and_line(tmp_path):
 
 
 def test_literal_choices_and_unknown_task():
-    with pytest.raises(ConfigError, match=r"sched.name: expected one of .*'cosine'.*got 'cosin'.*did you mean 'cosine'"):
+    with pytest.raises(ConfigError,
+                       match=r"sched.name: expected one of .*'cosine'.*got 'cosin'.*did you mean 'cosine'"):
         load_config(None, ["sched.name=cosin"])
     with pytest.raises(ConfigError, match=r"task: unknown task 'clasification'.*did you mean 'classification'"):
         create_task(load_config(None, ["task=clasification"]))  # validated where tasks are created

@@ -11,9 +11,9 @@ import timm
 import torch
 
 from visiontune.cli import main
+from visiontune.cli.interop import ConvertError, export_mindspore_checkpoint
 from visiontune.config.loader import config_to_dict
 from visiontune.config.schema import Config, ModelConfig
-from visiontune.interop.cli import ConvertError, export_mindspore_checkpoint
 from visiontune.interop.mindspore import (
     convert_mindspore_state_dict,
     read_mindspore_checkpoint,
@@ -292,3 +292,44 @@ def test_train_from_mindspore_checkpoint_then_export(mindspore_fixtures, tmp_pat
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(fresh(images), net(images))
+
+
+def test_convert_takes_the_output_and_options_as_config_keys(mindspore_fixtures, tmp_path, capsys):
+    source = mindspore_fixtures / "mobilenet_v2_100.ckpt"
+    output = tmp_path / "keys.safetensors"
+    assert main(["convert", str(source), str(output), "arch=mobilenet_v2_100", "convert.list_all=true"]) == 0
+    out = capsys.readouterr().out
+    assert "mapped 262:" in out and "more; --list prints all" not in out  # list_all=true: every tensor
+    flags = tmp_path / "flags.safetensors"
+    assert main(["convert", str(source), "--arch", "mobilenet_v2_100", "-o", str(flags)]) == 0
+    assert read_weights(output).keys() == read_weights(flags).keys()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["out.pth", "arh=mobilenet_v2_100"], r"unknown convert option 'arh' \(did you mean 'arch'\?\)"),
+    (["out.pth", "convert.arh=x"], r"unknown config key 'convert.arh'.*did you mean 'convert.arch'"),
+    (["out.pth", "ema=maybe"], r"convert.ema: expected bool \(true/false\), got 'maybe'"),
+    (["out.pth", "to=tensorflow"], r"convert.to: expected 'pytorch' \| 'mindspore' \| null, got 'tensorflow'"),
+    (["out.pth", "family=mindcv"], r"unknown convert option 'family'"),
+    (["out.pth", "optim.lr=0.1"], r"optim.lr: visiontune convert reads no other settings; only convert.\* apply"),
+    (["out.pth", "arch=resnet50", "--arch", "resnet50"], r"convert option 'arch' is given twice"),
+    (["out.pth", "-o", "other.pth", "arch=resnet50"], r"give the output once: out.pth or -o other.pth"),
+    (["arch=mobilenet_v2_100"], r"give the output file: visiontune convert IN OUT \(or -o OUT\)"),
+])
+def test_convert_options_are_checked_like_config_keys(mindspore_fixtures, tmp_path, monkeypatch, capsys, arguments,
+                                                      message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["convert", str(mindspore_fixtures / "mobilenet_v2_100.ckpt"), *arguments]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("visiontune convert: error: ")
+    assert re.search(message, error), error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_import_config_options_are_config_keys(tmp_path, capsys):
+    source = tmp_path / "mindcv.yaml"
+    source.write_text("model: mobilenet_v2_100\n")
+    assert main(["import-config", str(source), "famly=mindcv"]) == 2
+    assert "unknown import-config option 'famly' (did you mean 'family'?)" in capsys.readouterr().err
+    assert main(["import-config", str(source), "family=mindcv", "--family", "mindcv"]) == 2
+    assert "import-config option 'family' is given twice" in capsys.readouterr().err

@@ -7,12 +7,15 @@ from visiontune.config.loader import (
     copy_config,
     load_config,
     parse_freeze,
+    parse_image_size,
     save_config,
     valid_keys,
 )
 from visiontune.config.schema import (
     Config,
+    ConvertConfig,
     DataConfig,
+    ExportConfig,
     FaceConfig,
     FinetuneConfig,
     ModelConfig,
@@ -25,7 +28,9 @@ from visiontune.config.schema import (
 __all__ = [
     "Config",
     "ConfigError",
+    "ConvertConfig",
     "DataConfig",
+    "ExportConfig",
     "FaceConfig",
     "FinetuneConfig",
     "ModelConfig",
@@ -38,6 +43,7 @@ __all__ = [
     "copy_config",
     "load_config",
     "parse_freeze",
+    "parse_image_size",
     "save_config",
     "valid_keys",
 ]

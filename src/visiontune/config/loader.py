@@ -25,16 +25,17 @@ class ConfigError(ValueError):
     """A configuration key or value is invalid; the message names the key."""
 
 
-def _describe_type(annotation: Any) -> str:
+def describe_type(annotation: Any) -> str:
+    """A schema type as error messages and ``visiontune config keys`` write it (``float | null``)."""
     origin = typing.get_origin(annotation)
     if origin is Literal:
         return " | ".join(repr(v) for v in typing.get_args(annotation))
     if origin in (Union, types.UnionType):
-        return " | ".join(_describe_type(a) for a in typing.get_args(annotation))
+        return " | ".join(describe_type(a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return "null"
     if origin is not None:
-        args = ", ".join(_describe_type(a) for a in typing.get_args(annotation))
+        args = ", ".join(describe_type(a) for a in typing.get_args(annotation))
         return f"{getattr(origin, '__name__', str(origin))}[{args}]"
     return getattr(annotation, "__name__", str(annotation))
 
@@ -54,7 +55,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return value
         options = [str(v) for v in typing.get_args(annotation)]
         raise ConfigError(
-            f"{key}: expected one of {_describe_type(annotation)}, got {value!r}{suggest(str(value), options)}"
+            f"{key}: expected one of {describe_type(annotation)}, got {value!r}{suggest(str(value), options)}"
         )
     if origin in (Union, types.UnionType):
         errors = []
@@ -63,19 +64,19 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                 return _coerce(value, option, key)
             except ConfigError as error:
                 errors.append(error)
-        raise ConfigError(f"{key}: expected {_describe_type(annotation)}, got {value!r} ({type(value).__name__})")
+        raise ConfigError(f"{key}: expected {describe_type(annotation)}, got {value!r} ({type(value).__name__})")
     if annotation is type(None):
         if value is None:
             return None
         raise ConfigError(f"{key}: expected null, got {value!r}")
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list ({_describe_type(annotation)}), got {value!r}")
+            raise ConfigError(f"{key}: expected a list ({describe_type(annotation)}), got {value!r}")
         (item_type,) = typing.get_args(annotation) or (Any,)
         return [_coerce(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping ({_describe_type(annotation)}), got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping ({describe_type(annotation)}), got {value!r}")
         key_type, value_type = typing.get_args(annotation) or (Any, Any)
         for item_key, item_value in value.items():
             if item_value is None and isinstance(item_key, str) and ":" in item_key:
@@ -88,6 +89,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)  # key=0 / key=1 on a command line
         raise ConfigError(f"{key}: expected bool (true/false), got {value!r} ({type(value).__name__})")
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -119,7 +122,7 @@ def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
     for name, annotation in _fields(cls).items():
         full = f"{prefix}{name}"
         keys.append(full)
-        if dataclasses.is_dataclass(annotation):
+        if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
             keys.extend(valid_keys(annotation, prefix=f"{full}."))
     return keys
 
@@ -136,7 +139,7 @@ def _apply_mapping(target: Any, values: Mapping[str, Any], prefix: str, where: M
         if name not in fields:
             raise _unknown_key_error(full, location)
         annotation = fields[name]
-        if dataclasses.is_dataclass(annotation):
+        if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{full}{location}: expected a mapping of {annotation.__name__} keys, got {value!r}")
             _apply_mapping(getattr(target, name), value, f"{full}.", where)
@@ -314,6 +317,34 @@ def validate_config(config: Config) -> None:
     if config.model.num_classes is not None and config.model.num_classes < 1:
         raise ConfigError(f"model.num_classes: expected >= 1, got {config.model.num_classes}")
     parse_freeze(config.finetune.freeze)
+    parse_image_size("export.input_size", config.export.input_size)
+
+
+def parse_image_size(key: str, value: Any) -> tuple[int, int] | None:
+    """``(height, width)`` of ``HxW`` (``"480x640"``), ``[H, W]`` or one number for a square; None stays None.
+
+    Raises:
+        ConfigError: anything else, naming ``key``.
+    """
+    if value is None:
+        return None
+    problem = ConfigError(f"{key}={value!r}: expected HEIGHTxWIDTH (e.g. 480x640), [HEIGHT, WIDTH] or one number")
+    if isinstance(value, str):
+        try:
+            sizes = [int(part) for part in value.lower().replace(",", "x").split("x")]
+        except ValueError:
+            raise problem from None
+    elif isinstance(value, (list, tuple)):
+        sizes = list(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        sizes = [value]
+    else:
+        raise problem
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or not all(isinstance(size, int) and not isinstance(size, bool) for size in sizes):
+        raise problem
+    return sizes[0], sizes[1]
 
 
 def parse_freeze(value: Any) -> tuple[str, Any]:

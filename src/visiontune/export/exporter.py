@@ -44,6 +44,7 @@ from visiontune.export.samples import collect_sample_images
 from visiontune.export.specs import ExportSpec, build_export_spec
 
 if TYPE_CHECKING:
+    from visiontune.config import ExportConfig
     from visiontune.tasks.base import Task
 
 __all__ = ["ExportOptions", "ExportResult", "export_checkpoint", "export_model", "model_from_checkpoint"]
@@ -100,6 +101,19 @@ class ExportOptions:
             if len(self.input_size) != 2 or any(int(size) < 32 for size in self.input_size):
                 raise ValueError(f"input_size: expected (height, width), both >= 32, got {self.input_size!r}")
             self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+
+    @classmethod
+    def from_config(cls, config: ExportConfig) -> ExportOptions:
+        """The options of the config's ``export`` section (``visiontune export``, ``export.*`` keys).
+
+        Raises:
+            ValueError: an option is invalid (the message names it).
+        """
+        from visiontune.config import parse_image_size
+
+        return cls(format=config.format, dynamic=config.dynamic, opset=config.opset, half=config.half,
+                   softmax=config.softmax, decode=config.decode, tolerance=config.tolerance,
+                   input_size=parse_image_size("export.input_size", config.input_size), sample=config.sample)
 
     @property
     def resolved_tolerance(self) -> float:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -303,48 +303,14 @@ def _predict_instance_segmentation(model: OnnxModel, task: Task, source: str, ou
 def _predict_faces(model: OnnxModel, task: Task, source: str, output_dir: Path) -> list[Path]:
     """The face-detection prediction loop of the PyTorch path, with the graph in place of the network.
 
-    Writes per image ``<name>.json`` (same keys as ``FaceDetectionTask.predict``) and ``<name>.<suffix>`` with the
-    faces drawn.
+    Writes per image ``<name>.json`` and ``<name>.<suffix>`` with the faces drawn
+    (:meth:`~visiontune.tasks.face_detection.FaceDetectionTask.predict_image`).
     """
-    from PIL import Image
+    from visiontune.tasks.face_detection import FaceDetectionTask
 
-    from visiontune.data.face_transforms import FaceInstances
-    from visiontune.data.widerface import load_bgr_image
-    from visiontune.tasks.face_detection import (
-        FacePredictions,
-        InferenceTimer,
-        _output_names,
-        collect_images,
-        draw_faces,
-    )
-
-    images = collect_images(source)
-    names = _output_names(images, Path(source))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    transform = task.eval_transform()
-    threshold = task.config.face.vis_thresh
-    detector = FaceDetector(model, task.config.face)
-    timer = InferenceTimer()
-    written: list[Path] = []
-    for image_path, name in zip(images, names):
-        bgr = load_bgr_image(image_path)
-        tensor, target = transform(bgr, FaceInstances.empty())
-        detections, forward_seconds, post_seconds = detector(tensor)
-        timer.add(forward_seconds=forward_seconds, postprocess_seconds=post_seconds)
-        faces = FacePredictions.from_output(detections, scale=float(target["scale"])).above(threshold)
-        json_path = output_dir / f"{name}.json"
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"image": str(image_path), "width": int(bgr.shape[1]), "height": int(bgr.shape[0]),
-                  "scale": float(target["scale"]), "forward_ms": round(1e3 * forward_seconds, 3),
-                  "postprocess_ms": round(1e3 * post_seconds, 3), "score_threshold": threshold,
-                  "faces": faces.as_json()}
-        json_path.write_text(json.dumps(record, indent=1), encoding="utf-8")
-        suffix = image_path.suffix.lower() if image_path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
-        drawn_path = output_dir / f"{name}{suffix}"
-        draw_faces(Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])), faces).save(drawn_path)
-        written.extend([json_path, drawn_path])
-    logger.info("predicted %d images with %s into %s; %s", len(images), model.path, output_dir, timer.summary())
-    return written
+    if not isinstance(task, FaceDetectionTask):
+        raise TypeError(f"{model.path}: a face detection graph needs the face detection task, got {task.name!r}")
+    return task.predict_with(FaceDetector(model, task.config.face), source, output_dir, detector_name=str(model.path))
 
 
 PREDICTORS: dict[str, Callable[[OnnxModel, "Task", str, Path], list[Path]]] = {
@@ -355,31 +321,42 @@ PREDICTORS: dict[str, Callable[[OnnxModel, "Task", str, Path], list[Path]]] = {
 """Task name -> prediction loop on an :class:`OnnxModel`."""
 
 
-def predict_onnx(onnx_path: str | Path, source: str | Path, output_dir: str | Path, *, device: str = "cpu",
-                 **options: Any) -> list[Path]:
+def predict_onnx(onnx_path: str | Path, source: str | Path, output_dir: str | Path | None = None, *,
+                 device: str = "cpu", overrides: Iterable[str] = (), **options: Any) -> list[Path]:
     """Predict with an exported model and write the same files as the PyTorch ``predict``.
 
     Args:
         onnx_path: a ``.onnx`` file written by ``visiontune export``.
         source: an image, a folder, or a list file, as for ``visiontune predict``.
-        output_dir: where to write the prediction files.
+        output_dir: where to write the prediction files; None: a new ``<project>/<task>/predict[-N]`` folder, as
+            ``visiontune predict``.
         device: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto`` (ONNX Runtime execution provider).
-        **options: config overrides with dotted keys, e.g. ``topk=3`` or ``**{"face.vis_thresh": 0.3}``; keys
-            the graph fixes (``model.*``, :data:`FIXED_BY_GRAPH`) are refused.
+        overrides: config overrides as written on a command line (``["topk=3", "face.vis_thresh=0.3"]``), checked
+            against the config schema like every ``visiontune`` command's.
+        **options: the same with dotted keys as Python keywords, e.g. ``topk=3`` or ``**{"face.vis_thresh": 0.3}``
+            (applied after ``overrides``). Keys the graph fixes (``model.*``, :data:`FIXED_BY_GRAPH`) are refused.
 
     Returns:
         The written files.
 
     Raises:
-        ValueError: the file is not a visiontune export, an option is invalid, or an input does not fit a graph
-            exported with fixed sizes.
+        ValueError: the file is not a visiontune export, an option is invalid (``ConfigError``, naming the key),
+            or an input does not fit a graph exported with fixed sizes.
         MissingExportDependencyError: onnxruntime is not installed.
     """
+    from visiontune.config.loader import parse_override
+
+    values: dict[str, Any] = dict(parse_override(text) for text in overrides)
+    values.update(options)
     model = OnnxModel(onnx_path, device=device)
-    task = model.build_task(options)
+    task = model.build_task(values)
     predictor = PREDICTORS.get(task.name)
     if predictor is None:
         raise ValueError(f"{onnx_path}: no ONNX prediction for task {task.name!r}; supported: {', '.join(PREDICTORS)}")
     logger.info("predicting with %s (%s, %s, exported by visiontune %s, config %s)", model.path, task.name,
                 model.metadata.output_kind, model.metadata.visiontune_version, model.metadata.config_sha256[:12])
+    if output_dir is None:
+        from visiontune.engine.run_dir import new_run_dir
+
+        output_dir = new_run_dir(Path(task.config.project) / task.name, "predict")
     return predictor(model, task, str(source), Path(output_dir))

@@ -2,13 +2,18 @@
 
 ::
 
-    visiontune convert mobilenet_v2_100.ckpt --arch mobilenet_v2_100 -o mobilenet_v2_100.safetensors
-    visiontune convert runs/classification/exp/best.pt --to mindspore -o model.ckpt     # arch from the checkpoint
-    visiontune import-config RetinaFace_mobilenet025.yaml -o retinaface.yaml
+    visiontune convert mobilenet_v2_100.ckpt mobilenet_v2_100.safetensors arch=mobilenet_v2_100
+    visiontune convert runs/classification/exp/best.pt model.ckpt to=mindspore    # arch from the checkpoint
+    visiontune import-config RetinaFace_mobilenet025.yaml retinaface.yaml
 
 ``convert`` maps a MindSpore ``.ckpt`` (MindCV / MindFace names) to the PyTorch names of the timm / visiontune
-model and writes ``.safetensors`` or ``.pth``; with ``--to mindspore`` it exports a visiontune checkpoint (or plain
+model and writes ``.safetensors`` or ``.pth``; with ``to=mindspore`` it exports a visiontune checkpoint (or plain
 weights) back to a MindSpore ``.ckpt`` with MindSpore's names, for deployment with MindSpore / MindSpore Lite.
+The options are the ``convert`` section of the config (``visiontune config keys convert``), checked like every
+command's; ``--arch``, ``--to``, ``--ema``, ``--list``, ``--family`` and ``-o OUT`` are the same as flags.
+
+The conversion functions live here, in the CLI layer, because they read visiontune checkpoints with
+:mod:`visiontune.models` (a layer above :mod:`visiontune.interop`).
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-if TYPE_CHECKING:  # torch and the interop package load lazily: the CLI imports this module for every command
+from visiontune.cli._common import Command, add_verbose
+
+if TYPE_CHECKING:  # torch and the interop package load lazily: `visiontune --help` imports this module
     import torch
 
+    from visiontune.config import ConvertConfig
     from visiontune.interop.mindspore import ConversionReport, MindSporeArchitecture
 
 PYTORCH_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -34,18 +42,6 @@ _MINDCV_IMAGENET_CLASSES = 1000
 
 class ConvertError(ValueError):
     """``visiontune convert`` cannot do what was asked (bad paths, direction or checkpoint content)."""
-
-
-def register_commands(commands: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]]) -> None:
-    """Add ``convert`` and ``import-config`` to the CLI (see :func:`visiontune.cli.extra_commands`)."""
-    commands["convert"] = (
-        configure_convert,
-        "convert weights between MindSpore .ckpt (MindCV / MindFace names) and PyTorch .safetensors / .pth",
-    )
-    commands["import-config"] = (
-        configure_import_config,
-        "translate a MindFace RetinaFace or MindCV YAML config into a visiontune config",
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,7 +214,7 @@ def _read_trained_weights(source: Path, *, use_ema: bool) -> tuple[dict[str, tor
     if source.suffix.lower() != ".safetensors":
         try:
             content = torch.load(source, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - any unpickling failure means an unreadable file
+        except Exception as error:  # any unpickling failure means an unreadable file
             raise ConvertError(f"cannot read {source} with torch.load(weights_only=True): "
                                f"{type(error).__name__}: {str(error)[:300]}") from None
         if isinstance(content, Mapping) and "model" in content and isinstance(content.get("config"), Mapping):
@@ -276,38 +272,66 @@ def _check_output(source: Path, output: Path, *, suffixes: tuple[str, ...], dire
 # --------------------------------------------------------------------------------------------------
 
 
+def _add_paths(parser: argparse.ArgumentParser, *, source_help: str, output_help: str) -> None:
+    parser.add_argument("source", metavar="IN", help=source_help)
+    parser.add_argument("arguments", nargs="*", metavar="OUT|key=value",
+                        help=f"OUT: {output_help}; then options as key=value (visiontune config keys convert)")
+    parser.add_argument("-o", "--output", metavar="OUT", help="the output file (the same as the OUT argument)")
+
+
+def _paths_and_options(args: argparse.Namespace, options: tuple[str, ...],
+                       flags: dict[str, str | None]) -> tuple[str | None, ConvertConfig]:
+    """The output path (``OUT`` or ``-o OUT``) and the ``convert`` section of the ``key=value`` items and flags.
+
+    Raises:
+        ConvertError: the output is given twice.
+        ConfigError: an unknown option (with the nearest one), a wrong value, or an option given twice.
+    """
+    from visiontune.cli._common import section_overrides
+    from visiontune.config import load_config
+
+    items = list(args.arguments)
+    output = items.pop(0) if items and "=" not in items[0] else None
+    if output is not None and args.output is not None:
+        raise ConvertError(f"give the output once: {output} or -o {args.output}")
+    flag_items = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    overrides = section_overrides([*items, *flag_items], section="convert", command=args.command, only=options)
+    return output or args.output, load_config(None, overrides).convert
+
+
 def configure_convert(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``visiontune convert``."""
-    parser.add_argument("source", help="MindSpore .ckpt (to PyTorch) or visiontune checkpoint / weights "
-                                       "(--to mindspore)")
-    parser.add_argument("-o", "--output", required=True, help=".safetensors / .pth (PyTorch) or .ckpt (MindSpore)")
-    parser.add_argument("--arch", help="architecture: mobilenet_v2_100, mobilenet_v3_small_100, "
-                                       "mobilenet_v3_large_100, resnet50, convnext_tiny, retinaface_mobilenet025, "
-                                       "retinaface_resnet50 (timm names work); --to mindspore defaults to the "
-                                       "checkpoint's model.name")
-    parser.add_argument("--to", choices=("pytorch", "mindspore"),
-                        help="direction (default: mindspore when -o ends with .ckpt, else pytorch)")
-    parser.add_argument("--ema", action="store_true", help="--to mindspore: export the checkpoint's EMA weights")
-    parser.add_argument("--list", action="store_true", help="print every renamed tensor")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, full tracebacks")
+    """Arguments of ``visiontune convert IN OUT [arch=... to=... ema=true list_all=true]``."""
+    _add_paths(parser, source_help="MindSpore .ckpt (to PyTorch) or visiontune checkpoint / weights (to MindSpore)",
+               output_help=".safetensors / .pth (PyTorch) or .ckpt (MindSpore)")
+    legacy = parser.add_argument_group("the options as flags (the same as the key=value options)")
+    legacy.add_argument("--arch", help="arch=...")
+    legacy.add_argument("--to", choices=("pytorch", "mindspore"), help="to=...")
+    legacy.add_argument("--ema", action="store_true", help="ema=true")
+    legacy.add_argument("--list", action="store_true", help="list_all=true")
+    add_verbose(parser)
     parser.set_defaults(handler=run_convert)
 
 
 def run_convert(args: argparse.Namespace) -> int:
     """``visiontune convert``: print the report, write the file; returns the exit code."""
-    direction = args.to or ("mindspore" if args.output.lower().endswith(MINDSPORE_SUFFIX) else "pytorch")
+    output, options = _paths_and_options(args, ("arch", "to", "ema", "list_all"), {
+        "arch": args.arch, "to": args.to, "ema": "true" if args.ema else None,
+        "list_all": "true" if args.list else None})
+    if output is None:
+        raise ConvertError("give the output file: visiontune convert IN OUT (or -o OUT)")
+    direction = options.to or ("mindspore" if output.lower().endswith(MINDSPORE_SUFFIX) else "pytorch")
     if direction == "mindspore":
-        _print_export(export_mindspore_checkpoint(args.source, args.output, arch=args.arch, use_ema=args.ema))
+        _print_export(export_mindspore_checkpoint(args.source, output, arch=options.arch, use_ema=options.ema))
         return 0
-    if args.ema:
+    if options.ema:
         raise ConvertError("--ema applies to --to mindspore (exporting a visiontune checkpoint)")
-    if args.arch is None:
+    if options.arch is None:
         from visiontune.interop.mindspore import list_mindspore_architectures
 
         names = ", ".join(list_mindspore_architectures())
         raise ConvertError(f"converting {args.source} needs --arch (one of {names})")
-    report = convert_mindspore_checkpoint(args.source, args.output, arch=args.arch)
-    _print_conversion(report, output=Path(args.output), list_all=args.list)
+    report = convert_mindspore_checkpoint(args.source, output, arch=options.arch)
+    _print_conversion(report, output=Path(output), list_all=options.list_all)
     return 0
 
 
@@ -362,11 +386,12 @@ def _print_export(export: MindSporeExport) -> None:
 
 
 def configure_import_config(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``visiontune import-config``."""
-    parser.add_argument("source", help="MindFace RetinaFace (configs/RetinaFace_*.yaml) or MindCV YAML config")
-    parser.add_argument("-o", "--output", help="visiontune YAML to write (default: print it)")
-    parser.add_argument("--family", choices=("mindface", "mindcv"), help="skip the detection from the keys")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, full tracebacks")
+    """Arguments of ``visiontune import-config IN [OUT] [family=mindface|mindcv]``."""
+    _add_paths(parser, source_help="MindFace RetinaFace (configs/RetinaFace_*.yaml) or MindCV YAML config",
+               output_help="the visiontune YAML to write (default: print it)")
+    legacy = parser.add_argument_group("the options as flags (the same as the key=value options)")
+    legacy.add_argument("--family", choices=("mindface", "mindcv"), help="family=...")
+    add_verbose(parser)
     parser.set_defaults(handler=run_import_config)
 
 
@@ -374,11 +399,12 @@ def run_import_config(args: argparse.Namespace) -> int:
     """``visiontune import-config``: translate, report the untranslated keys, write or print the YAML."""
     from visiontune.interop.mindspore_configs import import_mindspore_config
 
-    imported = import_mindspore_config(args.source, family=args.family)
-    if args.output is None:
+    output, options = _paths_and_options(args, ("family",), {"family": args.family})
+    imported = import_mindspore_config(args.source, family=options.family)
+    if output is None:
         print(imported.to_yaml(), end="")
         return 0
-    path = imported.write(args.output)
+    path = imported.write(output)
     total = len(imported.translated) + len(imported.untranslated)
     print(f"{imported.family_label} config {imported.source}: translated {len(imported.translated)} of {total} keys")
     print(f"not translated ({len(imported.untranslated)}):")
@@ -393,3 +419,24 @@ def run_import_config(args: argparse.Namespace) -> int:
             print(f"  {note}")
     print(f"wrote {path}; train with: visiontune train -c {path}")
     return 0
+
+
+COMMANDS = (
+    Command(
+        "convert",
+        "convert weights between MindSpore .ckpt (MindCV / MindFace names) and PyTorch .safetensors / .pth",
+        "  visiontune convert mobilenet_v2_100.ckpt mobilenet_v2_100.safetensors arch=mobilenet_v2_100\n"
+        "  visiontune convert retinaface.ckpt retinaface.pth arch=retinaface_mobilenet025 list_all=true\n"
+        "  visiontune convert runs/classification/exp/best.pt model.ckpt     # to MindSpore, arch from the checkpoint\n"
+        "  visiontune convert runs/classification/exp/best.pt model_ema.ckpt to=mindspore ema=true\n"
+        "  visiontune convert mobilenet_v2_100.ckpt --arch mobilenet_v2_100 -o mobilenet_v2_100.pth   # flags work too",
+        configure_convert,
+    ),
+    Command(
+        "import-config",
+        "translate a MindFace RetinaFace or MindCV YAML config into a visiontune config",
+        "  visiontune import-config RetinaFace_mobilenet025.yaml retinaface.yaml\n"
+        "  visiontune import-config mobilenet_v2_1.0_gpu.yaml family=mindcv      # print the YAML",
+        configure_import_config,
+    ),
+)

@@ -1,0 +1,171 @@
+"""``demo``, ``train``, ``eval``, ``predict`` and ``check-data``: the workflow commands.
+
+Every option is a config key (``key=value``, checked against the schema like a YAML file); ``checkpoint=``,
+``source=`` and ``output=`` are the top-level keys of the same name.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from visiontune.cli._common import (
+    ONNX_SUFFIX,
+    Command,
+    add_config_arguments,
+    expand_shortcuts,
+    is_main_process,
+    override_keys,
+)
+
+if TYPE_CHECKING:
+    from visiontune.config import Config
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from visiontune.api import metrics_table
+    from visiontune.demo import run_demo as demo
+    from visiontune.engine.trainer import TrainResult
+
+    config, result, seconds = demo(args.overrides)
+    assert isinstance(result, TrainResult)
+    print()
+    print(metrics_table(result.metrics))
+    print(f"\nbest {config.train.metric or 'top1'}: {result.best_metric:.2f} (epoch {result.best_epoch}); "
+          f"{seconds:.0f} s in all")
+    print(f"run directory: {result.run_dir}  (metrics.csv, plots/, eval/, best.pt, last.pt, config.yaml)")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from visiontune.api import metrics_table, train
+    from visiontune.config import load_config
+
+    overrides = list(args.overrides)
+    if args.resume:
+        overrides.append(f"resume={args.resume}")
+    config = load_config(args.config, overrides)
+    result = train(config)
+    if is_main_process():
+        print()
+        print(metrics_table(result.metrics))
+        print(f"\nstopped: {result.stop_reason}; best {result.best_metric} at epoch {result.best_epoch}")
+        print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _requested_config(args: argparse.Namespace) -> tuple[Config, list[str]]:
+    """The config of the command line alone (every key and value checked), and the expanded overrides."""
+    from visiontune.config import load_config
+
+    overrides = expand_shortcuts(args.overrides)
+    return load_config(args.config, overrides), overrides
+
+
+def _checkpoint_config(args: argparse.Namespace) -> Config:
+    """The checkpoint's stored config with ``-c`` / the overrides applied (see ``config_for_checkpoint``)."""
+    from visiontune.api import config_for_checkpoint
+    from visiontune.engine.checkpoint import load_checkpoint
+
+    requested, overrides = _requested_config(args)
+    if not requested.checkpoint:
+        raise SystemExit(f"visiontune {args.command}: give the checkpoint as checkpoint=path/to/best.pt")
+    state = load_checkpoint(requested.checkpoint)
+    return config_for_checkpoint(state, args.config, overrides)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from visiontune.api import evaluate, metrics_table
+
+    config = _checkpoint_config(args)
+    result = evaluate(config)
+    if is_main_process():
+        print(metrics_table(result.metrics))
+        print(f"\nresults: {result.output_dir}")
+    return 0
+
+
+PREDICT_ONNX_KEYS = ("checkpoint", "source", "output", "device")
+"""Keys of ``predict checkpoint=model.onnx`` that choose the files and the device; every other override changes
+the config stored in the ONNX file."""
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from visiontune.config import ConfigError
+
+    requested, overrides = _requested_config(args)
+    if requested.checkpoint and requested.checkpoint.lower().endswith(ONNX_SUFFIX):
+        # an exported model: onnxruntime with the same pre- and post-processing as the PyTorch path
+        from visiontune.export.runtime import predict_onnx
+
+        if args.config:
+            raise ConfigError(f"-c {args.config}: an ONNX model carries its config; give changes as key=value")
+        if not requested.source:
+            raise SystemExit("visiontune predict: give the images as source=path/to/image_or_folder")
+        keys = override_keys(overrides)
+        rest = [item for item, key in zip(overrides, keys) if key not in PREDICT_ONNX_KEYS]
+        files = predict_onnx(Path(requested.checkpoint), requested.source,
+                             Path(requested.output) if requested.output else None,
+                             device=requested.device if "device" in keys else "cpu", overrides=rest)
+    else:
+        from visiontune.api import predict
+
+        files = predict(_checkpoint_config(args))
+    for path in files:
+        print(path)
+    return 0
+
+
+def run_check_data(args: argparse.Namespace) -> int:
+    from visiontune.api import check_data
+    from visiontune.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    text, has_errors = check_data(config)
+    print(text)
+    return 1 if has_errors else 0
+
+
+def _configure_train(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, run_train)
+    parser.add_argument("--resume", help="checkpoint to resume (or 'true' for the newest run of this name); "
+                                         "the same as resume=...")
+
+
+COMMANDS = (
+    Command(
+        "demo", "fine-tune on a generated dataset, offline (a few minutes on CPU)",
+        "  visiontune demo\n"
+        "  visiontune demo train.epochs=5 model.name=resnet18",
+        lambda parser: add_config_arguments(parser, run_demo, config_file=False),
+    ),
+    Command(
+        "train", "train from a config",
+        "  visiontune train -c configs/classification/mobilenetv2_100.yaml data.root=data/flowers optim.lr=0.002\n"
+        "  visiontune train --resume runs/classification/mobilenetv2_100/last.pt\n"
+        "  visiontune train -c cfg.yaml resume=true            # the newest run of this task and name\n"
+        "  torchrun --nproc-per-node 4 -m visiontune train -c cfg.yaml",
+        _configure_train,
+    ),
+    Command(
+        "eval", "evaluate a checkpoint on data.val_split",
+        "  visiontune eval checkpoint=runs/classification/exp/best.pt\n"
+        "  visiontune eval -c cfg.yaml checkpoint=best.pt data.val_split=test output=eval-test\n"
+        "  visiontune eval checkpoint=best.pt face.gt_dir=widerface/eval_tools/ground_truth",
+        lambda parser: add_config_arguments(parser, run_eval),
+    ),
+    Command(
+        "predict", "predict with a checkpoint or an exported .onnx model on an image, a folder or a list",
+        "  visiontune predict checkpoint=runs/classification/exp/best.pt source=photos/ topk=3\n"
+        "  visiontune predict checkpoint=best.pt source=photos/ output=preds face.vis_thresh=0.5\n"
+        "  visiontune predict checkpoint=best.onnx source=photos/ output=preds   # ONNX Runtime (device=cpu)",
+        lambda parser: add_config_arguments(parser, run_predict),
+    ),
+    Command(
+        "check-data", "scan a dataset for corrupt images, empty classes, duplicates",
+        "  visiontune check-data -c configs/classification/mobilenetv2_100.yaml data.root=data/flowers\n"
+        "  visiontune check-data task=face_detection data.format=retinaface data.root=widerface",
+        lambda parser: add_config_arguments(parser, run_check_data),
+    ),
+)

@@ -1,0 +1,72 @@
+"""``visiontune config show`` (the resolved config) and ``visiontune config keys`` (the documented schema)."""
+
+from __future__ import annotations
+
+import yaml
+
+from visiontune.cli import main
+from visiontune.config import Config, config_to_dict, load_config
+from visiontune.config.keys import attribute_docs, schema_keys, sections
+from visiontune.config.loader import valid_keys
+from visiontune.config.schema import ExportConfig, ModelConfig, TrainConfig
+
+
+def test_show_prints_the_resolved_config(tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("task: face_detection\noptim:\n  lr: 0.003\n")
+    assert main(["config", "show", "-c", str(path), "optim.lr=0.002", "export.half=true", "data.root=/data"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown == config_to_dict(load_config(path, ["optim.lr=0.002", "export.half=true", "data.root=/data"]))
+    assert shown["task"] == "face_detection" and shown["optim"]["lr"] == 0.002 and shown["export"]["half"] is True
+    assert set(shown) == set(config_to_dict(Config()))  # every key, defaults included
+
+
+def test_show_rejects_unknown_keys_and_wrong_types(tmp_path, capsys):
+    assert main(["config", "show", "optim.lrr=1"]) == 2
+    err = capsys.readouterr().err
+    assert "visiontune config: error: unknown config key 'optim.lrr'" in err and "did you mean 'optim.lr'" in err
+    path = tmp_path / "cfg.yaml"
+    path.write_text("train:\n  epochs: ten\n")
+    assert main(["config", "show", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "train.epochs: expected int, got 'ten'" in err and f"{path}:2" in err
+
+
+def test_keys_lists_every_key_with_type_default_and_doc(capsys):
+    assert main(["config", "keys"]) == 0
+    out = capsys.readouterr().out
+    for key in valid_keys():
+        if key not in sections():
+            assert f"\n{key}: " in f"\n{out}", key
+    assert "model.checkpoint: str | null = null\n    Local weights:" in out
+    assert "export.half: bool = false\n    float16 weights and input" in out
+    assert "train.amp: 'auto' | 'off' | 'bf16' | 'fp16' = auto\n" in out
+
+
+def test_keys_of_one_section_or_one_key(capsys):
+    assert main(["config", "keys", "export"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("export: ``visiontune export``")
+    listed = [line.split(":")[0] for line in out.splitlines()[1:] if line.startswith("export.")]
+    assert listed == [f"export.{name}" for name in ExportConfig.__dataclass_fields__]
+    assert main(["config", "keys", "optim.lr"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == [
+        "optim.lr: float = 0.01", "    Peak learning rate (after warmup; see ``lr_scale``)."]
+
+
+def test_unknown_section_says_did_you_mean(capsys):
+    assert main(["config", "keys", "optm"]) == 2
+    err = capsys.readouterr().err
+    assert "visiontune config: error: unknown config section or key 'optm' (did you mean 'optim'" in err
+    assert "sections: model, data, finetune, optim, sched, train, face, segmentation, export, convert" in err
+
+
+def test_docs_come_from_the_attribute_docstrings():
+    docs = attribute_docs(ModelConfig)
+    assert docs["checkpoint_key"].startswith("Which entry of a checkpoint dict holds the weights")
+    assert "log_every" not in attribute_docs(TrainConfig)  # undocumented keys have no doc
+    (info,) = schema_keys("train.log_every")
+    assert (info.type, info.default, info.doc) == ("int", "20", "")
+    (info,) = schema_keys("data.scale")
+    assert (info.type, info.default, info.doc) == ("list[float]", "[0.08, 1.0]",
+                                                   "Training: area range of the random resized crop.")
