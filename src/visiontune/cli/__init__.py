@@ -2,7 +2,7 @@
 
 Every ``key=value`` is a dotted config key (``optim.lr=0.002``), checked against the schema like a YAML file: an
 unknown key or a wrong type is an error naming the key. The commands live in the modules of this package
-(``run``: demo, train, eval, predict, check-data; ``export``; ``interop``: convert, import-config; ``config``).
+(``run``: demo, train, eval, predict, check-data; ``report``: report, compare; ``export``; ``interop``: convert, import-config; ``config``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from visiontune import __version__
 from visiontune.cli import config as _config_commands
 from visiontune.cli import export as _export_commands
 from visiontune.cli import interop as _interop_commands
+from visiontune.cli import report as _report_commands
 from visiontune.cli import run as _run_commands
 from visiontune.cli._common import Command
 
@@ -26,8 +27,8 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 # that ``visiontune --help`` and ``--version`` answer at once.
 COMMANDS: dict[str, Command] = {
     command.name: command
-    for command in (*_run_commands.COMMANDS, *_export_commands.COMMANDS, *_interop_commands.COMMANDS,
-                    *_config_commands.COMMANDS)
+    for command in (*_run_commands.COMMANDS, *_report_commands.COMMANDS, *_export_commands.COMMANDS,
+                    *_interop_commands.COMMANDS, *_config_commands.COMMANDS)
 }
 """Every command in the order of ``visiontune --help``."""
 
@@ -43,6 +44,8 @@ EPILOG = """examples:
   visiontune train -c configs/classification/mobilenetv2_100.yaml data.root=data/flowers optim.lr=0.002
   visiontune eval checkpoint=runs/classification/mobilenetv2_100/best.pt
   visiontune predict checkpoint=runs/classification/mobilenetv2_100/best.pt source=photos/
+  visiontune report runs/classification/mobilenetv2_100
+  visiontune compare runs/classification/mobilenetv2_100 runs/classification/mobilenetv2_100-2
   visiontune export checkpoint=runs/classification/mobilenetv2_100/best.pt half=true
   visiontune config keys optim
 """

@@ -1,0 +1,36 @@
+"""``visiontune report`` and ``visiontune compare`` on run folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.report.conftest import make_classification_run
+from visiontune.cli import main
+
+
+def test_report_command_writes_the_page_into_the_run(tmp_path: Path, shapes_dir: Path, capsys):
+    run = make_classification_run(tmp_path, shapes_dir)
+    assert main(["report", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "report.html")
+    assert "<h2" in (run / "report.html").read_text()
+    assert main(["report", str(run / "config.yaml")]) == 0  # a file inside the run stands for the run
+
+
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "is not a visiontune run folder (it holds neither config.yaml nor metrics.csv)" in capsys.readouterr().err
+    assert not (tmp_path / "report.html").exists()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+
+
+def test_compare_command_prints_the_table_and_writes_the_page(tmp_path: Path, shapes_dir: Path, capsys):
+    first = make_classification_run(tmp_path / "a", shapes_dir, name="freeze")
+    second = make_classification_run(tmp_path / "b", shapes_dir, name="full", lr=0.001)
+    assert main(["compare", str(first), str(second), "--project", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "freeze" in out and "full" in out and "optim.lr" in out
+    page = tmp_path / "runs" / "compare" / "compare" / "compare.html"
+    assert f"comparison page: {page}" in out and page.is_file()
+    assert main(["compare", str(first)]) == 2
+    assert "compare needs at least two run folders" in capsys.readouterr().err
