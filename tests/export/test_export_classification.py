@@ -87,7 +87,10 @@ def test_predict_onnx_writes_what_pytorch_predict_writes(graph, request, classif
     torch_files = predict(config, checkpoint=classification_checkpoint, source=str(shapes_dir / "val"))
     onnx_files = predict_onnx(onnx_path, shapes_dir / "val", tmp_path / "onnx")
 
-    assert [path.name for path in onnx_files] == [path.name for path in torch_files] == ["predictions.csv", "pred.txt"]
+    assert [path.name for path in onnx_files] == [path.name for path in torch_files] == [
+        "predictions.csv", "pred.txt", "metrics.json"]  # the source folder carries labels: top-1 of the predictions
+    assert json.loads((tmp_path / "onnx" / "metrics.json").read_text()) == pytest.approx(
+        json.loads((tmp_path / "torch" / "metrics.json").read_text()))
     expected = read_rows(tmp_path / "torch" / "predictions.csv")
     actual = read_rows(tmp_path / "onnx" / "predictions.csv")
     assert actual[0] == expected[0] == ["path", "label1", "prob1", "label2", "prob2", "label3", "prob3", "true_label"]

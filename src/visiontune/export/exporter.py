@@ -275,7 +275,7 @@ def _trace(spec: ExportSpec, options: ExportOptions) -> bytes:
         # torchvision's detection models script a few helpers and copy-construct shape tensors while traced.
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
         warnings.filterwarnings("ignore", message=r"To copy construct from a tensor", category=UserWarning)
-        torch.onnx.export(spec.module, (example,), buffer, input_names=[spec.input_name],
+        torch.onnx.export(spec.module, (example,), buffer, input_names=[spec.input_name],  # type: ignore[arg-type]
                           output_names=spec.output_names, opset_version=options.opset, do_constant_folding=True,
                           **keyword_arguments)
     return buffer.getvalue()

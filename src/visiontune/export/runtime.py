@@ -247,11 +247,13 @@ class FaceDetector:
 
     Args:
         model: the ONNX model.
-        face: the ``face`` config section (priors, variances, thresholds).
+        face: the ``face`` config section (priors, variances).
+        postprocess: score threshold, NMS and detection limits (the face task's :meth:`postprocess_config`, so the
+            graph's detections are post-processed exactly as the PyTorch path's).
     """
 
-    def __init__(self, model: OnnxModel, face: FaceConfig) -> None:
-        from visiontune.models.retinaface import BoxCoder, PriorCache, PriorConfig, RetinaFacePostprocessConfig
+    def __init__(self, model: OnnxModel, face: FaceConfig, postprocess: RetinaFacePostprocessConfig) -> None:
+        from visiontune.models.retinaface import BoxCoder, PriorCache, PriorConfig
 
         if model.metadata.output_kind not in ("retinaface_raw", "retinaface_decoded"):
             raise ValueError(f"{model.path}: output_kind {model.metadata.output_kind!r} is not a RetinaFace graph")
@@ -261,9 +263,7 @@ class FaceDetector:
                                         steps=tuple(face.steps), clip=face.clip)
         self.prior_cache = PriorCache(self.prior_config)
         self.box_coder = BoxCoder(variances=(face.variance[0], face.variance[1]))
-        self.postprocess = RetinaFacePostprocessConfig(score_threshold=face.conf_thresh, pre_nms_top_k=face.top_k,
-                                                       nms_iou_threshold=face.nms_thresh,
-                                                       max_detections=face.keep_top_k)
+        self.postprocess = postprocess
 
     def __call__(self, image: Tensor) -> tuple[dict[str, Tensor], float, float]:
         """Detect faces in ``image: Tensor[3, H, W]`` (BGR minus mean).
@@ -310,10 +310,11 @@ def _predict_faces(model: OnnxModel, task: Task, source: str, output_dir: Path) 
 
     if not isinstance(task, FaceDetectionTask):
         raise TypeError(f"{model.path}: a face detection graph needs the face detection task, got {task.name!r}")
-    return task.predict_with(FaceDetector(model, task.config.face), source, output_dir, detector_name=str(model.path))
+    detector = FaceDetector(model, task.config.face, task.postprocess_config())  # the PyTorch path's settings
+    return task.predict_with(detector, source, output_dir, detector_name=str(model.path))
 
 
-PREDICTORS: dict[str, Callable[[OnnxModel, "Task", str, Path], list[Path]]] = {
+PREDICTORS: dict[str, Callable[[OnnxModel, Task, str, Path], list[Path]]] = {
     "classification": _predict_classification,
     "face_detection": _predict_faces,
     "instance_segmentation": _predict_instance_segmentation,

@@ -18,11 +18,12 @@ instance_segmentation  ``image [3, H, W]``       ``boxes [N, 4]``, ``labels [N]`
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -99,7 +100,7 @@ def fold_sequential_batch_norms(module: nn.Module) -> int:
         if not isinstance(container, nn.Sequential):
             continue
         names = list(container._modules)
-        for name, next_name in zip(names, names[1:]):
+        for name, next_name in itertools.pairwise(names):
             convolution, batch_norm = container._modules[name], container._modules[next_name]
             if type(convolution) is nn.Conv2d and type(batch_norm) is nn.BatchNorm2d:
                 container._modules[name] = fuse_conv_bn_eval(convolution, batch_norm)
@@ -142,7 +143,7 @@ def classification_spec(task: Task, model: nn.Module, options: ExportOptions, sa
                          f"{type(model).__name__}")
     from visiontune.export.wrappers import ClassifierExport
 
-    transform = task.build_transform(train=False)
+    transform = cast(Any, task).build_transform(train=False)  # the classification task's eval transform
     photos = sample_photos(samples, 3, height=size * 5 // 4, width=size * 3 // 2)
     batch = torch.stack([transform(photo) for photo in photos])
     output_name = "probabilities" if options.softmax else "logits"
@@ -201,7 +202,7 @@ def face_detection_spec(task: Task, model: nn.Module, options: ExportOptions, sa
         return torch.stack(images)
 
     parity_inputs = [batch([0], sizes[0])] + ([batch([1, 2], sizes[1])] if options.dynamic else [])
-    export_model = _half_copy(model, half=options.half)
+    export_model = cast(RetinaFace, _half_copy(model, half=options.half))  # a copy of the same class
     if options.decode:
         box_coder = model.loss.box_coder
         module: nn.Module = RetinaFaceDecodedExport(export_model, box_coder)

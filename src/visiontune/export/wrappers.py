@@ -10,6 +10,7 @@ the wrapped model back into train mode too.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -77,8 +78,9 @@ def prior_grid_pixels(height: int | Tensor, width: int | Tensor, config: PriorCo
     for step, min_sizes in zip(config.steps, config.min_sizes):
         rows = (height + step - 1) // step  # ceil(height / step) in integer arithmetic
         columns = (width + step - 1) // step
-        centre_y = (torch.arange(rows, dtype=torch.float32) + 0.5) * step
-        centre_x = (torch.arange(columns, dtype=torch.float32) + 0.5) * step
+        # traced, rows and columns are 0-d tensors, which torch.arange takes like ints
+        centre_y = (torch.arange(cast(int, rows), dtype=torch.float32) + 0.5) * step
+        centre_x = (torch.arange(cast(int, columns), dtype=torch.float32) + 0.5) * step
         sizes = torch.tensor(min_sizes, dtype=torch.float32)
         grid_y, grid_x, grid_size = torch.meshgrid(centre_y, centre_x, sizes, indexing="ij")
         levels.append(torch.stack([grid_x, grid_y, grid_size, grid_size], dim=-1).reshape(-1, 4))
@@ -160,7 +162,8 @@ def resize_like_torchvision(image: Tensor, *, min_size: int, max_size: int,
         scale = (limits / torch.stack([sides.min(), sides.max()])).min()
         new_size = torch.floor(sides * scale).to(torch.int64)
         size = [new_size[0], new_size[1]] if torch.jit.is_tracing() else [int(new_size[0]), int(new_size[1])]
-    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+    # traced, the sizes are 0-d tensors (a symbolic output size), which F.interpolate takes like ints
+    return F.interpolate(image[None], size=cast(list[int], size), mode="bilinear", align_corners=False)[0]
 
 
 class MaskRCNNExport(nn.Module):
@@ -184,17 +187,18 @@ class MaskRCNNExport(nn.Module):
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         from torchvision.models.detection.image_list import ImageList
 
-        transform = self.model.transform
+        transform: Any = self.model.transform  # torchvision's GeneralizedRCNNTransform
+        model: Any = self.model
         original_size = (image.shape[-2], image.shape[-1])
         resized = resize_like_torchvision(transform.normalize(image), min_size=transform.min_size[-1],
                                           max_size=transform.max_size, fixed_size=transform.fixed_size)
         batched = transform.batch_images([resized], size_divisible=transform.size_divisible)
         images = ImageList(batched, [(resized.shape[-2], resized.shape[-1])])
-        features = self.model.backbone(images.tensors)
+        features = model.backbone(images.tensors)
         if isinstance(features, Tensor):
             features = OrderedDict([("0", features)])
-        proposals, _ = self.model.rpn(images, features)
-        detections, _ = self.model.roi_heads(features, proposals, images.image_sizes)
+        proposals, _ = model.rpn(images, features)
+        detections, _ = model.roi_heads(features, proposals, images.image_sizes)
         (detection,) = transform.postprocess(detections, images.image_sizes, [original_size])
         return detection["boxes"], detection["labels"], detection["scores"], detection["masks"]
 
