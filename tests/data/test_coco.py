@@ -12,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
-from torch.utils.data import RandomSampler, SequentialSampler
 from torchvision import tv_tensors
 
 from visiontune.data.coco import (
@@ -23,7 +22,6 @@ from visiontune.data.coco import (
     parse_coco_instances,
 )
 from visiontune.data.detection_transforms import (
-    GroupedBatchSampler,
     SanitizeDetectionTarget,
     collate_detection,
     create_aspect_ratio_groups,
@@ -439,20 +437,3 @@ def test_aspect_ratio_groups_use_the_reference_bins() -> None:
     assert create_aspect_ratio_groups([0.75, 1.0, 4 / 3], num_bins_per_side=0) == [0, 1, 1]
     # k=3 (the default): edges 2**(-1 + i/3); 1.25 lies in [2**0, 2**(1/3)) = [1, 1.26), the fifth group.
     assert create_aspect_ratio_groups([1.25, 1.27]) == [4, 5]
-
-
-def test_grouped_batch_sampler_groups_and_flushes() -> None:
-    group_ids = [0, 1, 0, 1, 0, 0, 1]
-    sampler = GroupedBatchSampler(SequentialSampler(range(7)), group_ids, batch_size=2)
-    assert list(sampler) == [[0, 2], [1, 3], [4, 5], [6]]
-    assert len(sampler) == 4
-    strict = GroupedBatchSampler(SequentialSampler(range(7)), group_ids, batch_size=2, drop_last=True)
-    assert list(strict) == [[0, 2], [1, 3], [4, 5]] and len(strict) == 3
-    generator = torch.Generator().manual_seed(0)
-    shuffled = GroupedBatchSampler(RandomSampler(range(7), generator=generator), group_ids, batch_size=3)
-    batches = list(shuffled)
-    assert sorted(index for batch in batches for index in batch) == list(range(7))
-    assert all(len({group_ids[index] for index in batch}) == 1 for batch in batches)
-    assert len(batches) == len(shuffled) == 3  # group 0: 3 + 1, group 1: 3
-    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
-        GroupedBatchSampler(SequentialSampler(range(7)), group_ids, batch_size=0)

@@ -189,3 +189,67 @@ def test_save_artifacts(tmp_path: Path) -> None:
     assert [row["precision"] for row in rows] == ["0.5000", "0.5000", "0.5000"]
     assert [row["recall"] for row in rows] == ["0.3333", "0.5000", "1.0000"]
     assert [row["f1"] for row in rows] == ["0.4000", "0.5000", "0.6667"]
+
+
+SAMPLES = [(f"images/{index}.png", int(label)) for index, label in enumerate(LABELS)]
+
+
+def read_predictions(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def assert_predictions_match(rows: list[dict[str, str]], names: list[str]) -> None:
+    """One row per sample in dataset order; the (true, predicted) pairs count up to the confusion matrix."""
+    assert [row["path"] for row in rows] == [path for path, _ in SAMPLES]
+    assert [row["true"] for row in rows] == [names[label] for _, label in SAMPLES]
+    assert [row["predicted"] for row in rows] == [names[index] for index in LOGITS.argmax(dim=1).tolist()]
+    counts = np.zeros((3, 3), dtype=np.int64)
+    for row in rows:
+        counts[names.index(row["true"]), names.index(row["predicted"])] += 1
+    np.testing.assert_array_equal(counts, CONFUSION)
+    expected_scores = LOGITS.softmax(dim=1).max(dim=1).values.tolist()
+    assert [float(row["score"]) for row in rows] == pytest.approx(expected_scores, abs=1e-4)
+
+
+def test_save_artifacts_writes_predictions_in_dataset_order(tmp_path: Path) -> None:
+    names = ["ant", "bee", "cat"]
+    evaluator = ClassificationEvaluator(3, names, topk=(1, 2), samples=SAMPLES)
+    evaluator.update(LOGITS[:4], LABELS[:4])
+    evaluator.update([{"logits": row} for row in LOGITS[4:]], LABELS[4:])
+    paths = evaluator.save_artifacts(tmp_path / "eval")
+    assert [path.name for path in paths] == ["confusion_matrix.csv", "confusion_matrix.png", "per_class.csv",
+                                             "predictions.csv"]
+    assert_predictions_match(read_predictions(paths[3]), names)
+
+
+def test_predictions_are_not_written_when_samples_do_not_match(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                               ) -> None:
+    skipped = ClassificationEvaluator(3, topk=(1,), samples=SAMPLES)
+    skipped.update(LOGITS[:5], LABELS[:5])  # a corrupt image skipped: no way to tell which
+    assert [path.name for path in skipped.save_artifacts(tmp_path / "a")][-1] == "per_class.csv"
+    assert "5 samples were evaluated but the split has 6" in caplog.text
+    shuffled = ClassificationEvaluator(3, topk=(1,), samples=SAMPLES)
+    shuffled.update(LOGITS.flip(0), LABELS.flip(0))
+    shuffled.save_artifacts(tmp_path / "b")
+    assert not (tmp_path / "b" / "predictions.csv").exists() and "not in dataset order" in caplog.text
+    assert not (tmp_path / "a" / "predictions.csv").exists()
+
+
+def _strided_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        evaluator = ClassificationEvaluator(3, ["ant", "bee", "cat"], topk=(1, 2), samples=SAMPLES)
+        shard = list(range(rank, len(LABELS), world_size))  # the engine's ShardSampler: 0, 2, 4 and 1, 3, 5
+        evaluator.update(LOGITS[shard[:2]], LABELS[shard[:2]])
+        evaluator.update(LOGITS[shard[2:]], LABELS[shard[2:]])
+        evaluator.synchronize()
+        if rank == 0:
+            evaluator.save_artifacts(Path(out_dir) / "eval")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_synchronize_puts_strided_shards_back_in_dataset_order(tmp_path: Path) -> None:
+    torch_mp.spawn(_strided_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    assert_predictions_match(read_predictions(tmp_path / "eval" / "predictions.csv"), ["ant", "bee", "cat"])

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from pathlib import Path
 
+import numpy as np
+import torch
+import yaml
 from PIL import Image
 
-from tests.report.conftest import CLASSES, make_classification_run, make_face_run
+from tests.report.conftest import CLASSES, make_classification_run, make_face_run, write_metrics
+from visiontune.config import load_config
+from visiontune.engine.evaluation import build_eval_loader, run_evaluation
 from visiontune.report import (
     compare_runs,
     write_comparison,
@@ -17,7 +23,8 @@ from visiontune.report import (
     write_run_report,
 )
 from visiontune.report.drawing import contrast_color, draw_labeled_boxes
-from visiontune.report.run_files import metric_family, read_run
+from visiontune.report.run_files import default_metric, metric_family, read_csv_dicts, read_run
+from visiontune.tasks import create_task
 
 IMG = re.compile(r'<img src="data:(image/[a-z+]+);base64,([^"]+)"')
 
@@ -130,3 +137,75 @@ def test_labels_are_legible():
     colours = {colour for _count, colour in label.getcolors(10000)}
     assert (0, 0, 200) in colours  # filled label background
     assert any(min(c) >= 220 for c in colours)  # white (anti-aliased) text on it
+
+
+def rewrite_config(run: Path, **sections: dict) -> None:
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    for section, values in sections.items():
+        config[section].update(values)
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def test_face_best_metric_follows_the_engine_rule(tmp_path: Path):
+    run_dir = make_face_run(tmp_path)
+    rows = [{"epoch": e, "step": 2 * e, "val_ap": (0.5, 0.4)[e - 1], "val_ap_easy": 0.6, "val_ap_medium": 0.5,
+             "val_ap_hard": (0.2, 0.3)[e - 1], "val_nme": 0.1} for e in (1, 2)]
+    write_metrics(run_dir / "metrics.csv", rows)
+    rewrite_config(run_dir, train={"metric": None}, face={"gt_dir": None})
+    best, key, mode = read_run(run_dir).best_row()
+    assert (key, mode, best["epoch"]) == ("val_ap", "max", 1)  # no face.gt_dir: ap, whatever the columns
+    rewrite_config(run_dir, face={"gt_dir": str(tmp_path / "ground_truth")})
+    best, key, mode = read_run(run_dir).best_row()
+    assert (key, mode, best["epoch"]) == ("val_ap_hard", "max", 2)  # FaceDetectionTask.default_metric
+    rewrite_config(run_dir, train={"metric": "ap"})
+    assert read_run(run_dir).best_row()[1] == "val_ap"  # train.metric wins
+
+
+def test_best_metric_and_mode_recorded_in_summary_json_win(tmp_path: Path, shapes_dir: Path):
+    run_dir = make_classification_run(tmp_path, shapes_dir)
+    rewrite_config(run_dir, train={"metric": "macro_f1"})
+    assert read_run(run_dir).best_row()[1:] == ("val_macro_f1", "max")  # no summary.json yet: the config
+    assert default_metric("classification", {}) == "top1" and default_metric("instance_segmentation", {}) == "segm_AP"
+    assert default_metric("face_detection", {}, ["val_ap", "val_ap_hard"]) == "ap_hard"  # no face section
+    (run_dir / "summary.json").write_text(json.dumps({"metric": "val_top1", "mode": "min", "best_epoch": 1}))
+    run = read_run(run_dir)
+    best, key, mode = run.best_row()
+    assert (key, mode, best["epoch"]) == ("val_top1", "min", 1)
+    (run_dir / "summary.json").write_text(json.dumps({"best_epoch": 3}))  # older summary without metric
+    assert read_run(run_dir).best_row()[1:] == ("val_macro_f1", "max")
+    (run_dir / "summary.json").write_text("{broken")
+    run = read_run(run_dir)
+    assert run.best_row()[1] == "val_macro_f1" and any("summary.json unreadable" in p for p in run.problems)
+
+
+def test_evaluation_artifacts_give_the_report_its_example_images(tmp_path: Path, shapes_dir: Path):
+    """The classification task's evaluator writes eval/predictions.csv; the report then shows confused examples."""
+    run_dir = make_classification_run(tmp_path, shapes_dir)
+    for path in (run_dir / "eval").iterdir():
+        path.unlink()
+    config = load_config(None, ["task=classification", f"data.root={shapes_dir}", "model.name=test_resnet",
+                                "model.pretrained=false", "data.image_size=32", "data.crop_pct=1.0",
+                                "data.batch_size=3", "data.num_workers=0", "train.progress=false", "seed=0"])
+    task = create_task(config)
+    task.build_dataset(config.data.train_split, train=True)
+    dataset = task.build_dataset(config.data.val_split, train=False)
+    torch.manual_seed(0)
+    model = task.build_model()
+    evaluator = task.build_evaluator(dataset)
+    run_evaluation(model, build_eval_loader(task, dataset, config), evaluator, device=torch.device("cpu"))
+    written = evaluator.save_artifacts(run_dir / "eval")
+    assert run_dir / "eval" / "predictions.csv" in written
+
+    rows = read_csv_dicts(run_dir / "eval" / "predictions.csv")
+    assert [row["path"] for row in rows] == [str(path) for path, _ in dataset.source.samples]
+    run = read_run(run_dir)
+    counts = np.zeros((len(CLASSES), len(CLASSES)), dtype=int)
+    for row in rows:
+        counts[CLASSES.index(row["true"]), CLASSES.index(row["predicted"])] += 1
+    np.testing.assert_array_equal(counts, np.asarray(run.confusion))
+    wrong = [row for row in rows if row["true"] != row["predicted"]]
+    assert wrong  # random weights confuse classes
+
+    html = write_run_report(run_dir).read_text()
+    assert ">Examples of the most confused pairs</h3>" in html
+    assert f"{wrong[0]['path']}: true " in html or any(f"{row['path']}: true " in html for row in wrong)

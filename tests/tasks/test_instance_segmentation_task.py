@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -326,3 +327,108 @@ def test_data_problems_report_counts_and_fail_on_problems(coco_root: Path, tmp_p
     (broken / "train" / "000002.png").write_bytes(b"not a png")
     text, has_errors = make_task(broken, "data.val_split=null").data_problems()
     assert has_errors and "000002.png: cannot decode image id 2" in text
+
+
+class OracleModel(nn.Module):
+    """Imperfect detections derived from the ground truth, looked up by the image's pixels.
+
+    Per image: every third instance missed, the others found with a score that falls with their index, and one
+    false positive (the first instance's box and mask shifted by a quarter of the image) at score 0.95.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        super().__init__()
+        self.outputs: dict[bytes, dict[str, torch.Tensor]] = {}
+        for index in range(len(dataset)):
+            image = dataset.load_image(index).as_subclass(torch.Tensor)
+            target = dataset.load_target(index)
+            boxes = target["boxes"].as_subclass(torch.Tensor).clone()
+            masks = target["masks"].as_subclass(torch.Tensor).float()[:, None]
+            keep = [i for i in range(len(boxes)) if i % 3 != 2]
+            output = {"boxes": boxes[keep], "labels": target["labels"][keep],
+                      "scores": torch.tensor([0.9 - 0.1 * i for i in keep]), "masks": masks[keep]}
+            if len(boxes):
+                shift = image.shape[-1] // 4
+                output = {"boxes": torch.cat([boxes[:1] + torch.tensor([shift, 0, shift, 0]), output["boxes"]]),
+                          "labels": torch.cat([target["labels"][:1], output["labels"]]),
+                          "scores": torch.cat([torch.tensor([0.95]), output["scores"]]),
+                          "masks": torch.cat([masks[:1].roll(shift, dims=-1), output["masks"]])}
+            self.outputs[image.numpy().tobytes()] = output
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return [{key: value.clone() for key, value in self.outputs[image.numpy().tobytes()].items()}
+                for image in images]
+
+
+def same_metrics(first: dict[str, float], second: dict[str, Any]) -> bool:
+    """Equal keys and values, NaN (or JSON null) equal to NaN."""
+    def norm(value: Any) -> float:
+        return float("nan") if value is None else float(value)
+
+    return first.keys() == second.keys() and all(
+        (np.isnan(norm(first[key])) and np.isnan(norm(second[key]))) or norm(first[key]) == norm(second[key])
+        for key in first)
+
+
+def test_predict_on_a_coco_file_reports_the_validation_metrics(coco_root: Path, tmp_path: Path) -> None:
+    from visiontune.engine.evaluation import build_eval_loader, run_evaluation
+
+    task = make_task(coco_root, "data.batch_size=2")
+    task.build_dataset("annotations/instances_train.json", train=True)
+    val = task.build_dataset("annotations/instances_val.json", train=False)
+    model = OracleModel(val)
+    evaluated = run_evaluation(model, build_eval_loader(task, val, task.config), task.build_evaluator(val),
+                               device=torch.device("cpu"))
+    assert 0.2 < evaluated["segm_AP"] < 0.9 and 0.2 < evaluated["bbox_AP"] < 0.9  # neither trivial nor perfect
+
+    source = coco_root / "annotations" / "instances_val.json"
+    written = task.predict(model, str(source), tmp_path / "out", device=torch.device("cpu"))
+    out = tmp_path / "out"
+    assert [path.name for path in written[:3]] == ["results.json", "images.json", "metrics.json"]
+    assert sorted(path.relative_to(out).as_posix() for path in written[3:]) == [
+        f"overlays/{entry['file_name'][:-4]}.png" for entry in raw_annotations(coco_root, "val")["images"]]
+    stored = json.loads((out / "metrics.json").read_text())
+    assert stored.pop("source") == str(source) and stored.pop("mask_thresh") == 0.5
+    assert same_metrics(evaluated, stored) and same_metrics(evaluated, task.predict_metrics)
+    assert stored["segm_AP"] == evaluated["segm_AP"] and stored["bbox_AP"] == evaluated["bbox_AP"]
+
+    # the source's image ids are kept: results.json evaluates against the source file itself
+    header = json.loads((out / "images.json").read_text())
+    assert [(image["id"], image["file_name"]) for image in header["images"]] == [
+        (entry["id"], entry["file_name"]) for entry in raw_annotations(coco_root, "val")["images"]]
+    ground_truth = COCO(str(source))
+    evaluation = COCOeval(ground_truth, ground_truth.loadRes(str(out / "results.json")), iouType="segm")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    assert evaluation.stats[0] == pytest.approx(evaluated["segm_AP"], abs=1e-6)
+
+
+def test_predict_on_coco_files_without_annotations_or_in_the_coco_layout(coco_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "coco"
+    shutil.copytree(coco_root, root)
+    task = make_task(root, "data.root=null")
+    task.load_meta({"class_names": ["book", "cup", "ball"],
+                    "label_to_category": [{"label": 1, "id": 10, "name": "book"}, {"label": 2, "id": 20, "name": "cup"},
+                                          {"label": 3, "id": 30, "name": "ball"}],
+                    "variant": "v1", "frozen_batchnorm": False, "frozen_batchnorm_eps": None,
+                    "trainable_backbone_layers": 5})
+    raw = raw_annotations(root, "val")
+    info = {"images": raw["images"][:2], "categories": raw["categories"]}  # an image info file: no annotations
+    misplaced = root / "annotations" / "image_info_val.json"
+    misplaced.write_text(json.dumps(info))
+    with pytest.raises(ValueError, match=r"image_info_val.json: image 000001.png not found in"):
+        task.predict(FixedMaskModel(), str(misplaced), tmp_path / "info", device=torch.device("cpu"))
+    images_only = root / "images_only.json"
+    images_only.write_text(json.dumps(info))
+    shutil.copytree(root / "val", root / "images")  # images/ next to the file
+    written = task.predict(FixedMaskModel(), str(images_only), tmp_path / "info", device=torch.device("cpu"))
+    assert [path.name for path in written[:2]] == ["results.json", "images.json"] and task.predict_metrics == {}
+    assert not (tmp_path / "info" / "metrics.json").exists()
+    results = json.loads((tmp_path / "info" / "results.json").read_text())
+    assert sorted({result["image_id"] for result in results}) == [entry["id"] for entry in raw["images"][:2]]
+
+    # data.root unset: the images of annotations/instances_val.json are found in <root>/val (the COCO layout)
+    task.predict(FixedMaskModel(), str(root / "annotations" / "instances_val.json"), tmp_path / "val",
+                 device=torch.device("cpu"))
+    assert set(task.predict_metrics) >= {"segm_AP", "bbox_AP"} and (tmp_path / "val" / "metrics.json").is_file()

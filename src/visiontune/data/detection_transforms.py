@@ -1,4 +1,7 @@
-"""Detection data pipeline: transforms v2 augmentations, collation and aspect-ratio batch grouping.
+"""Detection data pipeline: transforms v2 augmentations, collation and aspect-ratio groups.
+
+The groups of :func:`create_aspect_ratio_groups` feed the engine's
+:class:`~visiontune.engine.data.GroupedTrainBatchSampler` (through ``Task.train_group_ids``).
 
 Samples are ``(image, target)`` pairs as produced by :class:`visiontune.data.coco.CocoInstanceDataset`:
 ``tv_tensors.Image`` ``[3, H, W]`` and a dict holding ``boxes`` (``tv_tensors.BoundingBoxes``),
@@ -13,15 +16,13 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import Sampler
 from torchvision.transforms import v2
 
 __all__ = [
-    "GroupedBatchSampler",
     "SanitizeDetectionTarget",
     "collate_detection",
     "create_aspect_ratio_groups",
@@ -154,52 +155,3 @@ def create_aspect_ratio_groups(aspect_ratios: Sequence[float], *, num_bins_per_s
     counts = torch.bincount(torch.tensor(groups, dtype=torch.int64), minlength=len(edges) + 1).tolist()
     logger.debug("aspect-ratio bin edges %s, images per group %s", [round(edge, 3) for edge in edges], counts)
     return groups
-
-
-class GroupedBatchSampler(Sampler[list[int]]):
-    """Batch indices so that every batch holds images of a single group (e.g. aspect-ratio bin).
-
-    Indices are taken in the order the wrapped ``sampler`` yields them; each goes into its group's
-    buffer, and a batch is emitted as soon as a buffer holds ``batch_size`` indices. At the end, partly
-    filled buffers are emitted as smaller batches (or dropped with ``drop_last``), in the order their
-    groups first received an index. No index is repeated.
-
-    Args:
-        sampler: Yields dataset indices (e.g. ``RandomSampler`` or ``DistributedSampler``).
-        group_ids: Group of every dataset index.
-        batch_size: Batch size.
-        drop_last: Drop incomplete batches.
-    """
-
-    def __init__(self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int, *, drop_last: bool = False):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.sampler = sampler
-        self.group_ids = list(group_ids)
-        self.batch_size = batch_size
-        self.drop_last = drop_last
-
-    def __iter__(self) -> Iterator[list[int]]:
-        buffers: dict[int, list[int]] = {}
-        for index in self.sampler:
-            if not 0 <= index < len(self.group_ids):
-                raise IndexError(f"sampler yielded index {index}, but group_ids has {len(self.group_ids)} entries")
-            buffer = buffers.setdefault(self.group_ids[index], [])
-            buffer.append(index)
-            if len(buffer) == self.batch_size:
-                yield list(buffer)
-                buffer.clear()
-        if not self.drop_last:
-            for buffer in buffers.values():
-                if buffer:
-                    yield list(buffer)
-
-    def __len__(self) -> int:
-        counts: dict[int, int] = {}
-        for index in self.sampler:
-            group = self.group_ids[index]
-            counts[group] = counts.get(group, 0) + 1
-        if self.drop_last:
-            return sum(count // self.batch_size for count in counts.values())
-        return sum(-(-count // self.batch_size) for count in counts.values())
-

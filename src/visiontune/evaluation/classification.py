@@ -38,11 +38,22 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 class ClassificationEvaluator:
     """Accumulates predictions of a classifier and computes its metrics.
 
+    Besides the counts it keeps every sample's true class, predicted class and score (the predicted class's
+    softmax probability) in the order :meth:`update` receives them. With ``samples`` (the evaluated split's
+    ``(image path, label)`` pairs in dataset order) :meth:`save_artifacts` also writes ``predictions.csv``, one row
+    per image. That needs the samples to arrive in dataset order: in one process a non-shuffling loader over the
+    whole split; under ``torch.distributed`` rank ``r`` evaluating indices ``r, r + W, r + 2W, ...`` in order (the
+    engine's evaluation sampler), which :meth:`synchronize` interleaves back. The labels received must equal those
+    of ``samples`` at the matched positions (and the count the split's size: no corrupt image skipped); otherwise
+    the file is not written, with a warning.
+
     Args:
         num_classes: Number of classes ``C``.
         class_names: Name of each class (``C`` names); default ``"0"`` ... ``"C-1"``.
         topk: The ``k`` of the top-k accuracies reported (``top{k}``); values above ``num_classes`` are not
             reported (``top5`` needs at least 5 classes).
+        samples: ``(image path, label index)`` of every sample of the evaluated split, in dataset order (e.g.
+            ``ClassificationDataset.source.samples``); None: no ``predictions.csv``.
 
     Raises:
         ValueError: ``num_classes`` < 1, ``class_names`` has the wrong length, or a ``k`` is < 1.
@@ -53,6 +64,8 @@ class ClassificationEvaluator:
         num_classes: int,
         class_names: Sequence[str] | None = None,
         topk: Sequence[int] = (1, 5),
+        *,
+        samples: Sequence[tuple[str | Path, int]] | None = None,
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -63,12 +76,15 @@ class ClassificationEvaluator:
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         self.topk = tuple(sorted({k for k in topk if k <= num_classes}))
+        self.samples = [(str(path), int(label)) for path, label in samples] if samples is not None else None
         self.reset()
 
     def reset(self) -> None:
-        """Clear all accumulated counts."""
+        """Clear all accumulated counts and per-sample records."""
         self._confusion = torch.zeros((self.num_classes, self.num_classes), dtype=torch.int64)
         self._topk_correct = torch.zeros(len(self.topk), dtype=torch.int64)
+        self._records: list[torch.Tensor] = []  # per batch: [B, 3] float64 (true, predicted, score)
+        self._in_dataset_order = True
         self._synchronized = False
 
     @property
@@ -112,6 +128,8 @@ class ClassificationEvaluator:
             raise ValueError(f"logits contain {int(torch.isnan(logits).sum())} NaN values (diverged model?)")
 
         predictions = logits.argmax(dim=1)
+        scores = logits.softmax(dim=1).gather(1, predictions[:, None])[:, 0]
+        self._records.append(torch.stack([labels.double(), predictions.double(), scores.double()], dim=1).cpu())
         pair_index = labels * self.num_classes + predictions
         counts = torch.bincount(pair_index, minlength=self.num_classes * self.num_classes)
         self._confusion += counts.reshape(self.num_classes, self.num_classes).cpu()
@@ -156,7 +174,19 @@ class ClassificationEvaluator:
         size = self.num_classes * self.num_classes
         self._confusion = packed[:size].reshape(self.num_classes, self.num_classes).clone()
         self._topk_correct = packed[size:].clone()
+        gathered: list[torch.Tensor | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, self._sample_records())
+        self._records, self._in_dataset_order = _interleave([part for part in gathered if part is not None])
         self._synchronized = True
+
+    def _sample_records(self) -> torch.Tensor:
+        """``[N, 3]`` float64: true class, predicted class and score of every sample received, in order."""
+        return torch.cat(self._records) if self._records else torch.zeros((0, 3), dtype=torch.float64)
+
+    def sample_predictions(self) -> list[tuple[int, int, float]]:
+        """``(true class, predicted class, score)`` of every accumulated sample, in dataset order when the samples
+        arrived as the class docstring describes (all processes after :meth:`synchronize`)."""
+        return [(int(true), int(predicted), float(score)) for true, predicted, score in self._sample_records().tolist()]
 
     def confusion_matrix(self) -> np.ndarray:
         """``np.ndarray[C, C]`` int64 counts; rows are true classes, columns predicted classes."""
@@ -200,11 +230,13 @@ class ClassificationEvaluator:
         return {name: float(value) for name, value in zip(self.class_names, recall)}
 
     def save_artifacts(self, out_dir: str | Path) -> list[Path]:
-        """Write ``confusion_matrix.csv``, ``confusion_matrix.png`` and ``per_class.csv`` into ``out_dir``.
+        """Write ``confusion_matrix.csv``, ``confusion_matrix.png`` and ``per_class.csv`` into ``out_dir``, and
+        ``predictions.csv`` when the evaluator knows the split's ``samples``.
 
         ``confusion_matrix.csv``: header ``true\\predicted,<class names>``, then one row of counts per true class.
         ``per_class.csv``: columns ``class,support,accuracy,precision,recall,f1`` (fractions, 4 decimals).
-        The PNG shows the row-normalised matrix.
+        The PNG shows the row-normalised matrix. ``predictions.csv``: columns ``path,true,predicted,score`` (class
+        names; the predicted class's probability, 4 decimals), one row per sample in dataset order.
 
         Returns:
             The written paths.
@@ -232,5 +264,51 @@ class ClassificationEvaluator:
                                  f"{per_class['f1'][index]:.4f}"])
 
         matrix_png = plot_confusion_matrix(matrix, self.class_names, out_dir / "confusion_matrix.png", normalize=True)
+        written = [matrix_csv, matrix_png, per_class_csv]
+        predictions_csv = self._save_predictions(out_dir / "predictions.csv")
+        if predictions_csv is not None:
+            written.append(predictions_csv)
         logger.info("wrote classification artifacts to %s", out_dir)
-        return [matrix_csv, matrix_png, per_class_csv]
+        return written
+
+    def _save_predictions(self, path: Path) -> Path | None:
+        """``predictions.csv`` when the received samples match ``samples`` one to one (else a warning, None)."""
+        if self.samples is None:
+            return None
+        records = self.sample_predictions()
+        problem = None
+        if not self._in_dataset_order:
+            problem = "the processes evaluated shards other than every world_size-th sample"
+        elif len(records) != len(self.samples):
+            problem = (f"{len(records)} samples were evaluated but the split has {len(self.samples)} (corrupt images "
+                       "skipped?)")
+        else:
+            wrong = next((index for index, ((_, label), (true, _, _)) in enumerate(zip(self.samples, records))
+                          if label != true), None)
+            if wrong is not None:
+                problem = (f"sample {wrong} ({self.samples[wrong][0]}) has label {self.samples[wrong][1]} but the "
+                           f"evaluated sample at that position has {records[wrong][0]}: not in dataset order")
+        if problem is not None:
+            logger.warning("not writing %s: %s", path.name, problem)
+            return None
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "true", "predicted", "score"])
+            for (sample_path, _), (true, predicted, score) in zip(self.samples, records):
+                writer.writerow([sample_path, self.class_names[true], self.class_names[predicted], f"{score:.4f}"])
+        return path
+
+
+def _interleave(parts: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], bool]:
+    """Merge the per-rank sample records of a strided evaluation (rank ``r``: samples ``r, r + W, ...``).
+
+    Returns the records in dataset order and True, or concatenated by rank and False when the shard sizes do not
+    fit that layout.
+    """
+    world_size, total = len(parts), sum(len(part) for part in parts)
+    if any(len(part) != len(range(rank, total, world_size)) for rank, part in enumerate(parts)):
+        return [torch.cat(list(parts))] if parts else [], False
+    merged = torch.zeros((total, 3), dtype=torch.float64)
+    for rank, part in enumerate(parts):
+        merged[rank::world_size] = part
+    return [merged], True

@@ -1,4 +1,4 @@
-"""Read a run folder (``config.yaml``, ``metrics.csv``, ``train.log``, ``eval/``) into plain Python data.
+"""Read a run folder (``config.yaml``, ``metrics.csv``, ``summary.json``, ``train.log``, ``eval/``) into plain data.
 
 Only the files are read, never a checkpoint, so finished and interrupted runs both work and reading is cheap.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -16,10 +17,13 @@ from typing import Any
 
 import yaml
 
-__all__ = ["RunFiles", "config_difference", "flatten", "main_metric", "metric_family", "read_run"]
+__all__ = ["RunFiles", "config_difference", "default_metric", "flatten", "main_metric", "metric_family", "read_run"]
 
 DEFAULT_METRICS = {"classification": "top1", "face_detection": "ap", "instance_segmentation": "segm_AP"}
-"""The task's ``default_metric`` (``visiontune.tasks``), mirrored here to stay below the tasks layer."""
+"""The task's ``default_metric`` (``visiontune.tasks``), mirrored here to stay below the tasks layer; face detection
+uses ``ap_hard`` instead when ``face.gt_dir`` is set (:func:`default_metric`)."""
+METRIC_MODES = {"classification": "max", "face_detection": "max", "instance_segmentation": "max"}
+"""The task's ``metric_mode`` (``visiontune.tasks``), the engine's mode when ``train.metric_mode`` is unset."""
 LOWER_IS_BETTER = ("loss", "nme", "error", "fpr")
 _TOPK = re.compile(r"^top(\d+)$")
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:,\d+)? ")
@@ -48,6 +52,8 @@ class RunFiles:
     wall_time_s: float | None = None
     class_names: list[str] | None = None
     confusion: list[list[int]] | None = None
+    summary: dict[str, Any] | None = None
+    """``summary.json`` of a finished run (the engine's ``metric`` / ``mode`` that picked ``best.pt``), or None."""
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -127,14 +133,34 @@ class RunFiles:
         return sum(values) if values else None
 
 
-def main_metric(run: RunFiles) -> tuple[str | None, str]:
-    """``val_<train.metric or the task default>`` as it appears in metrics.csv (case-insensitive), and its mode.
+def default_metric(task: str, config: Mapping[str, Any], columns: Sequence[str] = ()) -> str | None:
+    """The metric the engine picks ``best.pt`` by when ``train.metric`` is unset: the task's ``default_metric``.
 
-    Face detection uses ``ap_hard`` when that column exists (official WIDER FACE evaluation), else ``ap``.
+    Mirrors the tasks without importing them: face detection's is ``ap_hard`` when the run's ``face.gt_dir`` is set
+    (official WIDER FACE evaluation), else ``ap``. Only when the config has no ``face`` section (an unreadable or
+    foreign config.yaml) does a ``val_ap_hard`` column in ``columns`` stand in for ``face.gt_dir``.
     """
-    name = run.get("train.metric") or DEFAULT_METRICS.get(run.task)
-    if run.task == "face_detection" and not run.get("train.metric") and "val_ap_hard" in run.columns:
-        name = "ap_hard"
+    if task == "face_detection":
+        face = config.get("face")
+        if isinstance(face, Mapping):
+            return "ap_hard" if face.get("gt_dir") else "ap"
+        return "ap_hard" if "val_ap_hard" in columns else "ap"
+    return DEFAULT_METRICS.get(task)
+
+
+def main_metric(run: RunFiles) -> tuple[str | None, str]:
+    """The metric column that picked ``best.pt`` as it appears in metrics.csv (case-insensitive), and its mode.
+
+    A finished run's ``summary.json`` records both (``metric``, ``mode``). Otherwise they follow the engine's rule:
+    ``val_<train.metric or the task's default>`` (:func:`default_metric`) and ``train.metric_mode`` or the task's
+    mode (``max`` for every task); a run of an unknown task falls back to ``min`` for loss-like names.
+    """
+    summary = run.summary or {}
+    recorded = summary.get("metric")
+    if isinstance(recorded, str) and recorded:
+        name = recorded
+    else:
+        name = run.get("train.metric") or default_metric(run.task, run.config, run.columns)
     if not name:
         return None, "max"
     name = str(name)
@@ -142,7 +168,10 @@ def main_metric(run: RunFiles) -> tuple[str | None, str]:
         name = "val_" + name
     lookup = {column.lower(): column for column in run.columns}
     column = lookup.get(name.lower())
-    mode = run.get("train.metric_mode") or ("min" if any(w in name.lower() for w in LOWER_IS_BETTER) else "max")
+    mode = summary.get("mode") if summary.get("mode") in ("max", "min") else None
+    mode = mode or run.get("train.metric_mode") or METRIC_MODES.get(run.task)
+    if mode is None:
+        mode = "min" if any(word in name.lower() for word in LOWER_IS_BETTER) else "max"
     return column or name, str(mode)
 
 
@@ -302,6 +331,13 @@ def read_run(run_dir: str | Path) -> RunFiles:
         _read_metrics(metrics_path, run)
     else:
         run.problems.append("no metrics.csv (no epoch finished yet)")
+    summary_path = run.run_dir / "summary.json"
+    if summary_path.is_file():
+        try:
+            loaded = json.loads(summary_path.read_text(encoding="utf-8"))
+            run.summary = loaded if isinstance(loaded, dict) else None
+        except (OSError, ValueError) as error:
+            run.problems.append(f"summary.json unreadable: {error}")
     log_path = run.run_dir / "train.log"
     if log_path.is_file():
         try:

@@ -101,8 +101,9 @@ def _confused_pairs(run: RunFiles, counts: np.ndarray, names: list[str]) -> str:
                   table(["true class", "predicted as", "images", "share of the true class"], rows)]
     predictions = read_csv_dicts(run.run_dir / "eval" / "predictions.csv")
     if predictions is None:
-        html_parts.append(note("no example images: eval/predictions.csv (columns path,true,predicted[,score]) "
-                               "is not written by this version of the evaluator."))
+        html_parts.append(note("no example images: eval/predictions.csv (columns path,true,predicted[,score]) is "
+                               "missing (written with the confusion matrix at the end of training; older runs lack "
+                               "it)."))
         return "".join(html_parts)
     figures_html = []
     for r, c in pairs[:3]:

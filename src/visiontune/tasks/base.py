@@ -10,8 +10,11 @@ engine sums them); in eval mode ``model(images)`` returns ``list[dict[str, Tenso
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -21,6 +24,8 @@ from torch.utils.data import Dataset
 
 from visiontune.config import Config
 from visiontune.models.parts import ModelParts
+
+logger = logging.getLogger(__name__)
 
 
 class Evaluator(Protocol):
@@ -51,10 +56,39 @@ class Task(ABC):
     name: ClassVar[str]
     default_metric: ClassVar[str]
     metric_mode: ClassVar[str] = "max"
+    metric_names: ClassVar[tuple[str, ...]] = ()
+    """Shell-style patterns (:mod:`fnmatch`) of the metric names the task's evaluator computes (``top1``,
+    ``segm_AP*``): ``train.metric`` must match one (``ema_`` before it under ``train.ema``), checked by
+    :meth:`check_metric` before training starts. Empty: not checked."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.meta: dict[str, Any] = {}
+        self.predict_metrics: dict[str, float] = {}
+        """Metrics of the last :meth:`predict` on an annotated source (empty otherwise)."""
+
+    def check_metric(self, name: str | None) -> None:
+        """Check ``train.metric`` against :attr:`metric_names` (the trainer calls it before the run folder exists,
+        so that a misspelt metric does not fail after the first epoch).
+
+        Raises:
+            ConfigError: ``name`` is no metric of the task; the message lists them, with the nearest.
+        """
+        if name is None or not self.metric_names:
+            return
+        import fnmatch
+
+        from visiontune.config import ConfigError
+        from visiontune.registry import suggest
+
+        bare = name.removeprefix("ema_") if self.config.train.ema else name
+        if any(fnmatch.fnmatchcase(bare, pattern) for pattern in self.metric_names):
+            return
+        names = list(self.metric_names)
+        if self.config.train.ema:
+            names += [f"ema_{pattern}" for pattern in self.metric_names]
+        raise ConfigError(f"train.metric: {name!r} is not a metric of task {self.name!r}{suggest(name, names)}; "
+                          f"metrics: {', '.join(names)}")
 
     @abstractmethod
     def build_dataset(self, split: str, *, train: bool) -> Dataset:
@@ -83,6 +117,15 @@ class Task(ABC):
         """Last chance to transform a training batch on the device (mixup/cutmix for classification)."""
         return images, targets
 
+    def prepare_training(self, model: nn.Module, train_dataset: Dataset, val_dataset: Dataset | None, *,
+                         device: torch.device, autocast_dtype: torch.dtype | None,
+                         run_dir: Path) -> tuple[Dataset, Dataset | None]:
+        """Called once by the trainer when the model's weights are final (loaded, or restored by a resume) and the
+        run folder is chosen: the datasets that training and validation read. The default returns them unchanged;
+        classification swaps in the frozen backbone's cached features (``finetune.cache_features``), with the same
+        length and order, so samplers, resumes and distributed shards are unchanged."""
+        return train_dataset, val_dataset
+
     def train_group_ids(self, dataset: Dataset) -> list[int] | None:
         """Group id of every training sample, for batches drawn from one group only (``None``: no grouping).
 
@@ -102,6 +145,22 @@ class Task(ABC):
     @abstractmethod
     def predict(self, model: nn.Module, source: str, output_dir: Path, *, device: torch.device) -> list[Path]:
         """Run ``model`` on ``source`` (image, folder or list) and write the task's outputs; return the files."""
+
+    def save_predict_metrics(self, metrics: Mapping[str, float], output_dir: Path, source: str | Path,
+                             **extra: Any) -> Path:
+        """Keep the metrics of :meth:`predict` on an annotated source in ``self.predict_metrics``, log them and write
+        ``output_dir/metrics.json`` (``source``, then ``extra`` settings, then the metrics; NaN as ``null``).
+
+        Returns:
+            The ``metrics.json`` path.
+        """
+        self.predict_metrics = {key: float(value) for key, value in metrics.items()}
+        logger.info("metrics of the predictions on %s: %s", source,
+                    ", ".join(f"{key} {value:.4f}" for key, value in self.predict_metrics.items()))
+        values = {key: value if math.isfinite(value) else None for key, value in self.predict_metrics.items()}
+        path = Path(output_dir) / "metrics.json"
+        path.write_text(json.dumps({"source": str(source), **extra, **values}, indent=1), encoding="utf-8")
+        return path
 
     def state_for_checkpoint(self) -> dict[str, Any]:
         """Metadata saved in every checkpoint (``meta``)."""

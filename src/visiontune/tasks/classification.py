@@ -22,11 +22,14 @@ from visiontune.data.classification import (
     read_csv_list,
     scan_image_folder,
 )
+from visiontune.config import parse_freeze
+from visiontune.data.feature_cache import FeatureDataset, cache_key, cached_features
 from visiontune.models.parts import ModelParts
 from visiontune.utils.image import open_rgb
 from visiontune.evaluation.classification import ClassificationEvaluator
 from visiontune.models.classification import (
     ImageClassifier,
+    backbone_sha256,
     classifier_head_prefixes,
     create_timm_model,
     load_classifier_weights,
@@ -53,12 +56,47 @@ def with_trivial_augment(transform: Callable) -> Callable:
     return tv_transforms.Compose(steps)
 
 
+def random_train_transform_keys(data: Any) -> list[str]:
+    """The ``data.*`` settings that make the training transform (or batch) random, each as ``key=value`` to set."""
+    keys = []
+    if list(data.scale) != [1.0, 1.0]:
+        keys.append("data.scale=[1,1]")
+    if list(data.ratio) != [1.0, 1.0]:
+        keys.append("data.ratio=[1,1]")
+    for name in ("hflip", "vflip", "reprob", "mixup", "cutmix"):
+        if getattr(data, name):
+            keys.append(f"data.{name}=0")
+    if data.color_jitter:
+        keys.append("data.color_jitter=0")
+    if data.auto_augment:
+        keys.append("data.auto_augment=null")
+    return keys
+
+
+def stochastic_backbone_modules(net: nn.Module) -> list[str]:
+    """Modules of ``net`` outside the classifier that are random in train mode (dropout, drop path, drop block),
+    except a dropout of ``net.drop_rate`` in the classifier's parent (timm's head dropout, kept when cached)."""
+    classifier = net.get_classifier()
+    names = {id(module): name for name, module in net.named_modules()}
+    head_parent = names.get(id(classifier), "").rpartition(".")[0]
+    found = []
+    for name, module in net.named_modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            if module.p > 0 and not (name.rpartition(".")[0] == head_parent and head_parent
+                                     and module.p == getattr(net, "drop_rate", None)):
+                found.append(name)
+        elif float(getattr(module, "drop_prob", 0.0) or 0.0) > 0:
+            found.append(name)
+    return found
+
+
 class ClassificationTask(Task):
     """Fine-tune any timm model on ImageFolder trees, annotation lists or CSV files."""
 
     name = "classification"
     default_metric = "top1"
     metric_mode = "max"
+    metric_names = ("top1", "top5", "macro_precision", "macro_recall", "macro_f1")  # top5: with >= 5 classes
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -94,11 +132,19 @@ class ClassificationTask(Task):
         return {"mean": mean, "std": std, "crop_pct": crop_pct}
 
     def build_transform(self, *, train: bool) -> Callable:
-        """timm's ``create_transform`` with the ``data`` section's options."""
+        """timm's ``create_transform`` with the ``data`` section's options.
+
+        A training transform without any augmentation (:func:`random_train_transform_keys` finds none: ``data.scale``
+        and ``data.ratio`` ``[1, 1]``, no flips, jitter, auto-augment, random erasing, mixup, cutmix) is the
+        evaluation transform (resize to ``image_size / crop_pct``, center crop): deterministic, as the MobileNetV2
+        tutorial's feature extraction, so a frozen backbone's features can be cached (``finetune.cache_features``).
+        """
         from timm.data import create_transform
 
         data = self.config.data
         resolved = self._data_config()
+        if train and not random_train_transform_keys(data):
+            train = False  # no augmentation configured: the deterministic evaluation transform (cacheable features)
         if train:
             trivial = data.auto_augment in TRIVIAL_AUGMENT_NAMES
             transform = create_transform(
@@ -153,7 +199,7 @@ class ClassificationTask(Task):
             if model_config.checkpoint:
                 report = load_classifier_weights(model, model_config.checkpoint, key=model_config.checkpoint_key,
                                                  min_loaded_fraction=model_config.min_loaded_fraction,
-                                                 arch=model_config.name)
+                                                 arch=model_config.name, backbone=model_config.backbone_checkpoint)
                 self.meta["load_report"] = report.as_dict()
             elif model_config.pretrained:
                 report = transfer_pretrained(model, model_config.name,
@@ -200,10 +246,117 @@ class ClassificationTask(Task):
             return images, last_target
         return torch.cat([mixed_images, images[even:]]), torch.cat([mixed_targets, last_target])
 
+    # ------------------------------------------------------------------ cached backbone features
+    def feature_cache_obstacles(self, model: nn.Module) -> list[str]:
+        """Why the frozen backbone's features cannot stand in for the images during training (empty: they can)."""
+        config = self.config
+        obstacles = []
+        mode, _ = parse_freeze(config.finetune.freeze)
+        if mode != "backbone":
+            return [f"finetune.freeze is {config.finetune.freeze!r}, not backbone"]
+        unfreeze_at = config.finetune.unfreeze_at_epoch
+        if unfreeze_at is not None and unfreeze_at < config.train.epochs:
+            obstacles.append(f"finetune.unfreeze_at_epoch={unfreeze_at} trains the backbone later (set it to null)")
+        net = model.net
+        if not (hasattr(net, "forward_head") and hasattr(net, "get_classifier")):
+            return obstacles + [f"model {config.model.name} has no timm forward_head/get_classifier"]
+        classifier = {id(p) for p in net.get_classifier().parameters()}
+        trainable = [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in classifier]
+        if trainable:
+            obstacles.append(f"{len(trainable)} trainable tensors outside the classifier ({', '.join(trainable[:3])})")
+        stochastic = stochastic_backbone_modules(net)
+        if stochastic:
+            obstacles.append(f"the backbone is random in train mode ({', '.join(stochastic[:3])}): set "
+                             "model.drop_path_rate=0")
+        if config.train.channels_last:
+            obstacles.append("train.channels_last=true (set it to false: it does not apply to features)")
+        random_keys = random_train_transform_keys(config.data)
+        if random_keys:
+            obstacles.append("the training transform is random: set " + " ".join(random_keys))
+        return obstacles
+
+    def prepare_training(self, model: nn.Module, train_dataset: Dataset, val_dataset: Dataset | None, *,
+                         device: torch.device, autocast_dtype: torch.dtype | None,
+                         run_dir: Path) -> tuple[Dataset, Dataset | None]:
+        """``finetune.cache_features``: replace the image datasets with the frozen backbone's pooled features."""
+        setting = self.config.finetune.cache_features
+        if setting is False:
+            return train_dataset, val_dataset
+        obstacles = self.feature_cache_obstacles(model)
+        if not obstacles:
+            mismatch = self._head_decomposition_error(model, train_dataset, device)
+            obstacles += [mismatch] if mismatch else []
+        if obstacles:
+            if setting is True:
+                raise ValueError("finetune.cache_features=true, but " + "; ".join(obstacles)
+                                 + " (or set finetune.cache_features=auto)")
+            logger.info("finetune.cache_features=auto: training on images, not cached features: %s",
+                        "; ".join(obstacles))
+            return train_dataset, val_dataset
+        return self._cache(model, train_dataset, device, autocast_dtype, run_dir, "train"), \
+            (self._cache(model, val_dataset, device, autocast_dtype, run_dir, "val") if val_dataset is not None
+             else None)
+
+    def _encoder(self, model: nn.Module, device: torch.device,
+                 autocast_dtype: torch.dtype | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        def encode(images: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad(), torch.autocast(device_type=device.type, dtype=autocast_dtype or torch.float32,
+                                                 enabled=autocast_dtype is not None):
+                return model.pooled_features(images.to(device, non_blocking=True))
+        return encode
+
+    def _head_decomposition_error(self, model: nn.Module, dataset: Dataset, device: torch.device) -> str | None:
+        """Check on a few images that classifier(pooled features) is the model's output (eval mode)."""
+        samples = [dataset[index] for index in range(min(4, len(dataset)))]  # type: ignore[arg-type]
+        images = [sample[0] for sample in samples if sample is not None]
+        if not images:
+            return None
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                batch = torch.stack(images).to(device)
+                direct = model.net(batch)
+                split = model.head_on_features(model.pooled_features(batch))
+        finally:
+            model.train(was_training)
+        if direct.shape != split.shape or not torch.allclose(direct, split, rtol=1e-4, atol=1e-4):
+            return (f"model {self.config.model.name} computes more than dropout + classifier after its pooled "
+                    "features")
+        return None
+
+    def _cache(self, model: nn.Module, dataset: Dataset, device: torch.device, autocast_dtype: torch.dtype | None,
+               run_dir: Path, name: str) -> FeatureDataset:
+        from visiontune.utils import comm
+
+        data, finetune = self.config.data, self.config.finetune
+        source = dataset.source  # type: ignore[attr-defined]  # a ClassificationDataset
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                probe = next(sample for sample in (dataset[i] for i in range(len(dataset))) if sample is not None)
+                encode = self._encoder(model, device, autocast_dtype)
+                feature_dim = encode(probe[0][None]).shape[1]
+                key = cache_key(backbone_digest=backbone_sha256(model), transform=dataset.transform,  # type: ignore[attr-defined]
+                                samples=source.samples, extra={"model": self.config.model.name,
+                                                               "autocast": str(autocast_dtype)})
+                info = comm.current_info()
+                return cached_features(
+                    encode, dataset, [label for _, label in source.samples], name=name, key=key,
+                    feature_dim=feature_dim, cache_dir=run_dir / "feature_cache",
+                    memory_limit_bytes=finetune.cache_memory_limit_mb * 2**20,
+                    batch_size=data.eval_batch_size or data.batch_size, num_workers=data.num_workers,
+                    progress=self.config.train.progress and info.is_main, is_main=info.is_main,
+                    barrier=comm.barrier)
+        finally:
+            model.train(was_training)
+
     # ------------------------------------------------------------------ evaluation and prediction
     def build_evaluator(self, dataset: Dataset) -> ClassificationEvaluator:
         names = self.meta.get("class_names")
-        return ClassificationEvaluator(num_classes=self.num_classes, class_names=names)
+        samples = dataset.source.samples if isinstance(dataset, ClassificationDataset) else None  # predictions.csv
+        return ClassificationEvaluator(num_classes=self.num_classes, class_names=names, samples=samples)
 
     def data_problems(self) -> tuple[str, bool]:
         from visiontune.data.image_check import check_classification_sources

@@ -30,18 +30,20 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
 from visiontune.config import Config
-from visiontune.data.coco import CocoInstanceDataset, check_coco_data
+from visiontune.data.coco import CocoFormatError, CocoInstanceDataset, check_coco_data
 from visiontune.data.detection_transforms import (
-    create_aspect_ratio_groups,
     collate_detection,
+    create_aspect_ratio_groups,
     make_detection_eval_transforms,
     make_detection_train_transforms,
 )
@@ -59,7 +61,7 @@ from visiontune.registry import suggest
 from visiontune.tasks.base import Task
 from visiontune.utils.drawing import draw_instances
 from visiontune.utils.image import open_rgb
-from visiontune.utils.image_tensors import rgb_to_tensor
+from visiontune.utils.image_tensors import rgb_to_tensor, tensor_to_rgb
 from visiontune.utils.paths import output_names
 
 __all__ = ["MASKRCNN_MODELS", "InstanceSegmentationEvaluator", "InstanceSegmentationTask"]
@@ -81,6 +83,17 @@ _STRUCTURE_KEYS = ("variant", "frozen_batchnorm", "frozen_batchnorm_eps", "train
 _META_KEYS = ("class_names", "label_to_category", *_STRUCTURE_KEYS)
 
 
+@dataclass(frozen=True)
+class _PredictItem:
+    """One image of a prediction source: its id in ``results.json``, file, ``file_name`` in ``images.json`` and
+    overlay name (relative to ``overlays/``)."""
+
+    image_id: int
+    path: Path
+    file_name: str
+    output_name: PurePosixPath | Path
+
+
 def _report_as_dict(report: StateDictLoadReport) -> dict[str, Any]:
     """A checkpoint-friendly summary of a load report (counts and the keys that did not load)."""
     return {"source": report.source, "loaded": len(report.loaded), "missing": list(report.missing),
@@ -93,6 +106,8 @@ class InstanceSegmentationTask(Task):
     name = "instance_segmentation"
     default_metric = "segm_AP"
     metric_mode = "max"
+    metric_names = tuple(f"{kind}_{name}" for kind in ("segm", "bbox")
+                         for name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AP_*"))  # AP_*: per category
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
@@ -352,18 +367,37 @@ class InstanceSegmentationTask(Task):
 
     # ------------------------------------------------------------------ prediction
     def predict(self, model: nn.Module, source: str, output_dir: Path, *, device: torch.device) -> list[Path]:
-        """Segment the images of ``source`` (image, folder, or text list of images).
+        """Segment the images of ``source``: an image, a folder, a text list of images, or a COCO JSON file.
+
+        A COCO file is read as training reads it, images from ``data.root / data.val_images_dir`` (or
+        ``data.images_dir``), else from ``<root>/<split>`` beside ``<root>/annotations/instances_<split>.json``, else
+        from ``images/`` next to the file, else next to the file; its image ids and file names are kept. When it
+        carries annotations (of the model's categories) the COCO box and mask AP of the predictions are computed by
+        the validation evaluator, logged, written to ``metrics.json`` and kept in ``self.predict_metrics``. A COCO
+        file without an ``annotations`` list (an image info file) is only predicted.
 
         Writes ``results.json`` (every detection of the model in the COCO results format: ``image_id``,
         ``category_id`` with the original COCO ids, ``bbox`` ``[x, y, w, h]`` in pixels, ``score``, ``segmentation``
         RLE with str ``counts``), ``images.json`` (``images`` with ``id``/``file_name``/``height``/``width``,
-        ``categories``, empty ``annotations``: together they load with ``COCO(images.json).loadRes(results.json)``)
-        and ``overlays/<image>.png`` with the detections scoring at least ``segmentation.vis_thresh``.
+        ``categories``, empty ``annotations``: together they load with ``COCO(images.json).loadRes(results.json)``;
+        for a COCO source ``results.json`` also loads against the source file) and ``overlays/<image>.png`` with the
+        detections scoring at least ``segmentation.vis_thresh``.
         """
-        images = collect_images(source)
-        names = output_names(images, Path(source))
         output_dir = Path(output_dir)
+        coco_source = self._coco_source(Path(source))
+        if coco_source is None:
+            images = collect_images(source)
+            items = [_PredictItem(image_id, path, str(name), name) for image_id, (path, name)
+                     in enumerate(zip(images, output_names(images, Path(source))), start=1)]
+            dataset = None
+        else:
+            items, dataset = coco_source
         output_dir.mkdir(parents=True, exist_ok=True)
+        self.predict_metrics = {}
+        evaluator = None
+        if dataset is not None and self._has_instances(dataset, source):
+            evaluator = self.build_evaluator(dataset)
+            evaluator.reset()
         label_to_category_id = self.label_to_category_id
         results: list[dict[str, Any]] = []
         records: list[dict[str, Any]] = []
@@ -372,36 +406,102 @@ class InstanceSegmentationTask(Task):
         model.eval()
         started = time.perf_counter()
         with torch.no_grad():
-            for image_id, (path, name) in enumerate(zip(images, names), start=1):
-                overlay_path = output_dir / "overlays" / name.with_suffix(".png")
-                detections, record = self._predict_image(model, path, image_id, overlay_path, device=device)
+            for index, item in enumerate(items):
+                if dataset is not None:
+                    tensor = dataset.load_image(index).as_subclass(torch.Tensor)
+                    image = tensor_to_rgb(tensor)
+                else:
+                    image = open_rgb(item.path, exif_transpose=coco_source is None)
+                    tensor = rgb_to_tensor(image)
+                overlay_path = output_dir / "overlays" / item.output_name.with_suffix(".png")
+                output, detections = self._predict_image(model, image, tensor, item, overlay_path, device=device)
+                if evaluator is not None:
+                    evaluator.update([output], [{"image_id": item.image_id}])
                 results.extend(with_category_ids(detections, label_to_category_id))
-                records.append({"id": image_id, "file_name": str(name), **record})
+                records.append({"id": item.image_id, "file_name": item.file_name, "path": str(item.path),
+                                "height": image.height, "width": image.width})
                 overlays.append(overlay_path)
         model.train(was_training)
         seconds = time.perf_counter() - started
         written = self._write_results(output_dir, results, records)
         vis_thresh = self.config.segmentation.vis_thresh
         logger.info("predicted %d images into %s: %d detections (%d at or above segmentation.vis_thresh=%.2f); "
-                    "%.1f ms per image", len(images), output_dir, len(results),
-                    sum(item["score"] >= vis_thresh for item in results), vis_thresh, 1e3 * seconds / len(images))
+                    "%.1f ms per image", len(items), output_dir, len(results),
+                    sum(item["score"] >= vis_thresh for item in results), vis_thresh, 1e3 * seconds / len(items))
+        if evaluator is not None:
+            written.append(self.save_predict_metrics(evaluator.compute(), output_dir, source,
+                                                     mask_thresh=self.config.segmentation.mask_thresh))
         return [*written, *overlays]
 
-    def _predict_image(self, model: nn.Module, path: Path, image_id: int, overlay_path: Path, *,
-                       device: torch.device) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Segment one image file and draw its overlay: its COCO results (model labels) and the ``path``, ``height``
-        and ``width`` of its ``images`` entry."""
+    def _coco_source(self, path: Path) -> tuple[list[_PredictItem], CocoInstanceDataset | None] | None:
+        """The images of a COCO JSON source and, when it has ``annotations``, its evaluation dataset (the model's
+        categories, every image kept); None when ``path`` is not a ``.json`` file."""
+        if not path.is_file() or path.suffix.lower() != ".json":
+            return None
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: not a COCO JSON file ({error})") from error
+        entries = raw.get("images") if isinstance(raw, dict) else None
+        if not isinstance(entries, list) or not entries or not all(
+                isinstance(entry, dict) and "id" in entry and "file_name" in entry for entry in entries):
+            raise ValueError(f"{path}: expected a COCO file with a non-empty 'images' list of entries with 'id' and "
+                             "'file_name'")
+        root = self._coco_images_root(path, str(entries[0]["file_name"]))
+        if "annotations" not in raw:
+            logger.info("predicting the %d images of %s (no annotations: no metrics), images in %s", len(entries),
+                        path, root)
+            return [_PredictItem(int(entry["id"]), root / str(entry["file_name"]), str(entry["file_name"]),
+                                 PurePosixPath(str(entry["file_name"]))) for entry in entries], None
+        try:
+            dataset = CocoInstanceDataset(root, path, categories=self.class_names, empty_images="keep")
+        except CocoFormatError as error:
+            raise ValueError(f"{error} (a COCO prediction source is read with the model's categories "
+                             f"{self.class_names})") from error
+        logger.info("predicting the %d images of %s, images in %s", len(dataset), path, root)
+        items = []
+        for index in range(len(dataset)):
+            record = dataset.image_record(index)
+            items.append(_PredictItem(record.image_id, root / record.file_name, record.file_name,
+                                      PurePosixPath(record.file_name)))
+        return items, dataset
+
+    def _coco_images_root(self, path: Path, first_file: str) -> Path:
+        """The folder that holds ``first_file`` of the COCO source ``path`` (see :meth:`predict` for the order)."""
+        candidates = [self.images_root(train=False), self.images_root(train=True)] if self.config.data.root else []
+        candidates += [path.parent.parent / path.stem.removeprefix("instances_"), path.parent / "images", path.parent]
+        unique = list(dict.fromkeys(candidates))
+        for root in unique:
+            if (root / first_file).is_file():
+                return root
+        raise ValueError(f"{path}: image {first_file} not found in {', '.join(str(root) for root in unique)} "
+                         "(set data.root and data.val_images_dir)")
+
+    @staticmethod
+    def _has_instances(dataset: CocoInstanceDataset, source: str) -> bool:
+        """Whether the COCO source annotates any instance of the model's categories (else no metrics, warned)."""
+        annotations = dataset.annotations
+        if annotations.instances or annotations.crowd_instances:
+            return True
+        logger.warning("%s has no annotation of the model's categories %s: no metrics", source, dataset.class_names)
+        return False
+
+    def _predict_image(self, model: nn.Module, image: Image.Image, tensor: torch.Tensor, item: _PredictItem,
+                       overlay_path: Path, *, device: torch.device) -> tuple[dict[str, torch.Tensor],
+                                                                             list[dict[str, Any]]]:
+        """Segment one image and draw its overlay: the model's output (on the CPU) and its COCO results (model
+        labels)."""
         segmentation = self.config.segmentation
-        image = open_rgb(path, exif_transpose=True)
-        (output,) = model([rgb_to_tensor(image).to(device)])
+        (output,) = model([tensor.to(device)])
         output = {key: value.detach().cpu() for key, value in output.items()}
-        detections = results_to_coco_json([output], [image_id], mask_threshold=segmentation.mask_thresh)
+        detections = results_to_coco_json([output], [item.image_id], mask_threshold=segmentation.mask_thresh)
         overlay_path.parent.mkdir(parents=True, exist_ok=True)
         draw_instances(image, detections, class_names=self.class_names,
                        score_threshold=segmentation.vis_thresh).save(overlay_path)
-        logger.debug("%s: %d detections, %d at or above %.2f", path, len(detections),
-                     sum(item["score"] >= segmentation.vis_thresh for item in detections), segmentation.vis_thresh)
-        return detections, {"path": str(path), "height": image.height, "width": image.width}
+        logger.debug("%s: %d detections, %d at or above %.2f", item.path, len(detections),
+                     sum(detection["score"] >= segmentation.vis_thresh for detection in detections),
+                     segmentation.vis_thresh)
+        return output, detections
 
     def _write_results(self, output_dir: Path, results: list[dict[str, Any]],
                        records: list[dict[str, Any]]) -> list[Path]:
