@@ -89,6 +89,7 @@ class FaceDetectionTask(Task):
 
     name = "face_detection"
     metric_mode = "max"
+    metric_names = ("ap", "ap_easy", "ap_medium", "ap_hard", "nme")  # ap_*: with face.gt_dir; nme: with landmarks
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
@@ -387,7 +388,7 @@ class FaceDetectionTask(Task):
         timer = InferenceTimer()
         written: list[Path] = []
         detections: dict[str, FacePredictions] = {}
-        self.predict_metrics: dict[str, float] = {}
+        self.predict_metrics = {}
         for index, (image_path, name) in enumerate(zip(images, names)):
             keep = None if records is None else (detections, records[index].image_id)
             written.extend(self.predict_image(detect, image_path, output_dir, name, timer=timer, keep=keep))
@@ -432,13 +433,8 @@ class FaceDetectionTask(Task):
                                            landmark_score_threshold=self.config.face.vis_thresh,
                                            wider_boxes=self.config.face.wider_boxes)
         evaluator.predictions = detections
-        metrics = evaluator.compute()
-        self.predict_metrics = metrics
-        logger.info("metrics of the predictions on %s: %s", source,
-                    ", ".join(f"{key} {value:.4f}" for key, value in metrics.items()))
-        metrics_path = output_dir / "metrics.json"
-        metrics_path.write_text(json.dumps({"source": str(source), "wider_boxes": self.config.face.wider_boxes,
-                                            **metrics}, indent=1), encoding="utf-8")
+        metrics_path = self.save_predict_metrics(evaluator.compute(), output_dir, source,
+                                                 wider_boxes=self.config.face.wider_boxes)
         return [metrics_path, *evaluator.save_artifacts(output_dir)]
 
     def predict_image(self, detect: FaceDetector, image_path: Path, output_dir: Path, name: PurePosixPath | str, *,
