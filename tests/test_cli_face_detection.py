@@ -68,7 +68,8 @@ def test_train_eval_predict(fixtures_dir: Path, tmp_path: Path, capsys):
     weights = retinaface_dir / "mobilenet0.25_Final.pth"
     assert main(["train", "-c", str(PRESET), f"model.checkpoint={weights}", *data_overrides,
                  "data.eval_batch_size=null", "train.epochs=1", "train.max_steps=3", "data.image_size=320",
-                 "data.batch_size=2", f"project={tmp_path / 'runs'}", "train.progress=false"]) == 0
+                 "data.batch_size=2", f"project={tmp_path / 'runs'}", "train.progress=false",
+                 "train.eval_before=false"]) == 0  # best.pt is the trained epoch, compared with eval below
     run_dir = tmp_path / "runs" / "face_detection" / "retinaface_mobilenet025_finetune"
     assert (run_dir / "best.pt").is_file() and (run_dir / "last.pt").is_file()
     with (run_dir / "metrics.csv").open(newline="") as stream:

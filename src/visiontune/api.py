@@ -15,7 +15,7 @@ from visiontune.config import Config, config_from_dict, config_to_dict, load_con
 from visiontune.engine.checkpoint import load_checkpoint
 from visiontune.engine.evaluation import build_eval_loader, run_evaluation
 from visiontune.engine.hooks import Hook, HookBase
-from visiontune.engine.run_dir import new_run_dir
+from visiontune.engine.run_dir import is_run_dir, new_run_dir
 from visiontune.engine.trainer import Trainer, TrainResult
 from visiontune.tasks import create_task
 from visiontune.utils import comm as dist_utils
@@ -42,7 +42,12 @@ def train(config: Config, hooks: Iterable[HookBase] = ()) -> TrainResult:
             ``after_epoch`` and ``after_train``, after the built-in evaluation, writers and epoch checkpoint (e.g.
             a logger to an experiment tracker; see the README's "Hooks").
     """
-    return Trainer(config, hooks=list(hooks)).fit()
+    hooks = list(hooks)
+    if config.train.report:
+        from visiontune.report.hook import ReportWriter
+
+        hooks.append(ReportWriter())
+    return Trainer(config, hooks=hooks).fit()
 
 
 def config_for_checkpoint(checkpoint: dict[str, Any], config_path: str | Path | None = None,
@@ -93,7 +98,14 @@ def evaluate(config: Config, *, checkpoint: str | Path | None = None) -> EvalRes
                                                           progress=config.train.progress and info.is_main).items()}
     output_dir = None
     if info.is_main:
-        output_dir = Path(config.output) if config.output else path.parent / f"eval-{Path(config.data.val_split).stem}"
+        folder_name = f"eval-{Path(config.data.val_split).stem}"
+        if config.output:
+            output_dir = Path(config.output)
+        elif is_run_dir(path.parent):  # next to the checkpoint only in a run folder that visiontune created
+            output_dir = path.parent / folder_name
+        else:
+            output_dir = new_run_dir(Path(config.project) / config.task, folder_name)
+            logger.info("%s is not inside a visiontune run folder: results go to %s", path, output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         evaluator.save_artifacts(output_dir)
     if state.get("ema") is not None:
@@ -141,9 +153,76 @@ def metrics_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def _significant(value: Any, sign: str = "") -> str:
+    """A metric value for people: 4 significant digits (``0.9167``, ``91.67``, ``1.000``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-" if value is None else str(value)
+    return format(float(value), f"{sign}#.4g")
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def format_summary(summary: dict[str, Any] | None) -> str:
+    """The before -> after table of a training run (``TrainResult.summary`` or ``<run>/summary.json``).
+
+    One row per validation metric: the baseline (the epoch-0 row, before training; "not measured" without it), the
+    best epoch (the weights of ``best.pt``), the last epoch, and the change best - baseline; values with 4
+    significant digits (``summary.json`` keeps full precision). Then the metric that picks ``best.pt``, why the run
+    stopped, its time and throughput, and the run directory.
+    """
+    if not summary:
+        return "(no summary: training did not finish)"
+    best, baseline, last = summary.get("best"), summary.get("baseline"), summary.get("last")
+    metric = summary.get("metric")
+    lines: list[str] = []
+    if not best and not last:
+        lines.append("no validation metrics (data.val_split is not set)")
+    else:
+        names: list[str] = []
+        for values in (best, last, baseline):
+            names.extend(key for key in values or {} if key not in names)
+        if metric in names:
+            names.remove(metric)
+            names.insert(0, metric)
+        change = summary.get("change") or {}
+        header = ["metric", "baseline (epoch 0)" if baseline else "baseline",
+                  f"best (epoch {summary.get('best_epoch')})", f"last (epoch {summary.get('last_epoch')})",
+                  "change (best - baseline)"]
+        rows = [[f"{name} *" if name == metric else name,
+                 _significant(baseline.get(name)) if baseline else "not measured",
+                 _significant((best or {}).get(name)), _significant((last or {}).get(name)),
+                 _significant(change[name], "+") if name in change else "-"] for name in names]
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        for row in [header, ["-" * width for width in widths], *rows]:
+            lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        lines.append("")
+        lines.append(f"* {metric} ({summary.get('mode')}) picks best.pt (the first epoch of equal values)")
+        if baseline is None:
+            lines.append("baseline not measured: train.eval_before=false, or a resumed run that started without it")
+        elif summary.get("best_epoch") == 0 and summary.get("epochs"):
+            lines.append("no epoch beat the baseline: best.pt is the model before training")
+    parts = [f"stopped: {summary.get('stop_reason')} after {summary.get('epochs')} epoch(s), "
+             f"{summary.get('steps')} steps"]
+    if summary.get("wall_time_s") is not None:
+        parts.append(f"wall time {_duration(summary['wall_time_s'])}")
+    if summary.get("images_per_s"):
+        parts.append(f"{summary['images_per_s']:.1f} images/s in training")
+    lines.append("; ".join(parts))
+    if summary.get("run_dir"):
+        lines.append(f"run directory: {summary['run_dir']}  (summary.json, metrics.csv, best.pt, last.pt)")
+    return "\n".join(lines)
+
+
 def result_summary(result: TrainResult) -> dict[str, Any]:
     return {"run_dir": str(result.run_dir), "best_metric": result.best_metric, "best_epoch": result.best_epoch,
             "stop_reason": result.stop_reason}
 
 
-__all__ += ["config_to_dict", "metrics_table", "result_summary"]
+__all__ += ["config_to_dict", "format_summary", "metrics_table", "result_summary"]

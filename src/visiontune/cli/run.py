@@ -24,22 +24,20 @@ if TYPE_CHECKING:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from visiontune.api import metrics_table
+    from visiontune.api import format_summary
     from visiontune.demo import run_demo as demo
     from visiontune.engine.trainer import TrainResult
 
-    config, result, seconds = demo(args.overrides)
+    _config, result, seconds = demo(args.overrides)
     assert isinstance(result, TrainResult)
     print()
-    print(metrics_table(result.metrics))
-    print(f"\nbest {config.train.metric or 'top1'}: {result.best_metric:.2f} (epoch {result.best_epoch}); "
-          f"{seconds:.0f} s in all")
-    print(f"run directory: {result.run_dir}  (metrics.csv, plots/, eval/, best.pt, last.pt, config.yaml)")
+    print(format_summary(result.summary))
+    print(f"{seconds:.0f} s in all, with the dataset; also plots/, eval/ and config.yaml in the run directory")
     return 0
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from visiontune.api import metrics_table, train
+    from visiontune.api import format_summary, train
     from visiontune.config import load_config
 
     overrides = list(args.overrides)
@@ -49,10 +47,8 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(config)
     if is_main_process():
         print()
-        print(metrics_table(result.metrics))
-        print(f"\nstopped: {result.stop_reason}; best {result.best_metric} at epoch {result.best_epoch}")
-        print(f"run directory: {result.run_dir}")
-    return 0
+        print(format_summary(result.summary))
+    return result.exit_code  # 0, or 143 / 130 when SIGTERM / SIGINT stopped the run (after writing last.pt)
 
 
 def _requested_config(args: argparse.Namespace) -> tuple[Config, list[str]]:
@@ -66,11 +62,12 @@ def _requested_config(args: argparse.Namespace) -> tuple[Config, list[str]]:
 def _checkpoint_config(args: argparse.Namespace) -> Config:
     """The checkpoint's stored config with ``-c`` / the overrides applied (see ``config_for_checkpoint``)."""
     from visiontune.api import config_for_checkpoint
+    from visiontune.config import ConfigError
     from visiontune.engine.checkpoint import load_checkpoint
 
     requested, overrides = _requested_config(args)
     if not requested.checkpoint:
-        raise SystemExit(f"visiontune {args.command}: give the checkpoint as checkpoint=path/to/best.pt")
+        raise ConfigError("give the checkpoint as checkpoint=path/to/best.pt")
     state = load_checkpoint(requested.checkpoint)
     return config_for_checkpoint(state, args.config, overrides)
 
@@ -102,7 +99,7 @@ def run_predict(args: argparse.Namespace) -> int:
         if args.config:
             raise ConfigError(f"-c {args.config}: an ONNX model carries its config; give changes as key=value")
         if not requested.source:
-            raise SystemExit("visiontune predict: give the images as source=path/to/image_or_folder")
+            raise ConfigError("give the images as source=path/to/image_or_folder")
         keys = override_keys(overrides)
         rest = [item for item, key in zip(overrides, keys) if key not in PREDICT_ONNX_KEYS]
         files = predict_onnx(Path(requested.checkpoint), requested.source,
