@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 
 import pytest
@@ -30,7 +31,7 @@ def test_train_eval_predict(shapes, tmp_path, capsys):
     run = tmp_path / "classification" / "cli"
     assert f"run directory: {run}" in out and "val_top1" in out
     rows = list(csv.DictReader((run / "metrics.csv").open()))
-    assert len(rows) == 2
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2]  # the baseline (train.eval_before), then 2 epochs
 
     assert main(["eval", f"checkpoint={run / 'last.pt'}", *common(shapes, tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -124,3 +125,58 @@ def test_pretrained_offline_message(shapes, tmp_path, capsys, monkeypatch):
     assert main(["train", *common(shapes, tmp_path), "model.name=resnet10t", "model.pretrained=true"]) == 2
     err = capsys.readouterr().err
     assert "could not fetch pretrained weights for 'resnet10t'" in err and "model.checkpoint=" in err
+
+
+def test_resume_applies_the_keys_given_also_when_they_equal_the_defaults(shapes, tmp_path, capsys):
+    """`train --resume last.pt train.epochs=10 optim.lr=0.01`: 10 and 0.01 are the schema defaults, and win."""
+    import yaml
+
+    assert main(["train", *common(shapes, tmp_path), "name=resume", "train.epochs=1", "optim.lr=0.002",
+                 "train.plots=false", "train.report=false"]) == 0
+    run = tmp_path / "classification" / "resume"
+    # 18 images, batch 6: 3 steps an epoch; max_steps stops the resumed run after its second epoch
+    assert main(["train", "--resume", str(run / "last.pt"), "train.epochs=10", "optim.lr=0.01",
+                 "train.max_steps=6"]) == 0
+    capsys.readouterr()
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (resolved["train"]["epochs"], resolved["optim"]["lr"]) == (10, 0.01)
+    assert resolved["train"]["plots"] is False  # not given again: the stored value
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train.metric=bogus"], "visiontune train: error: train.metric: 'bogus' is not a metric of task "
+                             "'classification'; metrics: top1, top5, macro_precision, macro_recall, macro_f1"),
+    (["device=bogus"], "visiontune train: error: device: expected auto, cpu, cuda, cuda:N or mps, got 'bogus' "
+                       "(override 'device=bogus')"),
+    (["data.label_smoothing=2"], "visiontune train: error: data.label_smoothing: expected a number in [0, 1), got "
+                                 "2.0 (override 'data.label_smoothing=2')"),
+    (["data.image_size=100000000"], "visiontune train: error: data.image_size: expected an integer in [1, 8192], "
+                                    "got 100000000 (override 'data.image_size=100000000')"),
+])
+def test_bad_settings_fail_before_training_in_one_line(args, message, shapes, tmp_path, capsys):
+    assert main(["train", *common(shapes, tmp_path), "name=bad", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == message and "Traceback" not in err
+    assert not (tmp_path / "classification").exists()  # nothing written: it failed before the run folder
+
+
+def test_non_finite_loss_is_one_line_exit_2(shapes, tmp_path, capsys, monkeypatch):
+    from visiontune.tasks.classification import ClassificationTask
+
+    monkeypatch.setattr(ClassificationTask, "prepare_train_batch",
+                        lambda self, images, targets: (images * float("nan"), targets))
+    assert main(["train", *common(shapes, tmp_path), "train.epochs=1", "train.nan_policy=error"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.fullmatch(r"visiontune train: error: non-finite loss at epoch 0, step 0: .* set train.nan_policy=skip "
+                        r"to skip such steps", err.splitlines()[-1])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval"], "visiontune eval: error: give the checkpoint as checkpoint=path/to/best.pt"),
+    (["predict"], "visiontune predict: error: give the checkpoint as checkpoint=path/to/best.pt"),
+    (["predict", "checkpoint=m.onnx"], "visiontune predict: error: give the images as source=path/to/image_or_folder"),
+])
+def test_missing_checkpoint_or_source_exits_2(args, message, capsys):
+    assert main(args) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == message

@@ -1,18 +1,23 @@
-"""Atomic checkpoint writes, safe loading, RNG state round trip."""
+"""Atomic checkpoint writes, safe loading, RNG state round trip, checksums, write failures, file modes."""
 
+import errno
 import os
 import random
+import re
 
 import numpy as np
 import pytest
 import torch
 
+from visiontune.engine import checkpoint as checkpoint_module
 from visiontune.engine.checkpoint import (
     CheckpointError,
     atomic_save,
+    atomic_write_text,
     capture_rng_state,
     find_valid_checkpoint,
     load_checkpoint,
+    remove_stale_temp_files,
     restore_rng_state,
 )
 
@@ -26,7 +31,7 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=f"^cannot write to {re.escape(str(path))}: disk full$"):
         atomic_save({"model": {"w": torch.zeros(2)}, "config": {}}, path)
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
@@ -103,3 +108,177 @@ def test_checkpoint_without_format_version_reads_as_version_1(tmp_path):
     assert "format_version" not in load_checkpoint(path)  # loads: a missing field is version 1
     with pytest.raises(CheckpointError, match="format_version 'x' is not a version number"):
         load_checkpoint(atomic_save({"model": {}, "config": {}, "format_version": "x"}, tmp_path / "odd.pt"))
+
+
+# ------------------------------------------------------------------ checksums (corrupt files are refused)
+
+
+def flip_bytes_of(path, tensor: torch.Tensor, count: int = 2000) -> None:
+    """Invert ``count`` bytes inside the stored bytes of ``tensor`` in the checkpoint file ``path`` (bit rot, a bad
+    copy): the zip container stays readable, only the values change."""
+    data = bytearray(path.read_bytes())
+    stored = tensor.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+    start = data.find(stored)
+    assert start >= 0 and data.find(stored, start + 1) < 0, "the tensor's bytes must occur once in the file"
+    count = min(count, len(stored))
+    for offset in range(start, start + count):
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def real_checkpoint(tmp_path):
+    """A checkpoint of a real model (conv, batch norm, linear) as the trainer writes it."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.Flatten(),
+                                torch.nn.Linear(16 * 30 * 30, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    checkpoint = {"version": "x", "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                  "config": {"task": "classification", "optim": {"lr": 0.1}}, "epoch": 1, "history": [{"a": 0.5}]}
+    return atomic_save(checkpoint, tmp_path / "best.pt"), model.state_dict()
+
+
+def test_checkpoint_stores_sha256_of_every_tensor_and_loads_clean(tmp_path):
+    path, state = real_checkpoint(tmp_path)
+    raw = torch.load(path, weights_only=True)
+    assert raw["checksums"]["algorithm"] == "sha256"
+    assert {f"model/{name}" for name in state} <= set(raw["checksums"]["tensors"])
+    assert "optimizer/state/0/momentum_buffer" in raw["checksums"]["tensors"]
+    loaded = load_checkpoint(path)
+    assert "checksums" not in loaded  # verified, then dropped
+    assert all(torch.equal(loaded["model"][name], tensor) for name, tensor in state.items())
+
+
+def test_flipped_bytes_in_a_tensor_name_file_and_tensor(tmp_path):
+    path, state = real_checkpoint(tmp_path)
+    flip_bytes_of(path, state["3.weight"])
+    torch.load(path, weights_only=True)  # torch itself reads it without complaint: that is the silent wrong result
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint(path)
+    assert str(raised.value) == (
+        f"{path} is corrupt: tensor model/3.weight does not match the SHA-256 checksum stored when the file was "
+        "written; use another copy or an earlier checkpoint")
+    assert find_valid_checkpoint([path]) is None  # auto-resume skips it
+
+
+def test_changed_non_tensor_entry_is_refused(tmp_path):
+    path = atomic_save({"model": {"w": torch.ones(2)}, "config": {"lr": 0.125}}, tmp_path / "c.pt")
+    data = path.read_bytes()
+    packed = np.float64(0.125).byteswap().tobytes()  # pickle stores floats big-endian
+    assert data.count(packed) == 1
+    path.write_bytes(data.replace(packed, np.float64(0.25).byteswap().tobytes()))
+    with pytest.raises(CheckpointError, match=r"c.pt is corrupt: entry 'config' does not match the SHA-256"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_without_checksums_loads_unchecked(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"model": {"w": torch.ones(3)}, "config": {}}, path)  # as written before checksums existed
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(3))
+
+
+# ------------------------------------------------------------------ write failures: one line, old file kept
+
+
+def assert_only(folder, names):
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names)  # no temporary file left behind
+
+
+class FailingStream:
+    """A file whose writes fail, after ``allowed`` bytes, with the ``OSError`` of a full disk."""
+
+    def __init__(self, raw, allowed: int) -> None:
+        self.raw, self.allowed = raw, allowed
+
+    def write(self, data) -> int:
+        size = memoryview(data).nbytes
+        if size > self.allowed:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.allowed -= size
+        return self.raw.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.raw.close()
+
+
+def test_disk_full_during_torch_save_is_one_line_and_keeps_old_file(tmp_path, monkeypatch):
+    path = atomic_save({"model": {"w": torch.ones(2)}, "config": {}}, tmp_path / "last.pt")
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(checkpoint_module.os, "fdopen", lambda fd, mode: FailingStream(real_fdopen(fd, mode), 600))
+    with pytest.raises(CheckpointError) as raised:
+        atomic_save({"model": {"w": torch.zeros(100_000)}, "config": {}}, path)
+    assert str(raised.value) == f"no space left on device while writing {path}"
+    assert isinstance(raised.value.__cause__, OSError) and raised.value.__cause__.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
+    assert_only(tmp_path, ["last.pt"])
+
+
+def test_disk_full_reported_by_torch_serializer_is_one_line(tmp_path, monkeypatch):
+    path = atomic_save({"model": {"w": torch.ones(2)}, "config": {}}, tmp_path / "best.pt")
+
+    def full_disk(obj, stream):  # what torch.save says when its C++ writer hits a full disk
+        stream.write(b"PK\x03\x04partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4480 vs 4374")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match=f"^no space left on device while writing {re.escape(str(path))}$"):
+        atomic_save({"model": {"w": torch.zeros(2)}, "config": {}}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
+    assert_only(tmp_path, ["best.pt"])
+
+
+@pytest.mark.parametrize(("code", "reason"), [(errno.EROFS, "Read-only file system"),
+                                              (errno.EACCES, "Permission denied")])
+def test_unwritable_folder_is_one_line(tmp_path, monkeypatch, code, reason):
+    path = atomic_save({"model": {"w": torch.ones(2)}, "config": {}}, tmp_path / "last.pt")
+    real_open = os.open
+
+    def refuse_new_files(name, flags, mode=0o777, **kwargs):  # the tests run as root: chmod would not stop them
+        if flags & os.O_CREAT:
+            raise OSError(code, os.strerror(code), str(name))
+        return real_open(name, flags, mode, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.os, "open", refuse_new_files)
+    with pytest.raises(CheckpointError) as raised:
+        atomic_save({"model": {"w": torch.zeros(2)}, "config": {}}, path)
+    assert str(raised.value) == f"cannot write to {path}: {reason}"
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o002, 0o664), (0o022, 0o644)])
+def test_checkpoint_mode_follows_umask(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        path = atomic_save({"model": {"w": torch.ones(2)}, "config": {}}, tmp_path / "best.pt")
+        text = atomic_write_text("epoch,step\n", tmp_path / "metrics.csv")
+        plain = tmp_path / "config.yaml"
+        plain.write_text("x: 1\n")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == mode
+    assert text.stat().st_mode & 0o777 == mode
+    assert plain.stat().st_mode & 0o777 == mode  # the same as any other file of the run
+
+
+def test_remove_stale_temp_files_only_those_of_atomic_writes(tmp_path):
+    handle, temp = checkpoint_module._open_temp_file(tmp_path / "step_4.pt")  # a write that was killed
+    os.write(handle, b"x" * 1500)
+    os.close(handle)
+    (tmp_path / ".last.pt.k2j_h4g5.tmp").write_bytes(b"y" * 500)  # named by mkstemp, before this version
+    (tmp_path / ".metrics.csv.0a1b2c3d.tmp").write_bytes(b"z" * 7)
+    kept = [".notes.tmp", "last.pt.tmp", ".last.pt.short.tmp", "best.pt"]
+    for name in kept:
+        (tmp_path / name).write_bytes(b"keep")
+    assert remove_stale_temp_files(tmp_path) == (3, 2007)
+    assert_only(tmp_path, kept)
+    assert remove_stale_temp_files(tmp_path / "absent") == (0, 0)

@@ -46,10 +46,10 @@ DDP_STEPS = 6  # 3 epochs x 2 steps: 18 images -> 9 per rank -> 2 batches of 4 (
 
 def ddp_overrides(data_root: Path, project: Path, *extra: str) -> list[str]:
     """A 3-epoch ``test_vit`` run at 32 px, batch 4 per process."""
-    return ["task=classification", f"data.root={data_root}", f"project={project}", "name=ddp",
+    return ["task=classification", "device=cpu", f"data.root={data_root}", f"project={project}", "name=ddp",
             "model.name=test_vit", "model.kwargs={img_size: 32}", "data.image_size=32", "data.crop_pct=1.0",
             "data.batch_size=4", "data.num_workers=0", "optim.name=sgd", "optim.lr=0.05", "train.epochs=3",
-            "train.progress=false", "train.plots=false", "seed=7", *extra]
+            "train.progress=false", "train.plots=false", "train.eval_before=false", "seed=7", *extra]
 
 
 def free_port() -> int:
@@ -263,8 +263,9 @@ def test_grad_scaler_only_for_float16():
 def short_run(tiny_shapes: Path, tmp_path: Path, *extra: str) -> Trainer:
     """Two steps of ``test_resnet`` without validation."""
     trainer = Trainer(load_config(None, [
-        "task=classification", f"data.root={tiny_shapes}", f"project={tmp_path}", "model.name=test_resnet",
-        "data.image_size=32", "data.batch_size=4", "data.num_workers=0", "data.val_split=null", "train.epochs=1",
+        "task=classification", "device=cpu", f"data.root={tiny_shapes}", f"project={tmp_path}",
+        "model.name=test_resnet", "data.image_size=32", "data.batch_size=4", "data.num_workers=0",
+        "data.val_split=null", "train.epochs=1",
         "train.max_steps=2", "train.progress=false", "train.plots=false", *extra]))
     with one_thread():
         trainer.fit()
@@ -345,8 +346,9 @@ def test_to_device_moves_nested_batches():
 
 def test_sync_batchnorm_stays_off_on_cpu_and_converts_on_cuda(tiny_shapes, tmp_path, monkeypatch, caplog):
     trainer = Trainer(load_config(None, [
-        "task=classification", f"data.root={tiny_shapes}", f"project={tmp_path}", "model.name=test_resnet",
-        "data.image_size=32", "data.batch_size=4", "data.num_workers=0", "train.sync_bn=true",
+        "task=classification", "device=cpu", f"data.root={tiny_shapes}", f"project={tmp_path}",
+        "model.name=test_resnet", "data.image_size=32", "data.batch_size=4", "data.num_workers=0",
+        "train.sync_bn=true",
         "train.progress=false"]))
     trainer.setup()
     converted: list[nn.Module] = []

@@ -100,7 +100,7 @@ def test_instance_segmentation_training_loader_groups_by_aspect_ratio(tmp_path, 
 
     root = tmp_path / "coco"
     make_synthetic_coco(root, num_images=6, split="train", seed=0)
-    config = load_config(None, ["task=instance_segmentation", "data.format=coco", f"data.root={root}",
+    config = load_config(None, ["task=instance_segmentation", "device=cpu", "data.format=coco", f"data.root={root}",
                                 "data.train_split=annotations/instances_train.json", "data.images_dir=train",
                                 "data.val_split=null", "data.num_workers=0", "data.batch_size=2",
                                 f"segmentation.aspect_ratio_grouping={str(grouping).lower()}"])

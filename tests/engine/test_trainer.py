@@ -40,7 +40,7 @@ class Crash(Hook):
 
 
 def test_resume_gives_identical_weights(tiny_config):
-    options = ("train.epochs=4", "train.ema=true", "train.ema_decay=0.9")
+    options = ("train.epochs=4", "train.ema=true", "train.ema_decay=0.9", "train.eval_before=false")
     straight = train(tiny_config(*options, "name=straight"))
     crashed = Trainer(tiny_config(*options, "name=split"), hooks=[Crash(at=2)])
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -67,7 +67,8 @@ def test_mid_epoch_resume_from_step_checkpoint(tiny_config):
 
 
 def test_outputs_and_step_checkpoints(tiny_config):
-    result = train(tiny_config("train.epochs=3", "train.save_every_steps=1", "train.keep_last=2", "train.plots=true"))
+    result = train(tiny_config("train.epochs=3", "train.save_every_steps=1", "train.keep_last=2", "train.plots=true",
+                               "train.eval_before=false"))
     run = result.run_dir
     assert sorted(p.name for p in run.glob("step_*.pt")) == ["step_11.pt", "step_12.pt"]  # 18 samples / 4 -> 4 full batches per epoch
     assert {"last.pt", "best.pt", "config.yaml", "metrics.csv"} <= {p.name for p in run.iterdir()}
@@ -155,17 +156,23 @@ def test_nan_loss_skip_counts(tiny_config, monkeypatch):
 def test_early_stopping_and_time_budget(tiny_config, monkeypatch):
     values = iter([50.0, 40.0, 45.0, 60.0])
     monkeypatch.setattr(Trainer, "evaluate", lambda self: {"val_top1": next(values)})
-    result = train(tiny_config("train.epochs=10", "train.patience=2"))
+    result = train(tiny_config("train.epochs=10", "train.patience=2", "train.eval_before=false"))
     assert result.stop_reason.startswith("early stopping") and len(result.history) == 3
     assert result.best_metric == 50.0 and result.best_epoch == 1
     monkeypatch.undo()
-    budget = train(tiny_config("train.epochs=10", "train.time_budget=0.00001", "name=budget"))
+    budget = train(tiny_config("train.epochs=10", "train.time_budget=0.00001", "name=budget",
+                               "train.eval_before=false"))
     assert budget.stop_reason.startswith("time budget") and len(budget.history) == 1
 
 
 def test_unknown_metric_is_reported(tiny_config):
-    with pytest.raises(KeyError, match=r"train.metric: 'top7' is not among the validation metrics"):
+    from visiontune.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.metric: 'top7' is not a metric of task 'classification' "
+                                          r"\(did you mean 'top5' or 'top1'"):  # before training, not after an epoch
         train(tiny_config("train.epochs=1", "train.metric=top7"))
+    with pytest.raises(KeyError, match=r"train.metric: 'top5' is not among the validation metrics"):
+        train(tiny_config("train.epochs=1", "train.metric=top5", "name=top5"))  # 3 classes: no top5
 
 
 def test_layerwise_lr_groups_follow_config(tiny_config):

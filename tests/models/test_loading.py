@@ -75,3 +75,22 @@ def test_threshold_is_configurable(tmp_path):
         load_classifier_weights(model, str(path))
     report = load_classifier_weights(model, str(path), min_loaded_fraction=0.3)
     assert 0.3 < report.backbone_fraction < 0.7 and report.missing
+
+
+def test_corrupt_visiontune_checkpoint_names_file_and_tensor(tmp_path):
+    from visiontune.engine.checkpoint import atomic_save
+
+    torch.manual_seed(0)
+    weights = {"stem.weight": torch.randn(64, 3, 3, 3), "head.weight": torch.randn(10, 64)}
+    path = atomic_save({"version": "0", "model": weights, "config": {"task": "classification"}}, tmp_path / "best.pt")
+    assert torch.equal(read_weights(path)["head.weight"], weights["head.weight"])  # intact: reads as before
+    data = bytearray(path.read_bytes())
+    start = data.find(weights["stem.weight"].numpy().tobytes())
+    assert start >= 0
+    data[start:start + 2000] = bytes(byte ^ 0xFF for byte in data[start:start + 2000])  # 2000 flipped bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightLoadError) as raised:
+        read_weights(path)
+    assert str(raised.value) == (
+        f"{path} is corrupt: tensor model/stem.weight does not match the SHA-256 checksum stored when the file was "
+        "written; use another copy or an earlier checkpoint")

@@ -5,19 +5,35 @@ A visiontune checkpoint is a dict with ``model``, ``optimizer``, ``scheduler``, 
 :data:`CHECKPOINT_FORMAT_VERSION`; 1 when absent), ``meta`` (class names, ...), ``best_metric``, ``rng`` and
 ``history``. It only holds tensors and plain Python containers, so ``torch.load(weights_only=True)``
 reads it.
+
+Every checkpoint written by :func:`atomic_save` also holds ``checksums``: the SHA-256 of every tensor (its dtype,
+shape and bytes) and of the other entries, which :func:`load_checkpoint` verifies, so that a file corrupted on disk
+or in transfer is refused with the file and the tensor named instead of loading wrong weights (the zip container
+that ``torch.save`` writes is not checked by ``torch.load``). Files without ``checksums`` (written before) load
+unchecked.
+
+Writes go to a temporary file ``.<name>.<8 characters>.tmp`` in the target folder, created with the process umask
+like any other file, then renamed over the target: a failed write (disk full, read-only folder) raises a
+:class:`CheckpointWriteError` of one line and keeps the previous file. :func:`remove_stale_temp_files` deletes the
+temporary files that a killed process left behind.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
-import tempfile
+import re
+import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from visiontune.utils.checksums import CHECKSUM_KEY, ChecksumError, add_checksums, verify_checksums
 
 logger = logging.getLogger(__name__)
 
@@ -29,22 +45,66 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable or not a visiontune checkpoint."""
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint (or another run file) could not be written: disk full, read-only or forbidden folder.
 
-    A crash while writing leaves the previous file intact; readers never see a partial file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    The message is one line naming the file; the previous version of the file is kept."""
+
+
+TEMP_FILE_PATTERN = re.compile(r"^\.(?:.+\.pt|metrics\.csv)\.[a-z0-9_]{8}\.tmp$")
+"""Names of the temporary files of :func:`atomic_save` / :func:`atomic_write_text` (``.last.pt.1a2b3c4d.tmp``;
+older versions used :func:`tempfile.mkstemp`, whose 8 characters also match)."""
+
+_SHORT_WRITE_MARKERS = ("unexpected pos", "PytorchStreamWriter failed writing")
+"""What ``torch.save`` to a file name says when the disk filled up (it writes through C++, without ``errno``)."""
+
+
+def _open_temp_file(path: Path) -> tuple[int, Path]:
+    """Create ``.<name>.<8 hex>.tmp`` beside ``path`` exclusively, with mode 0666 less the process umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    while True:
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(temp, flags, 0o666), temp
+        except FileExistsError:  # pragma: no cover - 2**32 names
+            continue
+
+
+def write_error(error: BaseException, path: Path) -> CheckpointWriteError | None:
+    """The one-line :class:`CheckpointWriteError` for a failed write of ``path``, or ``None`` if ``error`` is not
+    a write failure (then it propagates as it is)."""
+    if isinstance(error, OSError):
+        if error.errno == errno.ENOSPC:
+            return CheckpointWriteError(f"no space left on device while writing {path}")
+        if error.errno == getattr(errno, "EDQUOT", None):
+            return CheckpointWriteError(f"disk quota exceeded while writing {path}")
+        return CheckpointWriteError(f"cannot write to {path}: {error.strerror or error}")
+    if isinstance(error, RuntimeError) and any(marker in str(error) for marker in _SHORT_WRITE_MARKERS):
+        return CheckpointWriteError(f"no space left on device while writing {path}")
+    return None
+
+
+def _atomic_write(path: Path, write: Any) -> Path:
+    """Call ``write(stream)`` on a temporary file beside ``path``, fsync, rename over ``path``; see
+    :func:`atomic_save`."""
+    temp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = _open_temp_file(path)
         with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
+        os.replace(temp, path)
+    except BaseException as error:
+        if temp is not None:
+            try:
+                temp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        one_line = write_error(error, path) if isinstance(error, Exception) else None
+        if one_line is not None:
+            raise one_line from error
         raise
     try:  # make the rename itself durable
         directory = os.open(path.parent, os.O_RDONLY)
@@ -57,11 +117,57 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash while writing leaves the previous file intact; readers never see a partial file. A dict gets a
+    ``checksums`` entry (:func:`add_checksums`) that :func:`load_checkpoint` verifies. The file's mode is 0666 less
+    the process umask, like every other file of the run.
+
+    Raises:
+        CheckpointWriteError: the disk is full, or the folder cannot be written (one line naming ``path``); the
+            previous file is kept and the temporary file removed.
+    """
+    if isinstance(obj, Mapping):
+        obj = add_checksums(obj)
+    return _atomic_write(Path(path), lambda stream: torch.save(obj, stream))
+
+
+def atomic_write_text(text: str, path: str | Path) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` like :func:`atomic_save`: the old file stays until the new one is
+    complete."""
+    data = text.encode("utf-8")
+    return _atomic_write(Path(path), lambda stream: stream.write(data))
+
+
+def remove_stale_temp_files(folder: str | Path) -> tuple[int, int]:
+    """Delete the temporary files of interrupted writes (a process killed while saving) in ``folder`` only.
+
+    Call it where this process alone writes (rank 0 of the run, before training). Returns ``(files, bytes)``.
+    """
+    count = freed = 0
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0, 0
+    for child in folder.iterdir():
+        if not TEMP_FILE_PATTERN.match(child.name) or not child.is_file():
+            continue
+        try:
+            size = child.stat().st_size
+            child.unlink()
+        except OSError as error:
+            logger.warning("could not remove the stale temporary file %s: %s", child, error)
+            continue
+        count, freed = count + 1, freed + size
+    return count, freed
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a visiontune checkpoint with ``weights_only=True``.
 
     Raises:
-        CheckpointError: the file is missing, corrupt, or not a visiontune checkpoint.
+        CheckpointError: the file is missing, corrupt (also: a tensor differs from its stored SHA-256,
+            :func:`verify_checksums`), or not a visiontune checkpoint.
     """
     path = Path(path)
     if not path.is_file():
@@ -77,6 +183,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "to initialise a model from plain weights use model.checkpoint=..."
         )
     check_format_version(checkpoint, path)
+    try:
+        verify_checksums(checkpoint, path)
+    except ChecksumError as error:
+        raise CheckpointError(str(error)) from None
+    checkpoint.pop(CHECKSUM_KEY, None)  # verified; a caller that saves the dict again gets fresh ones
     return checkpoint
 
 

@@ -4,27 +4,31 @@ The loop (:class:`visiontune.engine.trainer.Trainer`) only trains; evaluation, c
 and early stopping, ``metrics.csv``, plots, TensorBoard, the console and the stop conditions are hooks called at
 five points::
 
-    before_train
+    before_train                  # BaselineEval: the model before training, the epoch-0 row (train.eval_before)
     for each epoch:
         for each optimizer step:  before_step ... forward/backward/step ...  after_step(losses)
         after_epoch(row)          # row: the epoch's metrics.csv row, with the validation metrics once evaluated
     after_train                   # also when training raised (then trainer.stop_reason is None)
 
-:func:`default_hooks` orders them: evaluation, best checkpoint, writers and ``last.pt`` first (an ``after_epoch``
-user hook sees the validation metrics and a written checkpoint), then the user's hooks, then step checkpoints,
-console output and the stop conditions. A hook may call ``trainer.request_stop(reason)`` (stop after the current
-step with a checkpoint, agreed by every rank) or ``trainer.propose_stop(reason)`` (stop after this epoch; from
-``after_epoch`` on every rank alike).
+:func:`default_hooks` orders them: evaluation, best checkpoint and ``last.pt``, then the writers (an ``after_epoch``
+user hook sees the validation metrics and a written checkpoint; an epoch whose checkpoint failed gets no row),
+then the baseline evaluation, the user's hooks, then step checkpoints, console output, the stop conditions and the
+run's ``summary.json``. A hook may call ``trainer.request_stop(reason)`` (stop after the current step with a
+checkpoint, agreed by every rank) or ``trainer.propose_stop(reason)`` (stop after this epoch; from ``after_epoch``
+on every rank alike).
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import json
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from visiontune.engine.checkpoint import atomic_save
+from visiontune.engine.checkpoint import atomic_save, atomic_write_text, capture_rng_state, restore_rng_state
 from visiontune.utils import comm as dist_utils
 
 if TYPE_CHECKING:
@@ -33,9 +37,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "BestCheckpointer", "EarlyStopping", "EpochCheckpointer", "EpochLogger", "EvalArtifacts", "EvalHook", "Hook",
-    "HookBase", "MaxStepsStop", "MetricsWriter", "PlotWriter", "ProgressBar", "StepCheckpointer", "TensorBoardWriter",
-    "TimeBudget", "default_hooks",
+    "BaselineEval", "BestCheckpointer", "EarlyStopping", "EpochCheckpointer", "EpochLogger", "EvalArtifacts",
+    "EvalHook", "Hook", "HookBase", "MaxStepsStop", "MetricsWriter", "PlotWriter", "ProgressBar", "RunSummary",
+    "StepCheckpointer", "TensorBoardWriter", "TimeBudget", "default_hooks", "run_summary",
 ]
 
 
@@ -85,6 +89,49 @@ class EvalHook(HookBase):
         row.update(metrics)
 
 
+class BaselineEval(HookBase):
+    """``train.eval_before``: evaluates the model before the first step (the pretrained baseline), as the epoch-0 row.
+
+    The row (``epoch`` 0, ``step`` 0, ``val_*``) goes through the built-in hooks that record evaluated rows (best
+    checkpoint, ``metrics.csv``, plots, TensorBoard, console), so the baseline is the first candidate for
+    ``best.pt``: a fine-tuned epoch must beat it, else ``best.pt`` stays the unchanged model. ``last.pt`` is written
+    too (with ``train.epochs=0`` the run ends there). A resumed run that has trained, or has its epoch-0 row, is not
+    evaluated again. User hooks find the row in ``trainer.state.history``; ``after_epoch`` does not see it.
+    """
+
+    def before_train(self, trainer: Trainer) -> None:
+        if not self.wanted(trainer):
+            return
+        rng = capture_rng_state()  # the evaluation must not change the random numbers of training
+        with trainer.explain_out_of_memory("evaluation"):
+            metrics = trainer.evaluate()
+        restore_rng_state(rng)
+        row: dict[str, Any] = {"epoch": 0, "step": 0, **metrics}
+        trainer.state.history.insert(0, row)
+        trainer.epoch_metrics = trainer.last_metrics = metrics
+        recorders = (BestCheckpointer, MetricsWriter, PlotWriter, TensorBoardWriter, EpochLogger)
+        for hook in trainer.hooks:
+            if isinstance(hook, recorders):
+                hook.after_epoch(trainer, row)
+        trainer.epoch_metrics = None
+        trainer.save_checkpoint("last.pt")
+
+    @staticmethod
+    def wanted(trainer: Trainer) -> bool:
+        """Whether this run evaluates its baseline now: asked for (or by default), a validation split, nothing
+        trained yet and no epoch-0 row."""
+        setting = trainer.config.train.eval_before
+        if setting is False:
+            return False
+        if trainer.val_loader is None:
+            if setting and trainer.is_main:
+                logger.warning("train.eval_before=true, but data.val_split is not set: no baseline to measure")
+            return False
+        state = trainer.state
+        started = state.step > 0 or state.epoch > 0 or state.batch_in_epoch > 0
+        return not started and not any(row.get("epoch") == 0 for row in state.history)
+
+
 class BestCheckpointer(HookBase):
     """After an evaluation: tracks the best ``train.metric`` (``trainer.state``) and writes ``best.pt``."""
 
@@ -106,6 +153,43 @@ class BestCheckpointer(HookBase):
             atomic_save(trainer.checkpoint_dict(), trainer.run_dir / "best.pt")
 
 
+class HeadOnlyCheckpointer(HookBase):
+    """``train.save_head_only`` (rank 0): the head's tensors alone in ``last_head.pt`` after every epoch and in
+    ``best_head.pt`` whenever ``best.pt`` is written, with the backbone's source and digest (load them with
+    ``model.checkpoint=best_head.pt``; :func:`visiontune.models.classification.load_head_checkpoint`)."""
+
+    def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        state = trainer.model.state_dict()
+        atomic_save(head_only_checkpoint(trainer, state, epoch=row["epoch"]), trainer.run_dir / "last_head.pt")
+        if trainer.epoch_metrics is not None and trainer.state.best_epoch == row["epoch"]:
+            atomic_save(head_only_checkpoint(trainer, state, epoch=row["epoch"]), trainer.run_dir / "best_head.pt")
+
+    def after_train(self, trainer: Trainer) -> None:
+        best, head = trainer.run_dir / "best.pt", trainer.run_dir / "best_head.pt"
+        if best.exists() and (not head.exists() or head.stat().st_mtime < best.stat().st_mtime):
+            import torch  # best.pt of the baseline evaluation (no epoch beat it)
+
+            checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+            atomic_save(head_only_checkpoint(trainer, checkpoint["model"], epoch=checkpoint["epoch"]), head)
+
+
+def head_only_checkpoint(trainer: Trainer, model_state: dict[str, Any], *, epoch: int) -> dict[str, Any]:
+    """The head tensors of ``model_state`` (the task's :class:`~visiontune.models.parts.ModelParts` head) plus what
+    loading them needs: the backbone's source and a digest of its tensors."""
+    from pathlib import Path
+
+    from visiontune.models.classification import tensors_sha256
+
+    model = trainer.config.model
+    head = {name: tensor for name, tensor in model_state.items() if trainer.parts.is_head(name)}
+    backbone = {name: tensor for name, tensor in model_state.items() if not trainer.parts.is_head(name)}
+    return {"head_only": True, "task": trainer.config.task, "arch": model.name, "epoch": epoch, "model": head,
+            "meta": trainer.task.state_for_checkpoint(),
+            "backbone_source": {"checkpoint": str(Path(model.checkpoint).resolve()) if model.checkpoint else None,
+                                "pretrained": model.name if model.pretrained and not model.checkpoint else None},
+            "backbone_sha256": tensors_sha256(backbone)}
+
+
 class EvalArtifacts(HookBase):
     """After a finished run (rank 0): confusion matrix / PR curves of ``best.pt`` in ``<run>/eval``."""
 
@@ -114,6 +198,78 @@ class EvalArtifacts(HookBase):
             return
         if (trainer.run_dir / "best.pt").exists():
             trainer.save_eval_artifacts()
+
+
+class RunSummary(HookBase):
+    """After a finished run: ``trainer.summary`` (:func:`run_summary`) and, on rank 0, ``<run>/summary.json``."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()  # the hooks are built right before ``before_train``: the baseline counts
+
+    def after_train(self, trainer: Trainer) -> None:
+        if trainer.stop_reason is None:
+            return
+        state = trainer.state
+        trainer.summary = run_summary(
+            state.history, metric=trainer.metric_key, mode=trainer.metric_mode, best_epoch=state.best_epoch,
+            stop_reason=trainer.stop_reason, wall_time_s=time.perf_counter() - self.started, steps=state.step,
+            run_dir=str(trainer.run_dir))
+        if trainer.is_main:
+            summary = trainer.summary
+            if summary["best"] and summary["metric"] in summary["best"]:
+                before = (summary["baseline"] or {}).get(summary["metric"])
+                logger.info("%s: baseline %s -> best %.4g (epoch %s, best.pt), last %.4g (epoch %s)",
+                            summary["metric"], "not measured" if before is None else f"{before:.4g}",
+                            summary["best"][summary["metric"]], summary["best_epoch"],
+                            summary["last"][summary["metric"]], summary["last_epoch"])
+            text = json.dumps(_finite_or_none(summary), indent=2) + "\n"
+            atomic_write_text(text, trainer.run_dir / "summary.json")
+
+
+def run_summary(history: list[dict[str, Any]], *, metric: str, mode: str, best_epoch: int | None,
+                stop_reason: str | None, wall_time_s: float | None = None, steps: int | None = None,
+                run_dir: str | None = None) -> dict[str, Any]:
+    """The before -> after summary of a run from its ``metrics.csv`` rows (``history``).
+
+    Returns a JSON-ready dict: ``baseline`` (the epoch-0 row's ``val_*`` metrics, ``None`` when not measured),
+    ``best`` (those of ``best_epoch``, the epoch of ``best.pt``; 0 when no epoch beat the baseline), ``last`` (the
+    last evaluated epoch, ``last_epoch``), ``change`` (best - baseline, per metric), ``metric`` / ``mode`` (what picks
+    ``best.pt``), ``epochs`` (trained), ``steps``, ``stop_reason``, ``wall_time_s`` (this invocation, from
+    ``before_train`` on: the baseline evaluation counts), ``train_time_s`` (the sum of the epoch times) and
+    ``images_per_s`` (training images over ``train_time_s``).
+    """
+
+    def val(row: dict[str, Any] | None) -> dict[str, float] | None:
+        return None if row is None else {k: v for k, v in row.items() if k.startswith("val_")}
+
+    evaluated = [row for row in history if any(key.startswith("val_") for key in row)]
+    baseline = next((row for row in evaluated if row.get("epoch") == 0), None)
+    best = next((row for row in evaluated if row.get("epoch") == best_epoch), None) if best_epoch is not None else None
+    last = evaluated[-1] if evaluated else None
+    change = None
+    if baseline is not None and best is not None:
+        change = {key: value - baseline[key] for key, value in val(best).items()
+                  if isinstance(value, (int, float)) and isinstance(baseline.get(key), (int, float))}
+    trained = [row for row in history if row.get("epoch", 0) > 0]
+    train_time = sum((row.get("epoch_time_s", 0.0) for row in trained), 0.0)
+    images = sum((row.get("images_per_s", 0.0) * row.get("epoch_time_s", 0.0) for row in trained), 0.0)
+    return {
+        "metric": metric, "mode": mode,
+        "baseline": val(baseline), "best": val(best), "best_epoch": best["epoch"] if best is not None else None,
+        "last": val(last), "last_epoch": last["epoch"] if last is not None else None, "change": change,
+        "epochs": max((row.get("epoch", 0) for row in history), default=0), "steps": steps,
+        "stop_reason": stop_reason, "wall_time_s": wall_time_s, "train_time_s": train_time,
+        "images_per_s": images / train_time if train_time > 0 else None, "run_dir": run_dir,
+    }
+
+
+def _finite_or_none(value: Any) -> Any:
+    """``value`` with NaN / Inf floats as ``None`` (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    return value
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -150,17 +306,20 @@ class StepCheckpointer(HookBase):
 
 
 class MetricsWriter(HookBase):
-    """``<run>/metrics.csv``: one row per epoch, rewritten whole (a new column may appear later)."""
+    """``<run>/metrics.csv``: one row per epoch, rewritten whole (a new column may appear later); the ``val_*``
+    columns last (the epoch-0 row of :class:`BaselineEval` has only those)."""
 
     def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
         history = trainer.state.history
         columns: list[str] = []
         for entry in history:
             columns.extend(key for key in entry if key not in columns)
-        with (trainer.run_dir / "metrics.csv").open("w", newline="", encoding="utf-8") as stream:
-            writer = csv.DictWriter(stream, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(history)
+        columns.sort(key=lambda column: column.startswith("val_"))  # stable: the order of appearance otherwise
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_text(text.getvalue(), trainer.run_dir / "metrics.csv")  # a full disk keeps the old file
 
 
 class PlotWriter(HookBase):
@@ -288,12 +447,13 @@ class TimeBudget(HookBase):
 def default_hooks(trainer: Trainer, user_hooks: list[HookBase]) -> list[HookBase]:
     """The built-in hooks for ``trainer.config`` with ``user_hooks`` in their place (see the module docstring)."""
     train = trainer.config.train
-    leading: list[HookBase] = [EvalHook(), BestCheckpointer()]
+    # the checkpoints before the writers: an epoch whose checkpoint could not be written gets no metrics.csv row
+    leading: list[HookBase] = [EvalHook(), BestCheckpointer(), EpochCheckpointer()]
     if trainer.is_main:
         leading.append(MetricsWriter())
         leading += [PlotWriter()] if train.plots else []
         leading += [TensorBoardWriter()] if train.tensorboard else []
-    leading.append(EpochCheckpointer())
+    leading.append(BaselineEval())  # its before_train feeds the hooks above (TensorBoard's writer is open by then)
     trailing: list[HookBase] = []
     if train.save_every_steps:
         trailing.append(StepCheckpointer(train.save_every_steps, train.keep_last))
@@ -306,5 +466,7 @@ def default_hooks(trainer: Trainer, user_hooks: list[HookBase]) -> list[HookBase
         trailing.append(EarlyStopping(train.patience))
     if train.time_budget is not None:
         trailing.append(TimeBudget(train.time_budget))
+    trailing += [HeadOnlyCheckpointer()] if train.save_head_only and trainer.is_main else []
     trailing.append(EvalArtifacts())
+    trailing.append(RunSummary())
     return [*leading, *user_hooks, *trailing]

@@ -4,6 +4,10 @@ The file handler sits on the ``visiontune`` logger only while a run sets up or t
 so many runs in one process (tests, notebooks) each write their own file. While attached, the ``visiontune``
 logger lets INFO records through for the file, and forwards to the parent handlers only what they saw before:
 the console output stays as it was.
+
+The run folder is created only once the run can start (data and model built), so a ``RunLog`` may begin without a
+path (``RunLog(None)``): until :meth:`RunLog.open` names the file, the header and the log records wait in memory,
+then go to the file in order.
 """
 
 from __future__ import annotations
@@ -58,14 +62,30 @@ class _ForwardToParent(logging.Handler):
             self.parent.callHandlers(record)
 
 
-class RunLog:
-    """The ``train.log`` of one run; ``enabled=False`` (ranks other than 0) makes every method a no-op."""
+class _Pending(logging.Handler):
+    """Keeps the records of a :class:`RunLog` that has no file yet."""
 
-    def __init__(self, path: Path, *, enabled: bool = True) -> None:
-        self.path = Path(path)
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class RunLog:
+    """The ``train.log`` of one run; ``enabled=False`` (ranks other than 0) makes every method a no-op.
+
+    ``path=None``: the file is named later (:meth:`open`); until then header and records are kept in memory.
+    """
+
+    def __init__(self, path: Path | None, *, enabled: bool = True) -> None:
+        self.path = Path(path) if path is not None else None
         self.enabled = enabled
         self._saved: tuple[int, bool] | None = None
         self._handlers: list[logging.Handler] = []
+        self._pending_header: str | None = None
+        self._pending = _Pending()
 
     def write_header(self, config: Config, environment: list[str]) -> None:
         """Start a section (a resumed run appends one) with the time, the environment and the resolved config."""
@@ -75,9 +95,40 @@ class RunLog:
         text = yaml.safe_dump(config_to_dict(config), sort_keys=False).rstrip()
         lines = [f"=== visiontune run started {started}", "environment:", *(f"  {line}" for line in environment),
                  "config:", *(f"  {line}" for line in text.splitlines()), "log:"]
+        if self.path is None:
+            self._pending_header = "\n".join(lines) + "\n"
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as stream:
             stream.write("\n".join(lines) + "\n")
+
+    def open(self, path: Path) -> None:
+        """Name the file of a ``RunLog(None)``: write the kept header and records to it, then log straight to it."""
+        self.path = Path(path)
+        if not self.enabled:
+            return
+        if self._pending_header is not None:
+            with self.path.open("a", encoding="utf-8") as stream:
+                stream.write(self._pending_header)
+            self._pending_header = None
+        if self._saved is None:
+            self._pending.records.clear()
+            return
+        logger = logging.getLogger(PACKAGE_LOGGER)
+        file_handler = self._file_handler()
+        for record in self._pending.records:
+            file_handler.handle(record)
+        self._pending.records.clear()
+        logger.removeHandler(self._pending)
+        logger.addHandler(file_handler)
+        self._handlers = [file_handler if handler is self._pending else handler for handler in self._handlers]
+
+    def _file_handler(self) -> logging.Handler:
+        assert self.path is not None
+        file_handler = logging.FileHandler(self.path, mode="a", encoding="utf-8")
+        file_handler.setLevel(logging.INFO)
+        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        return file_handler
 
     def attach(self) -> None:
         """Send the ``visiontune`` log records (INFO and up) to the file; idempotent."""
@@ -86,10 +137,7 @@ class RunLog:
         logger = logging.getLogger(PACKAGE_LOGGER)
         self._saved = (logger.level, logger.propagate)
         threshold = logger.getEffectiveLevel()
-        file_handler = logging.FileHandler(self.path, mode="a", encoding="utf-8")
-        file_handler.setLevel(logging.INFO)
-        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        self._handlers = [file_handler]
+        self._handlers = [self._file_handler() if self.path is not None else self._pending]
         if logger.propagate:
             self._handlers.append(_ForwardToParent(logger, threshold))
             logger.propagate = False
@@ -104,7 +152,8 @@ class RunLog:
         logger = logging.getLogger(PACKAGE_LOGGER)
         for handler in self._handlers:
             logger.removeHandler(handler)
-            handler.close()
+            if handler is not self._pending:
+                handler.close()
         logger.setLevel(self._saved[0])
         logger.propagate = self._saved[1]
         self._saved, self._handlers = None, []

@@ -43,6 +43,7 @@ from visiontune.engine.checkpoint import (
     atomic_save,
     capture_rng_state,
     load_checkpoint,
+    remove_stale_temp_files,
     restore_rng_state,
 )
 from visiontune.engine.data import sample_seed, seed_everything
@@ -55,7 +56,7 @@ from visiontune.engine.finetune import (
     unfreeze_all,
 )
 from visiontune.engine.hooks import Hook, HookBase, default_hooks
-from visiontune.engine.run_dir import new_run_dir
+from visiontune.engine.run_dir import check_run_name, is_run_dir, mark_run_dir, new_run_dir
 from visiontune.engine.run_log import RunLog, environment_lines
 from visiontune.engine.scheduler import IterationScheduler, build_schedule_spec
 from visiontune.tasks import create_task
@@ -65,7 +66,8 @@ from visiontune.utils import comm as dist_utils
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "PER_INVOCATION_KEYS", "REPEATED_SIGNAL_GRACE_S", "Hook", "HookBase", "NonFiniteLossError", "TrainResult",
+    "PER_INVOCATION_KEYS", "REPEATED_SIGNAL_GRACE_S", "SIGNAL_EXIT_CODES", "Hook", "HookBase", "NonFiniteLossError",
+    "SignalExit", "TrainResult",
     "TrainState", "Trainer", "amp_dtype", "build_eval_loader", "build_grad_scaler", "configure_torch_backends",
     "run_evaluation", "to_device", "train", "unwrap",
 ]
@@ -78,8 +80,19 @@ REPEATED_SIGNAL_GRACE_S = 1.0
 at once: under torchrun, Ctrl-C reaches every worker twice (from the terminal, then forwarded by the agent)."""
 
 
+SIGNAL_EXIT_CODES = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
+"""Exit status of a run stopped by a signal (after writing ``last.pt``): 128 + the signal number, the shell's
+convention, 130 for SIGINT and 143 for SIGTERM; :attr:`TrainResult.exit_code`. A completed run (also one stopped
+by early stopping, ``train.time_budget`` or ``train.max_steps``) exits with 0."""
+
+
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or Inf (``train.nan_policy: error``)."""
+
+
+class SignalExit(SystemExit):
+    """A second SIGINT/SIGTERM: leave at once, without a checkpoint, with status 128 + the signal number (no
+    traceback: the interpreter exits quietly on ``SystemExit``)."""
 
 
 @dataclass
@@ -124,6 +137,15 @@ class TrainResult:
     metrics: dict[str, float]
     history: list[dict[str, Any]]
     stop_reason: str
+    stopped_by_signal: str | None = None
+    """``"SIGTERM"`` / ``"SIGINT"`` when a signal stopped the run (``last.pt`` is written; resume it), else ``None``."""
+    exit_code: int = 0
+    """The process exit status for this result: 0 when training ended by itself, 143 (SIGTERM) or 130 (SIGINT)
+    when a signal stopped it (:data:`SIGNAL_EXIT_CODES`), so that a scheduler can tell preemption from the end. The
+    ``train`` command exits with it."""
+    summary: dict[str, Any] | None = None
+    """Baseline, best and last validation metrics and more (:func:`visiontune.engine.hooks.run_summary`; the
+    content of ``<run>/summary.json``)."""
 
 
 class Trainer:
@@ -152,10 +174,16 @@ class Trainer:
         self.epoch_metrics: dict[str, float] | None = None
         """The validation metrics of the epoch that just ended (``None``: not evaluated)."""
         self.last_metrics: dict[str, float] = {}
+        self.summary: dict[str, Any] | None = None
+        """The run's summary once it finished (the ``RunSummary`` hook; ``summary.json``)."""
         self.run_log: RunLog | None = None
         self._announce_proposed_stop = True
         self._end_epoch_requested = False
         self._first_signal_time: float | None = None
+        self._signal_received: str | None = None
+        """The name of the first SIGINT/SIGTERM this process received."""
+        self.stop_signal: str | None = None
+        """The signal (``SIGTERM`` wins over ``SIGINT``) received by any rank when the ranks agreed to stop."""
 
     # ------------------------------------------------------------------ requests from hooks and signals
     def request_stop(self, reason: str) -> None:
@@ -179,31 +207,52 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
-        """Build task, run directory, data, model, optimizer, scheduler and EMA (restoring a checkpoint).
+        """Build task, data, model, optimizer, scheduler and EMA (restoring a checkpoint), then the run directory.
 
-        The task (which validates ``task``) comes before the run directory, so a bad config leaves no folder.
+        Nothing is written before the run can start: ``name`` is checked first, and the run folder is created (or
+        chosen, on resume) only once task, datasets and model are built, so a bad config, a missing data folder or
+        unusable weights leave no folder behind. ``train.log`` keeps the lines logged before it existed.
         """
+        check_run_name(self.config.name)
         self.dist = dist_utils.env_dist_info()
         self.device = dist_utils.resolve_device(self.config.device, self.dist)  # a per-invocation key
         dist_utils.init_distributed(self.device)
         self.is_main = self.dist.is_main
         checkpoint, resume_path = self._load_resume_checkpoint()
         config = self.config
+        check_run_name(config.name)  # a resumed run takes the checkpoint's name unless given
         seed_everything(config.seed + self.dist.rank)
         configure_torch_backends(self.device, deterministic=config.train.deterministic)
         self.task: Task = create_task(config)
-        if checkpoint is not None:
-            self.run_dir = resume_path.parent
-        else:
-            self.run_dir = dist_utils.main_process_result(
-                lambda: new_run_dir(Path(config.project) / config.task, config.name))
+        self.task.check_metric(config.train.metric)  # a misspelt metric fails now, not after an epoch
         self.autocast_dtype = amp_dtype(config, self.device)
-        self.run_log = RunLog(self.run_dir / "train.log", enabled=self.is_main)
+        self.run_log = RunLog(None, enabled=self.is_main)
         self.run_log.write_header(config, environment_lines(
             device=self.device, world_size=self.dist.world_size, autocast_dtype=self.autocast_dtype,
             loss_scaling=self.autocast_dtype == torch.float16))
         with self.run_log.attached():
             self._build(checkpoint, resume_path)
+
+    def _choose_run_dir(self, resume_path: Path | None) -> Path:
+        """Rank 0: the run folder. A new one under ``<project>/<task>``; on resume the checkpoint's folder when it is
+        a run folder (:func:`is_run_dir`), else a new one, so that nothing is written next to a copied checkpoint.
+        Temporary files of writes that a killed process left in a resumed run folder are removed."""
+        config = self.config
+        base = Path(config.project) / config.task
+        if resume_path is None:
+            return new_run_dir(base, config.name)
+        folder = resume_path.parent
+        if not is_run_dir(folder):
+            run_dir = new_run_dir(base, config.name)
+            logger.warning("%s is not inside a visiontune run folder: continuing in the new run folder %s (nothing "
+                           "is written next to the checkpoint)", resume_path, run_dir)
+            return run_dir
+        mark_run_dir(folder)  # a run folder of an older version: marked from now on
+        files, freed = remove_stale_temp_files(folder)
+        if files:
+            logger.warning("removed %d stale temporary file(s) of interrupted checkpoint writes in %s, freeing %d "
+                           "bytes", files, folder, freed)
+        return folder
 
     def _load_resume_checkpoint(self) -> tuple[dict[str, Any] | None, Path | None]:
         """The checkpoint to resume (``None`` for a new run); its config becomes ``self.config``, with what this
@@ -229,9 +278,14 @@ class Trainer:
             logger.info("resumed from %s at epoch %d, step %d", resume_path, self.state.epoch, self.state.step)
             if self.state.epoch >= self.config.train.epochs and self.is_main:
                 logger.warning("%s already finished its %d epochs: nothing left to train (raise train.epochs to "
-                               "continue it, or use another name to start a new run)", self.run_dir,
+                               "continue it, or use another name to start a new run)", resume_path,
                                self.config.train.epochs)
         self.train_model = self._wrap_model()
+        # every rank agrees on the folder that rank 0 creates; nothing was written before this point
+        self.run_dir = dist_utils.main_process_result(lambda: self._choose_run_dir(resume_path))
+        assert self.run_log is not None
+        self.run_log.open(self.run_dir / "train.log")
+        self._prepare_task_datasets()
         if self.is_main:
             save_config(self.config, self.run_dir / "config.yaml")
             self._log_setup(param_groups)
@@ -241,6 +295,19 @@ class Trainer:
         self.train_dataset = self.task.build_dataset(config.data.train_split, train=True)
         self.val_dataset = (self.task.build_dataset(config.data.val_split, train=False)
                             if config.data.val_split else None)
+
+    def _prepare_task_datasets(self) -> None:
+        """The task's last word on the datasets (:meth:`Task.prepare_training`, e.g. cached frozen-backbone features)
+        once the weights are final; new datasets get new loaders (same length and order: same sampler)."""
+        train_dataset, val_dataset = self.task.prepare_training(
+            self.model, self.train_dataset, self.val_dataset, device=self.device, autocast_dtype=self.autocast_dtype,
+            run_dir=self.run_dir)
+        if train_dataset is self.train_dataset and val_dataset is self.val_dataset:
+            return
+        self.train_dataset, self.val_dataset = train_dataset, val_dataset
+        self.train_loader, self.train_sampler = build_train_loader(self.task, train_dataset, self.config, self.dist)
+        self.val_loader = (build_val_loader(self.task, val_dataset, self.config, self.dist)
+                           if val_dataset is not None else None)
 
     def _build_model(self, *, load_weights: bool) -> None:
         config = self.config
@@ -378,7 +445,16 @@ class Trainer:
                 for signum, handler in previous_handlers:
                     signal.signal(signum, handler)
         return TrainResult(run_dir=self.run_dir, best_metric=self.state.best_metric, best_epoch=self.state.best_epoch,
-                           metrics=self.last_metrics, history=self.state.history, stop_reason=self.stop_reason)
+                           metrics=self.last_metrics, history=self.state.history, stop_reason=self.stop_reason,
+                           stopped_by_signal=self._stopped_by_signal(),
+                           exit_code=SIGNAL_EXIT_CODES.get(self._stopped_by_signal() or "", 0),
+                           summary=self.summary)
+
+    def _stopped_by_signal(self) -> str | None:
+        """The signal that ended training, if it was one (not when training ended otherwise first)."""
+        if self.stop_signal is not None and self.stop_reason is not None and self.stop_reason == self.stop_requested:
+            return self.stop_signal
+        return None
 
     def _train(self) -> None:
         """``before_train``, the epochs, then ``after_train``, which also runs when training raised."""
@@ -574,9 +650,12 @@ class Trainer:
 
     def _vote_stop(self) -> bool:
         """Whether any rank was asked to stop; if so ``stop_requested`` is set on every rank."""
-        (stop,) = dist_utils.any_rank([self.pending_stop is not None], self.device)
+        stop, sigterm, sigint = dist_utils.any_rank(
+            [self.pending_stop is not None, self._signal_received == "SIGTERM", self._signal_received == "SIGINT"],
+            self.device)
         if stop and self.stop_requested is None:
             self.stop_requested = self.pending_stop or "stop requested on another rank"
+            self.stop_signal = "SIGTERM" if sigterm else "SIGINT" if sigint else None
         return stop
 
     # ------------------------------------------------------------------ evaluation
@@ -656,7 +735,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ signals
     def _install_signal_handlers(self) -> list[tuple[int, Any]]:
-        """SIGINT/SIGTERM: the first requests a stop with a checkpoint, a second one exits at once."""
+        """SIGINT/SIGTERM: the first requests a stop with a checkpoint (the result's exit code becomes 130 / 143),
+        a second one exits at once, without a checkpoint or a traceback, with that status (:class:`SignalExit`)."""
         previous = []
 
         def handler(signum: int, frame: Any) -> None:
@@ -665,8 +745,11 @@ class Trainer:
             if self._first_signal_time is not None:
                 if now - self._first_signal_time < REPEATED_SIGNAL_GRACE_S:
                     return  # the same request delivered twice (terminal + torchrun agent)
-                raise KeyboardInterrupt(f"second signal {name}: exiting at once, without a checkpoint")
+                logger.error("second signal %s: exiting at once with status %d, without a checkpoint", name,
+                             128 + signum)
+                raise SignalExit(128 + signum)
             self._first_signal_time = now
+            self._signal_received = name
             self.request_stop(f"signal {name}")
             logger.warning("%s received: stopping after this step with a checkpoint (send it again to exit at once)",
                            name)

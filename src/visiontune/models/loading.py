@@ -96,7 +96,8 @@ def read_weights(path: str | Path, *, key: str | None = None, arch: str | None =
     (converted to PyTorch names for ``arch``). ``module.``/``_orig_mod.`` prefixes are stripped.
 
     Raises:
-        WeightLoadError: missing file, unreadable file or no tensors found; the message names the file.
+        WeightLoadError: missing file, unreadable file, no tensors found, or a visiontune checkpoint whose
+            tensors differ from the SHA-256 checksums stored in it; the message names the file (and the tensor).
     """
     path = Path(path)
     if not path.is_file():
@@ -118,7 +119,13 @@ def read_weights(path: str | Path, *, key: str | None = None, arch: str | None =
             f"cannot read {path} with torch.load(weights_only=True): {type(error).__name__}: {str(error)[:300]}"
         ) from None
     if isinstance(obj, Mapping) and "model" in obj and "config" in obj and "version" in obj:
-        obj = obj["model"]  # a visiontune checkpoint
+        from visiontune.utils.checksums import ChecksumError, verify_checksums
+
+        try:  # a visiontune checkpoint: its tensors against the SHA-256 stored when it was written (if any)
+            verify_checksums(obj, path)
+        except ChecksumError as error:
+            raise WeightLoadError(str(error)) from None
+        obj = obj["model"]
         key = None
     return select_state_dict(obj, path, key)
 

@@ -3,7 +3,8 @@
 Usage::
 
     python train_with_faults.py [--kill-at-step N --kill-rank R --marker FILE]
-                                [--wait-for-signal-at-step N --ready-file FILE --linger SECONDS] key=value ...
+                                [--wait-for-signal-at-step N --ready-file FILE --linger SECONDS]
+                                [--kill-in-save-at-step N] key=value ...
 
 ``--kill-at-step``: rank ``R`` SIGKILLs itself before step ``N`` (after ``N`` steps), once: it first writes
 ``--marker``, and a restarted worker that finds the marker trains on (torchrun ``--max-restarts``).
@@ -11,6 +12,9 @@ Usage::
 ``--wait-for-signal-at-step``: after step ``N`` the script writes its pid to ``--ready-file`` and waits until the
 trainer has received a stop request (the test sends SIGTERM/SIGINT), then sleeps ``--linger`` seconds, a slow
 shutdown during which a second signal can arrive.
+
+``--kill-in-save-at-step``: the process SIGKILLs itself in the middle of writing the checkpoint of step ``N``
+(after 20000 bytes of it), as a preemption without grace would: the temporary file stays behind.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import signal
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 from visiontune.config import load_config
 from visiontune.utils.comm import cleanup_distributed
@@ -66,6 +72,20 @@ class WaitForSignal(Hook):
         time.sleep(self.linger)
 
 
+def kill_in_save_at_step(step: int) -> None:
+    """Make ``torch.save`` SIGKILL this process after writing 20000 bytes of the checkpoint of ``step``."""
+    save = torch.save
+
+    def killing_save(obj, stream, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == step:
+            stream.write(b"\0" * 20000)
+            stream.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return save(obj, stream, *args, **kwargs)
+
+    torch.save = killing_save
+
+
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kill-at-step", type=int)
@@ -74,6 +94,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--wait-for-signal-at-step", type=int)
     parser.add_argument("--ready-file", type=Path)
     parser.add_argument("--linger", type=float, default=0.0)
+    parser.add_argument("--kill-in-save-at-step", type=int)
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     arguments = parser.parse_args(argv)
     if arguments.kill_at_step is not None and arguments.marker is None:
@@ -92,6 +113,8 @@ def main(argv: list[str]) -> int:
         hooks.append(KillOnce(arguments.kill_at_step, arguments.kill_rank, arguments.marker))
     if arguments.wait_for_signal_at_step is not None:
         hooks.append(WaitForSignal(arguments.wait_for_signal_at_step, arguments.ready_file, arguments.linger))
+    if arguments.kill_in_save_at_step is not None:
+        kill_in_save_at_step(arguments.kill_in_save_at_step)
     config = load_config(None, arguments.overrides)
     try:
         result = Trainer(config, hooks=hooks).fit()
@@ -99,7 +122,7 @@ def main(argv: list[str]) -> int:
         cleanup_distributed()
     if rank == 0:
         print(f"stop_reason: {result.stop_reason}", flush=True)
-    return 0
+    return result.exit_code  # as `visiontune train`: 143 / 130 after a stop by SIGTERM / SIGINT
 
 
 if __name__ == "__main__":
