@@ -28,8 +28,16 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed ``torch``, ``random`` and ``numpy`` global generators."""
-    torch.manual_seed(seed)
+    """Seed ``torch``, ``random`` and ``numpy`` global generators.
+
+    Called once per sample and per step, so it must be cheap: while CUDA is not initialised (CPU runs, DataLoader
+    workers) only the CPU generator is seeded, because ``torch.manual_seed`` would queue a lazy CUDA seeding that
+    records a stack trace on every call. Once CUDA is up, every device generator is seeded as well.
+    """
+    if torch.cuda.is_initialized():
+        torch.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % (2**32))
 

@@ -6,7 +6,9 @@ list[dict]`` with ``logits: Tensor[C]`` per image.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -38,12 +40,31 @@ class ImageClassifier(nn.Module):
         return int(self.net.num_classes)  # type: ignore[arg-type]  # timm models store it as an int
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> Any:
-        logits = self.net(images)
+        """``images``: ``Tensor[B, 3, H, W]``, or ``Tensor[B, D]`` pooled backbone features (:meth:`pooled_features`,
+        cached by a frozen-backbone run): then only the head runs, dropout included."""
+        logits = self.head_on_features(images) if images.ndim == 2 else self.net(images)
         if self.training:
             if targets is None:
                 raise ValueError("ImageClassifier in train mode needs targets (class indices or soft labels)")
             return {"loss_cls": self.criterion(logits, targets)}
         return [{"logits": row} for row in logits]
+
+
+    def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The input of the classifier: ``forward_head(forward_features(x), pre_logits=True)`` (timm), ``[B, D]``.
+
+        In eval mode (how features are cached) the dropout before the classifier is the identity, so
+        ``head_on_features(pooled_features(x))`` is ``net(x)`` in eval mode and, for a backbone without stochastic
+        layers, in train mode too.
+        """
+        return self.net.forward_head(self.net.forward_features(images), pre_logits=True)
+
+    def head_on_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from :meth:`pooled_features` output: timm's dropout (``drop_rate``, train mode) and classifier."""
+        drop_rate = float(getattr(self.net, "drop_rate", 0.0) or 0.0)
+        if drop_rate > 0:
+            features = nn.functional.dropout(features, p=drop_rate, training=self.training)
+        return self.net.get_classifier()(features)
 
 
 def classifier_head_prefixes(net: nn.Module) -> list[str]:
@@ -83,10 +104,13 @@ def create_timm_model(name: str, *, num_classes: int, pretrained: bool = False, 
 
 
 def load_classifier_weights(model: ImageClassifier, path: str, *, key: str | None = None,
-                            min_loaded_fraction: float = 0.9, arch: str | None = None) -> LoadReport:
+                            min_loaded_fraction: float = 0.9, arch: str | None = None,
+                            backbone: str | None = None) -> LoadReport:
     """Load a local weight file into ``model.net``; a head of another class count is re-initialised.
 
-    Accepts plain timm/torchvision state dicts and visiontune checkpoints (``net.`` prefixed names).
+    Accepts plain timm/torchvision state dicts and visiontune checkpoints (``net.`` prefixed names). A head-only
+    checkpoint (``train.save_head_only``'s ``best_head.pt``) loads on top of the backbone weights of ``backbone``,
+    else of the backbone source recorded in it (see :func:`load_head_checkpoint`).
     """
     state_dict = read_weights(path, key=key, arch=arch)
     if state_dict and all(name.startswith("net.") for name in state_dict):
@@ -95,6 +119,10 @@ def load_classifier_weights(model: ImageClassifier, path: str, *, key: str | Non
 
     def is_head(name: str) -> bool:
         return any(name == prefix or name.startswith(prefix + ".") for prefix in heads)
+
+    if state_dict and all(is_head(name) for name in state_dict):
+        return load_head_checkpoint(model, path, state_dict, backbone=backbone,
+                                    min_loaded_fraction=min_loaded_fraction, arch=arch)
 
     try:
         return load_weights_with_report(model.net, state_dict, source=str(path), is_head=is_head,
@@ -116,3 +144,64 @@ def transfer_pretrained(model: ImageClassifier, name: str, *, min_loaded_fractio
         is_head=lambda n: any(n == p or n.startswith(p + ".") for p in heads),
         min_loaded_fraction=min_loaded_fraction,
     )
+
+
+def backbone_sha256(model: ImageClassifier) -> str:
+    """A digest of every tensor of ``model`` outside the classifier (the frozen backbone of a linear probe)."""
+    heads = [f"net.{prefix}" for prefix in classifier_head_prefixes(model.net)]
+    return tensors_sha256({name: tensor for name, tensor in model.state_dict().items()
+                           if not any(name == prefix or name.startswith(prefix + ".") for prefix in heads)})
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A digest of named tensors (names, dtypes and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tensors.items()):
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                      if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def load_head_checkpoint(model: ImageClassifier, path: str | Path, head: dict[str, torch.Tensor], *,
+                         backbone: str | None = None, min_loaded_fraction: float = 0.9,
+                         arch: str | None = None) -> LoadReport:
+    """Backbone weights, then the classifier tensors ``head`` of the head-only checkpoint ``path``.
+
+    The backbone comes from ``backbone`` (``model.backbone_checkpoint``), else from the source the training run
+    recorded in the file (its ``model.checkpoint``, or timm's pretrained weights). A backbone whose digest differs
+    from the recorded one is loaded with a warning: the head was trained on other features.
+
+    Raises:
+        WeightLoadError: no backbone source, or head tensors that do not fit the model.
+    """
+    raw: dict[str, Any] = {}
+    if Path(path).suffix.lower() in (".pt", ".pth"):
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        raw = loaded if isinstance(loaded, dict) else {}
+    source = raw.get("backbone_source") or {}
+    backbone = backbone or source.get("checkpoint")
+    if backbone:
+        report = load_classifier_weights(model, backbone, min_loaded_fraction=min_loaded_fraction, arch=arch)
+    elif source.get("pretrained"):
+        report = transfer_pretrained(model, source["pretrained"], min_loaded_fraction=min_loaded_fraction)
+    else:
+        raise WeightLoadError(f"{path} holds the head only ({', '.join(sorted(head))}): give the backbone weights "
+                              "with model.backbone_checkpoint=path/to/backbone.pth")
+    own = model.net.state_dict()
+    wrong = [f"{name} {list(tensor.shape)} (model {list(own[name].shape) if name in own else 'none'})"
+             for name, tensor in head.items() if name not in own or own[name].shape != tensor.shape]
+    if wrong:
+        raise WeightLoadError(f"head-only checkpoint {path} does not fit model {model.net.__class__.__name__}: "
+                              + ", ".join(wrong))
+    model.net.load_state_dict(head, strict=False)
+    recorded = raw.get("backbone_sha256")
+    if recorded and recorded != backbone_sha256(model):
+        logger.warning("the backbone weights differ from those the head of %s was trained on (digest %s...): its "
+                       "predictions will differ from the training run's", path, recorded[:12])
+    report.source = f"{report.source} + head {path}"
+    report.loaded.extend(sorted(head))
+    logger.info("loaded the head of %s (%d tensors) on the backbone of %s", path, len(head),
+                backbone or f"timm pretrained {source.get('pretrained')}")
+    return report
