@@ -11,34 +11,18 @@ of each and the ratio trainer / bare (target >= 0.9 on CPU).
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import timm
 import torch
-from timm.data import create_transform
+from _common import format_rates, make_jpeg_shapes, median_rate, trainer_epoch
 from torch.utils.data import DataLoader
 
 from visiontune.config import load_config
 from visiontune.data.classification import ClassificationDataset, scan_image_folder
-from visiontune.data.synthetic import make_shapes_dataset
 from visiontune.engine.trainer import Trainer
-
-
-def make_jpeg_dataset(root: Path, images: int, image_size: int) -> Path:
-    """Shapes dataset re-encoded as JPEG at ``image_size`` (so decoding costs like real photos)."""
-    from PIL import Image
-
-    per_class = max(1, images // 5)
-    make_shapes_dataset(root / "png", num_classes=5, train_per_class=per_class, val_per_class=1,
-                        image_size=image_size, seed=0)
-    for path in (root / "png" / "train").rglob("*.png"):
-        target = root / "jpg" / "train" / path.parent.name / (path.stem + ".jpg")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.open(path).convert("RGB").save(target, quality=90)
-    return root / "jpg"
 
 
 def bare_epoch(model, loader, optimizer, criterion) -> tuple[int, float]:
@@ -65,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_jpeg_dataset(Path(tmp), args.images, args.image_size)
+        root = make_jpeg_shapes(Path(tmp), args.images, args.image_size)
         config = load_config(None, [
             "task=classification", f"data.root={root}", "data.val_split=null", f"project={tmp}/runs",
             f"model.name={args.model}", f"data.image_size={args.image_size}", f"data.batch_size={args.batch_size}",
@@ -86,20 +70,17 @@ def main() -> None:
         criterion = torch.nn.CrossEntropyLoss()
 
         bare_rates, trainer_rates = [], []
-        for epoch in range(args.epochs + 1):
+        for _ in range(args.epochs + 1):  # the first epoch is a warm-up: worker start, allocator, first touches
             seen, seconds = bare_epoch(model, loader, optimizer, criterion)
-            stats = trainer.train_one_epoch()
-            trainer.state.epoch += 1
-            trainer.state.batch_in_epoch = 0
-            if epoch == 0:
-                continue  # warm-up: worker start, allocator, first-touch costs
             bare_rates.append(seen / seconds)
-            trainer_rates.append(stats["images_per_s"])
-        bare, ours = statistics.median(bare_rates), statistics.median(trainer_rates)
+            images, seconds = trainer_epoch(trainer)
+            trainer_rates.append(images / seconds)
+        bare, ours = median_rate(bare_rates), median_rate(trainer_rates)
+        bare_rates, trainer_rates = bare_rates[1:], trainer_rates[1:]
         print(f"model {args.model}, {len(dataset)} JPEGs at {args.image_size}px, batch {args.batch_size}, "
               f"{args.workers} workers, torch threads {torch.get_num_threads()}")
-        print(f"bare PyTorch loop : {bare:8.1f} images/s  (epochs: {', '.join(f'{r:.1f}' for r in bare_rates)})")
-        print(f"visiontune Trainer: {ours:8.1f} images/s  (epochs: {', '.join(f'{r:.1f}' for r in trainer_rates)})")
+        print(f"bare PyTorch loop : {bare:8.1f} images/s  (epochs: {format_rates(bare_rates)})")
+        print(f"visiontune Trainer: {ours:8.1f} images/s  (epochs: {format_rates(trainer_rates)})")
         print(f"ratio trainer / bare: {ours / bare:.3f}")
 
 

@@ -58,7 +58,7 @@ def test_train_eval_predict(fixtures_dir: Path, tmp_path: Path, capsys):
     data_root = tmp_path / "faces"
     num_faces = build_tiny_widerface(retinaface_dir, data_root)
     assert num_faces == 31
-    data_overrides = [f"data.root={data_root}", "data.train_split=label.txt", "data.val_split=label.txt",
+    data_overrides = ["device=cpu", f"data.root={data_root}", "data.train_split=label.txt", "data.val_split=label.txt",
                       "data.images_dir=images", "data.val_images_dir=null", "data.num_workers=0"]
 
     assert main(["check-data", "-c", str(PRESET), *data_overrides, "train.progress=false"]) == 0
