@@ -26,6 +26,14 @@ def find_shared_dir() -> Path | None:
 
 
 @pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory) -> Path:
+    """The tiny generated shapes dataset most training tests use (:func:`tests.helpers.shapes` defaults)."""
+    from tests.helpers import shapes
+
+    return shapes(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """Path to ``shared/`` (skips the test when the reference data is absent)."""
     path = find_shared_dir()

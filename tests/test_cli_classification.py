@@ -8,18 +8,15 @@ import shutil
 import pytest
 
 from visiontune.cli import main
-from visiontune.data.synthetic import make_shapes_dataset
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli_shapes")
-    make_shapes_dataset(root, num_classes=3, train_per_class=6, val_per_class=3, image_size=32, seed=1)
-    return root
+def shapes(tiny_shapes):
+    return tiny_shapes
 
 
 def common(shapes, tmp_path):
-    return [f"data.root={shapes}", f"project={tmp_path}", "model.name=test_resnet", "data.image_size=32",
+    return ["device=cpu", f"data.root={shapes}", f"project={tmp_path}", "model.name=test_resnet", "data.image_size=32",
             "data.crop_pct=1.0", "data.batch_size=6", "data.num_workers=0", "train.progress=false"]
 
 

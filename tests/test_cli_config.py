@@ -51,7 +51,7 @@ def test_keys_of_one_section_or_one_key(capsys):
     assert listed == [f"export.{name}" for name in ExportConfig.__dataclass_fields__]
     assert main(["config", "keys", "optim.lr"]) == 0
     assert capsys.readouterr().out.strip().splitlines() == [
-        "optim.lr: float = 0.01", "    Peak learning rate (after warmup; see ``lr_scale``)."]
+        "optim.lr: float (> 0) = 0.01", "    Peak learning rate (after warmup; see ``lr_scale``)."]
 
 
 def test_unknown_section_says_did_you_mean(capsys):
@@ -70,3 +70,32 @@ def test_docs_come_from_the_attribute_docstrings():
     (info,) = schema_keys("data.scale")
     assert (info.type, info.default, info.doc) == ("list[float]", "[0.08, 1.0]",
                                                    "Training: area range of the random resized crop.")
+
+
+def test_keys_show_the_declared_ranges(capsys):
+    assert main(["config", "keys", "data"]) == 0
+    out = capsys.readouterr().out
+    assert "data.label_smoothing: float (in [0, 1)) = 0.0\n" in out
+    assert "data.scale: list[float] (2 numbers in (0, 1], the first <= the second) = [0.08, 1.0]\n" in out
+    assert "data.image_size: int (in [1, 8192]) = 224\n" in out
+    assert main(["config", "keys", "device"]) == 0
+    assert capsys.readouterr().out.startswith("device: str (auto, cpu, cuda, cuda:N or mps) = auto\n")
+    (info,) = schema_keys("optim.momentum")
+    assert info.range == "in [0, 1)"
+
+
+def test_show_refuses_a_key_given_twice_and_accepts_an_empty_text_value(tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("optim:\n  lr: 0.1\ntrain:\n  epochs: 3\noptim:\n  momentum: 0.5\n")
+    assert main(["config", "show", "-c", str(path)]) == 2
+    assert capsys.readouterr().err == f"visiontune config: error: {path}:1 and {path}:5: key 'optim' is given twice\n"
+    assert main(["config", "show", "data.image_ext=", "data.format=list"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["data"]["image_ext"] == ""
+
+
+def test_show_reports_invalid_yaml_in_one_line(tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("optim:\n  lr: [0.1\ntrain: 3\n")
+    assert main(["config", "show", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"visiontune config: error: {path}: invalid YAML (line 3, ")

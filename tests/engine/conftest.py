@@ -1,18 +1,9 @@
 """A tiny classification dataset and config for engine tests (CPU, seconds)."""
 
-from pathlib import Path
 
 import pytest
 
 from visiontune.config import load_config
-from visiontune.data.synthetic import make_shapes_dataset
-
-
-@pytest.fixture(scope="session")
-def tiny_shapes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("shapes")
-    make_shapes_dataset(root, num_classes=3, train_per_class=6, val_per_class=3, image_size=32, seed=0)
-    return root
 
 
 @pytest.fixture

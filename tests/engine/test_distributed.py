@@ -9,7 +9,6 @@ functions that decide them.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime
 import json
@@ -24,10 +23,10 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import one_thread
 from visiontune.api import config_for_checkpoint, evaluate
 from visiontune.config import load_config
 from visiontune.data.widerface import WiderFaceRecord
-from visiontune.utils import comm as dist_utils
 from visiontune.engine.checkpoint import load_checkpoint
 from visiontune.engine.data import ShardSampler, TrainSampler, build_loader
 from visiontune.engine.trainer import (
@@ -39,6 +38,7 @@ from visiontune.engine.trainer import (
     train,
 )
 from visiontune.tasks.face_detection import FaceDetectionEvaluator
+from visiontune.utils import comm as dist_utils
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_with_faults.py"
 DDP_STEPS = 6  # 3 epochs x 2 steps: 18 images -> 9 per rank -> 2 batches of 4 (drop_last)
@@ -71,15 +71,6 @@ def torchrun(arguments: list[str], *, cwd: Path, max_restarts: int = 0) -> str:
     return completed.stdout
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Compute like the torchrun workers (``OMP_NUM_THREADS=1``), so float sums match to the last bits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

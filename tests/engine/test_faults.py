@@ -6,7 +6,6 @@ Every run trains ``test_resnet`` on the 18 + 9 image shapes set (``tiny_shapes``
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import one_thread
 from visiontune.config import load_config
 from visiontune.engine.checkpoint import load_checkpoint
 from visiontune.engine.data import SeededDataset
@@ -37,15 +37,6 @@ def overrides(data_root: Path, project: Path, *extra: str) -> list[str]:
             *extra]
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Compute like the subprocesses (``OMP_NUM_THREADS=1``): float sums then agree to the last bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -98,9 +98,9 @@ def test_layer_decay_matches_formula():
 
 
 def test_timm_classifier_linear_probe_parts():
+    from visiontune.config import load_config
     from visiontune.models.classification import ImageClassifier
     from visiontune.tasks.classification import ClassificationTask
-    from visiontune.config import load_config
 
     task = ClassificationTask(load_config(None, ["model.name=mobilenetv2_100", "model.num_classes=3"]))
     model = ImageClassifier(timm.create_model("mobilenetv2_100", num_classes=3))

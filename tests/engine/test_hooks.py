@@ -18,6 +18,7 @@ class Recorder(visiontune.HookBase):
 
     def __init__(self):
         self.calls = []
+        self.logged = []
 
     def before_train(self, trainer):
         self.calls.append(("before_train", trainer.state.step))
@@ -27,7 +28,9 @@ class Recorder(visiontune.HookBase):
 
     def after_step(self, trainer, losses):
         self.calls.append(("after_step", trainer.state.step))
-        assert set(losses) >= {"loss"} and all(isinstance(value, float) for value in losses.values())
+        if losses is not None:  # a logging step (train.log_every, the epoch's end)
+            self.logged.append(trainer.state.step)
+            assert set(losses) >= {"loss"} and all(isinstance(value, float) for value in losses.values())
 
     def after_epoch(self, trainer, row):
         self.calls.append(("after_epoch", row["epoch"]))
@@ -49,6 +52,24 @@ def test_user_hook_sees_five_points_in_order(tiny_config):
     expected.append(("after_train", "completed"))
     assert recorder.calls == expected
     assert result.stop_reason == "completed"
+    assert recorder.logged == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]  # train.log_every=20: the epochs' last steps
+
+
+def test_after_step_gets_losses_every_log_every_steps_averaged(tiny_config):
+    recorder = Recorder()
+    seen = []
+
+    class Losses(visiontune.HookBase):
+        def after_step(self, trainer, losses):
+            seen.append(losses)
+
+    result = visiontune.train(tiny_config("train.epochs=2", "train.log_every=3", "train.eval_before=false"),
+                              hooks=[recorder, Losses()])
+    assert recorder.logged == [3, 4, 6, 8]  # every 3 steps and each epoch's last step (4 steps per epoch)
+    logged = [losses for losses in seen if losses is not None]
+    # the two windows of epoch 1 (steps 1-3, step 4) average to the epoch's mean, weighted by their steps
+    first_epoch = (3 * logged[0]["loss"] + logged[1]["loss"]) / 4
+    assert first_epoch == pytest.approx(result.history[0]["train_loss"], rel=1e-9)
 
 
 def test_after_train_runs_when_training_fails(tiny_config):
@@ -138,7 +159,8 @@ def test_readme_hook_example_runs(tiny_config):
             self.events.append(("finish", status))
 
     client = Client()
-    result = visiontune.train(tiny_config("train.epochs=1"), hooks=[namespace["TrackerLogger"](client, every=2)])
+    result = visiontune.train(tiny_config("train.epochs=1", "train.log_every=2"),
+                              hooks=[namespace["TrackerLogger"](client, every=2)])
     assert client.events[0] == ("start", {"run_name": result.run_dir.name, "params": {"lr": 0.05}})
     assert [event[1] for event in client.events[1:-1]] == [2, 4, 4]  # steps 2 and 4, then the epoch row
     assert "val_top1" in client.events[-2][2] and client.events[-1] == ("finish", "completed")

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import shapes
 from visiontune import __version__
 from visiontune.config import config_to_dict, load_config
-from visiontune.data.synthetic import make_shapes_dataset
 from visiontune.tasks import create_task
 
 PARITY_SIZE = (240, 320)
@@ -39,7 +39,7 @@ def randomize_batch_norm_statistics(model: torch.nn.Module, *, seed: int) -> Non
 def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-class shapes ImageFolder (32x32 images)."""
     root = tmp_path_factory.mktemp("export_shapes")
-    make_shapes_dataset(root, num_classes=3, train_per_class=2, val_per_class=3, image_size=32, seed=3)
+    shapes(root, train_per_class=2, seed=3)
     return root
 
 

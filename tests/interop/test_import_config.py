@@ -360,7 +360,7 @@ def test_translated_values_are_validated_by_the_schema(tmp_path):
     path = write(tmp_path, "bad.yaml", MINDFACE_MOBILENET.read_text().replace("'batch_size': 16", "'batch_size': 0"))
     location = f"{re.escape(str(path))}:{line_of(path, 'batch_size')}"
     with pytest.raises(ImportConfigError, match=rf"{location}: batch_size: translated to an invalid value: "
-                                                r"data.batch_size: expected a positive"):
+                                                r"data.batch_size: expected an integer >= 1"):
         import_mindspore_config(path)
 
 

@@ -265,11 +265,10 @@ def test_export_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_train_from_mindspore_checkpoint_then_export(mindspore_fixtures, tmp_path, capsys):
-    from visiontune.data.synthetic import make_shapes_dataset
+    from tests.helpers import shapes
     from visiontune.engine.checkpoint import load_checkpoint
 
-    data = make_shapes_dataset(tmp_path / "shapes", num_classes=3, train_per_class=2, val_per_class=1,
-                               image_size=32, seed=3)
+    data = shapes(tmp_path / "shapes", train_per_class=2, val_per_class=1, seed=3)
     source = mindspore_fixtures / "mobilenet_v2_100.ckpt"
     assert main(["train", "task=classification", "model.name=mobilenetv2_100", f"model.checkpoint={source}",
                  f"data.root={data}", f"project={tmp_path / 'runs'}", "name=mindspore", "data.image_size=32",

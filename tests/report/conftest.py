@@ -10,15 +10,15 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw
 
+from tests.helpers import shapes
 from visiontune.config import Config, config_to_dict
-from visiontune.data.synthetic import make_shapes_dataset
 
 CLASSES = ["circle", "cross", "square", "star", "triangle"]
 
 
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory) -> Path:
-    return make_shapes_dataset(tmp_path_factory.mktemp("shapes") / "shapes", train_per_class=6, val_per_class=4)
+    return shapes(tmp_path_factory.mktemp("shapes") / "shapes", num_classes=5, val_per_class=4, image_size=64)
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:

@@ -35,8 +35,10 @@ COMMANDS: dict[str, Command] = {
 DESCRIPTION = """Fine-tune pretrained vision models on your own data and measure them honestly.
 
 Every key=value is a dotted config key (optim.lr=0.002 model.name=convnext_tiny), checked against the schema
-like a YAML file: an unknown key or a wrong type is an error naming the key. `visiontune config keys` lists every
-key with its type, default and documentation; `visiontune <command> -h` shows a command's examples.
+like a YAML file: an unknown key, a wrong type or a value out of its range is an error naming the key. An empty
+value (data.image_ext=) is the empty string for a text key and null for a key that takes null. `visiontune config
+keys` lists every key with its type, range, default and documentation; `visiontune <command> -h` shows a command's
+examples. Every expected failure prints one line `visiontune <command>: error: ...` and exits with status 2.
 """
 
 EPILOG = """examples:
@@ -73,14 +75,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors reported as one line (exit code 2): bad configs, paths, names, checkpoints, options.
+    """Errors reported as one line (exit code 2): bad configs, paths, names, checkpoints, options, and a training
+    stopped by a non-finite loss (``train.nan_policy=error``).
 
     ``ConfigError``, ``CheckpointError``, ``WeightLoadError``, ``ConvertError`` and the export and interop errors
-    are ``ValueError`` subclasses; the registry's ``UnknownNameError`` is a ``KeyError``.
+    are ``ValueError`` subclasses; the registry's ``UnknownNameError`` is a ``KeyError``; the engine's
+    ``NonFiniteLossError`` is a ``FloatingPointError`` (looked up only when the engine was imported: the CLI does
+    not import torch for an error). Any other exception is unexpected and keeps its traceback.
     """
     from visiontune.registry import UnknownNameError
 
-    return ValueError, FileNotFoundError, UnknownNameError
+    errors: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, UnknownNameError)
+    trainer = sys.modules.get("visiontune.engine.trainer")
+    if trainer is not None:
+        errors += (trainer.NonFiniteLossError,)
+    return errors
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line (the lines of a multi-line message joined with a space)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as error:
         if verbose:
             raise
-        print(f"visiontune {args.command}: error: {error}", file=sys.stderr)
+        print(f"visiontune {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
     finally:
         comm = sys.modules.get("visiontune.utils.comm")

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from visiontune.config.loader import ConfigError, describe_type
+from visiontune.config.loader import ConfigError, describe_constraints, describe_type
 from visiontune.config.schema import Config
 from visiontune.registry import suggest
 
@@ -33,12 +33,15 @@ class KeyInfo:
         type: the accepted type, as in error messages (``float``, ``str | null``).
         default: the default value as YAML (``0.01``, ``null``, ``[0.08, 1.0]``).
         doc: the key's documentation (empty when the schema has none).
+        range: the values allowed beyond the type, as declared on the field (``> 0``, ``in [0, 1]``; empty: any
+            value of the type).
     """
 
     key: str
     type: str
     default: str
     doc: str
+    range: str = ""
 
 
 @functools.cache
@@ -95,7 +98,7 @@ def _keys_of(cls: type, instance: Any, prefix: str) -> list[KeyInfo]:
         value = getattr(instance, item.name)
         keys.append(KeyInfo(key=f"{prefix}{item.name}", type=describe_type(annotation),
                             default=_format_default(value),
-                            doc=docs.get(item.name, "")))
+                            doc=docs.get(item.name, ""), range=describe_constraints(cls, item.name)))
     return keys
 
 
@@ -131,9 +134,11 @@ def section_doc(section: str) -> str:
 
 
 def format_keys(keys: list[KeyInfo], *, indent: str = "    ") -> str:
-    """``key: type = default`` lines, each followed by its indented documentation."""
+    """``key: type = default`` lines (``key: type (range) = default`` for a key with a declared range), each followed
+    by its indented documentation."""
     lines = []
     for info in keys:
-        lines.append(f"{info.key}: {info.type} = {info.default}")
+        allowed = f" ({info.range})" if info.range else ""
+        lines.append(f"{info.key}: {info.type}{allowed} = {info.default}")
         lines.extend(f"{indent}{line}" if line else "" for line in info.doc.splitlines())
     return "\n".join(lines)

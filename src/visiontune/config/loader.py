@@ -8,6 +8,7 @@ key.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -17,6 +18,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from visiontune.config.constraints import Pattern, Range, non_finite_problem
 from visiontune.config.schema import Config
 from visiontune.registry import suggest
 
@@ -116,6 +118,64 @@ def _fields(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+Constraint = Range | Pattern
+
+
+@functools.cache
+def field_constraints(cls: type) -> dict[str, tuple[Constraint, ...]]:
+    """``{field: constraints}`` of a schema dataclass: the :class:`Range` / :class:`Pattern` objects declared with
+    ``Annotated[...]`` on its fields (fields without any are missing)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    found: dict[str, tuple[Constraint, ...]] = {}
+    for item in dataclasses.fields(cls):
+        metadata = getattr(hints[item.name], "__metadata__", ())
+        constraints = tuple(entry for entry in metadata if isinstance(entry, (Range, Pattern)))
+        if constraints:
+            found[item.name] = constraints
+    return found
+
+
+def _counts_integers(annotation: Any) -> bool:
+    """Whether the numbers of a field are integers (``int``, ``list[int]``, ``list[list[int]] | None``)."""
+    if annotation is int:
+        return True
+    if annotation is float:
+        return False
+    return any(_counts_integers(arg) for arg in typing.get_args(annotation))
+
+
+def describe_constraints(cls: type, name: str) -> str:
+    """The allowed values of field ``name`` of ``cls`` (``> 0``, ``in [0, 1]``, ``2 numbers in (0, 1], ...``);
+    empty when only the type limits it."""
+    integer = _counts_integers(_fields(cls)[name])
+    parts = []
+    for constraint in field_constraints(cls).get(name, ()):
+        if isinstance(constraint, Range) and constraint.length is None and not constraint.increasing:
+            parts.append(constraint.bounds())
+        else:
+            parts.append(constraint.describe(integer=integer, listed=True))
+    return "; ".join(part for part in parts if part)
+
+
+def check_value(cls: type, name: str, value: Any, key: str) -> None:
+    """Check ``value`` of field ``name`` of ``cls`` against its declared constraints and refuse non-finite floats
+    (unless a :class:`Range` of the field allows them).
+
+    Raises:
+        ConfigError: ``<key>: expected <what is allowed>, got <value>``.
+    """
+    constraints = field_constraints(cls).get(name, ())
+    integer = _counts_integers(_fields(cls)[name])
+    for constraint in constraints:
+        problem = constraint.problem(value, integer=integer)
+        if problem is not None:
+            raise ConfigError(f"{key}: {problem}")
+    if all(not isinstance(c, Range) or c.finite for c in constraints):
+        problem = non_finite_problem(value)
+        if problem is not None:
+            raise ConfigError(f"{key}: {problem}")
+
+
 def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
     """Every dotted key of the schema, e.g. ``["task", ..., "optim.lr", ...]``."""
     keys = []
@@ -131,7 +191,10 @@ def _unknown_key_error(key: str, where: str) -> ConfigError:
     return ConfigError(f"unknown config key {key!r}{where}{suggest(key, valid_keys())}")
 
 
-def _apply_mapping(target: Any, values: Mapping[str, Any], prefix: str, where: Mapping[str, str]) -> None:
+def _apply_mapping(target: Any, values: Mapping[str, Any], prefix: str, where: Mapping[str, str],
+                   record: set[str] | None = None) -> None:
+    """Set ``values`` on the schema dataclass ``target`` (type- and range-checked); ``record`` collects the dotted
+    keys set."""
     fields = _fields(type(target))
     for name, value in values.items():
         full = f"{prefix}{name}"
@@ -142,32 +205,108 @@ def _apply_mapping(target: Any, values: Mapping[str, Any], prefix: str, where: M
         if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{full}{location}: expected a mapping of {annotation.__name__} keys, got {value!r}")
-            _apply_mapping(getattr(target, name), value, f"{full}.", where)
+            _apply_mapping(getattr(target, name), value, f"{full}.", where, record)
             continue
         try:
-            setattr(target, name, _coerce(value, annotation, full))
+            coerced = _coerce(value, annotation, full)
+            check_value(type(target), name, coerced, full)
         except ConfigError as error:
             raise ConfigError(f"{error}{location}") from None
+        setattr(target, name, coerced)
+        if record is not None:
+            record.add(full)
 
 
-def _yaml_key_lines(text: str, source: str) -> dict[str, str]:
-    """Map dotted keys of a YAML document to `` (file:line)`` strings for error messages."""
-    locations: dict[str, str] = {}
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` semantics, but a key given twice in one mapping (at any depth) is an error naming both
+    lines, instead of the last one winning silently. Merge keys (``<<: *base``) may still be overridden.
+
+    Use :func:`load_yaml`, which also tells it the dotted path of every mapping for the message.
+    """
+
+    source = "<string>"
+    line_numbers = True
+    paths: dict[int, str]
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the constructor reports it
+                continue
+            if first is not None:
+                name = getattr(self, "paths", {}).get(id(node), "") + str(key)
+                lines = first.start_mark.line + 1, key_node.start_mark.line + 1
+                where = (f"{self.source}:{lines[0]} and {self.source}:{lines[1]}" if self.line_numbers
+                         else self.source)
+                raise DuplicateKeyError(f"{where}: key {name!r} is given twice")
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(ConfigError):
+    """A YAML mapping gives one key twice (:class:`UniqueKeyLoader`)."""
+
+
+def _describe_yaml_error(error: yaml.YAMLError) -> str:
+    """One line: ``(line 3, column 5): mapping values are not allowed here``."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = "; ".join(part for part in (error.context, error.problem) if part)
+        return f"{where}: {what}"
+    return f": {' '.join(str(error).split())}"
+
+
+def load_yaml(text: str, source: str = "<string>", *, prefix: str = "") -> tuple[Any, dict[str, int]]:
+    """Parse a YAML document like ``yaml.safe_load``, refusing duplicate keys; also the 1-based line of every
+    dotted key (``{"optim.lr": 3}``; list items as ``key[0]``). ``prefix`` is put before the keys of the
+    document (the key of an override value); the lines are left out of the messages of a one-line text.
+
+    Raises:
+        ConfigError: invalid YAML (``<source>: invalid YAML (line L, column C): ...``) or a key given twice
+            (:class:`DuplicateKeyError`, ``<source>:3 and <source>:7: key 'optim.lr' is given twice``); one line.
+    """
+    lines: dict[str, int] = {}
+    loader = UniqueKeyLoader(text)
+    loader.source = source
+    loader.line_numbers = "\n" in text.strip()
+    loader.paths = {}
 
     def walk(node: yaml.Node, prefix: str) -> None:
         if isinstance(node, yaml.MappingNode):
+            loader.paths[id(node)] = prefix
+            merged = []
             for key_node, value_node in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    merged.append(value_node)  # after the mapping's own keys, which override the merged ones
+                    continue
                 key = f"{prefix}{key_node.value}"
-                locations[key] = f" ({source}:{key_node.start_mark.line + 1})"
+                lines.setdefault(key, key_node.start_mark.line + 1)
                 walk(value_node, f"{key}.")
+            for value_node in merged:
+                walk(value_node, prefix)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, f"{prefix.removesuffix('.')}[{index}].")
 
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return locations
-    if root is not None:
-        walk(root, "")
-    return locations
+        root = loader.get_single_node()
+        if root is None:
+            return None, lines
+        walk(root, prefix)
+        return loader.construct_document(root), lines
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: invalid YAML{_describe_yaml_error(error)}") from None
+    finally:
+        loader.dispose()
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -179,11 +318,15 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = load_yaml(raw, f"override {text!r}", prefix=f"{key}.")[0] if raw.strip() else None
+    except DuplicateKeyError:
+        raise
+    except ConfigError:
         value = raw
     if isinstance(value, (dict, list)) or value is None or isinstance(value, (bool, int, float)):
         return key, value
+    if isinstance(value, str) and raw.strip()[:1] in ("'", '"'):
+        return key, value  # a quoted string: key='' is the empty string, key="a b" is a b
     return key, raw if isinstance(value, str) else value
 
 
@@ -201,16 +344,12 @@ def _nest(key: str, value: Any) -> dict[str, Any]:
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML: {error}") from None
+    data, lines = load_yaml(path.read_text(encoding="utf-8"), str(path))
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: expected a mapping of config sections at the top level, got {type(data).__name__}")
-    return dict(data), _yaml_key_lines(text, str(path))
+    return dict(data), {key: f" ({path}:{line})" for key, line in lines.items()}
 
 
 def config_from_dict(values: Mapping[str, Any], *, validate: bool = True) -> Config:
@@ -223,29 +362,66 @@ def config_from_dict(values: Mapping[str, Any], *, validate: bool = True) -> Con
 
 
 def copy_config(config: Config) -> Config:
-    """A deep copy of ``config``."""
-    return config_from_dict(config_to_dict(config), validate=False)
+    """A deep copy of ``config`` (with its :attr:`~Config.set_keys`)."""
+    copy = config_from_dict(config_to_dict(config), validate=False)
+    if config.set_keys is not None:
+        _remember_set_keys(copy, config.set_keys)
+    return copy
+
+
+def _remember_set_keys(config: Config, keys: Iterable[str]) -> None:
+    """Give ``config`` its own :attr:`Config.set_keys` (a class variable: no dataclass field, so it is neither
+    saved nor compared)."""
+    object.__setattr__(config, "set_keys", frozenset(keys))
+
+
+def _empty_override_value(key: str) -> Any:
+    """What ``key=`` (nothing after ``=``) means: ``null`` for a key that takes null, else ``""`` for a text key
+    (``data.image_ext=``); other keys get ``null`` and the type check names the key."""
+    cls: type = Config
+    *parents, leaf = key.split(".")
+    for part in parents:
+        annotation = _fields(cls).get(part)
+        if not (isinstance(annotation, type) and dataclasses.is_dataclass(annotation)):
+            return None
+        cls = annotation
+    annotation = _fields(cls).get(leaf)
+    union = typing.get_origin(annotation) in (Union, types.UnionType)
+    options = typing.get_args(annotation) if union else (annotation,)
+    if type(None) not in options and str in options:
+        return ""
+    return None
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *, base: Config | None = None) -> Config:
     """Load a YAML config file (optional) and apply ``key=value`` overrides on top.
 
+    The keys given in the file and the overrides are recorded as ``config.set_keys`` (a resume applies exactly
+    those over the checkpoint's config).
+
     Args:
         path: YAML file; keys missing there keep their defaults (or the values of ``base``).
-        overrides: Dotted ``section.key=value`` strings, values parsed as YAML.
+        overrides: Dotted ``section.key=value`` strings, values parsed as YAML. ``key=`` (nothing after ``=``) is
+            ``null`` for a key that takes null and the empty string for a text key (``data.image_ext=``);
+            ``key=''`` is always the empty string.
         base: Start from this config instead of the defaults (e.g. the config stored in a checkpoint).
 
     Raises:
-        ConfigError: unknown key, wrong type or invalid combination; the message names the key.
+        ConfigError: unknown key, wrong type, value out of range, a YAML key given twice, or an invalid
+            combination; the message names the key.
     """
     config = copy_config(base) if base is not None else Config()
+    given: set[str] = set()
     if path is not None:
         data, where = _read_yaml(Path(path))
-        _apply_mapping(config, data, "", where)
+        _apply_mapping(config, data, "", where, given)
     for text in overrides:
         key, value = parse_override(text)
-        _apply_mapping(config, _nest(key, value), "", {key: f" (override {text!r})"})
+        if value is None and not text.split("=", 1)[1].strip():
+            value = _empty_override_value(key)
+        _apply_mapping(config, _nest(key, value), "", {key: f" (override {text!r})"}, given)
     validate_config(config)
+    _remember_set_keys(config, given)
     return config
 
 
@@ -276,13 +452,16 @@ _SECTION_KEYS = {f.name for f in dataclasses.fields(Config) if dataclasses.is_da
 
 
 def overlay_changed(base: Config, update: Config, *, always: Iterable[str] = ()) -> Config:
-    """``base`` with every value of ``update`` that differs from the defaults (plus the ``always`` keys).
+    """``base`` with the values of ``update`` that the user set, plus the ``always`` keys.
 
-    Used by resume: the checkpoint's config is the base; what the user set on this invocation wins.
+    Used by resume: the checkpoint's config is the base; what the user set on this invocation wins, also a value
+    equal to the default (``train.epochs=10`` continues a 5-epoch run to 10). The keys set are
+    ``update.set_keys`` (:func:`load_config` records the keys of the file and the overrides) and, for a config
+    changed in code, every value that differs from the defaults.
     """
     defaults = _flatten(config_to_dict(Config()))
     changes = _flatten(config_to_dict(update))
-    always = set(always)
+    always = set(always) | set(update.set_keys or ())
     merged = config_to_dict(base)
     for key, value in changes.items():
         if key in always or value != defaults.get(key):
@@ -294,28 +473,23 @@ def overlay_changed(base: Config, update: Config, *, always: Iterable[str] = ())
     return config_from_dict(merged, validate=False)
 
 
+def _check_ranges(target: Any, prefix: str) -> None:
+    for item in dataclasses.fields(target):
+        value = getattr(target, item.name)
+        if dataclasses.is_dataclass(value):
+            _check_ranges(value, f"{prefix}{item.name}.")
+        else:
+            check_value(type(target), item.name, value, f"{prefix}{item.name}")
+
+
 def validate_config(config: Config) -> None:
-    """Cross-field checks that a type check cannot express."""
-    positive = {
-        "data.batch_size": config.data.batch_size,
-        "data.image_size": config.data.image_size,
-        "train.accumulate": config.train.accumulate,
-        "train.eval_every": config.train.eval_every,
-        "train.keep_last": config.train.keep_last,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key}: expected a positive integer, got {value}")
-    if config.train.epochs < 0:
-        raise ConfigError(f"train.epochs: expected >= 0, got {config.train.epochs}")
-    if config.optim.lr <= 0:
-        raise ConfigError(f"optim.lr: expected > 0, got {config.optim.lr}")
-    if not 0.0 <= config.model.min_loaded_fraction <= 1.0:
-        raise ConfigError(f"model.min_loaded_fraction: expected 0..1, got {config.model.min_loaded_fraction}")
-    if config.data.num_workers < 0:
-        raise ConfigError(f"data.num_workers: expected >= 0, got {config.data.num_workers}")
-    if config.model.num_classes is not None and config.model.num_classes < 1:
-        raise ConfigError(f"model.num_classes: expected >= 1, got {config.model.num_classes}")
+    """The declared value ranges of every field (a config built in code too) and the cross-field checks that a
+    type check cannot express.
+
+    Raises:
+        ConfigError: naming the key and what it allows.
+    """
+    _check_ranges(config, "")
     parse_freeze(config.finetune.freeze)
     parse_image_size("export.input_size", config.export.input_size)
 
@@ -328,7 +502,8 @@ def parse_image_size(key: str, value: Any) -> tuple[int, int] | None:
     """
     if value is None:
         return None
-    problem = ConfigError(f"{key}={value!r}: expected HEIGHTxWIDTH (e.g. 480x640), [HEIGHT, WIDTH] or one number")
+    problem = ConfigError(f"{key}={value!r}: expected HEIGHTxWIDTH (e.g. 480x640), [HEIGHT, WIDTH] or one number "
+                          "(sizes >= 1)")
     if isinstance(value, str):
         try:
             sizes = [int(part) for part in value.lower().replace(",", "x").split("x")]
@@ -342,7 +517,8 @@ def parse_image_size(key: str, value: Any) -> tuple[int, int] | None:
         raise problem
     if len(sizes) == 1:
         sizes = sizes * 2
-    if len(sizes) != 2 or not all(isinstance(size, int) and not isinstance(size, bool) for size in sizes):
+    if len(sizes) != 2 or not all(isinstance(size, int) and not isinstance(size, bool) and size >= 1
+                                  for size in sizes):
         raise problem
     return sizes[0], sizes[1]
 

@@ -8,7 +8,19 @@ types are errors (see :mod:`visiontune.config.loader`). Task-specific settings l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
+
+from visiontune.config.constraints import AtLeastOne, Fraction, NonNegative, Pattern, Positive, Range
+
+# Value ranges are declared on the fields (``Annotated[float, Positive]``); the loader checks them and
+# ``visiontune config keys`` shows them. Non-finite floats are refused in every field (see ``constraints``).
+
+MAX_IMAGE_SIZE = 8192
+"""The largest ``data.image_size`` (pixels): larger inputs need more memory than any machine has."""
+MAX_SEED = 2**31 - 1
+"""The largest ``seed`` (each process adds its rank; NumPy takes seeds below 2**32)."""
+DEVICE = Pattern(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, cuda, cuda:N or mps")
+"""The devices ``device`` accepts (what :func:`torch.device` understands, checked without importing torch)."""
 
 
 @dataclass
@@ -29,13 +41,13 @@ class ModelConfig:
     """Detection tasks: ImageNet weights for the backbone only."""
     init: Literal["coco", "backbone", "none"] = "none"
     """Instance segmentation: detector initialisation."""
-    num_classes: int | None = None
+    num_classes: Annotated[int | None, AtLeastOne] = None
     """Number of output classes; ``None`` takes it from the training data."""
-    drop_rate: float = 0.0
+    drop_rate: Annotated[float, Fraction] = 0.0
     """Dropout before the classifier (timm ``drop_rate``)."""
-    drop_path_rate: float | None = None
+    drop_path_rate: Annotated[float | None, Fraction] = None
     """Stochastic depth rate (timm ``drop_path_rate``); ``null``: the model's default."""
-    min_loaded_fraction: float = 0.9
+    min_loaded_fraction: Annotated[float, Fraction] = 0.9
     """Fail when fewer than this fraction of the non-head tensors could be loaded from the checkpoint."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the model factory."""
@@ -67,48 +79,50 @@ class DataConfig:
     on_corrupt: Literal["error", "skip"] = "error"
     """An unreadable image: stop with an error naming it, or skip it with a warning."""
 
-    image_size: int = 224
+    image_size: Annotated[int, Range(1, MAX_IMAGE_SIZE)] = 224
     """Classification: input size in pixels (square)."""
-    crop_pct: float | None = None
+    crop_pct: Annotated[float | None, Range(0, 1, low_open=True)] = None
     """Evaluation: resize to ``image_size / crop_pct``, then center-crop; ``null``: the model's pretrained value."""
     interpolation: str = "bilinear"
-    mean: list[float] | None = None
+    mean: Annotated[list[float] | None, Range(0, 1, length=3)] = None
     """Normalisation mean (RGB, 0..1); ``null``: the model's pretrained value."""
-    std: list[float] | None = None
+    std: Annotated[list[float] | None, Range(0, 1, low_open=True, length=3)] = None
     """Normalisation standard deviation (RGB, 0..1); ``null``: the model's pretrained value."""
-    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    scale: Annotated[list[float], Range(0, 1, low_open=True, length=2, increasing=True)] = field(
+        default_factory=lambda: [0.08, 1.0])
     """Training: area range of the random resized crop."""
-    ratio: list[float] = field(default_factory=lambda: [3.0 / 4.0, 4.0 / 3.0])
+    ratio: Annotated[list[float], Range(0, low_open=True, length=2, increasing=True)] = field(
+        default_factory=lambda: [3.0 / 4.0, 4.0 / 3.0])
     """Training: aspect-ratio range of the random resized crop."""
-    hflip: float = 0.5
+    hflip: Annotated[float, Fraction] = 0.5
     """Training: probability of a horizontal flip."""
-    vflip: float = 0.0
+    vflip: Annotated[float, Fraction] = 0.0
     """Training: probability of a vertical flip."""
     auto_augment: str | None = None
     """timm auto-augment string (``rand-m7-mstd0.5`` RandAugment, ``original``/``v0``/``3a`` AutoAugment,
     ``augmix-m5``) or ``trivialaugment`` (torchvision's TrivialAugmentWide)."""
-    color_jitter: float | None = 0.4
+    color_jitter: Annotated[float | None, NonNegative] = 0.4
     """Training: color jitter strength; ``null`` or 0: none."""
-    reprob: float = 0.0
+    reprob: Annotated[float, Fraction] = 0.0
     """Training: random erasing probability (timm ``re_prob``)."""
     remode: str = "pixel"
     """Random erasing fill mode (timm ``re_mode``: ``const``, ``rand``, ``pixel``)."""
-    mixup: float = 0.0
+    mixup: Annotated[float, NonNegative] = 0.0
     """Mixup alpha; 0: off."""
-    cutmix: float = 0.0
+    cutmix: Annotated[float, NonNegative] = 0.0
     """CutMix alpha; 0: off."""
-    mixup_prob: float = 1.0
+    mixup_prob: Annotated[float, Fraction] = 1.0
     """Probability of applying mixup or CutMix to a batch."""
-    mixup_switch_prob: float = 0.5
+    mixup_switch_prob: Annotated[float, Fraction] = 0.5
     """Probability of CutMix instead of mixup when both are on."""
-    label_smoothing: float = 0.0
+    label_smoothing: Annotated[float, Range(0, 1, high_open=True)] = 0.0
     """Classification: label smoothing of the training loss."""
 
-    batch_size: int = 32
+    batch_size: Annotated[int, AtLeastOne] = 32
     """Images per batch per process (the global batch is ``batch_size * processes * train.accumulate``)."""
-    eval_batch_size: int | None = None
+    eval_batch_size: Annotated[int | None, AtLeastOne] = None
     """Images per evaluation batch; ``null``: ``batch_size``."""
-    num_workers: int = 2
+    num_workers: Annotated[int, NonNegative] = 2
     """DataLoader worker processes per process (0: load in the main process)."""
     pin_memory: bool = True
     """DataLoader ``pin_memory``."""
@@ -123,18 +137,28 @@ class FinetuneConfig:
     freeze: Any = "none"
     """``none`` | ``backbone`` (linear probe) | ``{first_n: N}`` (or the string ``first_n:N``) | a list of
     regular expressions matched against parameter names."""
-    unfreeze_at_epoch: int | None = None
+    unfreeze_at_epoch: Annotated[int | None, NonNegative] = None
     """Gradual unfreezing: from this epoch (0-based) on, every layer trains."""
-    head_lr_mult: float = 1.0
+    head_lr_mult: Annotated[float, NonNegative] = 1.0
     """Learning-rate multiplier of the classifier / detection heads."""
-    lr_mults: dict[str, float] = field(default_factory=dict)
+    lr_mults: Annotated[dict[str, float], NonNegative] = field(default_factory=dict)
     """``{regex: multiplier}``; the first matching regex wins."""
-    layer_decay: float | None = None
+    layer_decay: Annotated[float | None, Range(0, 1, low_open=True)] = None
     """timm layer-wise LR decay: layer ``i`` of ``L`` gets ``layer_decay ** (L - i)``."""
     no_weight_decay_norm_bias: bool = True
     """No weight decay on normalisation weights and biases."""
-    trainable_backbone_layers: int | None = None
+    trainable_backbone_layers: Annotated[int | None, Range(0, 5)] = None
     """Instance segmentation: number of trainable ResNet stages (0-5), as torchvision."""
+    cache_features: Literal["auto", True, False] = "auto"
+    """Classification: run the frozen backbone once per split and train the head on the kept features (the
+    MobileNetV2 tutorial's linear probe, ~100x faster on a CPU). ``auto``: on when ``freeze: backbone`` leaves only
+    the classifier trainable and the training transform is deterministic (``data.scale`` and ``data.ratio`` both
+    ``[1, 1]``, no flips, ``color_jitter``, ``auto_augment``, ``reprob``, ``mixup``, ``cutmix``: the training
+    images then get the evaluation transform); the log says why when it stays off. ``true``: the same, any
+    obstacle is an error naming the keys to change. ``false``: never."""
+    cache_memory_limit_mb: Annotated[float, NonNegative] = 1024.0
+    """Feature caches up to this size stay in memory; larger ones are written to ``<run>/feature_cache/`` and
+    memory-mapped (reused on resume while the backbone weights, transform and file list are unchanged)."""
 
 
 @dataclass
@@ -143,21 +167,21 @@ class OptimConfig:
 
     name: str = "sgd"
     """Optimizer name (``sgd``, ``adamw``, ``lamb``, ... as timm)."""
-    lr: float = 0.01
+    lr: Annotated[float, Positive] = 0.01
     """Peak learning rate (after warmup; see ``lr_scale``)."""
-    momentum: float = 0.9
+    momentum: Annotated[float, Range(0, 1, high_open=True)] = 0.9
     """SGD momentum."""
     nesterov: bool = False
     """SGD: Nesterov momentum."""
-    weight_decay: float = 1e-4
+    weight_decay: Annotated[float, NonNegative] = 1e-4
     """Weight decay (see ``finetune.no_weight_decay_norm_bias``)."""
-    betas: list[float] | None = None
+    betas: Annotated[list[float] | None, Range(0, 1, high_open=True, length=2)] = None
     """Adam-type betas; ``null``: the optimizer's default."""
-    eps: float | None = None
+    eps: Annotated[float | None, Positive] = None
     """Optimizer epsilon; ``null``: the optimizer's default."""
     lr_scale: Literal["none", "linear", "sqrt"] = "none"
     """Scale ``lr`` with the global batch size relative to ``lr_base_batch_size``."""
-    lr_base_batch_size: int = 256
+    lr_base_batch_size: Annotated[int, AtLeastOne] = 256
     """The global batch size at which ``lr`` applies unscaled."""
 
 
@@ -167,17 +191,17 @@ class SchedConfig:
 
     name: Literal["cosine", "step", "multistep", "constant"] = "cosine"
     """Schedule after warmup."""
-    warmup_epochs: float = 0.0
+    warmup_epochs: Annotated[float, NonNegative] = 0.0
     """Linear warmup length in epochs (fractions allowed)."""
-    warmup_factor: float = 0.1
+    warmup_factor: Annotated[float, Fraction] = 0.1
     """LR at the start of warmup, as a fraction of the target LR."""
-    min_lr: float = 0.0
+    min_lr: Annotated[float, NonNegative] = 0.0
     """``cosine``: the final learning rate."""
-    step_size: float = 30.0
+    step_size: Annotated[float, Positive] = 30.0
     """``step``: epochs between decays."""
-    gamma: float = 0.1
+    gamma: Annotated[float, Range(0, 1, low_open=True)] = 0.1
     """``step`` / ``multistep``: the factor of each decay."""
-    milestones: list[float] = field(default_factory=list)
+    milestones: Annotated[list[float], Range(0, increasing=True)] = field(default_factory=list)
     """``multistep``: epochs at which the LR is multiplied by ``gamma`` (RetinaFace decay1/decay2)."""
 
 
@@ -185,27 +209,36 @@ class SchedConfig:
 class TrainConfig:
     """The training loop."""
 
-    epochs: int = 10
+    epochs: Annotated[int, NonNegative] = 10
     """Training epochs."""
-    max_steps: int | None = None
+    max_steps: Annotated[int | None, AtLeastOne] = None
     """Stop after this many optimizer steps (for smoke tests)."""
-    accumulate: int = 1
+    accumulate: Annotated[int, AtLeastOne] = 1
     """Gradient accumulation: batches per optimizer step."""
-    clip_grad: float | None = None
+    clip_grad: Annotated[float | None, Positive] = None
     """Clip the gradient norm to this value; ``null``: no clipping."""
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     """``auto``: bf16 (or fp16) on CUDA, off on CPU."""
-    channels_last: bool = False
-    """Channels-last memory format (faster convolutions on recent GPUs)."""
+    channels_last: bool | Literal["auto"] = "auto"
+    """Channels-last memory format for the model and the image batches (faster convolutions with AMP on tensor
+    cores). ``auto``: on for a convolutional network on CUDA, off on the CPU and for transformers."""
     compile: bool = False
     """``torch.compile`` the model."""
     sync_bn: bool = False
     """Distributed: convert BatchNorm to SyncBatchNorm (CUDA only)."""
+    find_unused_parameters: bool = False
+    """Distributed: DDP's ``find_unused_parameters`` (a graph traversal every step). Only for a model whose
+    forward leaves some trainable parameters without a gradient; frozen parameters do not need it (DDP skips
+    parameters without ``requires_grad``)."""
+    gpu_prefetch: bool = True
+    """Classification on CUDA: the loader workers send uint8 images (4x fewer bytes) and a prefetcher normalises
+    them, applies random erasing and channels-last on the GPU, copying the next batch on a side stream while the
+    current one trains. ``false``: float32 batches normalised in the workers, as on the CPU."""
     ema: bool = False
     """Keep an exponential moving average of the weights (evaluated and saved too)."""
-    ema_decay: float = 0.9998
+    ema_decay: Annotated[float, Range(0, 1, high_open=True)] = 0.9998
     """EMA decay per optimizer step."""
-    eval_every: int = 1
+    eval_every: Annotated[int, AtLeastOne] = 1
     """Evaluate every this many epochs."""
     eval_before: bool | None = None
     """Evaluate the model before the first step (the pretrained baseline): the epoch-0 row of ``metrics.csv``, the
@@ -217,53 +250,61 @@ class TrainConfig:
     """Metric that picks ``best.pt`` and drives early stopping (default: the task's)."""
     metric_mode: Literal["max", "min"] | None = None
     """Whether ``metric`` improves upwards or downwards; ``null``: the task's."""
-    patience: int | None = None
+    patience: Annotated[int | None, AtLeastOne] = None
     """Early stopping: evaluations without improvement before stopping."""
-    time_budget: float | None = None
+    time_budget: Annotated[float | None, Positive] = None
     """Minutes; training stops (with a checkpoint) after the epoch that exceeds it."""
     nan_policy: Literal["error", "skip"] = "error"
     """A non-finite loss: stop with an error, or skip the step."""
-    save_every_steps: int = 0
+    save_every_steps: Annotated[int, NonNegative] = 0
     """Also write ``step_<N>.pt`` every this many optimizer steps (mid-epoch resumes); 0: off."""
-    keep_last: int = 3
+    keep_last: Annotated[int, AtLeastOne] = 3
     """The newest ``step_<N>.pt`` files to keep (``save_every_steps``)."""
     auto_resume: bool = False
     """Resume from the run's ``last.pt`` when it exists (restarts after a crash or preemption)."""
     deterministic: bool = False
     """Deterministic algorithms (slower; bitwise-reproducible runs on one device)."""
-    log_every: int = 20
+    log_every: Annotated[int, AtLeastOne] = 20
     progress: bool = True
     """Show progress bars."""
     tensorboard: bool = False
     """Write TensorBoard logs to the run directory (needs ``tensorboard``)."""
     plots: bool = True
     """Write training curves and evaluation plots to the run directory."""
+    report: bool = True
+    """Write ``<run>/report.html`` (one self-contained page: metrics, curves, task views, config) at the end of
+    training, refreshed after evaluations while that costs under 5% of the wall time (``visiontune report <run>``
+    writes it for any run)."""
+    save_head_only: bool = False
+    """Also write the trainable head alone beside ``best.pt`` / ``last.pt`` (``best_head.pt``, ``last_head.pt``: a few
+    hundred KB for a linear probe); load one with ``model.checkpoint=best_head.pt`` plus the backbone's weights in
+    ``model.backbone_checkpoint`` (or the training run's backbone source, recorded in the file)."""
 
 
 @dataclass
 class FaceConfig:
     """RetinaFace settings (task ``face_detection``)."""
 
-    min_sizes: list[list[int]] = field(default_factory=lambda: [[16, 32], [64, 128], [256, 512]])
-    steps: list[int] = field(default_factory=lambda: [8, 16, 32])
-    variance: list[float] = field(default_factory=lambda: [0.1, 0.2])
+    min_sizes: Annotated[list[list[int]], AtLeastOne] = field(default_factory=lambda: [[16, 32], [64, 128], [256, 512]])
+    steps: Annotated[list[int], AtLeastOne] = field(default_factory=lambda: [8, 16, 32])
+    variance: Annotated[list[float], Range(0, low_open=True, length=2)] = field(default_factory=lambda: [0.1, 0.2])
     clip: bool = False
-    match_thresh: float = 0.35
-    neg_pos_ratio: int = 7
-    loc_weight: float = 2.0
-    class_weight: float = 1.0
-    landm_weight: float = 1.0
-    in_channel: int | None = None
-    out_channel: int | None = None
-    rgb_mean: list[float] = field(default_factory=lambda: [104.0, 117.0, 123.0])
-    conf_thresh: float = 0.02
-    top_k: int = 5000
-    nms_thresh: float = 0.4
-    keep_top_k: int = 750
+    match_thresh: Annotated[float, Fraction] = 0.35
+    neg_pos_ratio: Annotated[int, AtLeastOne] = 7
+    loc_weight: Annotated[float, NonNegative] = 2.0
+    class_weight: Annotated[float, NonNegative] = 1.0
+    landm_weight: Annotated[float, NonNegative] = 1.0
+    in_channel: Annotated[int | None, AtLeastOne] = None
+    out_channel: Annotated[int | None, AtLeastOne] = None
+    rgb_mean: Annotated[list[float], Range(0, 255, length=3)] = field(default_factory=lambda: [104.0, 117.0, 123.0])
+    conf_thresh: Annotated[float, Fraction] = 0.02
+    top_k: Annotated[int, AtLeastOne] = 5000
+    nms_thresh: Annotated[float, Fraction] = 0.4
+    keep_top_k: Annotated[int, AtLeastOne] = 750
     origin_size: bool = True
-    target_size: int = 1600
-    max_size: int = 2160
-    vis_thresh: float = 0.5
+    target_size: Annotated[int, AtLeastOne] = 1600
+    max_size: Annotated[int, AtLeastOne] = 2160
+    vis_thresh: Annotated[float, Fraction] = 0.5
     gt_dir: str | None = None
     """Folder with the official ``wider_face_val.mat`` and ``wider_{easy,medium,hard}_val.mat``."""
     wider_boxes: Literal["int", "decimal"] = "int"
@@ -276,12 +317,12 @@ class FaceConfig:
 class SegmentationConfig:
     """Mask R-CNN settings (task ``instance_segmentation``)."""
 
-    min_size: int = 800
-    max_size: int = 1333
-    box_score_thresh: float = 0.05
-    detections_per_img: int = 100
-    mask_thresh: float = 0.5
-    vis_thresh: float = 0.5
+    min_size: Annotated[int, AtLeastOne] = 800
+    max_size: Annotated[int, AtLeastOne] = 1333
+    box_score_thresh: Annotated[float, Fraction] = 0.05
+    detections_per_img: Annotated[int, AtLeastOne] = 100
+    mask_thresh: Annotated[float, Fraction] = 0.5
+    vis_thresh: Annotated[float, Fraction] = 0.5
     aspect_ratio_grouping: bool = True
 
 
@@ -295,7 +336,7 @@ class ExportConfig:
     dynamic: bool = True
     """Dynamic batch size (and image height / width for the detectors); ``false`` fixes every axis to the example
     input's."""
-    opset: int = 17
+    opset: Annotated[int, Range(11)] = 17
     """ONNX opset of the default domain (at least 11)."""
     half: bool = False
     """float16 weights and input (outputs stay float32), checked against the float32 model."""
@@ -303,9 +344,9 @@ class ExportConfig:
     """Classification: output softmax probabilities instead of logits."""
     decode: bool = False
     """Face detection: boxes, scores and landmarks in pixels instead of the raw head outputs (NMS stays outside)."""
-    tolerance: float | None = None
+    tolerance: Annotated[float | None, NonNegative] = None
     """Parity tolerance relative to each output's scale; ``null``: 1e-3 (float32) or 2e-2 (``half``)."""
-    input_size: list[int] | str | None = None
+    input_size: Annotated[list[int] | str | None, AtLeastOne] = None
     """Detection tasks: the example input, ``HxW`` (``480x640``), ``[H, W]`` or one number for a square;
     ``null``: 480x640. Classification always uses ``data.image_size``."""
     sample: str | None = None
@@ -334,15 +375,20 @@ class ConvertConfig:
 class Config:
     """Everything a run needs. Saved as ``config.yaml`` in the run directory and inside every checkpoint."""
 
+    set_keys: ClassVar[frozenset[str] | None] = None
+    """Not a config key: the dotted keys that :func:`~visiontune.config.loader.load_config` read from the YAML file
+    and the overrides (what the user set explicitly; a resume applies exactly these over the checkpoint's config);
+    ``None`` for a config built otherwise. Not saved."""
+
     task: str = "classification"
     """``classification``, ``face_detection`` or ``instance_segmentation``."""
     name: str = "exp"
     """Run name (the run folder ``<project>/<task>/<name>``)."""
     project: str = "runs"
     """Runs are written to ``<project>/<task>/<name>[-N]``."""
-    seed: int = 42
+    seed: Annotated[int, Range(0, MAX_SEED)] = 42
     """Random seed (each process adds its rank)."""
-    device: str = "auto"
+    device: Annotated[str, DEVICE] = "auto"
     """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
     checkpoint: str | None = None
     """``eval`` / ``predict`` / ``export``: the visiontune checkpoint to use (``best.pt``). ``predict`` also takes an
@@ -354,7 +400,7 @@ class Config:
     ``export``: the ``.onnx`` file (default: the checkpoint's path with suffix ``.onnx``)."""
     resume: Any = None
     """``true`` (newest run of this task and name) or a checkpoint path."""
-    topk: int = 5
+    topk: Annotated[int, AtLeastOne] = 5
     """Classification: labels per image written by ``predict``."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from visiontune.config import load_config
-from visiontune.utils.comm import cleanup_distributed
 from visiontune.engine.trainer import Hook, Trainer
+from visiontune.utils.comm import cleanup_distributed
 
 SIGNAL_WAIT_LIMIT_S = 60.0
 """How long ``--wait-for-signal-at-step`` waits for the test's signal before training on."""

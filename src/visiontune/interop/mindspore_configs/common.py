@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from visiontune.config.loader import ConfigError, config_from_dict
+from visiontune.config.loader import ConfigError, config_from_dict, load_yaml
 from visiontune.config.schema import Config
 
 _COMMENT_WIDTH = 118
@@ -64,20 +64,16 @@ def read_source_config(path: str | os.PathLike[str]) -> SourceConfig:
     path = Path(path)
     if not path.is_file():
         raise ImportConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ImportConfigError(f"{path}: invalid YAML: {error}") from None
+    try:  # the loader of visiontune's own configs: a key given twice is an error naming both lines
+        values, key_lines = load_yaml(path.read_text(encoding="utf-8"), str(path))
+    except ConfigError as error:
+        raise ImportConfigError(str(error)) from None
     if not isinstance(values, Mapping):
         found = "an empty file" if values is None else f"a {type(values).__name__}"
         raise ImportConfigError(f"{path}: expected a mapping of option names to values at the top level, found {found}")
-    lines: dict[str, int] = {}
-    if isinstance(root, yaml.MappingNode):
-        for key_node, _ in root.value:
-            lines[str(key_node.value)] = key_node.start_mark.line + 1
-    return SourceConfig(path=path, values={str(key): value for key, value in values.items()}, lines=lines)
+    values = {str(key): value for key, value in values.items()}
+    lines = {key: line for key, line in key_lines.items() if key in values}
+    return SourceConfig(path=path, values=values, lines=lines)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,32 @@
+"""Helpers shared by test modules (fixtures that need them are in the conftest files)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from visiontune.data.synthetic import make_shapes_dataset
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Compute like torchrun workers and subprocesses (``OMP_NUM_THREADS=1``): float sums then agree to the last bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def shapes(root: Path, *, num_classes: int = 3, train_per_class: int = 6, val_per_class: int = 3, image_size: int = 32,
+           seed: int = 0) -> Path:
+    """The generated shapes dataset the tests train on (``root/train/<class>/``, ``root/val/<class>/``).
+
+    The defaults are the tiny dataset most tests use: 3 classes, 6 training and 3 validation images each, 32 px.
+    """
+    return make_shapes_dataset(root, num_classes=num_classes, train_per_class=train_per_class,
+                               val_per_class=val_per_class, image_size=image_size, seed=seed)
