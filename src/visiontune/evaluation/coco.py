@@ -265,7 +265,9 @@ class CocoEvaluator:
                           for detection in detections]
         if detections:
             with _quiet(self.verbose):
-                coco_dt = self.coco_gt.loadRes(detections)
+                # loadRes and COCOeval change the result dicts in place (ids, areas; faster-coco-eval turns RLE
+                # counts into bytes): they get a copy, so the detections stay as written to results.json
+                coco_dt = self.coco_gt.loadRes(copy.deepcopy(detections))
         else:  # pycocotools' loadRes cannot take an empty list; no detection at all means AP 0.
             coco_dt = _coco_from_dict({"images": list(self.coco_gt.dataset["images"]), "annotations": [],
                                        "categories": list(self.coco_gt.dataset["categories"])}, verbose=self.verbose)
