@@ -137,9 +137,28 @@ def predict(config: Config, *, checkpoint: str | Path | None = None, source: str
     return files
 
 
-def check_data(config: Config) -> tuple[str, bool]:
-    """Scan the configured dataset; returns the report text and whether it found errors."""
-    return create_task(config).data_problems()
+def check_data(config: Config, *, report: bool = False) -> tuple[str, bool, Path | None]:
+    """Scan the configured dataset.
+
+    Args:
+        config: The dataset to check (``task``, ``data.*``).
+        report: Also write ``data_report.html`` (counts, box statistics, flagged images, a sample grid with the
+            labels drawn) into a new ``<project>/<task>/check-data[-N]`` folder.
+
+    Returns:
+        The report text, whether it found errors, and the page's path (None without ``report``).
+    """
+    check = create_task(config).check_data()
+    if not report:
+        return check.text, check.has_errors, None
+    from visiontune.engine.run_dir import new_run_dir
+    from visiontune.report import write_data_report
+
+    folder = new_run_dir(Path(config.project) / config.task, "check-data")
+    page = write_data_report(folder / "data_report.html", check.samples, task=config.task,
+                             class_names=check.class_names, flagged=check.flagged,
+                             notes=[f"data.root: {config.data.root}", *check.text.splitlines()[-1:]])
+    return check.text, check.has_errors, page
 
 
 def metrics_table(metrics: dict[str, float]) -> str:

@@ -13,18 +13,17 @@ from PIL import Image
 from torchvision.ops import box_iou
 
 from visiontune.config import load_config
-from visiontune.data.widerface import WiderFaceRecord
+from visiontune.data.sources import collect_images
+from visiontune.data.widerface import WiderFaceRecord, collate_faces
 from visiontune.engine.data import ShardSampler, build_loader
 from visiontune.engine.trainer import run_evaluation
+from visiontune.evaluation import face_detection as face_evaluation_module
+from visiontune.evaluation.face_detection import FaceDetectionEvaluator, FacePredictions
 from visiontune.evaluation.widerface import read_widerface_predictions
+from visiontune.evaluation.widerface_ground_truth import widerface_image_key
 from visiontune.models.loading import WeightLoadError
 from visiontune.models.retinaface import RetinaFace
 from visiontune.tasks import create_task
-from visiontune.data.sources import collect_images
-from visiontune.data.widerface import collate_faces
-from visiontune.evaluation import face_detection as face_evaluation_module
-from visiontune.evaluation.face_detection import FaceDetectionEvaluator, FacePredictions
-from visiontune.evaluation.widerface_ground_truth import widerface_image_key
 from visiontune.tasks.face_detection import FaceDetectionTask
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -468,8 +467,12 @@ def test_released_weights_give_the_reference_wider_ap(fixtures_dir: Path, tmp_pa
     of the 1000 score thresholds; the observed difference is <= 4e-4. Decimal boxes move hard AP by ~1.5e-2.
     """
     from visiontune.data.widerface import parse_official_annotations
-    from visiontune.evaluation.widerface import DIFFICULTIES, WiderFaceGroundTruth, evaluate_widerface
-    from visiontune.evaluation.widerface import load_widerface_ground_truth
+    from visiontune.evaluation.widerface import (
+        DIFFICULTIES,
+        WiderFaceGroundTruth,
+        evaluate_widerface,
+        load_widerface_ground_truth,
+    )
 
     retinaface = fixtures_dir / "retinaface"
     gt_file = retinaface / "wider_face_val_bbx_gt_subset.txt"
@@ -592,3 +595,13 @@ def test_predict_on_official_ground_truth_file(fixtures_dir: Path, tmp_path: Pat
     task.predict(model, str(tmp_path / "gt.txt"), tmp_path / "out", device=torch.device("cpu"))
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert {"ap", "ap_easy", "ap_medium", "ap_hard"} <= set(metrics) and 0.3 < metrics["ap_hard"] <= 1.0
+
+
+def test_check_data_gives_the_data_report_its_boxes_and_flagged_images(tiny_faces: Path):
+    (tiny_faces / "images" / "party" / "c.jpg").write_bytes(b"not a jpeg")
+    check = create_task(_config(tiny_faces)).check_data()
+    assert check.has_errors and check.class_names == ["face"]
+    samples = check.samples["label.txt"]
+    assert [Path(sample["path"]).name for sample in samples] == ["a.jpg", "b.jpg", "c.jpg"]
+    assert samples[0]["boxes"] == [[10.0, 8.0, 30.0, 32.0], [36.0, 10.0, 52.0, 28.0]] and samples[2]["boxes"] == []
+    assert {(Path(item["path"]).name, item["split"]) for item in check.flagged} == {("c.jpg", "label.txt")}

@@ -432,3 +432,13 @@ def test_predict_on_coco_files_without_annotations_or_in_the_coco_layout(coco_ro
     task.predict(FixedMaskModel(), str(root / "annotations" / "instances_val.json"), tmp_path / "val",
                  device=torch.device("cpu"))
     assert set(task.predict_metrics) >= {"segm_AP", "bbox_AP"} and (tmp_path / "val" / "metrics.json").is_file()
+
+
+def test_check_data_gives_the_data_report_boxes_labels_and_names(coco_root: Path) -> None:
+    check = make_task(coco_root).check_data()
+    assert not check.has_errors and check.class_names == ["book", "cup", "ball"]
+    train = check.samples["annotations/instances_train.json"]
+    assert len(train) == 6 and len(check.samples["annotations/instances_val.json"]) == 4
+    assert all(len(sample["boxes"]) == len(sample["labels"]) for sample in train)
+    assert {label for sample in train for label in sample["labels"]} <= {1, 2, 3}
+    assert all(Path(sample["path"]).is_file() for sample in train) and check.flagged == []

@@ -119,9 +119,18 @@ def run_check_data(args: argparse.Namespace) -> int:
     from visiontune.config import load_config
 
     config = load_config(args.config, args.overrides)
-    text, has_errors = check_data(config)
+    text, has_errors, page = check_data(config, report=args.report)
     print(text)
+    if page is not None:
+        print(f"\ndata report: {page}")
     return 1 if has_errors else 0
+
+
+def _configure_check_data(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, run_check_data)
+    parser.add_argument("--report", action="store_true",
+                        help="also write data_report.html (counts, box statistics, flagged images, a sample grid with "
+                             "the labels drawn) into a new <project>/<task>/check-data folder")
 
 
 def _configure_train(parser: argparse.ArgumentParser) -> None:
@@ -162,7 +171,7 @@ COMMANDS = (
     Command(
         "check-data", "scan a dataset for corrupt images, empty classes, duplicates",
         "  visiontune check-data -c configs/classification/mobilenetv2_100.yaml data.root=data/flowers\n"
-        "  visiontune check-data task=face_detection data.format=retinaface data.root=widerface",
-        lambda parser: add_config_arguments(parser, run_check_data),
+        "  visiontune check-data task=face_detection data.format=retinaface data.root=widerface --report",
+        _configure_check_data,
     ),
 )

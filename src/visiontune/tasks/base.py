@@ -14,6 +14,7 @@ import json
 import logging
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -26,6 +27,26 @@ from visiontune.config import Config
 from visiontune.models.parts import ModelParts
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DataCheck:
+    """What ``visiontune check-data`` found.
+
+    Attributes:
+        text: The report for the console.
+        has_errors: Whether the data has errors (the command then exits 1).
+        samples: Per split, one dict per image for the data report: ``path``, and ``label`` (classification) or
+            ``boxes`` (``[[x1, y1, x2, y2], ...]`` pixels) with optional ``labels`` (detection).
+        class_names: Class or category names (labels index them; detection labels start at 1 for the first name).
+        flagged: ``{"path", "reason", "split"}`` of every image the check flagged.
+    """
+
+    text: str
+    has_errors: bool
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    class_names: list[str] | None = None
+    flagged: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Evaluator(Protocol):
@@ -138,9 +159,15 @@ class Task(ABC):
         """Number of images in a batch (tensor batch or list of tensors)."""
         return len(images)
 
-    def data_problems(self) -> tuple[str, bool]:
-        """``visiontune check-data``: a report text and whether it found errors."""
+    def check_data(self) -> DataCheck:
+        """``visiontune check-data``: scan the configured splits (the report text, whether it found errors, and the
+        samples and flagged images that ``check-data --report`` draws)."""
         raise NotImplementedError(f"check-data is not implemented for task {self.name!r}")
+
+    def data_problems(self) -> tuple[str, bool]:
+        """The report text of :meth:`check_data` and whether it found errors."""
+        check = self.check_data()
+        return check.text, check.has_errors
 
     @abstractmethod
     def predict(self, model: nn.Module, source: str, output_dir: Path, *, device: torch.device) -> list[Path]:

@@ -55,7 +55,7 @@ from visiontune.models.retinaface import (
     postprocess_detections,
 )
 from visiontune.registry import suggest
-from visiontune.tasks.base import Task
+from visiontune.tasks.base import DataCheck, Task
 from visiontune.utils.drawing import draw_faces
 from visiontune.utils.paths import output_names
 from visiontune.utils.timing import InferenceTimer, synchronize_device
@@ -300,21 +300,22 @@ class FaceDetectionTask(Task):
                                       wider_boxes=self.config.face.wider_boxes)
 
     # ------------------------------------------------------------------ check-data
-    def data_problems(self) -> tuple[str, bool]:
+    def check_data(self) -> DataCheck:
         """Parse the annotation files, decode every image and count faces, empty images and missing landmarks."""
         data = self.config.data
         splits = [(data.train_split, True)] + ([(data.val_split, False)] if data.val_split else [])
-        lines = [f"face detection data in {data.root} (format {data.format})"]
-        has_errors = False
+        check = DataCheck(f"face detection data in {data.root} (format {data.format})", False, class_names=["face"])
+        lines = [check.text]
         for split, train in splits:
-            split_lines, split_errors = self._split_problems(split, train=train)
+            split_lines, split_errors = self._split_problems(split, train=train, check=check)
             lines.extend(split_lines)
-            has_errors = has_errors or split_errors
-        lines.append("errors found" if has_errors else "no errors found")
-        return "\n".join(lines), has_errors
+            check.has_errors = check.has_errors or split_errors
+        lines.append("errors found" if check.has_errors else "no errors found")
+        check.text = "\n".join(lines)
+        return check
 
-    def _split_problems(self, split: str, *, train: bool) -> tuple[list[str], bool]:
-        """The check-data lines of one split and whether they report an error."""
+    def _split_problems(self, split: str, *, train: bool, check: DataCheck) -> tuple[list[str], bool]:
+        """The check-data lines of one split and whether they report an error; its images go into ``check``."""
         from visiontune.data.image_check import scan_images
 
         data = self.config.data
@@ -323,8 +324,12 @@ class FaceDetectionTask(Task):
         except (ValueError, FileNotFoundError) as error:
             return [f"{split}: error: {error}"], True
         images_root = self.images_root(train=train)
+        check.samples[split] = [{"path": str(images_root / record.relative_path), "boxes": record.boxes.tolist(),
+                                 "labels": [1] * len(record.boxes)} for record in annotations.records]
         findings = scan_images((images_root / record.relative_path for record in annotations.records), desc=split,
                                num_workers=data.num_workers, progress=self.config.train.progress)
+        check.flagged.extend({"path": str(finding.path), "reason": finding.message, "split": split}
+                             for finding in findings)
         lines = [f"{split}: {len(annotations.records)} images in {images_root}, {annotations.counts()}"]
         errors = [finding for finding in findings if finding.level == "error"]
         warnings = [finding for finding in findings if finding.level == "warning"]

@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from visiontune.config import Config
-from visiontune.data.coco import CocoFormatError, CocoInstanceDataset, check_coco_data
+from visiontune.data.coco import CocoFormatError, CocoInstanceDataset, check_coco_data, parse_coco_instances
 from visiontune.data.detection_transforms import (
     collate_detection,
     create_aspect_ratio_groups,
@@ -58,7 +58,7 @@ from visiontune.models.maskrcnn import (
 )
 from visiontune.models.parts import ModelParts
 from visiontune.registry import suggest
-from visiontune.tasks.base import Task
+from visiontune.tasks.base import DataCheck, Task
 from visiontune.utils.drawing import draw_instances
 from visiontune.utils.image import open_rgb
 from visiontune.utils.image_tensors import rgb_to_tensor, tensor_to_rgb
@@ -337,7 +337,7 @@ class InstanceSegmentationTask(Task):
                                              vis_threshold=segmentation.vis_thresh)
 
     # ------------------------------------------------------------------ check-data
-    def data_problems(self) -> tuple[str, bool]:
+    def check_data(self) -> DataCheck:
         """Parse each split's COCO file, decode every image and count instances per category.
 
         Errors: broken annotations, missing/undecodable/wrongly sized images, a category of the training split that
@@ -348,9 +348,11 @@ class InstanceSegmentationTask(Task):
         lines: list[str] = []
         has_errors = False
         categories = list(data.categories) if data.categories is not None else None
+        check = DataCheck("", False)
         for split, train in splits:
             report = check_coco_data(self.images_root(train=train), self._annotation_path(split), categories=categories)
             lines.append(f"[{'train' if train else 'val'}] {report.format_report()}")
+            self._report_samples(check, split, train=train, categories=categories, unreadable=report.unreadable_images)
             if not report.ok:
                 has_errors = True
             if train:
@@ -363,7 +365,27 @@ class InstanceSegmentationTask(Task):
                 if report.ok and categories is None:
                     categories = list(report.instances_per_category)  # the validation split must have them too
         lines.append("errors found" if has_errors else "no errors found")
-        return "\n".join(lines), has_errors
+        check.text, check.has_errors = "\n".join(lines), has_errors
+        return check
+
+    def _report_samples(self, check: DataCheck, split: str, *, train: bool, categories: list[str] | None,
+                        unreadable: list[str]) -> None:
+        """The images of ``split`` with their boxes and labels, and its unreadable images, for the data report."""
+        try:
+            annotations = parse_coco_instances(self._annotation_path(split), categories=categories)
+        except (ValueError, FileNotFoundError):
+            return  # a broken file is in the text report; nothing to draw
+        if check.class_names is None:
+            check.class_names = [entry["name"] for _, entry in sorted(annotations.label_to_category.items())]
+        images_root = self.images_root(train=train)
+        check.samples[split] = [
+            {"path": str(images_root / record.file_name), "width": record.width, "height": record.height,
+             "boxes": [list(instance.box) for instance in annotations.instances.get(image_id, [])],
+             "labels": [instance.label for instance in annotations.instances.get(image_id, [])]}
+            for image_id, record in annotations.images.items()]
+        for entry in unreadable:
+            path, _, reason = entry.partition(": ")
+            check.flagged.append({"path": path, "reason": reason, "split": split})
 
     # ------------------------------------------------------------------ prediction
     def predict(self, model: nn.Module, source: str, output_dir: Path, *, device: torch.device) -> list[Path]:
