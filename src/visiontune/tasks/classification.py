@@ -35,7 +35,7 @@ from visiontune.models.classification import (
     load_classifier_weights,
     transfer_pretrained,
 )
-from visiontune.tasks.base import Task
+from visiontune.tasks.base import DataCheck, Task
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +131,12 @@ class ClassificationTask(Task):
         crop_pct = data.crop_pct or getattr(pretrained, "crop_pct", None) or timm.data.DEFAULT_CROP_PCT
         return {"mean": mean, "std": std, "crop_pct": crop_pct}
 
-    def build_transform(self, *, train: bool) -> Callable:
+    def build_transform(self, *, train: bool, uint8: bool = False) -> Callable:
         """timm's ``create_transform`` with the ``data`` section's options.
+
+        ``uint8``: the pipeline of the device prefetcher (:meth:`device_train_dataset`): the same steps up to a
+        uint8 ``Tensor[3, H, W]`` (timm's ``use_prefetcher=True``); normalisation and random erasing run on the
+        device (:class:`~visiontune.data.prefetch.DevicePrefetcher`).
 
         A training transform without any augmentation (:func:`random_train_transform_keys` finds none: ``data.scale``
         and ``data.ratio`` ``[1, 1]``, no flips, jitter, auto-augment, random erasing, mixup, cutmix) is the
@@ -152,10 +156,37 @@ class ClassificationTask(Task):
                 hflip=data.hflip, vflip=data.vflip, color_jitter=data.color_jitter or 0.0,
                 auto_augment=None if trivial else data.auto_augment, interpolation=data.interpolation,
                 mean=resolved["mean"], std=resolved["std"], re_prob=data.reprob, re_mode=data.remode,
+                use_prefetcher=uint8,
             )
             return with_trivial_augment(transform) if trivial else transform
         return create_transform(data.image_size, is_training=False, interpolation=data.interpolation,
-                                mean=resolved["mean"], std=resolved["std"], crop_pct=resolved["crop_pct"])
+                                mean=resolved["mean"], std=resolved["std"], crop_pct=resolved["crop_pct"],
+                                use_prefetcher=uint8)
+
+    def device_train_dataset(self, dataset: Dataset, *, device: torch.device) -> Dataset:
+        """The training images as uint8 for the device prefetcher (:meth:`device_prefetcher`): on CUDA with
+        ``train.gpu_prefetch`` for an image dataset (not cached features); else ``dataset`` unchanged (the CPU
+        path: float32 batches normalised in the workers)."""
+        self._device_prefetch = False
+        if device.type != "cuda" or not self.config.train.gpu_prefetch or type(dataset) is not ClassificationDataset:
+            return dataset
+        self._device_prefetch = True
+        return ClassificationDataset(dataset.source, self.build_transform(train=True, uint8=True),
+                                     on_corrupt=self.config.data.on_corrupt)
+
+    def device_prefetcher(self, loader: Any, *, device: torch.device, train: bool,
+                          channels_last: bool = False) -> Any:
+        """A :class:`~visiontune.data.prefetch.DevicePrefetcher` over ``loader`` (normalisation, random erasing
+        and channels-last on ``device``) when :meth:`device_train_dataset` chose uint8 batches, else ``None``."""
+        if not (train and getattr(self, "_device_prefetch", False)):
+            return None
+        from visiontune.data.prefetch import DevicePrefetcher
+
+        data, resolved = self.config.data, self._data_config()
+        random = bool(random_train_transform_keys(data))  # no augmentation: the evaluation transform, no erasing
+        return DevicePrefetcher(loader, device=device, mean=resolved["mean"], std=resolved["std"],
+                                channels_last=channels_last, re_prob=data.reprob if random else 0.0,
+                                re_mode=data.remode)
 
     def build_dataset(self, split: str, *, train: bool) -> Dataset:
         classes = self.meta.get("class_names")
@@ -268,7 +299,7 @@ class ClassificationTask(Task):
         if stochastic:
             obstacles.append(f"the backbone is random in train mode ({', '.join(stochastic[:3])}): set "
                              "model.drop_path_rate=0")
-        if config.train.channels_last:
+        if config.train.channels_last is True:  # auto: off for features
             obstacles.append("train.channels_last=true (set it to false: it does not apply to features)")
         random_keys = random_train_transform_keys(config.data)
         if random_keys:
@@ -358,7 +389,8 @@ class ClassificationTask(Task):
         samples = dataset.source.samples if isinstance(dataset, ClassificationDataset) else None  # predictions.csv
         return ClassificationEvaluator(num_classes=self.num_classes, class_names=names, samples=samples)
 
-    def data_problems(self) -> tuple[str, bool]:
+    def check_data(self) -> DataCheck:
+        """Decode every image of the splits; classes, counts, duplicates and train/val leakage."""
         from visiontune.data.image_check import check_classification_sources
 
         data = self.config.data
@@ -367,9 +399,15 @@ class ClassificationTask(Task):
             try:
                 splits[data.val_split] = self.read_source(data.val_split, classes=None)
             except ValueError as error:
-                return f"{data.val_split}: {error}", True
+                return DataCheck(f"{data.val_split}: {error}", True)
         report = check_classification_sources(splits)
-        return report.format(), report.has_errors
+        classes = splits[data.train_split].classes
+        return DataCheck(
+            report.format(), report.has_errors, class_names=classes,
+            samples={split: [{"path": str(path), "label": source.classes[label]} for path, label in source.samples]
+                     for split, source in splits.items()},
+            flagged=[{"path": str(finding.path), "reason": finding.message, "split": split}
+                     for split, findings in report.image_findings.items() for finding in findings])
 
     def predict(self, model: nn.Module, source: str, output_dir: Path, *, device: torch.device) -> list[Path]:
         """Top-k labels and probabilities per image to ``predictions.csv``; with known labels also ``pred.txt``.
