@@ -96,8 +96,9 @@ def test_predict_reads_every_training_source_and_writes_metrics(tmp_path):
         files = task.predict(model, str(tmp_path / name), out, device=torch.device("cpu"))
         assert out / "metrics.json" in files and out / "predictions.csv" in files
         metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["num_images"] == 4 and set(metrics) == {"source", "top1", "top2", "num_images"}
-        assert metrics["top2"] == 1.0 and metrics["top1"] == task.predict_metrics["top1"]
+        # 2 classes: top-2 would always be 1, so only top-1 is reported (as in evaluation)
+        assert metrics["num_images"] == 4 and set(metrics) == {"source", "top1", "num_images"}
+        assert metrics["top1"] == task.predict_metrics["top1"]
         predicted = [line.split("\t") for line in (out / "pred.txt").read_text().splitlines()]
         assert metrics["top1"] == sum(row[1] == row[2] for row in predicted) / 4
         results[name] = metrics["top1"]

@@ -33,7 +33,14 @@ def run_demo(args: argparse.Namespace) -> int:
     print()
     print(format_summary(result.summary))
     print(f"{seconds:.0f} s in all, with the dataset; also plots/, eval/ and config.yaml in the run directory")
-    return 0
+    _print_report(result.run_dir)
+    return result.exit_code
+
+
+def _print_report(run_dir: Path) -> None:
+    report = run_dir / "report.html"
+    if report.is_file():
+        print(f"report: {report}  (open it in a browser: metrics, curves, confusion matrix or detections, config)")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -48,6 +55,7 @@ def run_train(args: argparse.Namespace) -> int:
     if is_main_process():
         print()
         print(format_summary(result.summary))
+        _print_report(result.run_dir)
     return result.exit_code  # 0, or 143 / 130 when SIGTERM / SIGINT stopped the run (after writing last.pt)
 
 

@@ -50,8 +50,8 @@ class ClassificationEvaluator:
     Args:
         num_classes: Number of classes ``C``.
         class_names: Name of each class (``C`` names); default ``"0"`` ... ``"C-1"``.
-        topk: The ``k`` of the top-k accuracies reported (``top{k}``); values above ``num_classes`` are not
-            reported (``top5`` needs at least 5 classes).
+        topk: The ``k`` of the top-k accuracies reported (``top{k}``); ``k >= num_classes`` is not reported, as it is
+            always 1 (``top5`` needs at least 6 classes).
         samples: ``(image path, label index)`` of every sample of the evaluated split, in dataset order (e.g.
             ``ClassificationDataset.source.samples``); None: no ``predictions.csv``.
 
@@ -75,7 +75,7 @@ class ClassificationEvaluator:
             raise ValueError(f"topk values must be >= 1, got {tuple(topk)}")
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
-        self.topk = tuple(sorted({k for k in topk if k <= num_classes}))
+        self.topk = tuple(sorted({k for k in topk if k == 1 or k < num_classes}))  # top-k of k classes is always 1
         self.samples = [(str(path), int(label)) for path, label in samples] if samples is not None else None
         self.reset()
 
@@ -207,7 +207,7 @@ class ClassificationEvaluator:
         """The metrics, all fractions in 0-1.
 
         Returns:
-            ``top{k}`` for each reported ``k`` (``top1``, and ``top5`` with >= 5 classes), ``macro_precision``,
+            ``top{k}`` for each reported ``k`` (``top1``, and ``top5`` with more than 5 classes), ``macro_precision``,
             ``macro_recall`` and ``macro_f1`` (unweighted means over the classes present in labels or
             predictions; ``macro_recall`` is the balanced accuracy).
 

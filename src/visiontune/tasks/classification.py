@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -424,8 +423,8 @@ class ClassificationTask(Task):
         if data.root is not None:
             images_dir = Path(data.root) / (data.val_images_dir or data.images_dir or "")
         items = collect_prediction_inputs(source, names, images_dir=images_dir, image_ext=data.image_ext)
-        self.predict_metrics: dict[str, float] = {}
-        topk_all = min(5, len(names))
+        self.predict_metrics = {}
+        topk_all = 5 if len(names) > 5 else 1  # as in evaluation: top-k of k classes (always 1) is not reported
         hits = {1: 0, topk_all: 0}
         transform = self.build_transform(train=False)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -448,7 +447,8 @@ class ClassificationTask(Task):
                     if label is not None:
                         ranked_names = [names[i] for i in ranked.tolist()]
                         hits[1] += int(ranked_names[0] == label)
-                        hits[topk_all] += int(label in ranked_names)
+                        if topk_all > 1:
+                            hits[topk_all] += int(label in ranked_names)
         csv_path = output_dir / "predictions.csv"
         with csv_path.open("w", newline="", encoding="utf-8") as stream:
             writer = csv.writer(stream)
@@ -470,12 +470,7 @@ class ClassificationTask(Task):
                                source, ", ".join(unknown[:10]))
             metrics = {"top1": hits[1] / labelled, f"top{topk_all}": hits[topk_all] / labelled,
                        "num_images": float(labelled)}
-            logger.info("top-1 on the labelled prediction inputs: %.2f%% (%d/%d), top-%d %.2f%%",
-                        100 * metrics["top1"], hits[1], labelled, topk_all, 100 * metrics[f"top{topk_all}"])
-            self.predict_metrics = metrics
-            metrics_path = output_dir / "metrics.json"
-            metrics_path.write_text(json.dumps({"source": str(source), **metrics}, indent=1), encoding="utf-8")
-            written.extend([pred_path, metrics_path])
+            written.extend([pred_path, self.save_predict_metrics(metrics, output_dir, source)])
         return written
 
 
