@@ -88,7 +88,7 @@ def build(task_name: str):
     overrides = list(TASK_OVERRIDES[task_name])
     if task_name == "face_detection" and RETINAFACE_WEIGHTS.is_file():
         overrides.append(f"model.checkpoint={RETINAFACE_WEIGHTS}")
-    config = load_config(None, overrides + ["train.progress=false"])
+    config = load_config(None, [*overrides, "train.progress=false"])
     task = create_task(config)
     if task_name == "classification":
         task.meta["class_names"] = [f"class_{index}" for index in range(1000)]

@@ -32,7 +32,8 @@ from visiontune.engine.trainer import train
 
 def run(root: Path, project: Path, args: argparse.Namespace, *, cache: bool) -> tuple[float, float, int]:
     """Wall time, final validation top-1 and epochs of one run."""
-    config = load_config(Path(__file__).resolve().parents[1] / "configs/classification/mobilenetv2_100_linear_probe.yaml", [
+    preset = Path(__file__).resolve().parents[1] / "configs/classification/mobilenetv2_100_linear_probe.yaml"
+    config = load_config(preset, [
         f"data.root={root}", f"project={project}", f"name={'cached' if cache else 'uncached'}",
         "model.pretrained=false", f"data.image_size={args.image_size}", f"data.batch_size={args.batch_size}",
         f"data.num_workers={args.workers}", f"train.epochs={args.epochs}", "train.eval_every=1",

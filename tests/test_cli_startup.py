@@ -10,8 +10,8 @@ import pytest
 from visiontune import __version__
 from visiontune.cli import COMMANDS, build_parser
 
-ALL_COMMANDS = ("demo", "train", "eval", "predict", "check-data", "report", "compare", "export", "convert", "import-config",
-                "config")
+ALL_COMMANDS = ("demo", "train", "eval", "predict", "check-data", "report", "compare", "export", "convert",
+                "import-config", "config")
 HEAVY = ("torch", "timm", "torchvision", "onnx", "onnxruntime")
 
 

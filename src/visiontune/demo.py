@@ -43,8 +43,8 @@ def demo_config(overrides: tuple[str, ...] | list[str] = (), *, data_dir: str | 
 
 def run_demo(overrides: tuple[str, ...] | list[str] = ()) -> tuple[Config, object, float]:
     """Generate the dataset (once), fine-tune, and return ``(config, TrainResult, seconds)``."""
-    from visiontune.data.synthetic import make_shapes_dataset
     from visiontune.api import train  # with the report hook
+    from visiontune.data.synthetic import make_shapes_dataset
 
     started = time.perf_counter()
     config = demo_config(overrides)

@@ -82,7 +82,7 @@ def test_round_trip_on_synthetic_data(synthetic: tuple[Path, Path, dict[str, Any
     for index in range(len(dataset)):
         image, target = dataset[index]
         assert isinstance(image, tv_tensors.Image) and image.dtype == torch.float32
-        assert image.shape == (3, 96, 128) and 0.0 <= image.min() and image.max() <= 1.0
+        assert image.shape == (3, 96, 128) and image.min() >= 0.0 and image.max() <= 1.0
         pixels = np.asarray(Image.open(images_dir / document["images"][index]["file_name"]))
         torch.testing.assert_close(image, torch.from_numpy(pixels).permute(2, 0, 1).float() / 255)
         assert target["image_id"] == document["images"][index]["id"]
@@ -387,7 +387,7 @@ def test_train_transforms_resize_to_min_size(synthetic: tuple[Path, Path, dict[s
         sizes.add((height, width))
         assert target["masks"].shape[-2:] == (height, width) and target["boxes"].canvas_size == (height, width)
         assert len(target["boxes"]) == len(target["labels"]) == len(target["area"]) == len(target["masks"])
-        assert image.dtype == torch.float32 and 0.0 <= image.min() and image.max() <= 1.0
+        assert image.dtype == torch.float32 and image.min() >= 0.0 and image.max() <= 1.0
     assert sizes <= {(48, 64), (72, 96)}
     with pytest.raises(ValueError, match="min_size must be positive and <= max_size"):
         make_detection_train_transforms(min_size=800, max_size=600)

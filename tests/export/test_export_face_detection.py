@@ -63,7 +63,7 @@ def test_decoded_export_outputs_pixels(face_checkpoint, face_decoded_onnx, face_
     result = face_decoded_onnx
     assert result.metadata.output_names == ["boxes", "scores", "landmarks"]
     assert result.metadata.output_kind == "retinaface_decoded"
-    task, model = model_from_checkpoint(load_checkpoint(face_checkpoint))
+    _, model = model_from_checkpoint(load_checkpoint(face_checkpoint))
     height, width = 301, 419
     images = photo_input(face_images / "mindface_0000.jpg", (height, width))
     boxes, scores, landmarks = run(result.path, images)

@@ -117,7 +117,7 @@ def test_resize_matches_torchvision_eager_and_keeps_its_size_when_traced(size):
 
 
 def test_every_detection_matches_pytorch(strict_export):
-    task, _, result = strict_export
+    _, _, result = strict_export
     (check,) = result.parity
     assert check.input_shape == (3, *IMAGE_SIZE)
     assert check.compared_detections >= 10  # the comparison covers many detections, in any order

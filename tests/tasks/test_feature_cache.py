@@ -1,4 +1,5 @@
-"""Cached frozen-backbone features (``finetune.cache_features``) and head-only checkpoints (``train.save_head_only``)."""
+"""Cached frozen-backbone features (``finetune.cache_features``) and head-only checkpoints
+(``train.save_head_only``)."""
 
 import json
 import logging
@@ -58,7 +59,8 @@ def test_auto_caches_a_frozen_backbone_with_a_deterministic_transform(config):
     trainer = Trainer(config(*PROBE))
     trainer.setup()
     assert isinstance(trainer.train_dataset, FeatureDataset) and isinstance(trainer.val_dataset, FeatureDataset)
-    assert len(trainer.train_dataset) == 18 and trainer.train_dataset.features.shape[1] == trainer.model.net.num_features
+    assert len(trainer.train_dataset) == 18
+    assert trainer.train_dataset.features.shape[1] == trainer.model.net.num_features
     images, labels = next(iter(trainer.train_loader))
     assert images.ndim == 2 and labels.dtype == torch.int64
 

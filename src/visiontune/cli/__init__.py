@@ -2,7 +2,8 @@
 
 Every ``key=value`` is a dotted config key (``optim.lr=0.002``), checked against the schema like a YAML file: an
 unknown key or a wrong type is an error naming the key. The commands live in the modules of this package
-(``run``: demo, train, eval, predict, check-data; ``report``: report, compare; ``export``; ``interop``: convert, import-config; ``config``).
+(``run``: demo, train, eval, predict, check-data; ``report``: report, compare; ``export``; ``interop``: convert,
+import-config; ``config``).
 """
 
 from __future__ import annotations

@@ -214,7 +214,7 @@ def _read_trained_weights(source: Path, *, use_ema: bool) -> tuple[dict[str, tor
     if source.suffix.lower() != ".safetensors":
         try:
             content = torch.load(source, map_location="cpu", weights_only=True)
-        except Exception as error:  # any unpickling failure means an unreadable file
+        except Exception as error:  # noqa: BLE001 - any unpickling failure means an unreadable file
             raise ConvertError(f"cannot read {source} with torch.load(weights_only=True): "
                                f"{type(error).__name__}: {str(error)[:300]}") from None
         if isinstance(content, Mapping) and "model" in content and isinstance(content.get("config"), Mapping):

@@ -69,7 +69,8 @@ class ImageClassifier(nn.Module):
 
 def classifier_head_prefixes(net: nn.Module) -> list[str]:
     """Parameter-name prefixes of a timm model's classifier (from its ``pretrained_cfg``)."""
-    classifier = getattr(net, "pretrained_cfg", {}).get("classifier") or getattr(net, "default_cfg", {}).get("classifier")
+    classifier = (getattr(net, "pretrained_cfg", {}).get("classifier")
+                  or getattr(net, "default_cfg", {}).get("classifier"))
     if classifier is None:
         return []
     names = [classifier] if isinstance(classifier, str) else list(classifier)

@@ -27,6 +27,7 @@ from torchvision.models.detection import (
     maskrcnn_resnet50_fpn_v2,
 )
 from torchvision.ops.misc import FrozenBatchNorm2d
+
 from visiontune.models.loading import WeightLoadError, read_weights, strip_prefixes
 
 __all__ = [

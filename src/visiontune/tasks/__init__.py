@@ -29,7 +29,8 @@ def get_task_class(name: str) -> type[Task]:
 def validate_task_name(name: str) -> None:
     """Raise :class:`~visiontune.config.ConfigError` naming the ``task`` key when ``name`` is not registered."""
     if name not in TASKS:
-        raise ConfigError(f"task: unknown task {name!r}{suggest(name, TASKS.names())}; valid: {', '.join(TASKS.names())}")
+        raise ConfigError(f"task: unknown task {name!r}{suggest(name, TASKS.names())}; "
+                          f"valid: {', '.join(TASKS.names())}")
 
 
 def create_task(config: Config) -> Task:

@@ -226,7 +226,7 @@ def test_failed_write_leaves_the_existing_file_and_no_temporary_file(
     original = path.read_bytes()
     calls = []
 
-    def failing_write(file, tensor, *, max_slice_bytes):  # noqa: ANN001, ANN202
+    def failing_write(file, tensor, *, max_slice_bytes):
         calls.append(tensor.name)
         if len(calls) == 2:
             raise OSError("disk full")

@@ -132,7 +132,8 @@ def test_resnet50_imagenet_backbone_torchvision_and_timm(tmp_path: Path) -> None
 def test_read_state_dict_rejects_non_tensors(tmp_path: Path) -> None:
     path = tmp_path / "bad.pth"
     torch.save({"weights": [1, 2, 3]}, path)
-    with pytest.raises(ValueError, match=r"bad.pth: cannot find the weights: expected a state dict .* key 'weights' holds list"):
+    with pytest.raises(ValueError,
+                       match=r"bad.pth: cannot find the weights: expected a state dict .* key 'weights' holds list"):
         read_state_dict(path)
 
 

@@ -34,8 +34,8 @@ from visiontune.interop.mindspore.errors import (
     UnsupportedTensorTypeError,
 )
 from visiontune.interop.mindspore.mapping import (
-    ConversionReport,
     RESNET50_ARCHITECTURES,
+    ConversionReport,
     MindSporeArchitecture,
     check_state_dict_shapes,
     convert_mindspore_state_dict,

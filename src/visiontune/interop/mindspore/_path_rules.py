@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
 
 from visiontune.interop.mindspore._rules import ModulePlan, ModuleRename, Shapes, group_by_module
 
@@ -18,7 +17,7 @@ class Skip:
     reason: str
 
 
-PathResult = Union[ModuleRename, Skip, None]
+PathResult = ModuleRename | Skip | None
 
 
 class PathRules:

@@ -12,7 +12,6 @@ timm pads 1 on both sides), which shifts every strided depthwise window by one p
 from __future__ import annotations
 
 import logging
-
 from typing import TYPE_CHECKING
 
 from torch import nn

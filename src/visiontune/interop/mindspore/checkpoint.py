@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -73,8 +73,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
-TensorLike = Union[np.ndarray, torch.Tensor]
+PathLike = str | os.PathLike[str]
+TensorLike = np.ndarray | torch.Tensor
 
 # Field numbers of checkpoint.proto.
 _CHECKPOINT_VALUE = 1

@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TypeVar, Union
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TensorLike = Union[np.ndarray, torch.Tensor]
+TensorLike = np.ndarray | torch.Tensor
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 
 _MAX_NAMES_SHOWN = 5

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import ClassVar
 
 from visiontune.interop.mindspore._path_rules import BACKBONE_CLASSIFIER_REASON, PathResult, PathRules, Skip
 from visiontune.interop.mindspore._rules import (
@@ -328,7 +329,7 @@ class ModelZooDetectionBackboneRules(PathRules):
     _MINDSPORE_PATH = re.compile(
         r"backbone\.(?P<path>conv1|bn1|layer[1-4]\.\d+\.(?:conv[1-3]|bn[1-3]|conv_down_sample|bn_down_sample))")
     _TORCH_PATH = re.compile(r"conv1|bn1|layer[1-4]\.\d+\.(?:conv[1-3]|bn[1-3]|downsample\.[01])")
-    _DOWNSAMPLE = {"conv_down_sample": "downsample.0", "bn_down_sample": "downsample.1"}
+    _DOWNSAMPLE: ClassVar[dict[str, str]] = {"conv_down_sample": "downsample.0", "bn_down_sample": "downsample.1"}
 
     def __init__(self, *, classifier_target: str | None = "fc") -> None:
         self._classifier_target = classifier_target
@@ -365,7 +366,8 @@ class MindCvConvNextRules(PathRules):
     layer scale ``gamma_`` -> ``gamma``; final ``norm``/``classifier`` -> ``head.norm``/``head.fc``.
     """
 
-    _BLOCK_PARTS = {"dwconv": "conv_dw", "norm": "norm", "pwconv1": "mlp.fc1", "pwconv2": "mlp.fc2"}
+    _BLOCK_PARTS: ClassVar[dict[str, str]] = {
+        "dwconv": "conv_dw", "norm": "norm", "pwconv1": "mlp.fc1", "pwconv2": "mlp.fc2"}
     _MS_STEM = re.compile(r"feature\.0\.(?P<layer>[01])")
     _MS_FEATURE = re.compile(r"feature\.(?P<index>\d+)\.(?P<item>\d+)(?:\.(?P<part>dwconv|norm|pwconv1|pwconv2))?")
     _TORCH_STEM = re.compile(r"stem\.(?P<layer>[01])")
@@ -373,7 +375,7 @@ class MindCvConvNextRules(PathRules):
     _TORCH_BLOCK = re.compile(
         r"stages\.(?P<stage>\d+)\.blocks\.(?P<block>\d+)(?:\.(?P<part>conv_dw|norm|mlp\.fc1|mlp\.fc2))?"
     )
-    _HEAD = {"norm": "head.norm", "classifier": "head.fc"}
+    _HEAD: ClassVar[dict[str, str]] = {"norm": "head.norm", "classifier": "head.fc"}
 
     def module_to_torch(self, module: str) -> PathResult:
         """Map one MindCV ConvNeXt module path."""

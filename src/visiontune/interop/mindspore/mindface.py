@@ -25,6 +25,7 @@ height and width (input sizes divisible by 4); otherwise the maps differ in size
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 from visiontune.interop.mindspore._path_rules import BACKBONE_CLASSIFIER_REASON, PathResult, PathRules, Skip
 from visiontune.interop.mindspore._rules import ModuleRename
@@ -63,14 +64,15 @@ class MindFaceRetinaFaceRules(PathRules):
 
     _MINDSPORE_BACKBONE_PREFIX = "base."
     _TORCH_BACKBONE_PREFIX = "body."
-    _SSH_CONVS = {
+    _SSH_CONVS: ClassVar[dict[str, str]] = {
         "conv3x3": "conv3X3",
         "conv5x5_1": "conv5X5_1",
         "conv5x5_2": "conv5X5_2",
         "conv7x7_2": "conv7X7_2",
         "conv7x7_3": "conv7x7_3",
     }
-    _HEADS = {"classhead": "ClassHead", "bboxhead": "BboxHead", "landmarkhead": "LandmarkHead"}
+    _HEADS: ClassVar[dict[str, str]] = {
+        "classhead": "ClassHead", "bboxhead": "BboxHead", "landmarkhead": "LandmarkHead"}
     _FPN = re.compile(r"fpn\.(?:output[1-3]|merge[12])\.[01]")
     _SSH = re.compile(r"(?P<ssh>ssh[1-3])\.(?P<conv>\w+)\.(?P<layer>[01])")
     _HEAD = re.compile(r"(?P<head>\w+)\.(?P<level>\d+)\.conv1x1")

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Union
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 WIRE_TYPE_VARINT = 0
 WIRE_TYPE_FIXED64 = 1

@@ -34,10 +34,10 @@ from visiontune.interop.mindspore_configs.mindface import MINDFACE_MARKERS, MIND
 
 __all__ = [
     "CONFIG_FAMILIES",
-    "ImportConfigError",
-    "ImportedConfig",
     "MINDCV_DEFAULTS",
     "MINDFACE_MODELS",
+    "ImportConfigError",
+    "ImportedConfig",
     "SourceConfig",
     "detect_config_family",
     "import_mindspore_config",

@@ -60,7 +60,8 @@ def read_state_dict(source: StateDictSource, *, arch: str | None = None) -> dict
 
     Args:
         source: path (``.pth``/``.tar``/``.safetensors``, or a MindSpore ``.ckpt`` with ``arch``) or mapping.
-        arch: MindSpore architecture of a ``.ckpt`` file (see :func:`visiontune.interop.mindspore.list_mindspore_architectures`).
+        arch: MindSpore architecture of a ``.ckpt`` file
+            (:func:`visiontune.interop.mindspore.list_mindspore_architectures`).
 
     Returns:
         A new ``dict[str, Tensor]`` with ``module.`` / ``_orig_mod.`` prefixes removed.

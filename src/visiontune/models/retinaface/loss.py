@@ -225,7 +225,7 @@ class RetinaFaceLoss(nn.Module):
         Returns:
             ``{"loss_box", "loss_cls", "loss_landmarks"}``: scalar tensors already multiplied by their weights.
         """
-        batch_size, num_priors, num_classes = class_logits.shape
+        batch_size, _, num_classes = class_logits.shape
         if len(targets) != batch_size:
             raise ValueError(f"got {len(targets)} targets for a batch of {batch_size} images")
         matched = self.build_targets(targets, priors.detach(), image_size=image_size, num_classes=num_classes)
