@@ -48,6 +48,7 @@ def run_demo(overrides: tuple[str, ...] | list[str] = ()) -> tuple[Config, objec
 
     started = time.perf_counter()
     config = demo_config(overrides)
+    assert config.data.root is not None  # demo_config sets it
     make_shapes_dataset(config.data.root, seed=config.seed)
     result = train(config)
     return config, result, time.perf_counter() - started

@@ -57,14 +57,16 @@ class ImageClassifier(nn.Module):
         ``head_on_features(pooled_features(x))`` is ``net(x)`` in eval mode and, for a backbone without stochastic
         layers, in train mode too.
         """
-        return self.net.forward_head(self.net.forward_features(images), pre_logits=True)
+        net: Any = self.net  # a timm model (forward_features / forward_head)
+        return net.forward_head(net.forward_features(images), pre_logits=True)
 
     def head_on_features(self, features: torch.Tensor) -> torch.Tensor:
         """Logits from :meth:`pooled_features` output: timm's dropout (``drop_rate``, train mode) and classifier."""
         drop_rate = float(getattr(self.net, "drop_rate", 0.0) or 0.0)
         if drop_rate > 0:
             features = nn.functional.dropout(features, p=drop_rate, training=self.training)
-        return self.net.get_classifier()(features)
+        net: Any = self.net
+        return net.get_classifier()(features)
 
 
 def classifier_head_prefixes(net: nn.Module) -> list[str]:

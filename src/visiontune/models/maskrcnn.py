@@ -394,7 +394,7 @@ def create_maskrcnn(
         trainable_backbone_layers = 5 if init == "none" else 3
     if not 0 <= trainable_backbone_layers <= 5:
         raise ValueError(f"trainable_backbone_layers must be in [0, 5], got {trainable_backbone_layers}")
-    frozen_batchnorm, frozen_batchnorm_eps = resolve_batchnorm(
+    frozen_batchnorm, eps = resolve_batchnorm(
         variant, init, frozen_batchnorm=frozen_batchnorm, frozen_batchnorm_eps=frozen_batchnorm_eps
     )
 
@@ -402,9 +402,9 @@ def create_maskrcnn(
     # weights=None and weights_backbone=None: torchvision builds BatchNorm2d everywhere and downloads nothing.
     model = builder(weights=None, weights_backbone=None, num_classes=num_classes, min_size=min_size,
                     max_size=max_size, **kwargs)
-    if frozen_batchnorm:
+    if frozen_batchnorm and eps is not None:  # resolve_batchnorm gives an eps exactly for frozen BatchNorm
         _convert_batchnorm_to_frozen(model.backbone.body)
-        _set_frozen_batchnorm_eps(model, frozen_batchnorm_eps)
+        _set_frozen_batchnorm_eps(model, eps)
 
     load_initial_weights(model, variant, init, checkpoint=checkpoint, backbone_checkpoint=backbone_checkpoint)
     freeze_backbone_layers(model, trainable_backbone_layers)

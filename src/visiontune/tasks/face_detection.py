@@ -188,10 +188,11 @@ class FaceDetectionTask(Task):
         if model_config.kwargs:
             raise ValueError(f"model.kwargs={model_config.kwargs!r} is not used by face detection; RetinaFace settings "
                              "live in the face section")
-        in_channel = model.body.feature_channels[0] // 2
+        body: Any = model.body  # a RetinaFace body: feature_channels lists its output channels
+        in_channel = body.feature_channels[0] // 2
         if face.in_channel is not None and face.in_channel != in_channel:
             raise ValueError(f"face.in_channel={face.in_channel}, but {model_config.name} has in_channel {in_channel} "
-                             f"(body features {list(model.body.feature_channels)}); leave it unset")
+                             f"(body features {list(body.feature_channels)}); leave it unset")
         out_channel = RETINAFACE_BACKBONES[self.backbone_name].out_channels
         if face.out_channel is not None and face.out_channel != out_channel:
             raise ValueError(f"face.out_channel={face.out_channel}, but {model_config.name} has out_channel "
@@ -266,7 +267,9 @@ class FaceDetectionTask(Task):
         """Head: class, box and landmark heads. Layer groups: the body's stem and stages, then the FPN, then SSH."""
         parts = ModelParts(head=list(HEAD_MODULES))
         groups: list[list[str]] = []
-        for child_name, child in model.body.named_children():
+        body: Any = model.body
+        fpn: Any = model.fpn
+        for child_name, child in body.named_children():
             names = [f"body.{child_name}.{name}" for name, _ in child.named_parameters()]
             if not names:
                 continue
@@ -275,7 +278,7 @@ class FaceDetectionTask(Task):
                 groups.append(names)
             else:
                 groups[-1].extend(names)
-        groups.append([f"fpn.{name}" for name, _ in model.fpn.named_parameters()])
+        groups.append([f"fpn.{name}" for name, _ in fpn.named_parameters()])
         groups.append([f"{module}.{name}" for module in ("ssh1", "ssh2", "ssh3")
                        for name, _ in getattr(model, module).named_parameters()])
         parts.layer_groups = [group for group in groups if group]

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image
@@ -51,6 +51,8 @@ from visiontune.data.sources import collect_images
 from visiontune.evaluation.coco import results_to_coco_json
 from visiontune.evaluation.instance_segmentation import InstanceSegmentationEvaluator, with_category_ids
 from visiontune.models.maskrcnn import (
+    InitMode,
+    MaskRCNNVariant,
     StateDictLoadReport,
     create_maskrcnn,
     load_initial_weights,
@@ -145,7 +147,7 @@ class InstanceSegmentationTask(Task):
         detection reference groups them: batches of like-shaped images need less padding."""
         if not self.config.segmentation.aspect_ratio_grouping:
             return None
-        return create_aspect_ratio_groups(dataset.aspect_ratios())
+        return create_aspect_ratio_groups(cast(CocoInstanceDataset, dataset).aspect_ratios())
 
     def build_dataset(self, split: str, *, train: bool) -> Dataset:
         """A :class:`~visiontune.data.coco.CocoInstanceDataset` of the annotation file ``data.root / split``.
@@ -262,7 +264,7 @@ class InstanceSegmentationTask(Task):
                                  f"{self.meta['variant']} Mask R-CNN")
             return {key: self.meta[key] for key in _STRUCTURE_KEYS}
         init = self.config.model.init
-        frozen, eps = resolve_batchnorm(self.variant, init)
+        frozen, eps = resolve_batchnorm(cast(MaskRCNNVariant, self.variant), init)
         layers = self.config.finetune.trainable_backbone_layers
         return {"variant": self.variant, "frozen_batchnorm": frozen, "frozen_batchnorm_eps": eps,
                 "trainable_backbone_layers": (5 if init == "none" else 3) if layers is None else layers}
@@ -286,7 +288,7 @@ class InstanceSegmentationTask(Task):
         )
         self.meta.update(structure)
         if load_weights:
-            report = load_initial_weights(model, structure["variant"], init, checkpoint=checkpoint,
+            report = load_initial_weights(model, structure["variant"], cast(InitMode, init), checkpoint=checkpoint,
                                           backbone_checkpoint=backbone_checkpoint)
             if report is None:
                 logger.warning("%s starts from random weights (model.init=none): set model.init=coco with "
