@@ -605,3 +605,16 @@ def test_check_data_gives_the_data_report_its_boxes_and_flagged_images(tiny_face
     assert [Path(sample["path"]).name for sample in samples] == ["a.jpg", "b.jpg", "c.jpg"]
     assert samples[0]["boxes"] == [[10.0, 8.0, 30.0, 32.0], [36.0, 10.0, 52.0, 28.0]] and samples[2]["boxes"] == []
     assert {(Path(item["path"]).name, item["split"]) for item in check.flagged} == {("c.jpg", "label.txt")}
+
+
+def test_check_data_names_a_face_box_outside_its_image_with_file_and_line(tiny_faces: Path):
+    label = tiny_faces / "label.txt"
+    lines = label.read_text().splitlines()
+    lines.insert(3, _face_line(100, 70, 10, 10, landmarks=False))  # party/a.jpg is 64 x 48: wholly outside
+    label.write_text("\n".join(lines) + "\n")
+    check = create_task(_config(tiny_faces)).check_data()
+    expected = (f"warning: {label}:4: face box (100, 70, 110, 80) lies outside the image party/a.jpg "
+                "(64 x 48 pixels)")
+    assert expected in check.text
+    assert {(Path(item["path"]).name, item["reason"]) for item in check.flagged} == {
+        ("a.jpg", "face box outside the image")}

@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -96,6 +96,7 @@ class WiderFaceRecord:
         landmarks_valid: ``bool [N]``.
         attributes: ``int64 [N, 6]`` official attributes (:data:`OFFICIAL_ATTRIBUTE_NAMES`), or None for the other
             formats.
+        face_lines: 1-based line of each face in the annotation file (empty for records built in code).
     """
 
     relative_path: str
@@ -104,6 +105,13 @@ class WiderFaceRecord:
     landmarks: np.ndarray
     landmarks_valid: np.ndarray
     attributes: np.ndarray | None = None
+    face_lines: tuple[int, ...] = ()
+
+    def faces_outside(self, height: int, width: int) -> list[int]:
+        """Indices of the faces whose box lies entirely outside a ``height x width`` image (no pixel inside)."""
+        x1, y1, x2, y2 = self.boxes.T if len(self.boxes) else (np.zeros(0),) * 4
+        outside = (x2 <= 0) | (y2 <= 0) | (x1 >= width) | (y1 >= height)
+        return [int(index) for index in np.flatnonzero(outside)]
 
     @property
     def image_id(self) -> str:
@@ -206,6 +214,7 @@ class _RecordBuilder:
         self.landmarks: list[np.ndarray] = []
         self.landmarks_valid: list[bool] = []
         self.attributes: list[np.ndarray] = []
+        self.face_lines: list[int] = []
 
     def add(
         self,
@@ -221,6 +230,7 @@ class _RecordBuilder:
             drop_log.append(line_number)
             return
         self.boxes.append(np.array([x, y, x + width, y + height], dtype=np.float32))
+        self.face_lines.append(line_number)
         if landmarks is None:
             self.landmarks.append(np.full((NUM_LANDMARKS, 2), MISSING_LANDMARK_VALUE, dtype=np.float32))
             self.landmarks_valid.append(False)
@@ -246,6 +256,7 @@ class _RecordBuilder:
             landmarks=np.stack(self.landmarks) if num_faces else np.zeros((0, NUM_LANDMARKS, 2), dtype=np.float32),
             landmarks_valid=np.asarray(self.landmarks_valid, dtype=bool),
             attributes=attributes,
+            face_lines=tuple(self.face_lines),
         )
 
 
@@ -491,6 +502,30 @@ def load_annotations(path: str | os.PathLike[str], annotation_format: str) -> li
 # ---------------------------------------------------------------------------------------------------------------
 # Dataset
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def faces_outside_images(annotations: WiderFaceAnnotations, images_root: Path,
+                         skip: Collection[Path] = ()) -> list[tuple[Path, str]]:
+    """Faces whose box lies entirely outside its image (sizes from the file headers, EXIF orientation applied).
+
+    Such a face can never be detected: COCO drops a box like it as degenerate; WIDER files keep it, so check-data
+    names it. Images in ``skip`` (unreadable ones, reported already) and missing images are passed over.
+
+    Returns:
+        ``(image path, "file:line: face box (x1, y1, x2, y2) lies outside the image (W x H pixels)")`` per face.
+    """
+    found = []
+    for record in annotations.records:
+        path = images_root / record.relative_path
+        if path in skip or not path.is_file() or not len(record.boxes):
+            continue
+        height, width = oriented_size(path)
+        for index in record.faces_outside(height, width):
+            line = record.face_lines[index] if record.face_lines else record.line_number
+            box = ", ".join(f"{value:g}" for value in record.boxes[index])
+            found.append((path, f"{annotations.path}:{line}: face box ({box}) lies outside the image "
+                                f"{record.relative_path} ({width} x {height} pixels)"))
+    return found
 
 
 def oriented_size(path: str | os.PathLike[str]) -> tuple[int, int]:

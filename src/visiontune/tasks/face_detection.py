@@ -38,6 +38,7 @@ from visiontune.data.widerface import (
     ANNOTATION_FORMATS,
     WiderFaceDataset,
     collate_faces,
+    faces_outside_images,
     load_bgr_image,
     read_annotations,
 )
@@ -337,6 +338,10 @@ class FaceDetectionTask(Task):
         errors = [finding for finding in findings if finding.level == "error"]
         warnings = [finding for finding in findings if finding.level == "warning"]
         lines.extend(f"  {finding.level}: {finding.format()}" for finding in errors[:20] + warnings[:20])
+        outside = faces_outside_images(annotations, images_root, skip={finding.path for finding in errors})
+        lines.extend(f"  warning: {message}" for _, message in outside[:20])
+        check.flagged.extend({"path": str(path), "reason": "face box outside the image", "split": split}
+                             for path, _ in outside)
         if len(errors) > 20 or len(warnings) > 20:
             lines.append(f"  ... {len(errors)} errors and {len(warnings)} warnings in all")
         training_error = None
