@@ -10,7 +10,7 @@ Python API (imported lazily, so ``import visiontune`` stays fast)::
 
 from __future__ import annotations
 
-from typing import Any
+from visiontune.utils.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -27,12 +27,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'visiontune' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = ["__version__", *_LAZY]

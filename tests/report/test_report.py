@@ -22,9 +22,9 @@ from visiontune.report import (
     write_data_report,
     write_run_report,
 )
-from visiontune.report.drawing import contrast_color, draw_labeled_boxes
 from visiontune.report.run_files import default_metric, metric_family, read_csv_dicts, read_run
 from visiontune.tasks import create_task
+from visiontune.utils.drawing import contrast_color, draw_labeled_boxes
 
 IMG = re.compile(r'<img src="data:(image/[a-z+]+);base64,([^"]+)"')
 

@@ -7,6 +7,7 @@ five points::
     before_train                  # BaselineEval: the model before training, the epoch-0 row (train.eval_before)
     for each epoch:
         for each optimizer step:  before_step ... forward/backward/step ...  after_step(losses)
+                                  # losses: a dict at logging steps (every train.log_every), else None
         after_epoch(row)          # row: the epoch's metrics.csv row, with the validation metrics once evaluated
     after_train                   # also when training raised (then trainer.stop_reason is None)
 
@@ -57,8 +58,15 @@ class HookBase:
     def before_step(self, trainer: Trainer) -> None:
         """Before each optimizer step's forward passes (``trainer.state.step`` steps are done)."""
 
-    def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None:
-        """After each optimizer step, with the step's losses averaged over micro-batches and ranks."""
+    def after_step(self, trainer: Trainer, losses: dict[str, float] | None) -> None:
+        """After each optimizer step (``trainer.state.step`` counts it).
+
+        ``losses`` is ``None`` except at a logging step: every ``train.log_every`` steps, the epoch's last step,
+        a step of ``train.save_every_steps`` and ``train.max_steps``. There it holds the losses averaged over
+        micro-batches, ranks and the applied (finite) steps since the previous logging step, plus their sum
+        ``loss``. The loop reads the losses from the device only there: one host sync (and under DDP one
+        collective) per ``train.log_every`` steps, not per step.
+        """
 
     def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
         """After each epoch, with its ``metrics.csv`` row (``epoch``, ``step``, ``train_*``, ``lr``, ``val_*``...)."""
@@ -289,7 +297,7 @@ class StepCheckpointer(HookBase):
         self.every = every
         self.keep_last = keep_last
 
-    def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None:
+    def after_step(self, trainer: Trainer, losses: dict[str, float] | None) -> None:
         if trainer.state.step % self.every != 0:
             return
         trainer.save_checkpoint(f"step_{trainer.state.step}.pt")
@@ -329,7 +337,8 @@ class PlotWriter(HookBase):
         from visiontune.utils.plots import plot_training_curves
 
         try:
-            plot_training_curves(trainer.state.history, trainer.run_dir / "plots")
+            classes = len(trainer.task.meta.get("class_names") or ()) or None  # top-k with k >= classes: left out
+            plot_training_curves(trainer.state.history, trainer.run_dir / "plots", num_classes=classes)
         except Exception as error:  # noqa: BLE001 - a plot must never kill a training run
             logger.warning("could not draw the training curves: %s", error)
 
@@ -358,7 +367,8 @@ class TensorBoardWriter(HookBase):
 
 
 class ProgressBar(HookBase):
-    """A tqdm bar per epoch with the step's loss, learning rate and images per second."""
+    """A tqdm bar per epoch with the loss (averaged since the last logging step), learning rate and images per
+    second, refreshed every ``train.log_every`` steps."""
 
     def __init__(self) -> None:
         self.bar: Any = None
@@ -372,9 +382,11 @@ class ProgressBar(HookBase):
                             desc=f"epoch {trainer.state.epoch + 1}/{config.train.epochs}", dynamic_ncols=True,
                             leave=True)
 
-    def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None:
-        elapsed = time.perf_counter() - trainer.epoch_started
+    def after_step(self, trainer: Trainer, losses: dict[str, float] | None) -> None:
         self.bar.update(trainer.state.batch_in_epoch - self.bar.n)
+        if losses is None:  # between logging steps: the count moves, the numbers wait (no host sync)
+            return
+        elapsed = time.perf_counter() - trainer.epoch_started
         self.bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{trainer.optimizer.param_groups[-1]['lr']:.3g}",
                              img_s=f"{trainer.epoch_images * trainer.dist.world_size / max(elapsed, 1e-9):.1f}")
 
@@ -404,7 +416,7 @@ class MaxStepsStop(HookBase):
     def __init__(self, max_steps: int) -> None:
         self.max_steps = max_steps
 
-    def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None:
+    def after_step(self, trainer: Trainer, losses: dict[str, float] | None) -> None:
         if trainer.state.step >= self.max_steps:
             trainer.end_epoch_early()
 

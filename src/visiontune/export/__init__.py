@@ -11,7 +11,7 @@ writes the same prediction files as the PyTorch path.
 
 from __future__ import annotations
 
-from typing import Any
+from visiontune.utils.lazy import lazy_attributes
 
 _LAZY = {
     "ExportOptions": "visiontune.export.exporter",
@@ -26,12 +26,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'visiontune.export' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = sorted(_LAZY)

@@ -11,10 +11,9 @@ from visiontune.report.html import Page, esc, fmt_number, note, table
 from visiontune.report.run_files import (
     RunFiles,
     config_difference,
-    is_percent_metric,
     read_run,
 )
-from visiontune.report.run_report import format_duration, main_metric_columns
+from visiontune.report.run_report import format_duration, main_metric_columns, metric_cell
 
 __all__ = ["compare_runs", "write_comparison"]
 
@@ -22,12 +21,7 @@ IGNORED_KEYS = ("name",)
 
 
 def _value(column: str, row: dict[str, float] | None) -> str:
-    if row is None or column is None:
-        return "–"
-    value = row.get(column, math.nan)
-    if math.isnan(value):
-        return "–"
-    return f"{100 * value:.2f}%" if column.startswith("val_") and is_percent_metric(column) else fmt_number(value)
+    return "–" if row is None or column is None else metric_cell(column, row)
 
 
 def _console_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

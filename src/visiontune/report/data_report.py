@@ -20,13 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from visiontune.report import figures
-from visiontune.report.drawing import (
-    caption_image,
-    color_of,
-    draw_labeled_boxes,
-    load_thumbnail,
-)
 from visiontune.report.html import Page, esc, image_data_uri, img_tag, note, table
+from visiontune.utils.drawing import caption_image, color_of, draw_labeled_boxes, load_thumbnail
 
 __all__ = ["DETECTION_TASKS", "write_data_report"]
 

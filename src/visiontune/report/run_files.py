@@ -17,25 +17,18 @@ from typing import Any
 
 import yaml
 
-__all__ = ["RunFiles", "config_difference", "default_metric", "flatten", "main_metric", "metric_family", "read_run"]
+from visiontune.utils.plots import LOWER_IS_BETTER, is_percent_metric, is_saturated_topk, metric_family, to_float
+
+__all__ = ["RunFiles", "config_difference", "default_metric", "flatten", "is_percent_metric", "main_metric",
+           "metric_family", "read_run"]
 
 DEFAULT_METRICS = {"classification": "top1", "face_detection": "ap", "instance_segmentation": "segm_AP"}
 """The task's ``default_metric`` (``visiontune.tasks``), mirrored here to stay below the tasks layer; face detection
 uses ``ap_hard`` instead when ``face.gt_dir`` is set (:func:`default_metric`)."""
 METRIC_MODES = {"classification": "max", "face_detection": "max", "instance_segmentation": "max"}
 """The task's ``metric_mode`` (``visiontune.tasks``), the engine's mode when ``train.metric_mode`` is unset."""
-LOWER_IS_BETTER = ("loss", "nme", "error", "fpr")
-_TOPK = re.compile(r"^top(\d+)$")
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:,\d+)? ")
 _SECTION = re.compile(r"^=== visiontune run started (\S+)")
-
-
-def to_float(value: Any) -> float:
-    """A metrics.csv cell as a float; NaN when empty or not a number."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 @dataclass
@@ -91,18 +84,9 @@ class RunFiles:
 
     def val_metrics(self) -> list[str]:
         """The ``val_*`` columns worth showing: top-k with k >= the number of classes dropped (always 100%)."""
-        names = []
-        for column in self.columns:
-            if not column.startswith("val_"):
-                continue
-            match = _TOPK.match(column[4:])
-            if match and int(match.group(1)) > 1 and self.num_classes is not None \
-                    and int(match.group(1)) >= self.num_classes:
-                continue
-            if all(math.isnan(v) for v in self.column(column)):
-                continue
-            names.append(column)
-        return names
+        return [column for column in self.columns if column.startswith("val_")
+                and not is_saturated_topk(column, self.num_classes)
+                and not all(math.isnan(v) for v in self.column(column))]
 
     def training_rows(self) -> list[dict[str, float]]:
         """Rows of trained epochs (epoch >= 1); the epoch-0 row is the evaluation before training."""
@@ -173,39 +157,6 @@ def main_metric(run: RunFiles) -> tuple[str | None, str]:
     if mode is None:
         mode = "min" if any(word in name.lower() for word in LOWER_IS_BETTER) else "max"
     return column or name, str(mode)
-
-
-def metric_family(column: str) -> str:
-    """The curve panel of a validation metric: metrics that share a scale and are compared together.
-
-    ``top1``/``top5`` -> ``top-k accuracy``; ``macro_*`` -> ``macro averages``; ``ap``/``ap_easy``... -> ``AP``;
-    ``segm_AP``/``AP50``/``AP75`` -> ``segm AP``; ``segm_APs/m/l`` -> ``segm AP by size``; ``segm_AP_<category>``
-    -> ``segm AP per category``; anything else is its own family.
-    """
-    name = column.removeprefix("val_")
-    if _TOPK.match(name):
-        return "top-k accuracy"
-    if name.startswith("macro_"):
-        return "macro averages"
-    if name == "ap" or name.startswith("ap_"):
-        return "AP"
-    match = re.match(r"^(segm|bbox|keypoints)_(.+)$", name)
-    if match:
-        kind, rest = match.groups()
-        if rest in ("AP", "AP50", "AP75"):
-            return f"{kind} AP"
-        if rest in ("APs", "APm", "APl"):
-            return f"{kind} AP by size"
-        if rest.startswith("AP_"):
-            return f"{kind} AP per category"
-        return f"{kind} {rest}"
-    return name
-
-
-def is_percent_metric(column: str) -> bool:
-    """Fractions 0-1 shown as percent: accuracies, precisions, recalls, F1, AP; not losses or NME."""
-    name = column.lower()
-    return not any(word in name for word in LOWER_IS_BETTER)
 
 
 def flatten(values: Any, prefix: str = "") -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from visiontune.report import figures
+from visiontune.report.figures import DPI
 from visiontune.report.html import (
     Page,
     details,
@@ -30,8 +30,9 @@ from visiontune.report.run_files import (
     read_run,
 )
 from visiontune.report.task_views import eval_folders_view, task_view
+from visiontune.utils.plots import curve_figure, curve_panels, figure_uri
 
-__all__ = ["default_config", "format_duration", "main_metric_columns", "run_summary", "write_run_report"]
+__all__ = ["default_config", "format_duration", "main_metric_columns", "metric_cell", "run_summary", "write_run_report"]
 
 PRESET_KEYS = ("preset", "config_file", "base_config")
 """Top-level config.yaml keys read as the preset a run came from (path to its YAML), when recorded."""
@@ -126,7 +127,8 @@ def run_summary(run: RunFiles) -> dict[str, Any]:
     }
 
 
-def _metric_cell(column: str, row: dict[str, float] | None) -> str:
+def metric_cell(column: str, row: dict[str, float] | None) -> str:
+    """A metric of a metrics.csv row for a table: validation fractions as percent, "–" when missing."""
     if row is None:
         return "not measured"
     value = row.get(column, math.nan)
@@ -146,8 +148,8 @@ def _metrics_table(run: RunFiles) -> str:
         return f" (epoch {int(row['epoch'])})" if row and "epoch" in row and not math.isnan(row["epoch"]) else ""
 
     header = ["metric", "before" + (epoch(before) if before else ""), "best" + epoch(best), "last" + epoch(last)]
-    rows = [[column.removeprefix("val_"), _metric_cell(column, before),
-             _metric_cell(column, best), _metric_cell(column, last)] for column in columns]
+    rows = [[column.removeprefix("val_"), metric_cell(column, before),
+             metric_cell(column, best), metric_cell(column, last)] for column in columns]
     classes = ["best" if column == key else "" for column in columns]
     text = table(header, rows, numeric=False, row_classes=classes)
     if before is None:
@@ -158,36 +160,10 @@ def _metrics_table(run: RunFiles) -> str:
 def _curves(run: RunFiles) -> str:
     if not run.rows:
         return note("no epoch finished yet: no curves.")
-    x = run.epochs
     best, _key, _mode = run.best_row()
     mark = best.get("epoch") if best else None
-    panels: list[str] = []
-    losses = [c for c in run.columns if "loss" in c]
-    total = run.column("train_loss") if "train_loss" in run.columns else None
-    components = [c for c in losses if c != "train_loss" and not c.startswith("val_")
-                  and (total is None or run.column(c) != total)]
-    if "train_loss" in losses or any(c.startswith("val_") for c in losses):
-        series = {c: run.column(c) for c in losses if c == "train_loss" or c.startswith("val_")}
-        panels.append(figures.curve_panel("loss", x, series, mark_x=mark))
-    if components:
-        panels.append(figures.curve_panel("loss components", x, {c.removeprefix("train_"): run.column(c)
-                                                                  for c in components}, log_y=True, mark_x=mark))
-    lrs = [c for c in run.columns if c == "lr" or c.startswith("lr_") or c.endswith("_lr")]
-    if lrs:
-        panels.append(figures.curve_panel("learning rate", x, {c: run.column(c) for c in lrs}))
-    families: dict[str, list[str]] = {}
-    for column in run.val_metrics():
-        if "loss" in column:
-            continue
-        families.setdefault(metric_family(column), []).append(column)
-    for family, columns in families.items():
-        if len(columns) > 8:
-            columns = columns[:8]
-        percent = all(is_percent_metric(c) for c in columns)
-        panels.append(figures.curve_panel(family, x, {c[4:]: run.column(c) for c in columns}, percent=percent,
-                                          mark_x=mark))
-    if "images_per_s" in run.columns:
-        panels.append(figures.curve_panel("training speed", x, {"images/s": run.column("images_per_s")}))
+    panels = [figure_uri(curve_figure([panel], mark_x=None if panel.kind == "lr" else mark, dpi=DPI))
+              for panel in curve_panels({c: run.column(c) for c in run.columns}, num_classes=run.num_classes)]
     body = "".join(f"<figure>{_img(uri, 'curve')}</figure>" for uri in panels)
     return (f'<div class="grid">{body}</div>'
             + note("one panel per metric family; each line has its own marker and dash, the legend gives the last "
@@ -254,7 +230,7 @@ def build_run_page(run: RunFiles) -> str:
     summary = run_summary(run)
     best, key, _mode = run.best_row()
     headline = (f"{key[4:] if key and key.startswith('val_') else key} "
-                f"{_metric_cell(key, best)}" if best and key else "no validation metric yet")
+                f"{metric_cell(key, best)}" if best and key else "no validation metric yet")
     page = Page(f"{run.name}: {run.task}", f"{summary['model']} · best {headline} · {summary['epochs']} epochs")
     facts = dict(summary)
     facts["images/s"] = fmt_number(summary["images/s"], 1) if summary["images/s"] is not None else "not recorded"

@@ -15,9 +15,10 @@ import numpy as np
 from PIL import Image
 
 from visiontune.report import figures
-from visiontune.report.drawing import caption_image, draw_labeled_boxes, load_thumbnail
 from visiontune.report.html import esc, image_data_uri, img_tag, note, table
 from visiontune.report.run_files import RunFiles, read_csv_dicts
+from visiontune.utils.drawing import caption_image, draw_labeled_boxes, load_thumbnail
+from visiontune.utils.plots import confusion_figure, figure_uri
 
 __all__ = ["classification_view", "eval_folders_view", "face_detection_view", "instance_segmentation_view",
            "task_view"]
@@ -59,7 +60,9 @@ def classification_view(run: RunFiles) -> str:
     if run.confusion is not None and names:
         counts = np.asarray(run.confusion, dtype=float)
         parts.append("<h3>Confusion matrix</h3>")
-        parts.append(f'<div class="grid">{_figure(figures.confusion_heatmap(counts, names), "rows: true class; colour: share of the row; numbers: images")}</div>')
+        heatmap = figure_uri(confusion_figure(counts, names, counts_in_cells=True, dpi=figures.DPI, max_side=16.0))
+        caption = "rows: true class; colour: share of the row; numbers: images"
+        parts.append(f'<div class="grid">{_figure(heatmap, caption)}</div>')
     else:
         parts.append(note("eval/confusion_matrix.csv is missing: no confusion matrix (written when the best "
                           "checkpoint is evaluated at the end of training)."))

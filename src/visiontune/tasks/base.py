@@ -14,8 +14,8 @@ import json
 import logging
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -25,8 +25,20 @@ from torch.utils.data import Dataset
 
 from visiontune.config import Config
 from visiontune.models.parts import ModelParts
+from visiontune.registry import suggest
 
 logger = logging.getLogger(__name__)
+
+
+def lookup_model_name(name: str, models: Mapping[str, str], what: str) -> str:
+    """``models[name]`` (the task's model name -> its variant or backbone).
+
+    Raises:
+        ValueError: an unknown name, naming ``model.name``, the nearest valid names and all of them.
+    """
+    if name not in models:
+        raise ValueError(f"model.name: {name!r} is not {what}{suggest(name, list(models))}; valid: {', '.join(models)}")
+    return models[name]
 
 
 @dataclass

@@ -56,7 +56,7 @@ from visiontune.models.retinaface import (
     postprocess_detections,
 )
 from visiontune.registry import suggest
-from visiontune.tasks.base import DataCheck, Task
+from visiontune.tasks.base import DataCheck, Task, lookup_model_name
 from visiontune.utils.drawing import draw_faces
 from visiontune.utils.paths import output_names
 from visiontune.utils.timing import InferenceTimer, synchronize_device
@@ -172,11 +172,7 @@ class FaceDetectionTask(Task):
     @property
     def backbone_name(self) -> str:
         """RetinaFace backbone of ``model.name``."""
-        name = self.config.model.name
-        if name not in RETINAFACE_MODELS:
-            raise ValueError(f"model.name: {name!r} is not a face detection model"
-                             f"{suggest(name, list(RETINAFACE_MODELS))}; valid: {', '.join(RETINAFACE_MODELS)}")
-        return RETINAFACE_MODELS[name]
+        return lookup_model_name(self.config.model.name, RETINAFACE_MODELS, "a face detection model")
 
     def _check_model_config(self, model: RetinaFace) -> None:
         model_config, face = self.config.model, self.config.face

@@ -59,8 +59,7 @@ from visiontune.models.maskrcnn import (
     resolve_batchnorm,
 )
 from visiontune.models.parts import ModelParts
-from visiontune.registry import suggest
-from visiontune.tasks.base import DataCheck, Task
+from visiontune.tasks.base import DataCheck, Task, lookup_model_name
 from visiontune.utils.drawing import draw_instances
 from visiontune.utils.image import open_rgb
 from visiontune.utils.image_tensors import rgb_to_tensor, tensor_to_rgb
@@ -200,11 +199,7 @@ class InstanceSegmentationTask(Task):
     @property
     def variant(self) -> str:
         """Mask R-CNN variant (``v1`` / ``v2``) of ``model.name``."""
-        name = self.config.model.name
-        if name not in MASKRCNN_MODELS:
-            raise ValueError(f"model.name: {name!r} is not an instance segmentation model"
-                             f"{suggest(name, list(MASKRCNN_MODELS))}; valid: {', '.join(MASKRCNN_MODELS)}")
-        return MASKRCNN_MODELS[name]
+        return lookup_model_name(self.config.model.name, MASKRCNN_MODELS, "an instance segmentation model")
 
     @property
     def class_names(self) -> list[str]:

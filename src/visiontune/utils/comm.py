@@ -150,6 +150,36 @@ def any_rank(flags: Sequence[bool], device: torch.device) -> list[bool]:
     return [bool(vote > 0) for vote in votes.tolist()]
 
 
+def all_reduce_sum_with_votes(tensor: torch.Tensor, flags: Sequence[bool]) -> tuple[list[Any], list[bool]]:
+    """Sum ``tensor`` over ranks and vote on ``flags`` (:func:`any_rank`) in one ``all_reduce``, then read both
+    back with one device-to-host copy: ``(tensor.tolist() of the sums, flags set on any rank)``.
+
+    The training loop's only collective between epochs: the losses of the steps since the last logging step
+    and the stop vote ride together. ``tensor`` lives on the training device (NCCL needs CUDA tensors).
+    """
+    votes = torch.tensor([float(bool(flag)) for flag in flags], dtype=tensor.dtype, device=tensor.device)
+    flat = torch.cat([tensor.reshape(-1), votes])
+    all_reduce_sum(flat)
+    values = flat.tolist()
+    count = tensor.numel()
+    summed: list[Any] = values[:count]
+    if tensor.dim() == 2:  # rows, as tensor.tolist() gives them
+        columns = tensor.shape[1]
+        summed = [summed[row * columns:(row + 1) * columns] for row in range(tensor.shape[0])]
+    return summed, [vote > 0 for vote in values[count:]]
+
+
+def reduce_objects_to_main(obj: Any) -> list[Any] | None:
+    """Gather one picklable object per rank on rank 0 only: the list in rank order there, ``None`` elsewhere
+    (``[obj]`` in one process). Less traffic and memory than :func:`all_gather_objects` when only rank 0 needs
+    them (e.g. COCO results that rank 0 alone scores)."""
+    if dist.is_available() and dist.is_initialized():
+        gathered: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+        dist.gather_object(obj, gathered, dst=0)
+        return gathered
+    return [obj]
+
+
 def all_gather_objects(obj: Any) -> list[Any]:
     """Gather one picklable object per rank, in rank order (``[obj]`` in one process)."""
     if dist.is_available() and dist.is_initialized():
