@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Iterable
@@ -22,7 +23,8 @@ from visiontune.utils import comm as dist_utils
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvalResult", "Hook", "HookBase", "check_data", "config_for_checkpoint", "evaluate", "predict", "train"]
+__all__ = ["WEIGHTS_RULE", "EvalResult", "Hook", "HookBase", "Weights", "check_data", "config_for_checkpoint",
+           "evaluate", "predict", "read_visiontune_checkpoint", "resolve_weights", "train"]
 
 
 @dataclass
@@ -66,32 +68,120 @@ def config_for_checkpoint(checkpoint: dict[str, Any], config_path: str | Path | 
     return config
 
 
+WEIGHTS_RULE = (
+    "checkpoint= takes a visiontune checkpoint (runs/.../best.pt: the config comes from it) or plain weights "
+    "(.pth/.pt state dict, .safetensors, MindSpore .ckpt); plain weights need -c config.yaml or task=/model.name= "
+    "to say what to build, and load as train loads model.checkpoint. model.checkpoint= is the same for plain weights."
+)
+"""The one rule of ``eval`` / ``predict`` for the weights, printed by ``-h`` and in errors."""
+
+_TORCH_SUFFIXES = (".pt", ".pth", ".tar", ".bin")
+
+
+def read_visiontune_checkpoint(path: str | Path) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` when it is a visiontune checkpoint (verified, see
+    :func:`~visiontune.engine.checkpoint.load_checkpoint`), ``None`` when it holds plain weights (a state dict,
+    ``.safetensors``, a MindSpore ``.ckpt``, or a file ``torch.load`` cannot read: reading it as weights then
+    names the problem).
+
+    Raises:
+        WeightFileNotFoundError: ``path`` does not exist.
+    """
+    from visiontune.models.loading import WeightFileNotFoundError
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightFileNotFoundError(f"weights file not found: {path}")
+    if path.suffix.lower() not in _TORCH_SUFFIXES:
+        return None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not a zip file (mmap), or unreadable: try again, else plain weights
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - read_weights reports it
+            return None
+    if not (isinstance(obj, dict) and "model" in obj and "config" in obj):
+        return None
+    del obj
+    return load_checkpoint(path)
+
+
+@dataclass
+class Weights:
+    """What ``eval`` / ``predict`` run: the config to build and either a visiontune checkpoint or plain weights."""
+
+    config: Config
+    path: Path
+    checkpoint: dict[str, Any] | None
+    """The visiontune checkpoint; ``None``: plain weights, in ``config.model.checkpoint``."""
+
+
+def resolve_weights(config: Config, checkpoint: str | Path | None = None) -> Weights:
+    """The weights of ``eval`` / ``predict``: ``checkpoint``, else ``config.checkpoint``, else
+    ``config.model.checkpoint`` (see :data:`WEIGHTS_RULE`).
+
+    A visiontune checkpoint is used with its stored weights and meta; plain weights are put in (a copy of) the
+    config's ``model.checkpoint``, so the task loads them as training does.
+
+    Raises:
+        ValueError: no weights given.
+        WeightFileNotFoundError: the file does not exist.
+    """
+    given = checkpoint or config.checkpoint or config.model.checkpoint
+    if not given:
+        raise ValueError(f"no weights given: {WEIGHTS_RULE}")
+    path = Path(given)
+    state = read_visiontune_checkpoint(path)
+    if state is not None:
+        return Weights(config=config, path=path, checkpoint=state)
+    config = copy.deepcopy(config)
+    config.checkpoint = None
+    config.model.checkpoint = str(path)
+    if config.task == "instance_segmentation" and config.model.init == "none":
+        config.model.init = "coco"  # plain weights of a whole Mask R-CNN (training would ask for model.init=coco)
+    return Weights(config=config, path=path, checkpoint=None)
+
+
+def build_model_for_weights(task: Any, weights: Weights) -> torch.nn.Module:
+    """The task's model with ``weights``: a checkpoint's state dict (strict, after its meta), or plain weights
+    loaded as ``train`` loads ``model.checkpoint`` (with the load report)."""
+    if weights.checkpoint is None:
+        logger.info("%s holds plain weights: building %s (%s) and loading them as training does",
+                    weights.path, weights.config.model.name, weights.config.task)
+        return task.build_model(load_weights=True)
+    model = task.build_model(load_weights=False)
+    model.load_state_dict(weights.checkpoint["model"])
+    return model
+
+
 def evaluate(config: Config, *, checkpoint: str | Path | None = None) -> EvalResult:
-    """Evaluate a visiontune checkpoint on ``data.val_split`` with the same code as validation in training.
+    """Evaluate weights on ``data.val_split`` with the same code as validation in training.
 
     Args:
-        config: Data and evaluation settings (``config.checkpoint`` names the checkpoint unless given).
-        checkpoint: Path overriding ``config.checkpoint``.
+        config: Data and evaluation settings, and what to build for plain weights.
+        checkpoint: A visiontune checkpoint or plain weights, overriding ``config.checkpoint`` /
+            ``config.model.checkpoint`` (see :data:`WEIGHTS_RULE`).
 
     Returns:
         ``val_*`` metrics of the weights (and ``val_ema_*`` when the checkpoint holds an EMA), and the folder
-        with the confusion matrix / PR curves / ``metrics.json``.
+        with the confusion matrix / PR curves / ``metrics.json``: ``output``, else ``eval-<split>`` next to a
+        checkpoint inside a visiontune run folder, else a new folder under ``<project>/<task>/`` (always for plain
+        weights).
     """
-    path = Path(checkpoint or config.checkpoint or "")
-    if not str(path) or str(path) == ".":
-        raise ValueError("evaluate needs a checkpoint: checkpoint=path/to/best.pt")
-    state = load_checkpoint(path)
+    weights = resolve_weights(config, checkpoint)
+    config, path, state = weights.config, weights.path, weights.checkpoint
     info = dist_utils.env_dist_info()
     device = dist_utils.resolve_device(config.device, info)
     dist_utils.init_distributed(device)
     task = create_task(config)
-    task.load_meta(state.get("meta", {}))
+    if state is not None:
+        task.load_meta(state.get("meta", {}))
     if not config.data.val_split:
         raise ValueError("data.val_split is not set: nothing to evaluate")
     dataset = task.build_dataset(config.data.val_split, train=False)
     loader = build_eval_loader(task, dataset, config)
-    model = task.build_model(load_weights=False)
-    model.load_state_dict(state["model"])
+    model = build_model_for_weights(task, weights)
     model.to(device)
     evaluator = task.build_evaluator(dataset)
     metrics = {f"val_{k}": v for k, v in run_evaluation(model, loader, evaluator, device=device,
@@ -101,14 +191,14 @@ def evaluate(config: Config, *, checkpoint: str | Path | None = None) -> EvalRes
         folder_name = f"eval-{Path(config.data.val_split).stem}"
         if config.output:
             output_dir = Path(config.output)
-        elif is_run_dir(path.parent):  # next to the checkpoint only in a run folder that visiontune created
+        elif state is not None and is_run_dir(path.parent):  # next to a checkpoint in a run folder visiontune made
             output_dir = path.parent / folder_name
         else:
             output_dir = new_run_dir(Path(config.project) / config.task, folder_name)
-            logger.info("%s is not inside a visiontune run folder: results go to %s", path, output_dir)
+            logger.info("%s is not a checkpoint inside a visiontune run folder: results go to %s", path, output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         evaluator.save_artifacts(output_dir)
-    if state.get("ema") is not None:
+    if state is not None and state.get("ema") is not None:
         model.load_state_dict(state["ema"])
         ema_evaluator = task.build_evaluator(dataset)
         metrics.update({f"val_ema_{k}": v for k, v in run_evaluation(model, loader, ema_evaluator,
@@ -119,17 +209,19 @@ def evaluate(config: Config, *, checkpoint: str | Path | None = None) -> EvalRes
 
 
 def predict(config: Config, *, checkpoint: str | Path | None = None, source: str | None = None) -> list[Path]:
-    """Run a checkpoint on ``source`` (image, folder or list) and write the task's prediction files."""
-    path = Path(checkpoint or config.checkpoint or "")
+    """Run weights (a visiontune checkpoint or plain weights, see :data:`WEIGHTS_RULE`) on ``source`` (image,
+    folder or list) and write the task's prediction files (in ``output``, else a new ``<project>/<task>/predict``
+    folder)."""
     source = source or config.source
     if not source:
         raise ValueError("predict needs a source: source=path/to/image_or_folder")
-    state = load_checkpoint(path)
+    weights = resolve_weights(config, checkpoint)
+    config = weights.config
     device = dist_utils.resolve_device(config.device)
     task = create_task(config)
-    task.load_meta(state.get("meta", {}))
-    model = task.build_model(load_weights=False)
-    model.load_state_dict(state["model"])
+    if weights.checkpoint is not None:
+        task.load_meta(weights.checkpoint.get("meta", {}))
+    model = build_model_for_weights(task, weights)
     model.to(device).eval()
     output_dir = Path(config.output) if config.output else new_run_dir(Path(config.project) / config.task, "predict")
     with torch.no_grad():

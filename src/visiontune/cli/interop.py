@@ -73,7 +73,10 @@ def convert_mindspore_checkpoint(source: str | os.PathLike[str], output: str | o
     if not source.is_file():
         raise ConvertError(f"checkpoint not found: {source}")
     state_dict, report = convert_mindspore_state_dict(read_mindspore_checkpoint(source), arch)
+    # mindspore_arch: loading the file into a model (model.checkpoint) gives it MindSpore's padding where the
+    # architecture needs it (MobileNetV3; see visiontune.models.classification.load_classifier_weights)
     save_pytorch_state_dict(state_dict, output, metadata={"source": str(source), "arch": report.architecture,
+                                                          "mindspore_arch": report.architecture,
                                                           "converted_by": "visiontune convert"})
     return report
 
@@ -356,7 +359,16 @@ def _print_conversion(report: ConversionReport, *, output: Path, list_all: bool)
         print(f"added {len(report.added)} BatchNorm num_batches_tracked counters (0)")
     for name, (before, after) in report.reshaped.items():
         print(f"reshaped {name}: {list(before)} -> {list(after)}")
-    if architecture.notes:
+    if architecture.depthwise_same_padding:
+        if output.suffix.lower() == ".safetensors":
+            print(f"metadata mindspore_arch={architecture.name}: model.checkpoint={output} gives the model MindSpore's "
+                  "'same' padding of the strided depthwise convolutions (as MindSpore computes; "
+                  "model.mindspore_padding=false keeps timm's)")
+        else:
+            print(f"note: {output.suffix} files keep no metadata: the model loading {output} keeps timm's padding and "
+                  f"its outputs differ from MindSpore's; write .safetensors (or load the .ckpt) to get MindSpore's "
+                  "padding")
+    elif architecture.notes:
         print(f"note: {architecture.notes}")
     model_name = (architecture.target_name if architecture.target_library == "timm"
                   else f"retinaface_{architecture.target_name}")

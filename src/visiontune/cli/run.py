@@ -7,6 +7,7 @@ Every option is a config key (``key=value``, checked against the schema like a Y
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,17 +68,45 @@ def _requested_config(args: argparse.Namespace) -> tuple[Config, list[str]]:
     return load_config(args.config, overrides), overrides
 
 
+WEIGHTS_HELP = (
+    "weights: checkpoint= takes a visiontune checkpoint (runs/.../best.pt: the config comes from it; -c and\n"
+    "key=value change data and evaluation settings) or plain weights (.pth/.pt state dicts of the reference\n"
+    "implementations, .safetensors, MindSpore .ckpt); plain weights need -c CFG.yaml or task=/model.name= to say\n"
+    "what to build, and load as train loads model.checkpoint (with its load report). model.checkpoint= is the\n"
+    "same for plain weights; checkpoint= wins when both are given."
+)
+"""The one rule of ``eval`` / ``predict`` for their weights (``-h``; ``visiontune.api.WEIGHTS_RULE`` in errors)."""
+
+WHAT_TO_BUILD_KEYS = ("task", "model.name")
+"""Override keys that say what to build for plain weights (besides ``-c``)."""
+
+
 def _checkpoint_config(args: argparse.Namespace) -> Config:
-    """The checkpoint's stored config with ``-c`` / the overrides applied (see ``config_for_checkpoint``)."""
-    from visiontune.api import config_for_checkpoint
+    """The config of ``eval`` / ``predict`` (see :data:`WEIGHTS_HELP`): a visiontune checkpoint's stored config with
+    ``-c`` / the overrides applied (see ``config_for_checkpoint``); for plain weights, the command line's config,
+    which must say what to build."""
+    from visiontune.api import WEIGHTS_RULE, config_for_checkpoint, read_visiontune_checkpoint
     from visiontune.config import ConfigError
-    from visiontune.engine.checkpoint import load_checkpoint
+    from visiontune.models.loading import WeightFileNotFoundError
 
     requested, overrides = _requested_config(args)
-    if not requested.checkpoint:
-        raise ConfigError("give the checkpoint as checkpoint=path/to/best.pt")
-    state = load_checkpoint(requested.checkpoint)
-    return config_for_checkpoint(state, args.config, overrides)
+    key = "checkpoint" if requested.checkpoint else "model.checkpoint"
+    given = requested.checkpoint or requested.model.checkpoint
+    if not given:
+        raise ConfigError(f"give the weights as checkpoint=path/to/best.pt or plain weights: {WEIGHTS_RULE}")
+    try:
+        state = read_visiontune_checkpoint(given)
+    except WeightFileNotFoundError:
+        raise WeightFileNotFoundError(f"{key} not found: {given}") from None
+    if state is not None:
+        config = config_for_checkpoint(state, args.config, overrides)
+        config.checkpoint = given  # also when it came as model.checkpoint= (the stored model section replaced it)
+        return config
+    if not args.config and not set(WHAT_TO_BUILD_KEYS) & set(override_keys(overrides)):
+        raise ConfigError(f"{key}={given} holds plain weights, not a visiontune checkpoint: say what to build with "
+                          f"-c CFG.yaml or task=... model.name=... (e.g. task=classification "
+                          f"model.name=mobilenetv3_small_100)")
+    return requested
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -134,6 +163,15 @@ def run_check_data(args: argparse.Namespace) -> int:
     return 1 if has_errors else 0
 
 
+def _configure_weights_command(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.ArgumentParser],
+                                                                                         None]:
+    def configure(parser: argparse.ArgumentParser) -> None:
+        add_config_arguments(parser, handler)
+        parser.description = f"{parser.description}\n\n{WEIGHTS_HELP}"
+
+    return configure
+
+
 def _configure_check_data(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, run_check_data)
     parser.add_argument("--report", action="store_true",
@@ -163,18 +201,28 @@ COMMANDS = (
         _configure_train,
     ),
     Command(
-        "eval", "evaluate a checkpoint on data.val_split",
+        "eval", "evaluate a checkpoint or plain weights on data.val_split",
         "  visiontune eval checkpoint=runs/classification/exp/best.pt\n"
         "  visiontune eval -c cfg.yaml checkpoint=best.pt data.val_split=test output=eval-test\n"
-        "  visiontune eval checkpoint=best.pt face.gt_dir=widerface/eval_tools/ground_truth",
-        lambda parser: add_config_arguments(parser, run_eval),
+        "  visiontune eval checkpoint=best.pt face.gt_dir=widerface/eval_tools/ground_truth\n"
+        "  visiontune eval -c configs/face_detection/retinaface_mobilenet025_finetune.yaml \\\n"
+        "      checkpoint=mobilenet0.25_Final.pth data.root=widerface face.gt_dir=widerface/ground_truth"
+        "   # baseline\n"
+        "  visiontune eval task=classification model.name=mobilenetv3_small_100 checkpoint=mindcv.ckpt "
+        "data.root=data",
+        _configure_weights_command(run_eval),
     ),
     Command(
-        "predict", "predict with a checkpoint or an exported .onnx model on an image, a folder or a list",
+        "predict", "predict with a checkpoint, plain weights or an exported .onnx model on an image, a folder or "
+                   "a list",
         "  visiontune predict checkpoint=runs/classification/exp/best.pt source=photos/ topk=3\n"
         "  visiontune predict checkpoint=best.pt source=photos/ output=preds face.vis_thresh=0.5\n"
+        "  visiontune predict -c configs/face_detection/retinaface_mobilenet025_finetune.yaml "
+        "checkpoint=mobilenet0.25_Final.pth source=photos/\n"
+        "  visiontune predict task=classification model.name=mobilenetv3_small_100 checkpoint=mindcv.ckpt "
+        "source=photos/\n"
         "  visiontune predict checkpoint=best.onnx source=photos/ output=preds   # ONNX Runtime (device=cpu)",
-        lambda parser: add_config_arguments(parser, run_predict),
+        _configure_weights_command(run_predict),
     ),
     Command(
         "check-data", "scan a dataset for corrupt images, empty classes, duplicates",

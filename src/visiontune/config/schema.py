@@ -49,6 +49,10 @@ class ModelConfig:
     """Stochastic depth rate (timm ``drop_path_rate``); ``null``: the model's default."""
     min_loaded_fraction: Annotated[float, Fraction] = 0.9
     """Fail when fewer than this fraction of the non-head tensors could be loaded from the checkpoint."""
+    mindspore_padding: bool = True
+    """Classification from MindCV weights (a ``.ckpt``, or a ``.safetensors`` written by ``visiontune convert``):
+    give strided depthwise convolutions MindSpore's ``pad_mode="same"`` padding (MobileNetV3), so the model computes
+    what MindSpore computes; recorded in the checkpoints' ``meta``. ``false`` keeps timm's symmetric padding."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the model factory."""
 

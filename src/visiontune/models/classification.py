@@ -15,7 +15,13 @@ import timm
 import torch
 from torch import nn
 
-from visiontune.models.loading import LoadReport, WeightLoadError, load_weights_with_report, read_weights
+from visiontune.models.loading import (
+    LoadReport,
+    WeightLoadError,
+    load_weights_with_report,
+    mindspore_source,
+    read_weights,
+)
 from visiontune.registry import suggest
 
 logger = logging.getLogger(__name__)
@@ -108,12 +114,17 @@ def create_timm_model(name: str, *, num_classes: int, pretrained: bool = False, 
 
 def load_classifier_weights(model: ImageClassifier, path: str, *, key: str | None = None,
                             min_loaded_fraction: float = 0.9, arch: str | None = None,
-                            backbone: str | None = None) -> LoadReport:
+                            backbone: str | None = None, mindspore_padding: bool = True) -> LoadReport:
     """Load a local weight file into ``model.net``; a head of another class count is re-initialised.
 
     Accepts plain timm/torchvision state dicts and visiontune checkpoints (``net.`` prefixed names). A head-only
     checkpoint (``train.save_head_only``'s ``best_head.pt``) loads on top of the backbone weights of ``backbone``,
     else of the backbone source recorded in it (see :func:`load_head_checkpoint`).
+
+    MindCV weights (a MindSpore ``.ckpt``, or a ``.safetensors`` that ``visiontune convert`` wrote from one) of an
+    architecture that pads its strided depthwise convolutions MindSpore's way (MobileNetV3) give ``model.net``
+    that padding too, unless ``mindspore_padding`` is false (:func:`apply_mindspore_padding`); the report's
+    ``mindspore_padding`` then names the architecture.
     """
     state_dict = read_weights(path, key=key, arch=arch)
     if state_dict and all(name.startswith("net.") for name in state_dict):
@@ -125,13 +136,65 @@ def load_classifier_weights(model: ImageClassifier, path: str, *, key: str | Non
 
     if state_dict and all(is_head(name) for name in state_dict):
         return load_head_checkpoint(model, path, state_dict, backbone=backbone,
-                                    min_loaded_fraction=min_loaded_fraction, arch=arch)
+                                    min_loaded_fraction=min_loaded_fraction, arch=arch,
+                                    mindspore_padding=mindspore_padding)
 
     try:
-        return load_weights_with_report(model.net, state_dict, source=str(path), is_head=is_head,
-                                        min_loaded_fraction=min_loaded_fraction)
+        report = load_weights_with_report(model.net, state_dict, source=str(path), is_head=is_head,
+                                          min_loaded_fraction=min_loaded_fraction)
     except WeightLoadError as error:
         raise WeightLoadError(f"model.checkpoint does not fit model {model.net.__class__.__name__}: {error}") from None
+    source_arch = mindspore_source(path, arch)
+    if source_arch is not None:
+        if mindspore_padding:
+            if apply_mindspore_padding(model, source_arch):
+                report.mindspore_padding = source_arch
+        elif get_mindspore_architecture(source_arch).depthwise_same_padding:
+            logger.warning("model.mindspore_padding=false: %s keeps timm's symmetric padding, so its outputs differ "
+                           "from MindSpore's for the weights of %s", model.net.__class__.__name__, path)
+    return report
+
+
+def apply_mindspore_padding(model: ImageClassifier, arch: str) -> list[str]:
+    """Give ``model.net`` the padding of the MindSpore architecture ``arch`` (in place; see
+    :func:`visiontune.interop.mindspore.match_mindspore_padding`): the names of the replaced convolutions, empty
+    when ``arch`` pads like timm. State-dict names and weights are unchanged."""
+    from visiontune.interop.mindspore import match_mindspore_padding
+
+    if not get_mindspore_architecture(arch).depthwise_same_padding:
+        return []
+    return match_mindspore_padding(model.net, arch)
+
+
+def get_mindspore_architecture(arch: str) -> Any:
+    from visiontune.interop.mindspore import get_mindspore_architecture as lookup
+
+    return lookup(arch)
+
+
+def classes_in_weights(path: str, name: str, *, key: str | None = None, arch: str | None = None) -> int | None:
+    """The class count of the classifier that the weights file ``path`` holds for the timm model ``name`` (the rows
+    of its classifier weight), or ``None`` when the file has no such tensor (e.g. a backbone-only file)."""
+    config = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else None
+    classifier = getattr(config, "classifier", None) if config is not None else None
+    if classifier is None and timm.is_model(name):
+        classifier = classifier_head_prefixes(create_timm_model(name, num_classes=1)) or None
+    if classifier is None:
+        return None
+    prefixes = [classifier] if isinstance(classifier, str) else list(classifier)
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)  # the conversion report is logged when the weights load
+    try:
+        state_dict = read_weights(path, key=key, arch=arch)
+    finally:
+        logging.disable(previous)
+    if state_dict and all(entry.startswith("net.") for entry in state_dict):
+        state_dict = {entry[len("net."):]: tensor for entry, tensor in state_dict.items()}
+    for prefix in prefixes:
+        weight = state_dict.get(f"{prefix}.weight")
+        if weight is not None and weight.ndim >= 1:
+            return int(weight.shape[0])
+    return None
 
 
 def transfer_pretrained(model: ImageClassifier, name: str, *, min_loaded_fraction: float = 0.9) -> LoadReport:
@@ -169,7 +232,7 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
 
 def load_head_checkpoint(model: ImageClassifier, path: str | Path, head: dict[str, torch.Tensor], *,
                          backbone: str | None = None, min_loaded_fraction: float = 0.9,
-                         arch: str | None = None) -> LoadReport:
+                         arch: str | None = None, mindspore_padding: bool = True) -> LoadReport:
     """Backbone weights, then the classifier tensors ``head`` of the head-only checkpoint ``path``.
 
     The backbone comes from ``backbone`` (``model.backbone_checkpoint``), else from the source the training run
@@ -186,7 +249,8 @@ def load_head_checkpoint(model: ImageClassifier, path: str | Path, head: dict[st
     source = raw.get("backbone_source") or {}
     backbone = backbone or source.get("checkpoint")
     if backbone:
-        report = load_classifier_weights(model, backbone, min_loaded_fraction=min_loaded_fraction, arch=arch)
+        report = load_classifier_weights(model, backbone, min_loaded_fraction=min_loaded_fraction, arch=arch,
+                                         mindspore_padding=mindspore_padding)
     elif source.get("pretrained"):
         report = transfer_pretrained(model, source["pretrained"], min_loaded_fraction=min_loaded_fraction)
     else:

@@ -130,6 +130,51 @@ def read_weights(path: str | Path, *, key: str | None = None, arch: str | None =
     return select_state_dict(obj, path, key)
 
 
+MINDSPORE_ARCH_METADATA = "mindspore_arch"
+"""The safetensors metadata key (written by ``visiontune convert``) naming the MindSpore architecture the tensors
+were converted from; :func:`mindspore_source` reads it."""
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata in a ``.safetensors`` header (empty for other files, or an unreadable header)."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors" or not path.is_file():
+        return {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except Exception:  # noqa: BLE001 - read_weights names the file when it cannot read it
+        return {}
+
+
+def mindspore_source(path: str | Path, arch: str | None = None) -> str | None:
+    """The canonical MindSpore architecture whose weights ``path`` holds, or ``None`` for PyTorch weights.
+
+    A MindSpore ``.ckpt`` read for ``arch`` gives that architecture; a ``.safetensors`` written by ``visiontune
+    convert`` gives the one in its metadata (``mindspore_arch``; files converted before that key existed: ``arch``
+    with ``converted_by: visiontune convert``). Unknown names give ``None``.
+    """
+    from visiontune.interop.mindspore import UnknownArchitectureError, get_mindspore_architecture
+
+    path = Path(path)
+    name: str | None = None
+    if path.suffix.lower() == ".ckpt":
+        name = arch
+    else:
+        metadata = safetensors_metadata(path)
+        name = metadata.get(MINDSPORE_ARCH_METADATA)
+        if name is None and metadata.get("converted_by") == "visiontune convert":
+            name = metadata.get("arch")
+    if not name:
+        return None
+    try:
+        return get_mindspore_architecture(name).name
+    except UnknownArchitectureError:
+        return None
+
+
 def _read_mindspore(path: Path, arch: str | None) -> dict[str, torch.Tensor]:
     """A MindSpore ``.ckpt`` converted to PyTorch names for ``arch``.
 
@@ -169,6 +214,9 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     backbone_total: int = 0
     backbone_loaded: int = 0
+    mindspore_padding: str | None = None
+    """The MindSpore architecture whose ``pad_mode="same"`` padding the model was given after loading (MindCV
+    MobileNetV3 weights), else ``None``."""
 
     @property
     def backbone_fraction(self) -> float:
@@ -191,6 +239,9 @@ class LoadReport:
             f"  missing         {len(self.missing):5d}   {names(self.missing)}",
             f"  unexpected      {len(self.unexpected):5d}   {names(self.unexpected)}",
         ]
+        if self.mindspore_padding:
+            lines.append(f"  MindSpore 'same' padding of {self.mindspore_padding} on the strided depthwise convolutions "
+                         "(model.mindspore_padding)")
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
@@ -201,6 +252,7 @@ class LoadReport:
             "missing": list(self.missing),
             "unexpected": list(self.unexpected),
             "backbone_fraction": self.backbone_fraction,
+            **({"mindspore_padding": self.mindspore_padding} if self.mindspore_padding else {}),
         }
 
 

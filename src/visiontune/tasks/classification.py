@@ -28,7 +28,9 @@ from visiontune.utils.image import open_rgb
 from visiontune.evaluation.classification import ClassificationEvaluator
 from visiontune.models.classification import (
     ImageClassifier,
+    apply_mindspore_padding,
     backbone_sha256,
+    classes_in_weights,
     classifier_head_prefixes,
     create_timm_model,
     load_classifier_weights,
@@ -100,6 +102,7 @@ class ClassificationTask(Task):
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self._mixup: Callable | None = None
+        self._weights_classes: int | None = None
 
     # ------------------------------------------------------------------ data
     def read_source(self, split: str, *, classes: list[str] | None) -> ClassificationSource:
@@ -205,6 +208,14 @@ class ClassificationTask(Task):
         if self.config.model.num_classes is not None:
             return self.config.model.num_classes
         if "class_names" not in self.meta:
+            checkpoint = self.config.model.checkpoint
+            if checkpoint and self._weights_classes is None:
+                # plain weights without data (``predict``): the class count of the file's classifier
+                self._weights_classes = classes_in_weights(checkpoint, self.config.model.name,
+                                                           key=self.config.model.checkpoint_key,
+                                                           arch=self.config.model.name)
+            if checkpoint and self._weights_classes is not None:
+                return self._weights_classes
             raise ValueError("the number of classes is unknown: build the training dataset first or set model.num_classes")
         return len(self.meta["class_names"])
 
@@ -225,12 +236,19 @@ class ClassificationTask(Task):
                                 drop_rate=model_config.drop_rate, drop_path_rate=model_config.drop_path_rate,
                                 **model_config.kwargs)
         model = ImageClassifier(net, self.build_criterion())
+        if not load_weights and self.meta.get("mindspore_padding"):
+            # weights fine-tuned from MindCV weights (eval, predict, resume, export): the same padding as in training
+            apply_mindspore_padding(model, self.meta["mindspore_padding"])
         if load_weights:
+            self.meta.pop("mindspore_padding", None)
             if model_config.checkpoint:
                 report = load_classifier_weights(model, model_config.checkpoint, key=model_config.checkpoint_key,
                                                  min_loaded_fraction=model_config.min_loaded_fraction,
-                                                 arch=model_config.name, backbone=model_config.backbone_checkpoint)
+                                                 arch=model_config.name, backbone=model_config.backbone_checkpoint,
+                                                 mindspore_padding=model_config.mindspore_padding)
                 self.meta["load_report"] = report.as_dict()
+                if report.mindspore_padding:
+                    self.meta["mindspore_padding"] = report.mindspore_padding
             elif model_config.pretrained:
                 report = transfer_pretrained(model, model_config.name,
                                              min_loaded_fraction=model_config.min_loaded_fraction)
