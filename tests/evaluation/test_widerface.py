@@ -494,7 +494,8 @@ def test_prediction_files_round_trip(tmp_path: Path) -> None:
     written = write_widerface_predictions(tmp_path, predictions)
     assert written[0] == tmp_path / "0--Parade" / "0_Parade_marchingband_1_465.txt"
     assert written[0].read_text().splitlines() == [
-        "0_Parade_marchingband_1_465", "2", "1.5 2.25 30 40 0.987654321", "5 6 7 8 0.1"]  # whole pixels as the reference writes them
+        # numbers as given; whole numbers without ".0", as the reference writes them
+        "0_Parade_marchingband_1_465", "2", "1.5 2.25 30 40 0.987654321", "5 6 7 8 0.1"]
     assert written[1].read_text() == "0_Parade_Parade_0_628\n0\n"
     loaded = read_widerface_predictions(tmp_path)
     assert list(loaded) == sorted(predictions)

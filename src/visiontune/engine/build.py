@@ -102,6 +102,20 @@ def configure_torch_backends(device: torch.device, *, deterministic: bool) -> No
         torch.backends.cudnn.benchmark = True
 
 
+def is_conv_net(model: nn.Module) -> bool:
+    """Whether convolutions do most of ``model``'s work: more than one 2-D convolution (a ViT's patch embedding
+    alone does not count)."""
+    return sum(isinstance(module, nn.Conv2d) for module in model.modules()) > 1
+
+
+def resolve_channels_last(setting: bool | str, device: torch.device, model: nn.Module) -> bool:
+    """``train.channels_last``: ``auto`` is on for a conv net on CUDA (NHWC convolutions on tensor cores), off
+    elsewhere (on the CPU NHWC is rarely faster); ``true`` / ``false`` force it."""
+    if setting == "auto":
+        return device.type == "cuda" and is_conv_net(model)
+    return bool(setting)
+
+
 # ------------------------------------------------------------------ data
 
 
@@ -214,19 +228,38 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+STATIC_GRAPH_TASKS = ("classification", "face_detection")
+"""Tasks whose training step runs the same autograd graph every step (DDP ``static_graph``)."""
+
+
 def wrap_model(model: nn.Module, config: Config, *, device: torch.device, distributed: bool,
-               is_main: bool) -> nn.Module:
-    """The module the loop calls: ``model`` (SyncBatchNorm-converted in place) in DDP, then compiled."""
+               is_main: bool, static_graph: bool | None = None) -> nn.Module:
+    """The module the loop calls: ``model`` (SyncBatchNorm-converted in place) in DDP, then compiled.
+
+    DDP: ``find_unused_parameters`` only with ``train.find_unused_parameters`` (frozen parameters need not it:
+    DDP never registers hooks for parameters without ``requires_grad``; it costs a graph traversal every step);
+    ``gradient_as_bucket_view`` (gradients are views into the communication buckets: one copy and their memory
+    less); ``static_graph`` when the graph is the same every step (``static_graph``: ``None`` decides from the
+    config: classification and face detection, not with ``finetune.unfreeze_at_epoch``, which re-wraps the model
+    with other trainable parameters, nor with ``find_unused_parameters``, nor with ``train.accumulate`` > 1: DDP's
+    static graph fails with ``no_sync`` (an internal assert in the reducer, torch 2.x); never Mask R-CNN, whose
+    heads branch on the proposals of the batch).
+    """
+    train = config.train
     if distributed:
-        if config.train.sync_bn and device.type == "cuda":
+        if train.sync_bn and device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        elif config.train.sync_bn and is_main:
+        elif train.sync_bn and is_main:
             logger.warning("train.sync_bn: SyncBatchNorm runs on CUDA only; on %s every process keeps its own "
                            "BatchNorm statistics", device.type)
         device_ids = [device.index] if device.type == "cuda" else None
-        has_frozen = any(not p.requires_grad for p in model.parameters())
-        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=has_frozen)
-    if config.train.compile:
+        find_unused = bool(getattr(train, "find_unused_parameters", False))
+        if static_graph is None:
+            static_graph = (config.task in STATIC_GRAPH_TASKS and config.finetune.unfreeze_at_epoch is None
+                            and not find_unused and train.accumulate == 1)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused,
+                                                    gradient_as_bucket_view=True, static_graph=static_graph)
+    if train.compile:
         try:
             model = torch.compile(model)
         except Exception as error:  # noqa: BLE001 - compile support varies by platform

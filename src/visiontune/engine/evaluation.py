@@ -24,6 +24,58 @@ def to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any
     return obj
 
 
+def outputs_to_host(outputs: Any, *, pack_cpu: bool = False) -> Any:
+    """The eval-mode model output on the CPU with one device-to-host copy per batch.
+
+    Classification's per-image ``[{"logits": Tensor[C]}, ...]`` becomes one ``Tensor[B, C]`` (what
+    :class:`~visiontune.evaluation.classification.ClassificationEvaluator` takes: no per-row dicts). Other
+    per-image ``list[dict]`` outputs (detection, masks) keep their structure: their tensors are packed by dtype into
+    one flat buffer on the device, copied once and split into CPU views. Outputs already on the CPU pass through
+    (``pack_cpu``: packed as if on a device; tests).
+    """
+    if isinstance(outputs, torch.Tensor):
+        return outputs.cpu()
+    if isinstance(outputs, list) and outputs and all(
+            isinstance(item, dict) and set(item) == {"logits"} and isinstance(item["logits"], torch.Tensor)
+            for item in outputs):
+        return torch.stack([item["logits"] for item in outputs]).cpu()
+    leaves: list[torch.Tensor] = []
+    _collect_tensors(outputs, leaves)
+    on_device = [tensor for tensor in leaves if pack_cpu or tensor.device.type != "cpu"]
+    if not on_device:
+        return outputs
+    host: dict[int, torch.Tensor] = {}
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for tensor in on_device:
+        by_dtype.setdefault(tensor.dtype, []).append(tensor)
+    for group in by_dtype.values():
+        flat = torch.cat([tensor.reshape(-1) for tensor in group]).cpu()
+        for tensor, part in zip(group, flat.split([tensor.numel() for tensor in group]), strict=True):
+            host[id(tensor)] = part.view(tensor.shape)
+    return _replace_tensors(outputs, host)
+
+
+def _collect_tensors(obj: Any, found: list[torch.Tensor]) -> None:
+    if isinstance(obj, torch.Tensor):
+        found.append(obj)
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            _collect_tensors(value, found)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            _collect_tensors(value, found)
+
+
+def _replace_tensors(obj: Any, host: dict[int, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return host.get(id(obj), obj)
+    if isinstance(obj, dict):
+        return {key: _replace_tensors(value, host) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_replace_tensors(value, host) for value in obj)
+    return obj
+
+
 @torch.no_grad()
 def run_evaluation(model: nn.Module, loader: DataLoader, evaluator: Evaluator, *, device: torch.device,
                    autocast_dtype: torch.dtype | None = None, progress: bool = False,
@@ -44,7 +96,7 @@ def run_evaluation(model: nn.Module, loader: DataLoader, evaluator: Evaluator, *
         with torch.autocast(device_type=device.type, dtype=autocast_dtype or torch.float32,
                             enabled=autocast_dtype is not None):
             outputs = model(images)
-        evaluator.update(to_device(outputs, torch.device("cpu")), targets)
+        evaluator.update(outputs_to_host(outputs), targets)
     evaluator.synchronize()
     metrics = evaluator.compute()
     model.train(was_training)

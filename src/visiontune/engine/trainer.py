@@ -33,6 +33,7 @@ from visiontune.engine.build import (
     build_val_loader,
     configure_torch_backends,
     create_optimizer,
+    resolve_channels_last,
     resolve_resume,
     scaled_lr,
     unwrap,
@@ -184,13 +185,19 @@ class Trainer:
         """The name of the first SIGINT/SIGTERM this process received."""
         self.stop_signal: str | None = None
         """The signal (``SIGTERM`` wins over ``SIGINT``) received by any rank when the ranks agreed to stop."""
+        self._loss_names: list[str] | None = None
+        """The loss names of the pending rows (``_step_means``)."""
+        self._last_values: dict[str, float] = {}
+        """The reduced losses of the last skipped step (``after_step`` when every step of a window was skipped)."""
 
     # ------------------------------------------------------------------ requests from hooks and signals
     def request_stop(self, reason: str) -> None:
         """Stop after the current optimizer step and write ``last.pt`` (SIGINT/SIGTERM call this).
 
-        Safe to call on one rank only (a signal, a hook): the ranks agree at the end of each step and stop
-        together, so none is left waiting in a collective.
+        Safe to call on one rank only (a signal, a hook): the ranks agree and stop together, so none is left
+        waiting in a collective. In one process the stop follows the current step; under DDP the vote rides on the
+        next loss reduction (the next logging step, ``train.log_every``; every step with ``nan_policy: skip``) or
+        the end of the epoch.
         """
         if self.pending_stop is None:
             self.pending_stop = reason
@@ -302,6 +309,9 @@ class Trainer:
         train_dataset, val_dataset = self.task.prepare_training(
             self.model, self.train_dataset, self.val_dataset, device=self.device, autocast_dtype=self.autocast_dtype,
             run_dir=self.run_dir)
+        device_dataset = getattr(self.task, "device_train_dataset", None)  # uint8 batches for a device prefetcher
+        if device_dataset is not None:
+            train_dataset = device_dataset(train_dataset, device=self.device)
         if train_dataset is self.train_dataset and val_dataset is self.val_dataset:
             return
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
@@ -313,7 +323,9 @@ class Trainer:
         config = self.config
         self.model = self.task.build_model(load_weights=load_weights).to(self.device)
         self.parts = self.task.model_parts(self.model)
-        if config.train.channels_last:
+        self.channels_last = resolve_channels_last(config.train.channels_last, self.device, self.model)
+        """``train.channels_last`` resolved for this device and model (``auto``: a conv net on CUDA)."""
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         mode, argument = parse_freeze(config.finetune.freeze)
         self.frozen_names = freeze_parameters(self.model, mode, argument, self.parts)
@@ -354,7 +366,7 @@ class Trainer:
         logger.info("device %s%s; autocast %s (loss scaling %s); channels_last %s; torch.compile %s", self.device,
                     f", DDP over {self.dist.world_size} processes ({dist_utils.backend_name()})"
                     if self.dist.enabled else "", self.autocast_dtype or "off",
-                    "on" if self.scaler.is_enabled() else "off", config.train.channels_last, config.train.compile)
+                    "on" if self.scaler.is_enabled() else "off", self.channels_last, config.train.compile)
         logger.info("optimizer %s param groups:\n%s", config.optim.name, describe_param_groups(param_groups))
 
     def _wrap_model(self) -> nn.Module:
@@ -503,12 +515,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ one epoch of steps
     def train_one_epoch(self) -> dict[str, float]:
-        """One pass over the training data (its rest after a mid-epoch resume); averaged losses, lr, throughput."""
+        """One pass over the training data (its rest after a mid-epoch resume); averaged losses, lr, throughput.
+
+        The steps do not wait for the device: their losses stay there until the next logging step
+        (:meth:`_is_log_step`, every ``train.log_every`` steps), where one collective reduces them over the ranks
+        together with the stop vote (see the synchronisation section).
+        """
         self._begin_epoch()
         accumulate = self.config.train.accumulate
         batch_index = self.state.batch_in_epoch
         step_losses: list[dict[str, torch.Tensor]] = []
-        for images, targets in self.train_loader:
+        for images, targets in self._epoch_batches():
             if not step_losses:
                 self._begin_step()
             batch_index += 1
@@ -518,9 +535,19 @@ class Trainer:
                 continue
             self._optimizer_step(step_losses, batch_index)
             step_losses = []
-            if self._vote_stop() or self._end_epoch_requested:
+            if not self.dist.enabled:
+                self._vote_stop()  # one process: a local check, no collective and no host sync
+            if self.stop_requested is not None or self._end_epoch_requested:
                 break
+        self._flush_losses()  # a stop between logging steps: the sums of every step (checkpoint, epoch mean)
         return self._epoch_summary()
+
+    def _epoch_batches(self) -> Iterable[tuple[Any, Any]]:
+        """The training loader, through the task's device prefetcher when it has one (classification on CUDA)."""
+        wrap = getattr(self.task, "device_prefetcher", None)
+        prefetcher = wrap(self.train_loader, device=self.device, train=True,
+                          channels_last=self.channels_last) if wrap is not None else None
+        return self.train_loader if prefetcher is None else prefetcher
 
     def _begin_epoch(self) -> None:
         config, epoch = self.config, self.state.epoch
@@ -541,6 +568,12 @@ class Trainer:
         self.epoch_started = time.perf_counter()
         self._last_finite: float | None = None
         self._end_epoch_requested = False
+        self._pending_losses: list[torch.Tensor] = []
+        """Per-step loss means (one row per step, this rank, on the device) not yet reduced and counted."""
+        self._pending_steps: list[tuple[int, int]] = []
+        """(epoch, step) of each pending row: a non-finite loss found at a logging step names its step."""
+        self._window: list[dict[str, float]] = []
+        """Reduced losses of the finite steps since the last logging step (what ``after_step`` gets there)."""
 
     def _begin_step(self) -> None:
         self._call_hooks("before_step")
@@ -553,7 +586,7 @@ class Trainer:
         """One micro-batch: forward under autocast, backward of its share of the step's loss; its losses."""
         images = to_device(images, self.device, non_blocking=True)
         targets = to_device(targets, self.device, non_blocking=True)
-        if self.config.train.channels_last and isinstance(images, torch.Tensor):
+        if self.channels_last and isinstance(images, torch.Tensor) and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         images, targets = self.task.prepare_train_batch(images, targets)
         no_sync = (not sync_gradients and self.dist.enabled
@@ -575,18 +608,51 @@ class Trainer:
         return sum(losses.values())
 
     def _optimizer_step(self, step_losses: list[dict[str, torch.Tensor]], batch_index: int) -> None:
-        """Apply (or, for a non-finite loss, skip) the accumulated gradients, then the ``after_step`` hooks."""
-        loss_values = self._reduce_step_losses(step_losses)
-        if math.isfinite(loss_values["loss"]):  # the same on every rank: the values are reduced
-            self._apply_gradients(loss_values)
+        """Apply (or, for a non-finite loss, skip) the accumulated gradients, then the ``after_step`` hooks.
+
+        ``nan_policy: error``: no host sync; the step's losses join the pending rows, reduced and checked at the
+        next logging step. ``nan_policy: skip``: whether to apply the step must be known before the optimizer
+        step, so every step pays one host sync (and, under DDP, one collective that also carries the stop vote).
+        """
+        means = self._step_means(step_losses)
+        log_step = self._is_log_step(batch_index)
+        if self.config.train.nan_policy == "skip":
+            self._flush_losses()  # nothing pending in practice: every step is reduced at once
+            (values,) = self._reduce_rows([means])
+            if math.isfinite(values["loss"]):
+                self._apply_gradients()
+                self._count_step(values)
+            else:
+                self._skip_step(values)
         else:
-            self._skip_step(loss_values)
+            self._apply_gradients()
+            self._pending_losses.append(means)
+            self._pending_steps.append((self.state.epoch, self.state.step))
+            if log_step:
+                self._flush_losses()
         self.state.step += 1
         self.scheduler.step()
         self.state.batch_in_epoch = batch_index
-        self._call_hooks("after_step", loss_values)
+        self._call_hooks("after_step", self._window_means() if log_step else None)
 
-    def _apply_gradients(self, loss_values: dict[str, float]) -> None:
+    def _is_log_step(self, batch_index: int) -> bool:
+        """Whether the step being finished reduces the losses and calls ``after_step`` with them: every
+        ``train.log_every`` steps, the epoch's last step, a step checkpoint's step and ``train.max_steps``."""
+        train, step = self.config.train, self.state.step + 1
+        return (step % train.log_every == 0 or batch_index >= self.batches_per_epoch
+                or (train.save_every_steps > 0 and step % train.save_every_steps == 0)
+                or (train.max_steps is not None and step >= train.max_steps))
+
+    def _step_means(self, step_losses: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """This rank's losses of the step averaged over its micro-batches, a float32 vector on the device (in the
+        order of ``_loss_names``; no sync)."""
+        names = list(step_losses[0])
+        if names != self._loss_names:
+            self._flush_losses()  # rows of one shape per reduction
+            self._loss_names = names
+        return torch.stack([torch.stack([losses[name].float() for losses in step_losses]).mean() for name in names])
+
+    def _apply_gradients(self) -> None:
         clip_grad = self.config.train.clip_grad
         if clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
@@ -596,20 +662,47 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model, step=self.state.step)
+
+    def _count_step(self, loss_values: dict[str, float]) -> None:
+        """Add an applied step's reduced losses to the epoch's sums (in step order: the same float additions as
+        one sync per step, so epoch means and resumed runs are bit-identical)."""
         self._last_finite = loss_values["loss"]
         totals = self.state.epoch_loss_sums  # updated in place: mid-epoch checkpoints carry them
         for key, value in loss_values.items():
             totals[key] = totals.get(key, 0.0) + value
         self.state.epoch_loss_steps += 1
+        self._window.append(loss_values)
+
+    def _flush_losses(self) -> None:
+        """Reduce the pending rows (one collective, one host sync), check them and count them (``nan_policy:
+        error`` raises for the first non-finite step, naming it). Every rank calls it at the same steps."""
+        if not self._pending_losses:
+            return
+        rows, steps = self._pending_losses, self._pending_steps
+        self._pending_losses, self._pending_steps = [], []
+        for (epoch, step), values in zip(steps, self._reduce_rows(rows), strict=True):
+            if not math.isfinite(values["loss"]):
+                self._raise_non_finite(values, epoch=epoch, step=step)
+            self._count_step(values)
+
+    def _window_means(self) -> dict[str, float]:
+        """The reduced losses averaged over the finite steps since the last logging step (a skipped step's own
+        values when all of them were skipped); the window starts anew."""
+        window, self._window = self._window, []
+        if not window:
+            return dict(self._last_values)
+        return {key: sum(values[key] for values in window) / len(window) for key in window[-1]}
+
+    def _raise_non_finite(self, loss_values: dict[str, float], *, epoch: int, step: int) -> None:
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch}, step {step}: {loss_values}; "
+            f"last finite loss: {self._last_finite}. Lower optim.lr, enable train.clip_grad, check the data, "
+            "or set train.nan_policy=skip to skip such steps"
+        )
 
     def _skip_step(self, loss_values: dict[str, float]) -> None:
-        """A non-finite loss: raise under ``nan_policy: error``; else drop the gradients and restore the buffers."""
-        if self.config.train.nan_policy == "error":
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {self.state.epoch}, step {self.state.step}: {loss_values}; "
-                f"last finite loss: {self._last_finite}. Lower optim.lr, enable train.clip_grad, check the data, "
-                "or set train.nan_policy=skip to skip such steps"
-            )
+        """A non-finite loss under ``nan_policy: skip``: drop the gradients and restore the buffers."""
+        self._last_values = loss_values
         self.state.skipped_steps += 1
         logger.warning("skipping step %d: non-finite loss %s (%d skipped so far)", self.state.step, loss_values,
                        self.state.skipped_steps)
@@ -632,30 +725,45 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------ synchronisation with the other ranks
-    # The loop's two host syncs per step. Today they must stay two: the NaN/Inf decision needs the reduced losses
-    # before the optimizer step, and a stop requested in an ``after_step`` hook (or a signal during it) must be
-    # agreed after that step. A later change that syncs only every ``train.log_every`` steps replaces both here.
-    def _reduce_step_losses(self, step_losses: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-        """The step's losses, averaged over its micro-batches and over all ranks, plus their sum ``loss``.
+    # The steps never wait for the device. The host syncs only at a logging step (:meth:`_is_log_step`: every
+    # ``train.log_every`` steps, the epoch's last step, a step checkpoint's step, ``train.max_steps``), where one
+    # collective reduces the pending per-step losses together with the stop vote, and one ``tolist`` reads them.
+    # ``nan_policy: skip`` syncs every step (the skip decision precedes the optimizer step; the stop vote rides on
+    # that collective). In one process the stop vote is a local check after every step; under DDP a stop requested
+    # by a signal or a hook is agreed at the next synchronisation (at most ``log_every`` steps later).
+    def _reduce_rows(self, rows: list[torch.Tensor]) -> list[dict[str, float]]:
+        """The steps' losses (rows of :meth:`_step_means`) averaged over all ranks, each plus its sum ``loss``.
 
-        One ``all_reduce`` per step: every rank logs the same numbers and agrees on skipping a non-finite step
-        (a NaN on any rank makes the average NaN).
+        One ``all_reduce`` for all rows and the stop vote (a NaN on any rank makes the step's average NaN, so every
+        rank takes the same decision), then one device-to-host copy. The per-step values and their python float
+        arithmetic are those of one reduction per step.
         """
-        names = list(step_losses[0])
-        means = torch.stack([torch.stack([losses[name].float() for losses in step_losses]).mean() for name in names])
-        dist_utils.all_reduce_sum(means)
-        values = {name: value / self.dist.world_size for name, value in zip(names, means.tolist())}
-        values["loss"] = sum(values.values())
-        return values
+        stacked = torch.stack(rows)
+        if self.dist.enabled:
+            table, (stop, sigterm, sigint) = dist_utils.all_reduce_sum_with_votes(stacked, self._stop_flags())
+            self._agree_stop(stop, sigterm, sigint)
+        else:
+            table = stacked.tolist()
+        names, result = self._loss_names or [], []
+        for row in table:
+            values = {name: value / self.dist.world_size for name, value in zip(names, row, strict=True)}
+            values["loss"] = sum(values.values())
+            result.append(values)
+        return result
 
-    def _vote_stop(self) -> bool:
-        """Whether any rank was asked to stop; if so ``stop_requested`` is set on every rank."""
-        stop, sigterm, sigint = dist_utils.any_rank(
-            [self.pending_stop is not None, self._signal_received == "SIGTERM", self._signal_received == "SIGINT"],
-            self.device)
+    def _stop_flags(self) -> list[bool]:
+        return [self.pending_stop is not None, self._signal_received == "SIGTERM", self._signal_received == "SIGINT"]
+
+    def _agree_stop(self, stop: bool, sigterm: bool, sigint: bool) -> None:
         if stop and self.stop_requested is None:
             self.stop_requested = self.pending_stop or "stop requested on another rank"
             self.stop_signal = "SIGTERM" if sigterm else "SIGINT" if sigint else None
+
+    def _vote_stop(self) -> bool:
+        """Whether any rank was asked to stop; if so ``stop_requested`` is set on every rank (a collective under
+        DDP: the end of an epoch; a local check in one process)."""
+        stop, sigterm, sigint = dist_utils.any_rank(self._stop_flags(), self.device)
+        self._agree_stop(stop, sigterm, sigint)
         return stop
 
     # ------------------------------------------------------------------ evaluation

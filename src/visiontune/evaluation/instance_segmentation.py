@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from torch import Tensor
 
 from visiontune.evaluation.coco import CocoEvaluator
+from visiontune.utils import comm
 from visiontune.utils.drawing import draw_instances
 from visiontune.utils.image_tensors import tensor_to_rgb
 
@@ -86,15 +87,29 @@ class InstanceSegmentationEvaluator:
 
     def reset(self) -> None:
         self.coco.reset()
+        self._gathered_on_main = False
 
     def update(self, outputs: Sequence[Mapping[str, Tensor]], targets: Sequence[Mapping[str, Any]]) -> None:
         self.coco.update(outputs, targets)
 
     def synchronize(self) -> None:
-        """Gather the detections of every rank (no-op in one process)."""
-        self.coco.synchronize()
+        """Gather the detections of every rank on rank 0 only (no-op in one process): rank 0 alone runs COCOeval
+        in :meth:`compute` (the other ranks neither receive every result nor score them)."""
+        if comm.current_info().world_size == 1:
+            return
+        parts = comm.reduce_objects_to_main(self.coco._results)
+        if parts is not None:
+            merged: dict[int, list[dict[str, Any]]] = {}
+            for part in parts:
+                merged.update(part or {})
+            self.coco._results = merged
+        self._gathered_on_main = True
 
     def compute(self) -> dict[str, float]:
+        """The COCO metrics; after a distributed :meth:`synchronize` rank 0 computes them and broadcasts them to
+        every rank (an error there is raised on every rank)."""
+        if getattr(self, "_gathered_on_main", False) and comm.current_info().world_size > 1:
+            return comm.main_process_result(self.coco.compute)
         return self.coco.compute()
 
     def save_artifacts(self, out_dir: Path) -> list[Path]:

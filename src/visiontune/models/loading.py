@@ -240,7 +240,8 @@ class LoadReport:
             f"  unexpected      {len(self.unexpected):5d}   {names(self.unexpected)}",
         ]
         if self.mindspore_padding:
-            lines.append(f"  MindSpore 'same' padding of {self.mindspore_padding} on the strided depthwise convolutions "
+            lines.append(f"  MindSpore 'same' padding of {self.mindspore_padding} on the strided depthwise "
+                         "convolutions "
                          "(model.mindspore_padding)")
         return "\n".join(lines)
 

@@ -20,7 +20,7 @@ __all__ = ["compare_runs", "write_comparison"]
 IGNORED_KEYS = ("name",)
 
 
-def _value(column: str, row: dict[str, float] | None) -> str:
+def _value(column: str | None, row: dict[str, float] | None) -> str:
     return "–" if row is None or column is None else metric_cell(column, row)
 
 

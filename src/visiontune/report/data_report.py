@@ -74,8 +74,9 @@ def _classification_sections(page: Page, splits: Mapping[str, Sequence[Mapping[s
     if empty:
         body += note(f"classes without images: {', '.join(empty)}", "warn")
     if names:
-        body += (f'<div class="grid"><figure>{img_tag(figures.bar_chart("images per class", names, {split: [counts[split].get(n, 0) for n in names] for split in splits}), "images per class")}'
-                 "</figure></div>")
+        per_split = {split: [counts[split].get(n, 0) for n in names] for split in splits}
+        chart = figures.bar_chart("images per class", names, per_split)
+        body += f'<div class="grid"><figure>{img_tag(chart, "images per class")}</figure></div>'
     page.section("Counts", body)
     grid = []
     for split, samples in splits.items():
@@ -93,7 +94,10 @@ def _classification_sections(page: Page, splits: Mapping[str, Sequence[Mapping[s
 def _detection_sections(page: Page, splits: Mapping[str, Sequence[Mapping[str, Any]]],
                         class_names: Sequence[str] | None, samples_per_split: int) -> None:
     rows, per_category = [], {}
-    sides, aspects, relative, per_image = {}, {}, {}, {}
+    sides: dict[str, list[float]] = {}
+    aspects: dict[str, list[float]] = {}
+    relative: dict[str, list[float]] = {}
+    per_image: dict[str, list[int]] = {}
     for split, samples in splits.items():
         boxes_total, empty = 0, 0
         category_counts: Counter[str] = Counter()

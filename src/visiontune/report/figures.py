@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ def histogram(title: str, values: Sequence[float], *, bins: int | Sequence[float
     if finite:
         if log_x and min(finite) > 0:
             low, high = min(finite), max(finite)
-            edges = np.geomspace(low, max(high, low * 1.01), bins if isinstance(bins, int) else len(bins))
+            edges: Any = np.geomspace(low, max(high, low * 1.01), bins if isinstance(bins, int) else len(bins))
             axes.set_xscale("log")
             from matplotlib.ticker import NullFormatter
 

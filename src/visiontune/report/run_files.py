@@ -5,6 +5,7 @@ Only the files are read, never a checkpoint, so finished and interrupted runs bo
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import json
@@ -103,7 +104,7 @@ class RunFiles:
         """The trained row with the best main metric, the metric column and its mode (``max``/``min``)."""
         key, mode = main_metric(self)
         rows = [row for row in self.training_rows() if key and not math.isnan(row.get(key, math.nan))]
-        if not rows:
+        if not rows or key is None:
             return None, key, mode
         pick = max if mode == "max" else min
         return pick(rows, key=lambda row: row[key]), key, mode
@@ -141,6 +142,7 @@ def main_metric(run: RunFiles) -> tuple[str | None, str]:
     """
     summary = run.summary or {}
     recorded = summary.get("metric")
+    name: str | None
     if isinstance(recorded, str) and recorded:
         name = recorded
     else:
@@ -231,10 +233,8 @@ def _parse_log(text: str, run: RunFiles) -> None:
             in_environment = False
         stamp = _LOG_TIME.match(line)
         if stamp:
-            try:
+            with contextlib.suppress(ValueError):  # a malformed time stamp keeps the previous one
                 last = datetime.datetime.fromisoformat(stamp.group(1))
-            except ValueError:
-                pass
     total += close()
     run.environment = environment
     if run.log_sections and total > 0:

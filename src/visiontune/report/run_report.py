@@ -118,7 +118,8 @@ def run_summary(run: RunFiles) -> dict[str, Any]:
         "device": device,
         "world size": world,
         "precision": f"AMP {amp}" if amp else f"train.amp={run.get('train.amp', '?')} (resolved value in train.log)",
-        "epochs": f"{done} of {planned}" + ("" if planned is None or done >= int(planned) else " (unfinished or stopped)"),
+        "epochs": f"{done} of {planned}"
+                  + ("" if planned is None or done >= int(planned) else " (unfinished or stopped)"),
         "wall time": format_duration(wall) if wall else
         f"{format_duration(run.train_time_s())} (sum of epoch times; no train.log)",
         "images/s": run.images_per_s(),

@@ -285,7 +285,8 @@ def instance_segmentation_view(run: RunFiles) -> str:
             parts.append(note(f"{len(detections)} detections on {images} images (eval/coco_results.json)."))
             scores = [float(d.get("score", 0)) for d in detections if isinstance(d, dict)]
             if scores:
-                parts.append(f'<div class="grid">{_figure(figures.histogram("detection scores", scores, bins=20, x_label="score"), "scores")}</div>')
+                chart = figures.histogram("detection scores", scores, bins=20, x_label="score")
+                parts.append(f'<div class="grid">{_figure(chart, "scores")}</div>')
         else:
             parts.append(note("eval/coco_results.json could not be read."))
     else:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from visiontune.config import parse_freeze
 from visiontune.data.classification import (
     ClassificationDataset,
     ClassificationSource,
@@ -21,10 +22,7 @@ from visiontune.data.classification import (
     read_csv_list,
     scan_image_folder,
 )
-from visiontune.config import parse_freeze
 from visiontune.data.feature_cache import FeatureDataset, cache_key, cached_features
-from visiontune.models.parts import ModelParts
-from visiontune.utils.image import open_rgb
 from visiontune.evaluation.classification import ClassificationEvaluator
 from visiontune.models.classification import (
     ImageClassifier,
@@ -36,7 +34,9 @@ from visiontune.models.classification import (
     load_classifier_weights,
     transfer_pretrained,
 )
+from visiontune.models.parts import ModelParts
 from visiontune.tasks.base import DataCheck, Task
+from visiontune.utils.image import open_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,8 @@ class ClassificationTask(Task):
                                                            arch=self.config.model.name)
             if checkpoint and self._weights_classes is not None:
                 return self._weights_classes
-            raise ValueError("the number of classes is unknown: build the training dataset first or set model.num_classes")
+            raise ValueError("the number of classes is unknown: build the training dataset first or set "
+                             "model.num_classes")
         return len(self.meta["class_names"])
 
     def build_criterion(self) -> nn.Module:
@@ -231,7 +232,8 @@ class ClassificationTask(Task):
         model_config = self.config.model
         class_names = self.meta.get("class_names")
         if class_names is not None and model_config.num_classes not in (None, len(class_names)):
-            raise ValueError(f"model.num_classes={model_config.num_classes} but the data has {len(class_names)} classes")
+            raise ValueError(f"model.num_classes={model_config.num_classes} but the data has {len(class_names)} "
+                             "classes")
         net = create_timm_model(model_config.name, num_classes=self.num_classes, pretrained=False,
                                 drop_rate=model_config.drop_rate, drop_path_rate=model_config.drop_path_rate,
                                 **model_config.kwargs)
@@ -307,7 +309,7 @@ class ClassificationTask(Task):
             obstacles.append(f"finetune.unfreeze_at_epoch={unfreeze_at} trains the backbone later (set it to null)")
         net = model.net
         if not (hasattr(net, "forward_head") and hasattr(net, "get_classifier")):
-            return obstacles + [f"model {config.model.name} has no timm forward_head/get_classifier"]
+            return [*obstacles, f"model {config.model.name} has no timm forward_head/get_classifier"]
         classifier = {id(p) for p in net.get_classifier().parameters()}
         trainable = [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in classifier]
         if trainable:

@@ -110,7 +110,10 @@ def draw_labeled_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], cap
     size = font_size or font_size_for(canvas)
 
     def color(index: int) -> Color:
-        return tuple(colors[index]) if colors else PALETTE[0]
+        if not colors:
+            return PALETTE[0]
+        red, green, blue = colors[index][:3]
+        return int(red), int(green), int(blue)
 
     for index, box in enumerate(boxes):
         x1, y1, x2, y2 = (float(v) for v in box[:4])

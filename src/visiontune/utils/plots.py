@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -96,7 +96,8 @@ def figure_uri(figure: Figure, dpi: float | None = None) -> str:
     return "data:image/png;base64," + base64.b64encode(figure_png(figure, dpi)).decode("ascii")
 
 
-def style_axes(axes: Axes, title: str, *, x_label: str = "", y_label: str = "", grid: str = "both") -> None:
+def style_axes(axes: Axes, title: str, *, x_label: str = "", y_label: str = "",
+               grid: Literal["both", "x", "y"] = "both") -> None:
     """The common look of a small panel: title, axis labels, small tick labels and a light grid on ``grid``."""
     axes.set_title(title, fontsize=10)
     axes.set_xlabel(x_label, fontsize=8)
