@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -23,6 +24,17 @@ def find_shared_dir() -> Path | None:
         if (candidate / "fixtures").is_dir():
             return candidate
     return None
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logging():
+    """Give every test the root logger it found: the CLI's ``logging.basicConfig(force=True)`` replaces its handlers
+    and level, which would leak from an in-process ``main([...])`` test into the next tests."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
 
 
 @pytest.fixture(scope="session")

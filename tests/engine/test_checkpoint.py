@@ -271,7 +271,7 @@ def test_checkpoint_mode_follows_umask(tmp_path, umask, mode):
 
 
 def test_remove_stale_temp_files_only_those_of_atomic_writes(tmp_path):
-    handle, temp = checkpoint_module._open_temp_file(tmp_path / "step_4.pt")  # a write that was killed
+    handle, _temp = checkpoint_module._open_temp_file(tmp_path / "step_4.pt")  # a write that was killed
     os.write(handle, b"x" * 1500)
     os.close(handle)
     (tmp_path / ".last.pt.k2j_h4g5.tmp").write_bytes(b"y" * 500)  # named by mkstemp, before this version

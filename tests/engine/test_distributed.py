@@ -349,5 +349,5 @@ def test_sync_batchnorm_stays_off_on_cpu_and_converts_on_cuda(tiny_shapes, tmp_p
     assert trainer._wrap_model()[:2] == ("ddp", trainer.model) and converted == []
     assert "SyncBatchNorm runs on CUDA only; on cpu" in caplog.text
     trainer.device = torch.device("cuda", 1)
-    _, model, options = trainer._wrap_model()
+    _, _model, options = trainer._wrap_model()
     assert converted == [trainer.model] and options["device_ids"] == [1]

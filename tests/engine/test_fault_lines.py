@@ -18,7 +18,6 @@ import torch
 
 from visiontune.api import evaluate
 from visiontune.config import ConfigError, load_config
-from visiontune.engine import checkpoint as checkpoint_module
 from visiontune.engine.checkpoint import CheckpointError, load_checkpoint
 from visiontune.engine.hooks import default_hooks
 from visiontune.engine.run_dir import RUN_MARKER, RunDirError, is_run_dir, new_run_dir
@@ -26,7 +25,8 @@ from visiontune.engine.trainer import Hook, Trainer, train
 from visiontune.models.loading import WeightLoadError
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_with_faults.py"
-CORRUPT = "does not match the SHA-256 checksum stored when the file was written; use another copy or an earlier checkpoint"
+CORRUPT = ("does not match the SHA-256 checksum stored when the file was written; use another copy or an earlier "
+           "checkpoint")
 
 
 def options(data_root: Path, project: Path, *extra: str) -> list[str]:

@@ -70,7 +70,8 @@ def test_outputs_and_step_checkpoints(tiny_config):
     result = train(tiny_config("train.epochs=3", "train.save_every_steps=1", "train.keep_last=2", "train.plots=true",
                                "train.eval_before=false"))
     run = result.run_dir
-    assert sorted(p.name for p in run.glob("step_*.pt")) == ["step_11.pt", "step_12.pt"]  # 18 samples / 4 -> 4 full batches per epoch
+    # 18 samples / 4 -> 4 full batches per epoch
+    assert sorted(p.name for p in run.glob("step_*.pt")) == ["step_11.pt", "step_12.pt"]
     assert {"last.pt", "best.pt", "config.yaml", "metrics.csv"} <= {p.name for p in run.iterdir()}
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
@@ -78,7 +79,8 @@ def test_outputs_and_step_checkpoints(tiny_config):
     assert (run / "plots" / "loss.png").stat().st_size > 0
     assert (run / "eval" / "confusion_matrix.png").is_file()
     stored = load_checkpoint(run / "best.pt")
-    assert stored["config"]["optim"]["lr"] == 0.05 and stored["meta"]["class_names"] == sorted(p.name for p in (trainer_root(run) / "train").iterdir())
+    assert stored["config"]["optim"]["lr"] == 0.05
+    assert stored["meta"]["class_names"] == sorted(p.name for p in (trainer_root(run) / "train").iterdir())
     assert set(stored) >= {"model", "optimizer", "scheduler", "scaler", "ema", "epoch", "step", "config", "version"}
     second = train(tiny_config("train.epochs=1"))
     assert second.run_dir.name == "t-2"  # never overwrites

@@ -128,7 +128,7 @@ def build_train_loader(task: Task, dataset: Dataset, config: Config,
     batch that can be is drawn from one group, with the same number of batches per epoch.
     """
     data = config.data
-    sampler = TrainSampler(len(dataset), seed=config.seed, shuffle=True, rank=info.rank,
+    sampler = TrainSampler(len(dataset), seed=config.seed,  # type: ignore[arg-type]  # map-style datasets shuffle=True, rank=info.rank,
                            world_size=info.world_size)
     group_ids = task.train_group_ids(dataset)
     batch_sampler = None
@@ -149,7 +149,8 @@ def build_val_loader(task: Task, dataset: Dataset, config: Config, info: dist_ut
     data = config.data
     info = info or dist_utils.current_info()
     return build_loader(dataset, batch_size=data.eval_batch_size or data.batch_size,
-                        sampler=ShardSampler(len(dataset), rank=info.rank, world_size=info.world_size),
+                        sampler=ShardSampler(len(dataset), rank=info.rank,  # type: ignore[arg-type]
+                                             world_size=info.world_size),
                         collate_fn=task.collate_fn(train=False), num_workers=data.num_workers,
                         pin_memory=data.pin_memory,
                         persistent_workers=data.persistent_workers if persistent_workers is None
@@ -202,7 +203,7 @@ def create_optimizer(config: Config, param_groups: list[dict[str, Any]], lr: flo
         from visiontune.registry import suggest
 
         raise ValueError(f"optim.name: {config.optim.name!r} is not a timm optimizer"
-                         f"{suggest(name, list_optimizers())} ({error})") from None
+                         f"{suggest(name, [str(entry) for entry in list_optimizers()])} ({error})") from None
 
 
 def build_ema(model: nn.Module, config: Config, device: torch.device) -> nn.Module | None:
@@ -222,8 +223,8 @@ def unwrap(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod  # type: ignore[assignment]  # torch.compile's OptimizedModule
         else:
             return model
 
@@ -261,7 +262,7 @@ def wrap_model(model: nn.Module, config: Config, *, device: torch.device, distri
                                                     gradient_as_bucket_view=True, static_graph=static_graph)
     if train.compile:
         try:
-            model = torch.compile(model)
+            model = torch.compile(model)  # type: ignore[assignment]  # an OptimizedModule, an nn.Module
         except Exception as error:  # noqa: BLE001 - compile support varies by platform
             logger.warning("torch.compile failed (%s); continuing without it", error)
     return model

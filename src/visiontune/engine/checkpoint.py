@@ -20,6 +20,7 @@ temporary files that a killed process left behind.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -98,10 +99,8 @@ def _atomic_write(path: Path, write: Any) -> Path:
         os.replace(temp, path)
     except BaseException as error:
         if temp is not None:
-            try:
+            with contextlib.suppress(OSError):
                 temp.unlink(missing_ok=True)
-            except OSError:
-                pass
         one_line = write_error(error, path) if isinstance(error, Exception) else None
         if one_line is not None:
             raise one_line from error
@@ -209,7 +208,7 @@ def check_format_version(checkpoint: dict[str, Any], path: str | Path) -> int:
 
 def capture_rng_state() -> dict[str, Any]:
     """RNG states of torch (CPU and CUDA), NumPy and ``random``, as weights_only-loadable values."""
-    numpy_state = np.random.get_state()
+    numpy_state: Any = np.random.get_state()  # the legacy tuple (name, keys, pos, has_gauss, cached_gaussian)
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {

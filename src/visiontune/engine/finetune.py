@@ -1,7 +1,7 @@
 """Fine-tuning controls: freezing (with BatchNorm kept in eval mode) and per-layer learning rates.
 
-A task describes its model with :class:`~visiontune.models.parts.ModelParts`: which parameters form the head, and the ordered
-layer groups (input side first) used by ``freeze: {first_n: N}`` and by ``layer_decay``.
+A task describes its model with :class:`~visiontune.models.parts.ModelParts`: which parameters form the head, and
+the ordered layer groups (input side first) used by ``freeze: {first_n: N}`` and by ``layer_decay``.
 """
 
 from __future__ import annotations
@@ -152,10 +152,10 @@ def build_param_groups(
             multiplier *= layer_decay ** (num_layers - layer)
         decay = 0.0 if no_weight_decay_norm_bias and _is_no_decay(name, parameter, norm_names) else weight_decay
         key = (round(multiplier, 12), decay)
-        group = groups.setdefault(key, {"params": [], "names": [], "lr_mult": multiplier, "weight_decay": decay,
+        entry = groups.setdefault(key, {"params": [], "names": [], "lr_mult": multiplier, "weight_decay": decay,
                                         "lr": lr * multiplier, "initial_lr": lr * multiplier})
-        group["params"].append(parameter)
-        group["names"].append(name)
+        entry["params"].append(parameter)
+        entry["names"].append(name)
     return sorted(groups.values(), key=lambda g: (g["lr_mult"], g["weight_decay"]))
 
 

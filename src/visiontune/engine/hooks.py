@@ -256,7 +256,7 @@ def run_summary(history: list[dict[str, Any]], *, metric: str, mode: str, best_e
     last = evaluated[-1] if evaluated else None
     change = None
     if baseline is not None and best is not None:
-        change = {key: value - baseline[key] for key, value in val(best).items()
+        change = {key: value - baseline[key] for key, value in (val(best) or {}).items()
                   if isinstance(value, (int, float)) and isinstance(baseline.get(key), (int, float))}
     trained = [row for row in history if row.get("epoch", 0) > 0]
     train_time = sum((row.get("epoch_time_s", 0.0) for row in trained), 0.0)

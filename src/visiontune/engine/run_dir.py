@@ -62,7 +62,7 @@ def is_run_dir(folder: str | Path) -> bool:
         config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
-    return header.startswith("epoch,step") and isinstance(config, dict) and LEGACY_CONFIG_KEYS <= set(config)
+    return header.startswith("epoch,step") and isinstance(config, dict) and set(config) >= LEGACY_CONFIG_KEYS
 
 
 def mark_run_dir(folder: str | Path) -> None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -354,7 +354,7 @@ class Trainer:
                                    base_lr=self.base_lr)
         self.scheduler = IterationScheduler(self.optimizer, spec)
         self.scaler = build_grad_scaler(self.device, self.autocast_dtype)
-        self.ema = build_ema(self.model, config, self.device)
+        self.ema: Any = build_ema(self.model, config, self.device)  # timm ModelEmaV3 or None
         return param_groups
 
     def _log_setup(self, param_groups: list[dict[str, Any]]) -> None:
@@ -457,7 +457,8 @@ class Trainer:
                 for signum, handler in previous_handlers:
                     signal.signal(signum, handler)
         return TrainResult(run_dir=self.run_dir, best_metric=self.state.best_metric, best_epoch=self.state.best_epoch,
-                           metrics=self.last_metrics, history=self.state.history, stop_reason=self.stop_reason,
+                           metrics=self.last_metrics, history=self.state.history,
+                           stop_reason=self.stop_reason or "completed",
                            stopped_by_signal=self._stopped_by_signal(),
                            exit_code=SIGNAL_EXIT_CODES.get(self._stopped_by_signal() or "", 0),
                            summary=self.summary)
@@ -591,7 +592,7 @@ class Trainer:
         images, targets = self.task.prepare_train_batch(images, targets)
         no_sync = (not sync_gradients and self.dist.enabled
                    and isinstance(self.train_model, nn.parallel.DistributedDataParallel))
-        with self.train_model.no_sync() if no_sync else contextlib.nullcontext():
+        with cast(Any, self.train_model).no_sync() if no_sync else contextlib.nullcontext():  # DDP's, when no_sync
             with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype or torch.float32,
                                 enabled=self.autocast_dtype is not None):
                 losses = self.train_model(images, targets)
@@ -605,7 +606,7 @@ class Trainer:
         if not isinstance(losses, dict) or not losses:
             raise TypeError("in train mode the model must return a non-empty dict of losses "
                             f"(got {type(losses).__name__})")
-        return sum(losses.values())
+        return cast(torch.Tensor, sum(losses.values()))
 
     def _optimizer_step(self, step_losses: list[dict[str, torch.Tensor]], batch_index: int) -> None:
         """Apply (or, for a non-finite loss, skip) the accumulated gradients, then the ``after_step`` hooks.
@@ -801,7 +802,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """Validation metrics of the model (``val_*``) and of its EMA (``val_ema_*``)."""
-        if self.val_loader is None:
+        if self.val_loader is None or self.val_dataset is None:
             return {}
         metrics = {f"val_{k}": v for k, v in run_evaluation(
             self.model, self.val_loader, self.task.build_evaluator(self.val_dataset), device=self.device,
@@ -832,6 +833,8 @@ class Trainer:
         """Confusion matrix / PR curves of the best checkpoint, in ``<run>/eval``."""
         if self.dist.enabled:
             return  # artifacts need the whole split in one process; `visiontune eval` writes them
+        if self.val_loader is None or self.val_dataset is None:
+            return
         best = load_checkpoint(self.run_dir / "best.pt")
         unwrap(self.model).load_state_dict(best["model"])
         evaluator = self.task.build_evaluator(self.val_dataset)
@@ -845,7 +848,7 @@ class Trainer:
     def _install_signal_handlers(self) -> list[tuple[int, Any]]:
         """SIGINT/SIGTERM: the first requests a stop with a checkpoint (the result's exit code becomes 130 / 143),
         a second one exits at once, without a checkpoint or a traceback, with that status (:class:`SignalExit`)."""
-        previous = []
+        previous: list[tuple[int, Any]] = []
 
         def handler(signum: int, frame: Any) -> None:
             name = signal.Signals(signum).name
@@ -863,10 +866,8 @@ class Trainer:
                            name)
 
         for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not in the main thread: no handlers
                 previous.append((signum, signal.signal(signum, handler)))
-            except ValueError:  # not in the main thread
-                pass
         return previous
 
 

@@ -131,7 +131,7 @@ def _new_cocoeval(coco_gt: COCO, coco_dt: COCO, iou_type: str) -> COCOeval:
         from faster_coco_eval import COCOeval_faster
     except ImportError:
         return COCOeval(coco_gt, coco_dt, iouType=iou_type)
-    return COCOeval_faster(coco_gt, coco_dt, iouType=iou_type, print_function=print)  # type: ignore[return-value]
+    return COCOeval_faster(coco_gt, coco_dt, iouType=iou_type, print_function=print)
 
 
 def _coco_from_dict(dataset: Mapping[str, Any], *, verbose: bool) -> COCO:

@@ -224,7 +224,8 @@ def load_widerface_ground_truth(gt_dir: str | Path) -> WiderFaceGroundTruth:
                 image_index = len(masks)
                 masks.append(_keep_mask(keep_cell, path, image_ids[image_index], len(boxes[image_index])))
         counted[difficulty] = masks
-    return WiderFaceGroundTruth(image_ids=tuple(image_ids), boxes=tuple(boxes), counted=counted)
+    return WiderFaceGroundTruth(image_ids=tuple(image_ids), boxes=tuple(boxes),
+                                counted={difficulty: tuple(masks) for difficulty, masks in counted.items()})
 
 
 def _require(contents: Mapping[str, Any], key: str, path: Path) -> Any:

@@ -6,7 +6,7 @@ import csv
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import timm
 import torch
@@ -51,7 +51,7 @@ def with_trivial_augment(transform: Callable) -> Callable:
     """Insert ``torchvision.transforms.TrivialAugmentWide`` before the tensor conversion of a timm pipeline."""
     from torchvision import transforms as tv_transforms
 
-    steps = list(transform.transforms)
+    steps = list(cast(Any, transform).transforms)  # a torchvision Compose
     first_tensor_step = next(i for i, step in enumerate(steps) if "ToTensor" in type(step).__name__)
     steps.insert(first_tensor_step, tv_transforms.TrivialAugmentWide())
     return tv_transforms.Compose(steps)
@@ -77,7 +77,7 @@ def random_train_transform_keys(data: Any) -> list[str]:
 def stochastic_backbone_modules(net: nn.Module) -> list[str]:
     """Modules of ``net`` outside the classifier that are random in train mode (dropout, drop path, drop block),
     except a dropout of ``net.drop_rate`` in the classifier's parent (timm's head dropout, kept when cached)."""
-    classifier = net.get_classifier()
+    classifier = cast(Any, net).get_classifier()
     names = {id(module): name for name, module in net.named_modules()}
     head_parent = names.get(id(classifier), "").rpartition(".")[0]
     found = []
@@ -154,7 +154,8 @@ class ClassificationTask(Task):
         if train:
             trivial = data.auto_augment in TRIVIAL_AUGMENT_NAMES
             transform = create_transform(
-                data.image_size, is_training=True, scale=tuple(data.scale), ratio=tuple(data.ratio),
+                data.image_size, is_training=True, scale=(data.scale[0], data.scale[1]),
+                ratio=(data.ratio[0], data.ratio[1]),
                 hflip=data.hflip, vflip=data.vflip, color_jitter=data.color_jitter or 0.0,
                 auto_augment=None if trivial else data.auto_augment, interpolation=data.interpolation,
                 mean=resolved["mean"], std=resolved["std"], re_prob=data.reprob, re_mode=data.remode,
@@ -267,7 +268,7 @@ class ClassificationTask(Task):
     def model_parts(self, model: nn.Module) -> ModelParts:
         from timm.models import group_parameters
 
-        net = model.net
+        net: Any = model.net  # a timm model
         heads = [f"net.{prefix}" for prefix in classifier_head_prefixes(net)]
         parts = ModelParts(head=heads)
         try:
@@ -307,7 +308,7 @@ class ClassificationTask(Task):
         unfreeze_at = config.finetune.unfreeze_at_epoch
         if unfreeze_at is not None and unfreeze_at < config.train.epochs:
             obstacles.append(f"finetune.unfreeze_at_epoch={unfreeze_at} trains the backbone later (set it to null)")
-        net = model.net
+        net: Any = model.net  # a timm model
         if not (hasattr(net, "forward_head") and hasattr(net, "get_classifier")):
             return [*obstacles, f"model {config.model.name} has no timm forward_head/get_classifier"]
         classifier = {id(p) for p in net.get_classifier().parameters()}
@@ -333,8 +334,9 @@ class ClassificationTask(Task):
         if setting is False:
             return train_dataset, val_dataset
         obstacles = self.feature_cache_obstacles(model)
+        classifier = cast(ImageClassifier, model)  # this task's model
         if not obstacles:
-            mismatch = self._head_decomposition_error(model, train_dataset, device)
+            mismatch = self._head_decomposition_error(classifier, train_dataset, device)
             obstacles += [mismatch] if mismatch else []
         if obstacles:
             if setting is True:
@@ -343,11 +345,11 @@ class ClassificationTask(Task):
             logger.info("finetune.cache_features=auto: training on images, not cached features: %s",
                         "; ".join(obstacles))
             return train_dataset, val_dataset
-        return self._cache(model, train_dataset, device, autocast_dtype, run_dir, "train"), \
-            (self._cache(model, val_dataset, device, autocast_dtype, run_dir, "val") if val_dataset is not None
+        return self._cache(classifier, train_dataset, device, autocast_dtype, run_dir, "train"), \
+            (self._cache(classifier, val_dataset, device, autocast_dtype, run_dir, "val") if val_dataset is not None
              else None)
 
-    def _encoder(self, model: nn.Module, device: torch.device,
+    def _encoder(self, model: ImageClassifier, device: torch.device,
                  autocast_dtype: torch.dtype | None) -> Callable[[torch.Tensor], torch.Tensor]:
         def encode(images: torch.Tensor) -> torch.Tensor:
             with torch.no_grad(), torch.autocast(device_type=device.type, dtype=autocast_dtype or torch.float32,
@@ -355,7 +357,8 @@ class ClassificationTask(Task):
                 return model.pooled_features(images.to(device, non_blocking=True))
         return encode
 
-    def _head_decomposition_error(self, model: nn.Module, dataset: Dataset, device: torch.device) -> str | None:
+    def _head_decomposition_error(self, model: ImageClassifier, dataset: Dataset,
+                                  device: torch.device) -> str | None:
         """Check on a few images that classifier(pooled features) is the model's output (eval mode)."""
         samples = [dataset[index] for index in range(min(4, len(dataset)))]  # type: ignore[arg-type]
         images = [sample[0] for sample in samples if sample is not None]
@@ -375,7 +378,7 @@ class ClassificationTask(Task):
                     "features")
         return None
 
-    def _cache(self, model: nn.Module, dataset: Dataset, device: torch.device, autocast_dtype: torch.dtype | None,
+    def _cache(self, model: ImageClassifier, dataset: Dataset, device: torch.device, autocast_dtype: torch.dtype | None,
                run_dir: Path, name: str) -> FeatureDataset:
         from visiontune.utils import comm
 
@@ -385,7 +388,8 @@ class ClassificationTask(Task):
         model.eval()
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                probe = next(sample for sample in (dataset[i] for i in range(len(dataset))) if sample is not None)
+                probe = next(sample for sample in (dataset[i] for i in range(len(dataset)))  # type: ignore[arg-type]
+                             if sample is not None)
                 encode = self._encoder(model, device, autocast_dtype)
                 feature_dim = encode(probe[0][None]).shape[1]
                 key = cache_key(backbone_digest=backbone_sha256(model), transform=dataset.transform,  # type: ignore[attr-defined]
@@ -519,7 +523,7 @@ def collect_prediction_inputs(source: str, class_names: list[str], *, images_dir
     if path.is_file() and images_dir is not None and _is_annotation_list(path, images_dir, image_ext):
         return _annotation_list_items(path, images_dir, image_ext)
     if path.is_file():
-        items = []
+        items: list[tuple[Path, str | None]] = []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if line.strip():
                 image = Path(line.strip())
