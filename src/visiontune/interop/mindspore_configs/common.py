@@ -258,7 +258,7 @@ class ImportedConfig:
 class _BlockSectionsFlowListsDumper(yaml.SafeDumper):
     """Safe YAML dumper writing mappings as blocks and lists inline (``scale: [0.08, 1.0]``)."""
 
-    def represent_list(self, data: list[Any]) -> yaml.SequenceNode:
+    def represent_list(self, data: Iterable[Any]) -> yaml.SequenceNode:
         return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
 
 
