@@ -302,6 +302,7 @@ class Trainer:
         self.train_dataset = self.task.build_dataset(config.data.train_split, train=True)
         self.val_dataset = (self.task.build_dataset(config.data.val_split, train=False)
                             if config.data.val_split else None)
+        self.task.check_metric(config.train.metric)  # now that the data tells which metrics exist (top5: > 5 classes)
 
     def _prepare_task_datasets(self) -> None:
         """The task's last word on the datasets (:meth:`Task.prepare_training`, e.g. cached frozen-backbone features)

@@ -100,14 +100,21 @@ class Task(ABC):
         self.predict_metrics: dict[str, float] = {}
         """Metrics of the last :meth:`predict` on an annotated source (empty otherwise)."""
 
+    def available_metrics(self) -> tuple[str, ...]:
+        """The metric names (patterns) the validation can report now: :attr:`metric_names`, narrowed by what the
+        built datasets tell (e.g. no ``top5`` with 5 classes or fewer)."""
+        return self.metric_names
+
     def check_metric(self, name: str | None) -> None:
-        """Check ``train.metric`` against :attr:`metric_names` (the trainer calls it before the run folder exists,
-        so that a misspelt metric does not fail after the first epoch).
+        """Check ``train.metric`` against :meth:`available_metrics` (the trainer calls it once the task is created
+        and again once the datasets are built, both before the run folder exists, so that a misspelt or unavailable
+        metric does not fail after the first epoch).
 
         Raises:
             ConfigError: ``name`` is no metric of the task; the message lists them, with the nearest.
         """
-        if name is None or not self.metric_names:
+        available = self.available_metrics()
+        if name is None or not available:
             return
         import fnmatch
 
@@ -115,11 +122,11 @@ class Task(ABC):
         from visiontune.registry import suggest
 
         bare = name.removeprefix("ema_") if self.config.train.ema else name
-        if any(fnmatch.fnmatchcase(bare, pattern) for pattern in self.metric_names):
+        if any(fnmatch.fnmatchcase(bare, pattern) for pattern in available):
             return
-        names = list(self.metric_names)
+        names = list(available)
         if self.config.train.ema:
-            names += [f"ema_{pattern}" for pattern in self.metric_names]
+            names += [f"ema_{pattern}" for pattern in available]
         raise ConfigError(f"train.metric: {name!r} is not a metric of task {self.name!r}{suggest(name, names)}; "
                           f"metrics: {', '.join(names)}")
 

@@ -97,7 +97,14 @@ class ClassificationTask(Task):
     name = "classification"
     default_metric = "top1"
     metric_mode = "max"
-    metric_names = ("top1", "top5", "macro_precision", "macro_recall", "macro_f1")  # top5: with >= 5 classes
+    metric_names = ("top1", "top5", "macro_precision", "macro_recall", "macro_f1")  # top5: with more than 5 classes
+
+    def available_metrics(self) -> tuple[str, ...]:
+        """Without ``top5`` once the classes are known to be 5 or fewer (top-5 would always be 1)."""
+        names = self.meta.get("class_names")
+        if names is not None and len(names) <= 5:
+            return tuple(name for name in self.metric_names if name != "top5")
+        return self.metric_names
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
