@@ -128,8 +128,8 @@ def build_train_loader(task: Task, dataset: Dataset, config: Config,
     batch that can be is drawn from one group, with the same number of batches per epoch.
     """
     data = config.data
-    sampler = TrainSampler(len(dataset), seed=config.seed,  # type: ignore[arg-type]  # map-style datasets shuffle=True, rank=info.rank,
-                           world_size=info.world_size)
+    sampler = TrainSampler(len(dataset), seed=config.seed, shuffle=True,  # type: ignore[arg-type]  # map-style
+                           rank=info.rank, world_size=info.world_size)
     group_ids = task.train_group_ids(dataset)
     batch_sampler = None
     if group_ids is not None:
