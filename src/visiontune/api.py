@@ -44,12 +44,12 @@ def train(config: Config, hooks: Iterable[HookBase] = ()) -> TrainResult:
             ``after_epoch`` and ``after_train``, after the built-in evaluation, writers and epoch checkpoint (e.g.
             a logger to an experiment tracker; see the README's "Hooks").
     """
-    hooks = list(hooks)
+    final = []
     if config.train.report:
         from visiontune.report.hook import ReportWriter
 
-        hooks.append(ReportWriter())
-    return Trainer(config, hooks=hooks).fit()
+        final.append(ReportWriter())  # last: the page shows eval/ and summary.json, written by the built-in hooks
+    return Trainer(config, hooks=list(hooks), final_hooks=final).fit()
 
 
 def config_for_checkpoint(checkpoint: dict[str, Any], config_path: str | Path | None = None,

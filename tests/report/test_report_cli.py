@@ -34,3 +34,16 @@ def test_compare_command_prints_the_table_and_writes_the_page(tmp_path: Path, sh
     assert f"comparison page: {page}" in out and page.is_file()
     assert main(["compare", str(first)]) == 2
     assert "compare needs at least two run folders" in capsys.readouterr().err
+
+
+def test_the_report_of_a_finished_run_shows_its_evaluation_and_summary(tiny_shapes: Path, tmp_path: Path):
+    """The report hook runs after the built-in ones: the final page has eval/ and summary.json in it."""
+    from visiontune import load_config, train
+
+    config = load_config(None, ["task=classification", "model.name=resnet10t", f"data.root={tiny_shapes}",
+                                f"project={tmp_path}", "data.image_size=32", "data.batch_size=6", "device=cpu",
+                                "data.num_workers=0", "train.epochs=1", "train.progress=false"])
+    result = train(config)
+    html = (result.run_dir / "report.html").read_text()
+    assert (result.run_dir / "eval" / "confusion_matrix.csv").is_file() and (result.run_dir / "summary.json").is_file()
+    assert "Per class (best checkpoint)" in html and "per_class.csv is missing" not in html  # after eval/ exists

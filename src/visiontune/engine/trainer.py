@@ -156,11 +156,14 @@ class Trainer:
         config: The resolved config (``resume`` selects a checkpoint to continue).
         hooks: The user's :class:`~visiontune.engine.hooks.HookBase` objects (they run after the built-in
             evaluation, writers and epoch checkpoint, before the console output and the stop conditions).
+        final_hooks: Hooks that run after all built-in ones (the run report reads the files the others write).
     """
 
-    def __init__(self, config: Config, hooks: Sequence[HookBase] = ()) -> None:
+    def __init__(self, config: Config, hooks: Sequence[HookBase] = (), final_hooks: Sequence[HookBase] = ()) -> None:
         self.config = config
         self.user_hooks: list[HookBase] = list(hooks)
+        self.final_hooks: list[HookBase] = list(final_hooks)
+        """Hooks called after every built-in one (e.g. the run report, which reads what the others wrote)."""
         self.hooks: list[HookBase] = list(self.user_hooks)
         """All hooks in calling order once :meth:`fit` built them (:meth:`build_hooks`)."""
         self.state = TrainState()
@@ -435,7 +438,7 @@ class Trainer:
     # ------------------------------------------------------------------ hooks and the run
     def build_hooks(self) -> list[HookBase]:
         """The built-in hooks of the config with the user's hooks in their place (:func:`default_hooks`)."""
-        return default_hooks(self, self.user_hooks)
+        return [*default_hooks(self, self.user_hooks), *self.final_hooks]
 
     def register_hooks(self, hooks: Iterable[HookBase]) -> None:
         """Add user hooks (before :meth:`fit`), after those given to the constructor."""
