@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,3 +31,14 @@ def shapes(root: Path, *, num_classes: int = 3, train_per_class: int = 6, val_pe
     """
     return make_shapes_dataset(root, num_classes=num_classes, train_per_class=train_per_class,
                                val_per_class=val_per_class, image_size=image_size, seed=seed)
+
+
+def evaluate_one_by_one(task: Any, dataset: Any, model: torch.nn.Module) -> dict[str, float]:
+    """The task's metrics of ``model`` on ``dataset``, fed one image at a time (batch 1, as the reference tools)."""
+    evaluator = task.build_evaluator(dataset)
+    evaluator.reset()
+    with torch.no_grad():
+        for index in range(len(dataset)):
+            image, target = dataset[index]
+            evaluator.update(model(image[None]), [target])
+    return evaluator.compute()

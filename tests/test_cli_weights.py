@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from tests.conftest import REPO_ROOT
+from tests.helpers import evaluate_one_by_one
 from visiontune.cli import main
 
 PRESET = REPO_ROOT / "configs" / "face_detection" / "retinaface_mobilenet025_finetune.yaml"
@@ -83,14 +83,7 @@ def test_eval_released_weights_gives_the_reference_wider_ap(fixtures_dir: Path, 
     # the task-level evaluation of the same weights on the same photos
     task = create_task(load_config(str(PRESET), [*settings, f"model.checkpoint={weights}"]))
     dataset = task.build_dataset(task.config.data.val_split, train=False)
-    model = task.build_model().eval()
-    evaluator = task.build_evaluator(dataset)
-    evaluator.reset()
-    with torch.no_grad():
-        for index in range(len(dataset)):
-            image, target = dataset[index]
-            evaluator.update(model(image[None]), [target])
-    task_level = evaluator.compute()
+    task_level = evaluate_one_by_one(task, dataset, task.build_model().eval())
 
     # the reference's own detections, scored as test_released_weights_give_the_reference_wider_ap scores them
     ground_truth = load_widerface_ground_truth(fixtures_dir / "widerface_gt")

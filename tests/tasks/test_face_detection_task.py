@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
+from tests.helpers import evaluate_one_by_one
 from visiontune.config import load_config
 from visiontune.data.sources import collect_images
 from visiontune.data.widerface import WiderFaceRecord, collate_faces
@@ -514,14 +515,7 @@ def test_released_weights_give_the_reference_wider_ap(fixtures_dir: Path, tmp_pa
         assert (face.origin_size, face.conf_thresh, face.top_k, face.nms_thresh, face.keep_top_k) == (
             True, 0.02, 5000, 0.4, 750)
         dataset = task.build_dataset("val.txt", train=False)
-        model = task.build_model().eval()
-        evaluator = task.build_evaluator(dataset)
-        evaluator.reset()
-        with torch.no_grad():
-            for index in range(len(dataset)):
-                image, target = dataset[index]
-                evaluator.update(model(image[None]), [target])
-        metrics = evaluator.compute()
+        metrics = evaluate_one_by_one(task, dataset, task.build_model().eval())
         measured[boxes] = {difficulty: metrics[f"ap_{difficulty}"] for difficulty in DIFFICULTIES}
     print("\nWIDER AP on the 7 fixture val photos (easy / medium / hard):")
     for label, values in (("reference detections, whole-pixel boxes", expected),
