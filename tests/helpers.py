@@ -42,3 +42,14 @@ def evaluate_one_by_one(task: Any, dataset: Any, model: torch.nn.Module) -> dict
             image, target = dataset[index]
             evaluator.update(model(image[None]), [target])
     return evaluator.compute()
+
+
+def set_up_with_nan_at_step(trainer: Any, monkeypatch: Any, step: int) -> None:
+    """Run ``trainer.setup()`` and make the training batch of optimizer step ``step`` NaN (``fit`` then skips
+    the setup it already did)."""
+    trainer.setup()
+    original = trainer.task.prepare_train_batch
+    monkeypatch.setattr(trainer.task, "prepare_train_batch",
+                        lambda images, targets: original(images * float("nan"), targets)
+                        if trainer.state.step == step else original(images, targets))
+    monkeypatch.setattr(trainer, "setup", lambda: None)

@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 import visiontune
+from tests.helpers import set_up_with_nan_at_step
 from visiontune.config import load_config
 from visiontune.data.prefetch import DevicePrefetcher, normalize_uint8
 from visiontune.engine.build import is_conv_net, resolve_channels_last, wrap_model
@@ -61,12 +62,7 @@ def test_epoch_means_bit_identical_for_any_log_every(tiny_config, monkeypatch):
 def test_nan_policy_skip_syncs_every_step_and_skips_exactly_that_step(tiny_config, monkeypatch):
     calls = count_reductions(monkeypatch)
     trainer = Trainer(tiny_config("train.epochs=1", "train.nan_policy=skip", "train.eval_before=false"))
-    trainer.setup()
-    original = trainer.task.prepare_train_batch
-    monkeypatch.setattr(trainer.task, "prepare_train_batch",
-                        lambda images, targets: original(images * float("nan"), targets)
-                        if trainer.state.step == 2 else original(images, targets))
-    monkeypatch.setattr(trainer, "setup", lambda: None)
+    set_up_with_nan_at_step(trainer, monkeypatch, 2)
     trainer.fit()
     assert calls == [1] * STEPS_PER_EPOCH
     assert trainer.state.skipped_steps == 1 and trainer.state.epoch_loss_steps == STEPS_PER_EPOCH - 1
@@ -77,12 +73,7 @@ def test_nan_policy_skip_syncs_every_step_and_skips_exactly_that_step(tiny_confi
 def test_nan_error_found_at_the_log_point_names_its_step(tiny_config, monkeypatch):
     calls = count_reductions(monkeypatch)
     trainer = Trainer(tiny_config("train.epochs=1", "train.log_every=3", "train.eval_before=false"))
-    trainer.setup()
-    original = trainer.task.prepare_train_batch
-    monkeypatch.setattr(trainer.task, "prepare_train_batch",
-                        lambda images, targets: original(images * float("nan"), targets)
-                        if trainer.state.step == 1 else original(images, targets))
-    monkeypatch.setattr(trainer, "setup", lambda: None)
+    set_up_with_nan_at_step(trainer, monkeypatch, 1)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 0, step 1: .*last finite loss: \d"):
         trainer.fit()
     assert calls == [3]  # found at the first logging step, step 3

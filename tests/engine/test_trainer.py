@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import set_up_with_nan_at_step
 from visiontune.api import evaluate
 from visiontune.engine.checkpoint import load_checkpoint
 from visiontune.engine.trainer import Hook, NonFiniteLossError, Trainer, train
@@ -145,12 +146,7 @@ def test_nan_loss_error_names_step_and_last_finite_loss(tiny_config, monkeypatch
 
 def test_nan_loss_skip_counts(tiny_config, monkeypatch):
     trainer = Trainer(tiny_config("train.epochs=1", "train.nan_policy=skip"))
-    trainer.setup()
-    original = trainer.task.prepare_train_batch
-    monkeypatch.setattr(trainer.task, "prepare_train_batch",
-                        lambda images, targets: original(images * float("nan"), targets)
-                        if trainer.state.step == 1 else original(images, targets))
-    monkeypatch.setattr(trainer, "setup", lambda: None)
+    set_up_with_nan_at_step(trainer, monkeypatch, 1)
     trainer.fit()
     assert trainer.state.skipped_steps == 1
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
