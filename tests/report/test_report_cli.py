@@ -47,3 +47,18 @@ def test_the_report_of_a_finished_run_shows_its_evaluation_and_summary(tiny_shap
     html = (result.run_dir / "report.html").read_text()
     assert (result.run_dir / "eval" / "confusion_matrix.csv").is_file() and (result.run_dir / "summary.json").is_file()
     assert "Per class (best checkpoint)" in html and "per_class.csv is missing" not in html  # after eval/ exists
+
+
+def test_the_report_shows_what_the_command_line_changed_from_the_preset(tiny_shapes: Path, tmp_path: Path):
+    from visiontune import load_config, train
+
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("task: classification\nmodel:\n  name: resnet10t\noptim:\n  lr: 0.01\ntrain:\n  epochs: 1\n")
+    config = load_config(preset, [f"data.root={tiny_shapes}", f"project={tmp_path}", "data.image_size=32",
+                                  "data.batch_size=6", "device=cpu", "data.num_workers=0", "train.progress=false",
+                                  "optim.lr=0.02"])
+    run = train(config).run_dir
+    assert (run / "preset.yaml").read_text() == preset.read_text()  # a copy: the page does not need the original
+    html = (run / "report.html").read_text()
+    changed = html.split("Changed from the preset (preset.yaml)")[1].split("</table>")[0]
+    assert "optim.lr" in changed and "0.01" in changed and "0.02" in changed and "model.name" not in changed

@@ -422,6 +422,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
         _apply_mapping(config, _nest(key, value), "", {key: f" (override {text!r})"}, given)
     validate_config(config)
     _remember_set_keys(config, given)
+    if path is not None:
+        object.__setattr__(config, "preset_file", str(Path(path).resolve()))  # per instance: see Config.preset_file
     return config
 
 

@@ -383,6 +383,9 @@ class Config:
     """Not a config key: the dotted keys that :func:`~visiontune.config.loader.load_config` read from the YAML file
     and the overrides (what the user set explicitly; a resume applies exactly these over the checkpoint's config);
     ``None`` for a config built otherwise. Not saved."""
+    preset_file: ClassVar[str | None] = None
+    """Not a config key: the YAML file :func:`~visiontune.config.loader.load_config` read (``-c``), or ``None``.
+    The run folder keeps a copy (``preset.yaml``) so the run report shows what the command line changed."""
 
     task: str = "classification"
     """``classification``, ``face_detection`` or ``instance_segmentation``."""

@@ -42,6 +42,7 @@ from visiontune.engine.build import (
 from visiontune.engine.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
     atomic_save,
+    atomic_write_text,
     capture_rng_state,
     load_checkpoint,
     remove_stale_temp_files,
@@ -298,6 +299,7 @@ class Trainer:
         self._prepare_task_datasets()
         if self.is_main:
             save_config(self.config, self.run_dir / "config.yaml")
+            self._keep_preset()
             self._log_setup(param_groups)
 
     def _build_data(self) -> None:
@@ -360,6 +362,12 @@ class Trainer:
         self.scaler = build_grad_scaler(self.device, self.autocast_dtype)
         self.ema: Any = build_ema(self.model, config, self.device)  # timm ModelEmaV3 or None
         return param_groups
+
+    def _keep_preset(self) -> None:
+        """Copy the ``-c`` YAML file into the run folder as ``preset.yaml`` (the report shows the changes from it)."""
+        preset = self.config.preset_file
+        if preset is not None and Path(preset).is_file() and not (self.run_dir / "preset.yaml").exists():
+            atomic_write_text(Path(preset).read_text(encoding="utf-8"), self.run_dir / "preset.yaml")
 
     def _log_setup(self, param_groups: list[dict[str, Any]]) -> None:
         config = self.config

@@ -176,6 +176,18 @@ def _img(uri: str, alt: str) -> str:
 
 
 def _preset_difference(run: RunFiles) -> str:
+    kept = run.run_dir / "preset.yaml"  # the copy of the -c file that train keeps in the run folder
+    if kept.is_file():
+        try:
+            preset_values = flatten(yaml.safe_load(kept.read_text(encoding="utf-8")) or {})
+        except (OSError, yaml.YAMLError):
+            return note("preset.yaml in the run folder could not be read.")
+        resolved = flatten(run.config)
+        rows = [[key, str(value), str(resolved.get(key, "<absent>"))] for key, value in preset_values.items()
+                if resolved.get(key, "<absent>") != value]
+        head = "<h3>Changed from the preset (preset.yaml)</h3>"
+        return head + (table(["key", "preset", "this run"], rows, numeric=False) if rows
+                       else note("the run used the preset unchanged."))
     for key in PRESET_KEYS:
         preset = run.config.get(key)
         if not preset:
