@@ -57,6 +57,10 @@ def test_check_data_train_eval_predict(tmp_path: Path, capsys) -> None:
     assert {"val_segm_AP", "val_bbox_AP", "val_segm_AP_book", "val_segm_AP_ball"} <= set(validation)
     assert (run_dir / "eval" / "coco_results.json").is_file()
     assert len(list((run_dir / "eval" / "overlays").glob("*.png"))) == 4
+    report = (run_dir / "report.html").read_text()  # the task view of the run report, on a real run folder
+    per_category = report.split("AP per category (best epoch)")[1].split("</table>")[0]
+    assert "book" in per_category and "ball" in per_category
+    assert "Detections of the best checkpoint" in report and report.count("data:image/") >= 4  # overlays inline
 
     capsys.readouterr()
     assert main(["eval", f"checkpoint={run_dir / 'last.pt'}", "train.progress=false"]) == 0
