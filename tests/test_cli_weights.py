@@ -59,7 +59,6 @@ def test_eval_released_weights_gives_the_reference_wider_ap(fixtures_dir: Path, 
     from visiontune.config import load_config
     from visiontune.evaluation.widerface import (
         DIFFICULTIES,
-        WiderFaceGroundTruth,
         evaluate_widerface,
         load_widerface_ground_truth,
     )
@@ -87,13 +86,7 @@ def test_eval_released_weights_gives_the_reference_wider_ap(fixtures_dir: Path, 
 
     # the reference's own detections, scored as test_released_weights_give_the_reference_wider_ap scores them
     ground_truth = load_widerface_ground_truth(fixtures_dir / "widerface_gt")
-    keys = {record.image_id for record in records}
-    kept = [index for index, image_id in enumerate(ground_truth.image_ids) if image_id in keys]
-    subset = WiderFaceGroundTruth(
-        image_ids=tuple(ground_truth.image_ids[index] for index in kept),
-        boxes=tuple(ground_truth.boxes[index] for index in kept),
-        counted={difficulty: tuple(ground_truth.counted[difficulty][index] for index in kept)
-                 for difficulty in DIFFICULTIES})
+    subset = ground_truth.subset({record.image_id for record in records})
     reference = json.loads((fixtures_dir / "retinaface" / "expected_detections_mobilenet0.25.json").read_text())
     expected = evaluate_widerface({record.image_id: np.array(
         [_reference_line(row) for row in reference[Path(record.relative_path).name]], dtype=np.float64).reshape(-1, 5)

@@ -470,7 +470,6 @@ def test_released_weights_give_the_reference_wider_ap(fixtures_dir: Path, tmp_pa
     from visiontune.data.widerface import parse_official_annotations
     from visiontune.evaluation.widerface import (
         DIFFICULTIES,
-        WiderFaceGroundTruth,
         evaluate_widerface,
         load_widerface_ground_truth,
     )
@@ -488,13 +487,7 @@ def test_released_weights_give_the_reference_wider_ap(fixtures_dir: Path, tmp_pa
     # the reference's AP: its detections written as whole pixels, official ground truth of the 7 images
     ground_truth = load_widerface_ground_truth(fixtures_dir / "widerface_gt")
     reference = json.loads((retinaface / "expected_detections_mobilenet0.25.json").read_text())
-    keys = {record.image_id for record in records}
-    kept = [index for index, image_id in enumerate(ground_truth.image_ids) if image_id in keys]
-    subset = WiderFaceGroundTruth(
-        image_ids=tuple(ground_truth.image_ids[index] for index in kept),
-        boxes=tuple(ground_truth.boxes[index] for index in kept),
-        counted={difficulty: tuple(ground_truth.counted[difficulty][index] for index in kept)
-                 for difficulty in DIFFICULTIES})
+    subset = ground_truth.subset({record.image_id for record in records})
 
     def reference_ap(write) -> dict[str, float]:
         predictions = {record.image_id: np.array([write(row) for row in reference[Path(record.relative_path).name]],

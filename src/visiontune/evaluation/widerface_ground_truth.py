@@ -12,7 +12,7 @@ paths without extension) to such keys.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -125,6 +125,15 @@ class WiderFaceGroundTruth:
     def num_images(self) -> int:
         """Number of images."""
         return len(self.image_ids)
+
+    def subset(self, image_ids: Collection[str]) -> WiderFaceGroundTruth:
+        """The ground truth of the images in ``image_ids`` only (in this ground truth's order)."""
+        kept = [index for index, image_id in enumerate(self.image_ids) if image_id in image_ids]
+        return WiderFaceGroundTruth(
+            image_ids=tuple(self.image_ids[index] for index in kept),
+            boxes=tuple(self.boxes[index] for index in kept),
+            counted={difficulty: tuple(self.counted[difficulty][index] for index in kept)
+                     for difficulty in DIFFICULTIES})
 
     @property
     def events(self) -> tuple[str, ...]:
