@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from visiontune.cli._common import Command, add_verbose
 
@@ -90,30 +89,16 @@ def save_pytorch_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | 
     """
     import torch
 
+    from visiontune.engine.checkpoint import atomic_write
+
     path = Path(path)
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in state_dict.items()}
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import save
 
         payload = save(tensors, metadata=dict(metadata or {}))
-        return _write_atomically(path, lambda stream: stream.write(payload))
-    return _write_atomically(path, lambda stream: torch.save(tensors, stream))
-
-
-def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Call ``write`` on a new temporary file beside ``path``, flush it to disk, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with temporary.open("xb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
+        return atomic_write(path, lambda stream: stream.write(payload))
+    return atomic_write(path, lambda stream: torch.save(tensors, stream))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ import os
 import random
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -85,9 +85,9 @@ def write_error(error: BaseException, path: Path) -> CheckpointWriteError | None
     return None
 
 
-def _atomic_write(path: Path, write: Any) -> Path:
-    """Call ``write(stream)`` on a temporary file beside ``path``, fsync, rename over ``path``; see
-    :func:`atomic_save`."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(stream)`` on a temporary file beside ``path``, fsync, rename over ``path``: the one way
+    visiontune writes a file that must never be seen half written (see :func:`atomic_save` for the errors)."""
     temp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,14 +129,14 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     """
     if isinstance(obj, Mapping):
         obj = add_checksums(obj)
-    return _atomic_write(Path(path), lambda stream: torch.save(obj, stream))
+    return atomic_write(Path(path), lambda stream: torch.save(obj, stream))
 
 
 def atomic_write_text(text: str, path: str | Path) -> Path:
     """Write ``text`` (UTF-8) to ``path`` like :func:`atomic_save`: the old file stays until the new one is
     complete."""
     data = text.encode("utf-8")
-    return _atomic_write(Path(path), lambda stream: stream.write(data))
+    return atomic_write(Path(path), lambda stream: stream.write(data))
 
 
 def remove_stale_temp_files(folder: str | Path) -> tuple[int, int]:
