@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from visiontune.engine import checkpoint as checkpoint_module
 from visiontune.engine.checkpoint import (
     CheckpointError,
     atomic_save,
@@ -20,6 +19,7 @@ from visiontune.engine.checkpoint import (
     remove_stale_temp_files,
     restore_rng_state,
 )
+from visiontune.utils.files import open_temp_file
 
 
 def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
@@ -211,7 +211,7 @@ class FailingStream:
 def test_disk_full_during_torch_save_is_one_line_and_keeps_old_file(tmp_path, monkeypatch):
     path = atomic_save({"model": {"w": torch.ones(2)}, "config": {}}, tmp_path / "last.pt")
     real_fdopen = os.fdopen
-    monkeypatch.setattr(checkpoint_module.os, "fdopen", lambda fd, mode: FailingStream(real_fdopen(fd, mode), 600))
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FailingStream(real_fdopen(fd, mode), 600))
     with pytest.raises(CheckpointError) as raised:
         atomic_save({"model": {"w": torch.zeros(100_000)}, "config": {}}, path)
     assert str(raised.value) == f"no space left on device while writing {path}"
@@ -247,7 +247,7 @@ def test_unwritable_folder_is_one_line(tmp_path, monkeypatch, code, reason):
             raise OSError(code, os.strerror(code), str(name))
         return real_open(name, flags, mode, **kwargs)
 
-    monkeypatch.setattr(checkpoint_module.os, "open", refuse_new_files)
+    monkeypatch.setattr(os, "open", refuse_new_files)
     with pytest.raises(CheckpointError) as raised:
         atomic_save({"model": {"w": torch.zeros(2)}, "config": {}}, path)
     assert str(raised.value) == f"cannot write to {path}: {reason}"
@@ -271,7 +271,7 @@ def test_checkpoint_mode_follows_umask(tmp_path, umask, mode):
 
 
 def test_remove_stale_temp_files_only_those_of_atomic_writes(tmp_path):
-    handle, _temp = checkpoint_module._open_temp_file(tmp_path / "step_4.pt")  # a write that was killed
+    handle, _temp = open_temp_file(tmp_path / "step_4.pt")  # a write that was killed
     os.write(handle, b"x" * 1500)
     os.close(handle)
     (tmp_path / ".last.pt.k2j_h4g5.tmp").write_bytes(b"y" * 500)  # named by mkstemp, before this version

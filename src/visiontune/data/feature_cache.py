@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from visiontune.utils.files import atomic_path, atomic_write_json, temp_files_of
+
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
@@ -184,20 +186,26 @@ def _valid(npy: Path, meta: Path, key: str, total: int) -> bool:
 
 def _build_file(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, npy: Path, meta: Path, key: str, *,
                 batch_size: int, num_workers: int, progress: bool, name: str) -> None:
-    npy.parent.mkdir(parents=True, exist_ok=True)
+    """Compute the features into ``npy`` (memory-mapped), then record ``key`` in ``meta``, both atomically.
+
+    The array is built in a temporary file beside ``npy`` (:func:`~visiontune.utils.files.atomic_path`), renamed
+    into place once complete and removed if the build fails or is interrupted; the temporary files of an earlier
+    build that was killed are removed first (only the main process builds).
+    """
     meta.unlink(missing_ok=True)  # the key goes last: an interrupted build leaves no valid cache
-    temporary = npy.with_name(npy.name + ".tmp.npy")
-    features, skipped = compute_features(
-        encode, dataset, allocate=lambda n, d: np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32,
-                                                                         shape=(n, d)),
-        batch_size=batch_size, num_workers=num_workers, progress=progress, description=f"caching {name} features")
-    rows, dim = features.shape
-    features.flush()
-    del features
-    os.replace(temporary, npy)
-    text = json.dumps({"key": key, "rows": rows, "dim": dim, "skipped": skipped, "format": CACHE_FORMAT})
-    meta_temporary = meta.with_name(meta.name + ".tmp")
-    meta_temporary.write_text(text, encoding="utf-8")
-    os.replace(meta_temporary, meta)
+    for stale in [*temp_files_of(npy), *temp_files_of(meta), npy.with_name(npy.name + ".tmp.npy")]:
+        if stale.is_file():  # ".<name>.npy.<8>.tmp" of a killed build; "<name>.npy.tmp.npy" of older versions
+            logger.info("feature cache: removing %s, left by an interrupted build", stale)
+            stale.unlink(missing_ok=True)
+    with atomic_path(npy) as temporary:
+        features, skipped = compute_features(
+            encode, dataset, allocate=lambda n, d: np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32,
+                                                                             shape=(n, d)),
+            batch_size=batch_size, num_workers=num_workers, progress=progress,
+            description=f"caching {name} features")
+        rows, dim = features.shape
+        features.flush()
+        del features  # closes the memory map before the rename
+    atomic_write_json({"key": key, "rows": rows, "dim": dim, "skipped": skipped, "format": CACHE_FORMAT}, meta)
     logger.info("cached %s features in %s: %d x %d (%.1f MB, memory-mapped)", name, npy, rows, dim,
                 rows * dim * 4 / 2**20)

@@ -12,21 +12,17 @@ or in transfer is refused with the file and the tensor named instead of loading 
 that ``torch.save`` writes is not checked by ``torch.load``). Files without ``checksums`` (written before) load
 unchecked.
 
-Writes go to a temporary file ``.<name>.<8 characters>.tmp`` in the target folder, created with the process umask
-like any other file, then renamed over the target: a failed write (disk full, read-only folder) raises a
-:class:`CheckpointWriteError` of one line and keeps the previous file. :func:`remove_stale_temp_files` deletes the
-temporary files that a killed process left behind.
+Writes go through :mod:`visiontune.utils.files`: a temporary file ``.<name>.<8 characters>.tmp`` in the target
+folder, created with the process umask like any other file, then renamed over the target: a failed write (disk
+full, read-only folder) raises a :class:`CheckpointWriteError` of one line and keeps the previous file.
+:func:`remove_stale_temp_files` deletes the temporary files that a killed process left behind.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
-import os
 import random
 import re
-import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,7 +30,9 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from visiontune.utils import files
 from visiontune.utils.checksums import CHECKSUM_KEY, ChecksumError, add_checksums, verify_checksums
+from visiontune.utils.files import FileWriteError
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +44,7 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable or not a visiontune checkpoint."""
 
 
-class CheckpointWriteError(CheckpointError):
+class CheckpointWriteError(CheckpointError, FileWriteError):
     """A checkpoint (or another run file) could not be written: disk full, read-only or forbidden folder.
 
     The message is one line naming the file; the previous version of the file is kept."""
@@ -56,64 +54,11 @@ TEMP_FILE_PATTERN = re.compile(r"^\.(?:.+\.pt|metrics\.csv)\.[a-z0-9_]{8}\.tmp$"
 """Names of the temporary files of :func:`atomic_save` / :func:`atomic_write_text` (``.last.pt.1a2b3c4d.tmp``;
 older versions used :func:`tempfile.mkstemp`, whose 8 characters also match)."""
 
-_SHORT_WRITE_MARKERS = ("unexpected pos", "PytorchStreamWriter failed writing")
-"""What ``torch.save`` to a file name says when the disk filled up (it writes through C++, without ``errno``)."""
 
-
-def _open_temp_file(path: Path) -> tuple[int, Path]:
-    """Create ``.<name>.<8 hex>.tmp`` beside ``path`` exclusively, with mode 0666 less the process umask."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    while True:
-        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(temp, flags, 0o666), temp
-        except FileExistsError:  # pragma: no cover - 2**32 names
-            continue
-
-
-def write_error(error: BaseException, path: Path) -> CheckpointWriteError | None:
-    """The one-line :class:`CheckpointWriteError` for a failed write of ``path``, or ``None`` if ``error`` is not
-    a write failure (then it propagates as it is)."""
-    if isinstance(error, OSError):
-        if error.errno == errno.ENOSPC:
-            return CheckpointWriteError(f"no space left on device while writing {path}")
-        if error.errno == getattr(errno, "EDQUOT", None):
-            return CheckpointWriteError(f"disk quota exceeded while writing {path}")
-        return CheckpointWriteError(f"cannot write to {path}: {error.strerror or error}")
-    if isinstance(error, RuntimeError) and any(marker in str(error) for marker in _SHORT_WRITE_MARKERS):
-        return CheckpointWriteError(f"no space left on device while writing {path}")
-    return None
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Call ``write(stream)`` on a temporary file beside ``path``, fsync, rename over ``path``: the one way
-    visiontune writes a file that must never be seen half written (see :func:`atomic_save` for the errors)."""
-    temp: Path | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = _open_temp_file(path)
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException as error:
-        if temp is not None:
-            with contextlib.suppress(OSError):
-                temp.unlink(missing_ok=True)
-        one_line = write_error(error, path) if isinstance(error, Exception) else None
-        if one_line is not None:
-            raise one_line from error
-        raise
-    try:  # make the rename itself durable
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except OSError:
-        pass
-    return path
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(stream)`` on a temporary file beside ``path``, fsync, rename over ``path``
+    (:func:`visiontune.utils.files.atomic_write`), raising :class:`CheckpointWriteError` for a failed write."""
+    return files.atomic_write(path, write, error_type=CheckpointWriteError)
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -129,14 +74,13 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     """
     if isinstance(obj, Mapping):
         obj = add_checksums(obj)
-    return atomic_write(Path(path), lambda stream: torch.save(obj, stream))
+    return atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
 def atomic_write_text(text: str, path: str | Path) -> Path:
     """Write ``text`` (UTF-8) to ``path`` like :func:`atomic_save`: the old file stays until the new one is
     complete."""
-    data = text.encode("utf-8")
-    return atomic_write(Path(path), lambda stream: stream.write(data))
+    return files.atomic_write_text(text, path, error_type=CheckpointWriteError)
 
 
 def remove_stale_temp_files(folder: str | Path) -> tuple[int, int]:

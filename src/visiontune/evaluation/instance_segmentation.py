@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -12,6 +11,7 @@ from torch import Tensor
 from visiontune.evaluation.coco import CocoEvaluator
 from visiontune.utils import comm
 from visiontune.utils.drawing import draw_instances
+from visiontune.utils.files import atomic_write_json
 from visiontune.utils.image_tensors import tensor_to_rgb
 
 __all__ = ["NUM_OVERLAYS", "CocoSplit", "InstanceSegmentationEvaluator", "with_category_ids"]
@@ -125,9 +125,8 @@ class InstanceSegmentationEvaluator:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         detections = self.coco.detections()
-        results_path = out_dir / "coco_results.json"
-        results_path.write_text(json.dumps(with_category_ids(detections, self.label_to_category_id)),
-                                encoding="utf-8")
+        results_path = atomic_write_json(with_category_ids(detections, self.label_to_category_id),
+                                         out_dir / "coco_results.json", indent=None)
         by_image: dict[int, list[dict[str, Any]]] = {}
         for detection in detections:
             by_image.setdefault(int(detection["image_id"]), []).append(detection)

@@ -8,7 +8,8 @@ with ``dynamic=true`` one graph serves every batch size and, for the detectors, 
 is 17 (ONNX Runtime >= 1.11, TensorRT >= 8.6).
 
 Order of work: trace into memory, attach the metadata, run the parity check on the in-memory graph, and only when it
-passes write the file (to a temporary file in the output folder, renamed into place). A failed check raises
+passes write the file (to a temporary file in the output folder, renamed into place:
+:func:`visiontune.utils.files.atomic_write_bytes`). A failed check raises
 :class:`~visiontune.export.parity.ParityError` and leaves no file behind.
 """
 
@@ -17,8 +18,6 @@ from __future__ import annotations
 import inspect
 import io
 import logging
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -42,6 +41,7 @@ from visiontune.export.parity import (
 )
 from visiontune.export.samples import collect_sample_images
 from visiontune.export.specs import ExportSpec, build_export_spec
+from visiontune.utils.files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from visiontune.config import ExportConfig
@@ -181,6 +181,7 @@ def export_checkpoint(checkpoint: str | Path, *, output: str | Path | None = Non
         ValueError: an option does not apply to the task.
         ParityError: ONNX Runtime does not reproduce PyTorch within the tolerance (nothing is written).
         MissingExportDependencyError: onnx or onnxruntime is not installed.
+        FileWriteError: the file cannot be written (disk full, read-only folder; one line naming it).
     """
     from visiontune.engine.checkpoint import load_checkpoint
 
@@ -209,6 +210,7 @@ def export_model(task: Task, model: nn.Module, output: str | Path, *, options: E
         ValueError: an option does not apply to the task.
         ParityError: ONNX Runtime does not reproduce PyTorch within the tolerance (nothing is written).
         MissingExportDependencyError: onnx or onnxruntime is not installed.
+        FileWriteError: the file cannot be written (disk full, read-only folder; one line naming it).
     """
     onnx = import_onnx()
     import_onnxruntime()
@@ -231,7 +233,7 @@ def export_model(task: Task, model: nn.Module, output: str | Path, *, options: E
                        "pass sample= with images that contain objects the model finds", spec.detections.min_score)
     metadata.parity = [check.as_dict() for check in checks]
     onnx.helper.set_model_props(graph, metadata.to_props())
-    path = _write_atomically(graph.SerializeToString(), Path(output))
+    path = atomic_write_bytes(graph.SerializeToString(), Path(output))
     seconds = time.perf_counter() - start
     logger.info("exported %s (%s, %s, opset %d, %.1f MB) in %.1f s", path, task.name, spec.output_kind, options.opset,
                 path.stat().st_size / 1e6, seconds)
@@ -323,17 +325,3 @@ def _exporter_description() -> str:
     import onnx
 
     return f"torch.onnx TorchScript exporter (torch {torch.__version__}, onnx {onnx.__version__})"
-
-
-def _write_atomically(data: bytes, path: Path) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path

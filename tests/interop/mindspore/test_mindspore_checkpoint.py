@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from visiontune.interop.mindspore.protobuf_wire import (
     encode_varint_field,
     iter_fields,
 )
+from visiontune.utils.files import FileWriteError
 
 REAL_CHECKPOINTS = ("retinaface_mobilenet025", "mobilenet_v2_100", "mobilenet_v3_small_100")
 
@@ -233,7 +235,7 @@ def test_failed_write_leaves_the_existing_file_and_no_temporary_file(
         file.write(b"partial data")
 
     monkeypatch.setattr(checkpoint_module, "_write_tensor", failing_write)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(FileWriteError, match=f"^cannot write to {re.escape(str(path))}: disk full$"):
         save_mindspore_checkpoint(path, {"b": np.zeros(2, dtype=np.float32), "c": np.zeros(2, dtype=np.float32)})
     assert calls == ["b", "c"]
     assert path.read_bytes() == original

@@ -33,7 +33,6 @@ import logging
 import math
 import mmap
 import os
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +61,7 @@ from visiontune.interop.mindspore.protobuf_wire import (
     read_field,
     to_signed_int64,
 )
+from visiontune.utils.files import atomic_write
 
 __all__ = [
     "SUPPORTED_TENSOR_TYPES",
@@ -213,8 +213,9 @@ def save_mindspore_checkpoint(
 ) -> None:
     """Write tensors to a MindSpore ``.ckpt`` file that MindSpore and :func:`read_mindspore_checkpoint` read.
 
-    The file is written to a temporary file next to ``path`` and renamed over it, so ``path`` never
-    holds a partial checkpoint. All tensors are validated before anything is written.
+    The file is written to a temporary file next to ``path`` and renamed over it
+    (:func:`visiontune.utils.files.atomic_write`), so ``path`` never holds a partial checkpoint. All tensors
+    are validated before anything is written.
 
     Args:
         path: destination file (overwritten if it exists).
@@ -228,22 +229,19 @@ def save_mindspore_checkpoint(
         UnsupportedTensorTypeError: a value is not an array/tensor or has a dtype without a MindSpore
             ``tensor_type`` (e.g. complex64); the message names the tensor.
         ValueError: an empty or non-string name, or ``max_slice_bytes < 1``.
+        FileWriteError: the disk is full or the folder cannot be written (one line naming ``path``); a previous
+            file at ``path`` is kept and the temporary file removed.
     """
     if max_slice_bytes < 1:
         raise ValueError(f"max_slice_bytes must be >= 1, got {max_slice_bytes}")
     prepared = [_prepare_tensor(name, value) for name, value in tensors.items()]
     path = Path(path)
-    temporary_path = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with temporary_path.open("xb") as file:
-            for tensor in prepared:
-                _write_tensor(file, tensor, max_slice_bytes=max_slice_bytes)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary_path, path)
-    except BaseException:
-        temporary_path.unlink(missing_ok=True)
-        raise
+
+    def write(file: BinaryIO) -> None:
+        for tensor in prepared:
+            _write_tensor(file, tensor, max_slice_bytes=max_slice_bytes)
+
+    atomic_write(path, write)
     logger.info("wrote %d tensors to MindSpore checkpoint %s", len(prepared), path)
 
 

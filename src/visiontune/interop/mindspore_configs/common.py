@@ -12,7 +12,6 @@ import dataclasses
 import os
 import textwrap
 import typing
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import yaml
 
 from visiontune.config.loader import ConfigError, config_from_dict, load_yaml
 from visiontune.config.schema import Config
+from visiontune.utils.files import atomic_write_text
 
 _COMMENT_WIDTH = 118
 
@@ -238,21 +238,16 @@ class ImportedConfig:
         return "\n".join(self.header_lines()) + "\n" + body
 
     def write(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_yaml` to ``path`` atomically (temporary file + rename)."""
+        """Write :meth:`to_yaml` to ``path`` atomically (:func:`visiontune.utils.files.atomic_write_text`).
+
+        Raises:
+            ImportConfigError: ``path`` is the imported file itself.
+            FileWriteError: the file cannot be written (one line naming it); a previous file is kept.
+        """
         path = Path(path)
         if path.resolve() == self.source.resolve():
             raise ImportConfigError(f"refusing to overwrite the imported file {self.source}; choose another output")
-        text = self.to_yaml()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with temporary.open("x", encoding="utf-8") as stream:
-                stream.write(text)
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_text(self.to_yaml(), path)
 
 
 class _BlockSectionsFlowListsDumper(yaml.SafeDumper):
