@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
+from visiontune.api import train
 from visiontune.config import load_config
 from visiontune.data.synthetic import make_shapes_dataset
-from visiontune.engine.trainer import train
 
 
 def run(root: Path, project: Path, args: argparse.Namespace, *, cache: bool) -> tuple[float, float, int]:

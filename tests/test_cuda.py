@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from visiontune.api import train
 from visiontune.config import load_config
 from visiontune.data.synthetic import make_shapes_dataset
 from visiontune.data.synthetic_coco import make_synthetic_coco
 from visiontune.engine.checkpoint import load_checkpoint
-from visiontune.engine.trainer import train
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
@@ -110,13 +110,16 @@ def test_channels_last_train_step(cuda_config, task):
     assert "channels_last True" in (result.run_dir / "train.log").read_text()
 
 
-def test_compile_matches_eager(cuda_config):
+@pytest.mark.parametrize("task", TASKS)
+def test_compile_matches_eager(cuda_config, task):
     options = ("train.amp=bf16", "train.max_steps=2", "train.deterministic=true")
-    eager = train(cuda_config("classification", *options, "name=eager"))
-    compiled = train(cuda_config("classification", *options, "train.compile=true", "name=compiled"))
+    eager = train(cuda_config(task, *options, "name=eager"))
+    compiled = train(cuda_config(task, *options, "train.compile=true", "name=compiled"))
     assert "torch.compile failed" not in (compiled.run_dir / "train.log").read_text()
-    # same data and initial weights; bf16 rounding differs between fused and eager kernels
-    assert first_loss(compiled) == pytest.approx(first_loss(eager), rel=2e-2, abs=1e-2)
+    # same data and initial weights; bf16 rounding differs between fused and eager kernels (and, for the detectors,
+    # can flip a near-tie in anchor matching or proposal sampling: a looser bound)
+    tolerance = 2e-2 if task == "classification" else 5e-2
+    assert first_loss(compiled) == pytest.approx(first_loss(eager), rel=tolerance, abs=1e-2)
 
 
 def free_port() -> int:

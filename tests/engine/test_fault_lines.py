@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import train
 from visiontune.api import evaluate
 from visiontune.config import ConfigError, load_config
 from visiontune.engine.checkpoint import CheckpointError, load_checkpoint
 from visiontune.engine.hooks import default_hooks
 from visiontune.engine.run_dir import RUN_MARKER, RunDirError, is_run_dir, new_run_dir
-from visiontune.engine.trainer import Hook, Trainer, train
+from visiontune.engine.trainer import Hook, Trainer
 from visiontune.models.loading import WeightLoadError
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_with_faults.py"

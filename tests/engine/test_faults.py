@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import one_thread
+from tests.helpers import one_thread, train
 from visiontune.config import load_config
 from visiontune.engine.checkpoint import load_checkpoint
 from visiontune.engine.data import SeededDataset
-from visiontune.engine.trainer import REPEATED_SIGNAL_GRACE_S, Hook, Trainer, train
+from visiontune.engine.trainer import REPEATED_SIGNAL_GRACE_S, Hook, Trainer
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_with_faults.py"
 STEPS_PER_EPOCH = 4  # 18 images, batch 4, drop_last

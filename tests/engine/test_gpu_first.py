@@ -16,12 +16,12 @@ from PIL import Image
 from torch import nn
 
 import visiontune
-from tests.helpers import set_up_with_nan_at_step
+from tests.helpers import set_up_with_nan_at_step, train
 from visiontune.config import load_config
 from visiontune.data.prefetch import DevicePrefetcher, normalize_uint8
 from visiontune.engine.build import is_conv_net, resolve_channels_last, wrap_model
 from visiontune.engine.evaluation import outputs_to_host
-from visiontune.engine.trainer import NonFiniteLossError, Trainer, train
+from visiontune.engine.trainer import NonFiniteLossError, Trainer
 from visiontune.tasks import create_task
 
 STEPS_PER_EPOCH = 4  # 18 images / batch 4, drop_last

@@ -6,9 +6,10 @@ import json
 import pytest
 import torch
 
+from tests.helpers import train
 from visiontune.api import evaluate, format_summary
 from visiontune.engine.checkpoint import load_checkpoint
-from visiontune.engine.trainer import Hook, Trainer, train
+from visiontune.engine.trainer import Hook, Trainer
 
 
 def rows_of(run):

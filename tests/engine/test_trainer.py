@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import set_up_with_nan_at_step
+from tests.helpers import set_up_with_nan_at_step, train
 from visiontune.api import evaluate
 from visiontune.engine.checkpoint import load_checkpoint
-from visiontune.engine.trainer import Hook, NonFiniteLossError, Trainer, train
+from visiontune.engine.trainer import Hook, NonFiniteLossError, Trainer
 
 
 def trainer_root(run):

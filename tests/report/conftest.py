@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -75,12 +76,13 @@ def make_classification_run(root: Path, shapes: Path, *, name: str = "demo", lr:
     return run
 
 
-def make_face_run(root: Path) -> Path:
+def make_face_run(root: Path, *, landmarks: bool = True) -> Path:
     """A face-detection run folder with label.txt, images, predictions and a PR curve PNG."""
     data = root / "faces"
     images = data / "images" / "event"
     images.mkdir(parents=True)
     labels, rng = [], np.random.default_rng(0)
+    detections: dict[str, list[dict]] = {}
     run = root / "face_detection" / "retina"
     predictions = run / "eval" / "widerface_predictions" / "event"
     predictions.mkdir(parents=True)
@@ -96,7 +98,13 @@ def make_face_run(root: Path) -> Path:
         lines = [f"img_{index}", str(len(boxes))] + [f"{x1 + 2} {y1 + 1} {x2 - x1} {y2 - y1} 0.{9 - k}"
                                                      for k, (x1, y1, x2, y2) in enumerate(boxes)]
         (predictions / f"img_{index}.txt").write_text("\n".join(lines) + "\n")
+        detections[f"event/img_{index}"] = [
+            {"box": [x1 + 2, y1 + 1, x2 + 2, y2 + 1], "score": 0.9 - 0.1 * k,
+             "landmarks": [[x1 + 15, y1 + 20], [x1 + 35, y1 + 20], [x1 + 25, y1 + 32], [x1 + 17, y1 + 45],
+                           [x1 + 33, y1 + 45]]} for k, (x1, y1, x2, y2) in enumerate(boxes)]
     (data / "label.txt").write_text("\n".join(labels) + "\n")
+    if landmarks:
+        (run / "eval" / "detections.json").write_text(json.dumps({"score_threshold": 0.5, "images": detections}))
     config = config_to_dict(Config())
     config.update(task="face_detection", name="retina")
     config["model"]["name"] = "retinaface_mobilenet0.25"

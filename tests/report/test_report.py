@@ -24,7 +24,7 @@ from visiontune.report import (
 )
 from visiontune.report.run_files import default_metric, metric_family, read_csv_dicts, read_run
 from visiontune.tasks import create_task
-from visiontune.utils.drawing import contrast_color, draw_labeled_boxes
+from visiontune.utils.drawing import LANDMARK_COLORS, contrast_color, draw_labeled_boxes, draw_landmarks
 
 IMG = re.compile(r'<img src="data:(image/[a-z+]+);base64,([^"]+)"')
 
@@ -75,10 +75,25 @@ def test_interrupted_run_without_eval(tmp_path: Path, shapes_dir: Path):
 def test_face_detection_run_report(tmp_path: Path):
     run = make_face_run(tmp_path)
     html = write_run_report(run).read_text()
-    assert "Precision-recall" in html and "Detections of the best checkpoint" in html and ">Examples</h3>" in html
+    assert "Precision-recall" in html and "Detections of the best checkpoint" in html
+    assert ">Examples (best checkpoint)</h3>" in html
     assert "official easy / medium / hard curves: not computed" in html
-    assert "not measured" in html
+    assert "not measured" in html and "<td>nme</td>" in html  # landmark NME in the before -> best -> last table
+    assert html.count("(red) with their 5 landmarks") == 2 * 3  # alt text and caption of 3 images
     assert len(decoded_images(html)) >= 5
+
+
+def test_face_examples_without_landmark_file(tmp_path: Path):
+    html = write_run_report(make_face_run(tmp_path, landmarks=False)).read_text()
+    assert "eval/detections.json is missing: landmarks not drawn" in html
+    assert "with their 5 landmarks" not in html and html.count("detections ≥ 0.5 (red), ") == 2 * 3
+
+
+def test_landmarks_are_drawn_in_their_colours():
+    canvas = draw_landmarks(Image.new("RGB", (60, 60), (128, 128, 128)),
+                            np.array([[[10, 10], [30, 10], [20, 25], [12, 40], [28, 40]]]), radius=2)
+    for (x, y), colour in zip([(10, 10), (30, 10), (20, 25), (12, 40), (28, 40)], LANDMARK_COLORS):
+        assert canvas.getpixel((x, y)) == colour
 
 
 def test_metric_families():

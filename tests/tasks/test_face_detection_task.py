@@ -335,7 +335,13 @@ def test_official_ground_truth_metrics(fixtures_dir: Path, tmp_path: Path):
     written = evaluator.save_artifacts(tmp_path / "eval")
     assert (tmp_path / "eval" / "pr_curve.png").is_file() and (tmp_path / "eval" / "pr_curves_widerface.png").is_file()
     read_back = read_widerface_predictions(tmp_path / "eval" / "widerface_predictions")
-    assert len(read_back) == 7 and len(written) == 9
+    assert len(read_back) == 7 and len(written) == 10  # 7 prediction files, detections.json and two PR curves
+    detections = json.loads((tmp_path / "eval" / "detections.json").read_text())
+    threshold = detections["score_threshold"]
+    assert set(detections["images"]) == set(read_back)
+    for key, faces in detections["images"].items():  # the same boxes as the WIDER files above the threshold
+        assert len(faces) == int((read_back[key][:, 4] >= threshold).sum())
+        assert all(len(face["landmarks"]) == 5 and len(face["box"]) == 4 for face in faces)
     first = records[0]
     expected = np.concatenate([first.boxes[:, :2], first.boxes[:, 2:] - first.boxes[:, :2]], axis=1)
     np.testing.assert_allclose(read_back[first.image_id][:, :4], expected, atol=1e-4)

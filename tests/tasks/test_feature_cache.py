@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import train
 from visiontune.api import evaluate
 from visiontune.config import load_config
 from visiontune.data.feature_cache import FeatureDataset
 from visiontune.data.synthetic import make_shapes_dataset
 from visiontune.engine.checkpoint import load_checkpoint
-from visiontune.engine.trainer import Hook, Trainer, train
+from visiontune.engine.trainer import Hook, Trainer
 from visiontune.tasks.classification import ClassificationTask
 
 DETERMINISTIC = ("data.scale=[1,1]", "data.ratio=[1,1]", "data.hflip=0", "data.color_jitter=0")

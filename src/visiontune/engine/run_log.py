@@ -18,6 +18,7 @@ import logging
 import platform
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -47,6 +48,33 @@ def environment_lines(*, device: torch.device, world_size: int, autocast_dtype: 
         f"torchvision {_version_of('torchvision')}, timm {_version_of('timm')}",
         f"device {device}{cuda}, world size {world_size}, AMP {amp} (loss scaling {'on' if loss_scaling else 'off'})",
     ]
+
+
+RUN_INFO_FILE = "run_info.json"
+"""Written by rank 0 when a run (or a resumed run) starts: what :func:`run_info` returns, read by the report."""
+
+
+def run_info(*, device: torch.device, world_size: int, autocast_dtype: torch.dtype | None, loss_scaling: bool,
+             channels_last: bool, compiled: bool, meta: dict[str, Any]) -> dict[str, Any]:
+    """The facts of one invocation that a report shows (JSON-ready): versions, device, processes, precision and
+    the load reports of the initial weights (``meta["load_report"]`` / ``meta["backbone_load_report"]``: source,
+    tensor counts, the names re-initialised / missing / unexpected; absent when training starts from random
+    weights)."""
+    weights = {role: meta[key] for role, key in (("backbone", "backbone_load_report"), ("model", "load_report"))
+               if isinstance(meta.get(key), dict)}
+    return {
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "versions": {"visiontune": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                     "torchvision": _version_of("torchvision"), "timm": _version_of("timm")},
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or None,
+        "world_size": world_size,
+        "amp": str(autocast_dtype).replace("torch.", "") if autocast_dtype is not None else "off",
+        "loss_scaling": loss_scaling,
+        "channels_last": channels_last,
+        "compile": compiled,
+        "weights": weights,
+    }
 
 
 class _ForwardToParent(logging.Handler):

@@ -10,6 +10,7 @@ conditions are the hooks of :mod:`visiontune.engine.hooks` (``before_train``, ``
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import signal
@@ -59,7 +60,7 @@ from visiontune.engine.finetune import (
 )
 from visiontune.engine.hooks import Hook, HookBase, default_hooks
 from visiontune.engine.run_dir import check_run_name, is_run_dir, mark_run_dir, new_run_dir
-from visiontune.engine.run_log import RunLog, environment_lines
+from visiontune.engine.run_log import RUN_INFO_FILE, RunLog, environment_lines, run_info
 from visiontune.engine.scheduler import IterationScheduler, build_schedule_spec
 from visiontune.tasks import create_task
 from visiontune.tasks.base import Task
@@ -71,7 +72,7 @@ __all__ = [
     "PER_INVOCATION_KEYS", "REPEATED_SIGNAL_GRACE_S", "SIGNAL_EXIT_CODES", "Hook", "HookBase", "NonFiniteLossError",
     "SignalExit", "TrainResult",
     "TrainState", "Trainer", "amp_dtype", "build_eval_loader", "build_grad_scaler", "configure_torch_backends",
-    "run_evaluation", "to_device", "train", "unwrap",
+    "run_evaluation", "to_device", "unwrap",
 ]
 
 PER_INVOCATION_KEYS = ("train.max_steps", "train.time_budget", "train.progress", "device")
@@ -300,6 +301,7 @@ class Trainer:
         if self.is_main:
             save_config(self.config, self.run_dir / "config.yaml")
             self._keep_preset()
+            self._write_run_info()
             self._log_setup(param_groups)
 
     def _build_data(self) -> None:
@@ -368,6 +370,13 @@ class Trainer:
         preset = self.config.preset_file
         if preset is not None and Path(preset).is_file() and not (self.run_dir / "preset.yaml").exists():
             atomic_write_text(Path(preset).read_text(encoding="utf-8"), self.run_dir / "preset.yaml")
+
+    def _write_run_info(self) -> None:
+        """``<run>/run_info.json`` (:func:`run_info`): environment and load reports for ``visiontune report``."""
+        info = run_info(device=self.device, world_size=self.dist.world_size, autocast_dtype=self.autocast_dtype,
+                        loss_scaling=self.scaler.is_enabled(), channels_last=self.channels_last,
+                        compiled=self.config.train.compile, meta=self.task.meta)
+        atomic_write_text(json.dumps(info, indent=2, default=str) + "\n", self.run_dir / RUN_INFO_FILE)
 
     def _log_setup(self, param_groups: list[dict[str, Any]]) -> None:
         config = self.config
@@ -881,8 +890,3 @@ class Trainer:
             with contextlib.suppress(ValueError):  # not in the main thread: no handlers
                 previous.append((signum, signal.signal(signum, handler)))
         return previous
-
-
-def train(config: Config, hooks: Iterable[HookBase] = ()) -> TrainResult:
-    """Train ``config`` with the extra ``hooks`` and return the result (``visiontune.train``)."""
-    return Trainer(config, hooks=list(hooks)).fit()

@@ -34,6 +34,7 @@ from visiontune.evaluation.widerface_ground_truth import widerface_image_keys
 from visiontune.evaluation.widerface_predictions import check_box_mode, wider_xywh
 from visiontune.utils.boxes import box_iou, xyxy_to_xywh
 from visiontune.utils.comm import all_gather_objects
+from visiontune.utils.files import atomic_write_json
 from visiontune.utils.timing import InferenceTimer
 
 __all__ = ["MATCH_IOU", "AnnotatedFaces", "FaceDetectionEvaluator", "FacePredictions"]
@@ -289,6 +290,9 @@ class FaceDetectionEvaluator:
         * ``widerface_predictions/<event>/<image>.txt``: every detection, ``x y w h score`` in original pixels
           (:func:`~visiontune.evaluation.widerface_ground_truth.widerface_image_key` names the files), boxes as
           ``wider_boxes`` says (whole pixels by default, as the reference tools write them);
+        * ``detections.json``: the detections scoring at least ``landmark_score_threshold``, with landmarks:
+          ``{"score_threshold": t, "images": {key: [{"box": xyxy, "score": s, "landmarks": [[x, y] x 5]}]}}`` in
+          original pixels (what the run report draws);
         * ``pr_curve.png``: precision / recall against the annotations (``ap``), when computed;
         * ``pr_curves_widerface.png``: official easy / medium / hard curves, when computed.
 
@@ -305,6 +309,10 @@ class FaceDetectionEvaluator:
             {keys[image_id]: predictions.xywh_scores(self.wider_boxes)
              for image_id, predictions in sorted(self.predictions.items())},
         )
+        detections = {"score_threshold": self.landmark_score_threshold,
+                      "images": {keys[image_id]: predictions.above(self.landmark_score_threshold).as_json()
+                                 for image_id, predictions in sorted(self.predictions.items())}}
+        written.append(atomic_write_json(detections, out_dir / "detections.json"))
         if "all" in self.results:
             written.append(plot_widerface_pr_curves(self.results["all"], out_dir / "pr_curve.png",
                                                     title="Faces of the split", difficulties=("all",)))

@@ -48,6 +48,9 @@ class RunFiles:
     confusion: list[list[int]] | None = None
     summary: dict[str, Any] | None = None
     """``summary.json`` of a finished run (the engine's ``metric`` / ``mode`` that picked ``best.pt``), or None."""
+    info: dict[str, Any] | None = None
+    """``run_info.json`` (versions, device, world size, precision, load reports of the initial weights), or None
+    for runs written before it existed."""
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -282,13 +285,8 @@ def read_run(run_dir: str | Path) -> RunFiles:
         _read_metrics(metrics_path, run)
     else:
         run.problems.append("no metrics.csv (no epoch finished yet)")
-    summary_path = run.run_dir / "summary.json"
-    if summary_path.is_file():
-        try:
-            loaded = json.loads(summary_path.read_text(encoding="utf-8"))
-            run.summary = loaded if isinstance(loaded, dict) else None
-        except (OSError, ValueError) as error:
-            run.problems.append(f"summary.json unreadable: {error}")
+    run.summary = _read_json(run.run_dir / "summary.json", run)
+    run.info = _read_json(run.run_dir / "run_info.json", run)
     log_path = run.run_dir / "train.log"
     if log_path.is_file():
         try:
@@ -302,6 +300,18 @@ def read_run(run_dir: str | Path) -> RunFiles:
     if run.task == "unknown":
         run.config.setdefault("task", _guess_task(run))
     return run
+
+
+def _read_json(path: Path, run: RunFiles) -> dict[str, Any] | None:
+    """A JSON object file of the run folder; None when absent, or unreadable (then listed in ``run.problems``)."""
+    if not path.is_file():
+        return None
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        run.problems.append(f"{path.name} unreadable: {error}")
+        return None
+    return loaded if isinstance(loaded, dict) else None
 
 
 def _guess_task(run: RunFiles) -> str:

@@ -30,6 +30,7 @@ from visiontune.report.run_files import (
     read_run,
 )
 from visiontune.report.task_views import eval_folders_view, task_view
+from visiontune.utils.files import atomic_write_text
 from visiontune.utils.plots import curve_figure, curve_panels, figure_uri
 
 __all__ = ["default_config", "format_duration", "main_metric_columns", "metric_cell", "run_summary", "write_run_report"]
@@ -82,21 +83,61 @@ def _environment_value(run: RunFiles, pattern: str) -> str | None:
     return None
 
 
+def describe_load_report(report: dict[str, Any]) -> str:
+    """One line of a recorded load report (``run_info.json`` ``weights``): source and what happened to the tensors."""
+    counts = [f"{int(report.get('loaded', 0))} tensors loaded"]
+    for key, label in (("reinitialized", "re-initialised"), ("missing", "missing"), ("unexpected", "unexpected")):
+        names = report.get(key) or []
+        if names:
+            shown = ", ".join(str(name) for name in names[:3]) + (", ..." if len(names) > 3 else "")
+            counts.append(f"{len(names)} {label} ({shown})")
+        else:
+            counts.append(f"0 {label}")
+    fraction = report.get("backbone_fraction")
+    if isinstance(fraction, (int, float)) and fraction < 1:
+        counts.append(f"backbone {100 * fraction:.1f}% loaded")
+    return f"{report.get('source', '?')}: " + ", ".join(counts)
+
+
 def _weights(run: RunFiles) -> str:
+    """The initial weights: the load reports of ``run_info.json``, else what config.yaml asked for."""
     parts = []
-    for key in ("model.checkpoint", "model.backbone_checkpoint"):
-        value = run.get(key)
-        if value:
-            parts.append(f"{key.split('.')[-1]}: {value}")
-    if run.get("model.pretrained"):
-        parts.append("pretrained (timm / torchvision weights)")
+    recorded = (run.info or {}).get("weights")
+    if isinstance(recorded, dict):
+        parts += [f"{role}: {describe_load_report(report)}" for role, report in recorded.items()
+                  if isinstance(report, dict)]
+        if not parts:
+            parts.append("random initialisation (no weights loaded)")
+    else:
+        for key in ("model.checkpoint", "model.backbone_checkpoint"):
+            value = run.get(key)
+            if value:
+                parts.append(f"{key.split('.')[-1]}: {value} (no load report: run_info.json missing)")
+        if run.get("model.pretrained"):
+            parts.append("pretrained (timm / torchvision weights)")
     if run.get("resume"):
         parts.append(f"resumed from {run.get('resume')}")
-    if run.log_text:
-        loaded = [line.split(": ", 1)[-1] for line in run.log_text.splitlines()
-                  if re.search(r"\bload(ed|ing)\b", line) and "resumed" not in line][:3]
-        parts += loaded
-    return "; ".join(parts) if parts else "none recorded (random initialisation)"
+    return "; ".join(parts) if parts else "none recorded"
+
+
+def _run_facts(run: RunFiles) -> tuple[str, str, str]:
+    """Device, world size and precision: from ``run_info.json``, else from train.log's environment lines."""
+    info = run.info or {}
+    if info:
+        name = info.get("device_name")
+        device = f"{info.get('device', '?')}" + (f" ({name})" if name else "")
+        amp = str(info.get("amp", "?"))
+        scaling = " with loss scaling" if info.get("loss_scaling") else ""
+        extras = [word for word, on in (("channels_last", info.get("channels_last")),
+                                        ("torch.compile", info.get("compile"))) if on]
+        precision = ("fp32" if amp == "off" else f"AMP {amp}{scaling}") + "".join(f", {e}" for e in extras)
+        return device, str(info.get("world_size", "?")), precision
+    logged = _environment_value(run, r"^device ([^,\s]+(?:, CUDA [^,]+)?)")
+    world = _environment_value(run, r"world size (\d+)") or "not recorded"
+    logged_amp = _environment_value(run, r"AMP (\S+)")
+    precision = (f"AMP {logged_amp}" if logged_amp
+                 else f"train.amp={run.get('train.amp', '?')} (resolved value not recorded)")
+    return logged or f"{run.get('device', '?')} (configured)", world, precision
 
 
 def run_summary(run: RunFiles) -> dict[str, Any]:
@@ -104,9 +145,7 @@ def run_summary(run: RunFiles) -> dict[str, Any]:
     best, key, mode = run.best_row()
     done = len(run.training_rows())
     planned = run.get("train.epochs")
-    device = _environment_value(run, r"^device ([^,\s]+(?:, CUDA [^,]+)?)") or f"{run.get('device', '?')} (configured)"
-    world = _environment_value(run, r"world size (\d+)") or "not recorded"
-    amp = _environment_value(run, r"AMP (\S+)")
+    device, world, precision = _run_facts(run)
     wall = run.wall_time_s
     return {
         "task": run.task,
@@ -117,7 +156,7 @@ def run_summary(run: RunFiles) -> dict[str, Any]:
         "weights": _weights(run),
         "device": device,
         "world size": world,
-        "precision": f"AMP {amp}" if amp else f"train.amp={run.get('train.amp', '?')} (resolved value in train.log)",
+        "precision": precision,
         "epochs": f"{done} of {planned}"
                   + ("" if planned is None or done >= int(planned) else " (unfinished or stopped)"),
         "wall time": format_duration(wall) if wall else
@@ -227,10 +266,17 @@ def _config_section(run: RunFiles) -> str:
 
 
 def _environment_section(run: RunFiles) -> str:
+    parts = []
+    versions = (run.info or {}).get("versions")
+    if isinstance(versions, dict):
+        parts.append(key_value_table({str(k): str(v) for k, v in versions.items()}))
+    elif run.environment:
+        parts.append(key_value_table({f"line {i + 1}": line for i, line in enumerate(run.environment)}))
+    else:
+        parts.append(note("versions not recorded (no run_info.json, no environment block in train.log)."))
     if run.log_text is None:
-        return note("no train.log: environment and versions not recorded.")
-    parts = [key_value_table({f"line {i + 1}": line for i, line in enumerate(run.environment)})
-             if run.environment else note("train.log has no environment block.")]
+        parts.append(note("no train.log."))
+        return "".join(parts)
     if run.log_sections > 1:
         parts.append(note(f"train.log holds {run.log_sections} sections (the run was resumed)."))
     lines = run.log_text.splitlines()
@@ -263,15 +309,15 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path
     """Write ``<run_dir>/report.html`` (or ``out``) from the run folder's files; returns the path.
 
     Works on finished and interrupted runs (whatever files exist); cheap enough to call after every evaluation.
-    The file is written atomically (temporary file, then rename) so a browser never sees half a page.
+    The file is written atomically (:func:`visiontune.utils.files.atomic_write_text`) so a browser never sees half
+    a page.
+
+    Raises:
+        FileWriteError: the page cannot be written (one line naming it); a previous page is kept.
     """
     started = time.perf_counter()
     run = read_run(run_dir)
     text = build_run_page(run)
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text.replace("</main>", f"<p class='note'>generated in "
-                                      f"{time.perf_counter() - started:.2f} s</p></main>"), encoding="utf-8")
-    temporary.replace(path)
-    return path
+    return atomic_write_text(text.replace("</main>", f"<p class='note'>generated in "
+                                          f"{time.perf_counter() - started:.2f} s</p></main>"), path)

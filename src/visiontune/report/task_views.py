@@ -17,7 +17,7 @@ from PIL import Image
 from visiontune.report import figures
 from visiontune.report.html import esc, image_data_uri, img_tag, note, table
 from visiontune.report.run_files import RunFiles, read_csv_dicts
-from visiontune.utils.drawing import caption_image, draw_labeled_boxes, load_thumbnail
+from visiontune.utils.drawing import caption_image, draw_labeled_boxes, draw_landmarks, load_thumbnail
 from visiontune.utils.plots import confusion_figure, figure_uri
 
 __all__ = ["classification_view", "eval_folders_view", "face_detection_view", "instance_segmentation_view",
@@ -224,10 +224,35 @@ def _face_image(run: RunFiles, key: str) -> Path | None:
     return None
 
 
+def read_face_detections(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float] | None:
+    """``eval/detections.json`` (written by the face evaluator) -> ``({key: [N, 5] xyxy + score}, {key: [N, 5, 2]
+    landmarks}, score threshold)`` in original pixels; None when absent or unreadable."""
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+        images = loaded["images"]
+        boxes = {key: np.asarray([[*face["box"], face["score"]] for face in faces], dtype=float).reshape(-1, 5)
+                 for key, faces in images.items()}
+        points = {key: np.asarray([face["landmarks"] for face in faces], dtype=float).reshape(-1, 5, 2)
+                  for key, faces in images.items()}
+        return boxes, points, float(loaded.get("score_threshold", 0.5))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _face_examples(run: RunFiles, predictions: dict[str, np.ndarray], labels: dict[str, np.ndarray],
                    threshold: float) -> str:
+    """Up to :data:`MAX_EXAMPLES` validation images with the labelled faces (green), the best checkpoint's detections
+    with their scores (red) and, from ``eval/detections.json``, their five landmarks; else boxes from the WIDER
+    prediction files."""
+    with_landmarks = read_face_detections(run.run_dir / "eval" / "detections.json")
+    if with_landmarks is not None:
+        xyxy, landmarks, threshold = with_landmarks
+    else:
+        xyxy = {key: np.concatenate([value[:, :2], value[:, :2] + value[:, 2:4], value[:, 4:5]], axis=1)
+                for key, value in predictions.items()}
+        landmarks = {}
     shown = []
-    for key in sorted(predictions)[:MAX_EXAMPLES]:
+    for key in sorted(xyxy)[:MAX_EXAMPLES]:
         path = _face_image(run, key)
         loaded = load_thumbnail(str(path), 320) if path else None
         if loaded is None:
@@ -236,15 +261,21 @@ def _face_examples(run: RunFiles, predictions: dict[str, np.ndarray], labels: di
         gt = labels.get(key, np.zeros((0, 4)))
         canvas = draw_labeled_boxes(image, [[x * scale, y * scale, (x + w) * scale, (y + h) * scale]
                                             for x, y, w, h in gt], None, [GT_COLOR] * len(gt), width=1)
-        keep = predictions[key][predictions[key][:, 4] >= threshold]
-        boxes = [[x * scale, y * scale, (x + w) * scale, (y + h) * scale] for x, y, w, h, _ in keep]
-        canvas = draw_labeled_boxes(canvas, boxes, [f"{s:.2f}" for s in keep[:, 4]], [PRED_COLOR] * len(boxes),
+        keep = xyxy[key][:, 4] >= threshold
+        detections = xyxy[key][keep]
+        canvas = draw_labeled_boxes(canvas, (detections[:, :4] * scale).tolist(),
+                                    [f"{s:.2f}" for s in detections[:, 4]], [PRED_COLOR] * len(detections),
                                     width=2, font_size=10)
+        if key in landmarks:
+            draw_landmarks(canvas, landmarks[key][keep] * scale, radius=2)
+        drawn = " with their 5 landmarks" if key in landmarks else ""
         shown.append(_figure(image_data_uri(canvas, photo=True),
-                             f"{key}: {len(keep)} detections ≥ {threshold:g} (red), {len(gt)} labelled (green)"))
+                             f"{key}: {len(detections)} detections ≥ {threshold:g} (red){drawn}, {len(gt)} labelled "
+                             "(green)"))
     if not shown:
         return note("no example images: the validation images were not found from data.root in config.yaml.")
-    return "<h3>Examples</h3>" + f'<div class="grid">{"".join(shown)}</div>'
+    legend = "" if with_landmarks else note("eval/detections.json is missing: landmarks not drawn.")
+    return "<h3>Examples (best checkpoint)</h3>" + legend + f'<div class="grid">{"".join(shown)}</div>'
 
 
 # --------------------------------------------------------------------------------------- instance segmentation

@@ -154,9 +154,15 @@ def draw_faces(image: Image.Image, boxes: np.ndarray, scores: np.ndarray, landma
     """Draw face boxes (xyxy), their scores (labelled) and five landmarks (``[K, 5, 2]``) on a copy of ``image``."""
     canvas = draw_labeled_boxes(image, [list(box) for box in boxes], [f"{score:.2f}" for score in scores],
                                 [BOX_COLOR] * len(boxes))
+    return draw_landmarks(canvas, landmarks)
+
+
+def draw_landmarks(canvas: Image.Image, landmarks: np.ndarray, radius: float | None = None) -> Image.Image:
+    """Draw five-point face landmarks (``[K, 5, 2]`` x, y in pixels of ``canvas``) in place, one colour per point
+    (left eye, right eye, nose, left and right mouth corner: ``LANDMARK_COLORS``); returns ``canvas``."""
     draw = ImageDraw.Draw(canvas)
-    radius = max(1.5, line_width(canvas) * 1.5)
-    for points in landmarks:
+    radius = radius or max(1.5, line_width(canvas) * 1.5)
+    for points in np.asarray(landmarks, dtype=float).reshape(-1, 5, 2):
         for (x, y), color in zip(points, LANDMARK_COLORS):
             draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=color)
     return canvas
