@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import one_thread
+from tests.helpers import one_thread, train
 from visiontune.api import config_for_checkpoint, evaluate
 from visiontune.config import load_config
 from visiontune.data.widerface import WiderFaceRecord
@@ -35,7 +35,6 @@ from visiontune.engine.trainer import (
     build_grad_scaler,
     configure_torch_backends,
     to_device,
-    train,
 )
 from visiontune.tasks.face_detection import FaceDetectionEvaluator
 from visiontune.utils import comm as dist_utils
@@ -170,6 +169,32 @@ def test_torchrun_restart_after_sigkill_matches_uninterrupted_run(ddp_run, tiny_
     for key, tensor in reference["model"].items():
         assert torch.equal(final["model"][key], tensor), key
     assert [row["train_loss"] for row in final["history"]] == [row["train_loss"] for row in reference["history"]]
+
+
+LINEAR_PROBE = ("finetune.freeze=backbone", "finetune.cache_features=true", "data.scale=[1,1]", "data.ratio=[1,1]",
+                "data.hflip=0", "data.color_jitter=0", "train.epochs=2", "train.eval_before=true")
+
+
+@pytest.mark.parametrize("where", ["memory", "file"])
+def test_torchrun_linear_probe_on_cached_features_matches_one_process(tiny_shapes, tmp_path, where):
+    """In memory each rank computes every second image and all receive the split; as a file rank 0 writes it and
+    both read it. Either way the head trains as one process with two micro-batches does, on the same features."""
+    extra = (*LINEAR_PROBE, *(["finetune.cache_memory_limit_mb=0"] if where == "file" else []))
+    output = torchrun(["-m", "visiontune", "train", *ddp_overrides(tiny_shapes, tmp_path / "ddp", *extra)],
+                      cwd=tmp_path)
+    if where == "memory":
+        assert output.count("cached train features in memory: 18 x 64 (0.0 MB, computed in 2 shards)") == 1
+    else:  # built once, by rank 0
+        npy = tmp_path / "ddp" / "classification" / "ddp" / "feature_cache" / "train.npy"
+        assert output.count(f"cached train features in {npy}: 18 x 64") == 1
+    with one_thread():
+        single = train(load_config(None, ddp_overrides(tiny_shapes, tmp_path / "one", *extra, "train.accumulate=2")))
+    distributed = load_checkpoint(tmp_path / "ddp" / "classification" / "ddp" / "last.pt")
+    reference = load_checkpoint(single.run_dir / "last.pt")
+    assert distributed["step"] == reference["step"] == 4
+    for key, tensor in reference["model"].items():
+        torch.testing.assert_close(distributed["model"][key], tensor, rtol=0, atol=1e-5, msg=key)
+    assert [row["val_top1"] for row in distributed["history"]] == [row["val_top1"] for row in reference["history"]]
 
 
 @pytest.mark.parametrize(("attempt", "local_world", "warns"), [("0", "8", False), ("2", "8", True)])

@@ -262,6 +262,12 @@ class TrainConfig:
     """A non-finite loss: stop with an error, or skip the step."""
     save_every_steps: Annotated[int, NonNegative] = 0
     """Also write ``step_<N>.pt`` every this many optimizer steps (mid-epoch resumes); 0: off."""
+    checkpoint_interval_s: Annotated[float, NonNegative] = 0.0
+    """Seconds; ``last.pt`` is written at the end of an epoch only when this long has passed since the last write
+    (and always when training ends or stops), and a new best epoch's state waits in memory to be written as
+    ``best.pt`` right before the next ``last.pt``, so the two files on disk always agree. For epochs much shorter
+    than a checkpoint write (cached features, tiny datasets); a crash loses at most this much training. 0: both files
+    after every epoch."""
     keep_last: Annotated[int, AtLeastOne] = 3
     """The newest ``step_<N>.pt`` files to keep (``save_every_steps``)."""
     auto_resume: bool = False

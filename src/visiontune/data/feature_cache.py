@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from visiontune.utils.files import atomic_path, atomic_write_json, temp_files_of
 
@@ -42,6 +42,9 @@ class FeatureDataset(Dataset):
         skipped: Indices whose image could not be read (``None`` items).
         source: Where the features live (``"memory"`` or the ``.npy`` path), for messages.
     """
+
+    uses_workers = False
+    """Rows of an array: the loaders fetch them in the main process (no DataLoader workers)."""
 
     def __init__(self, features: torch.Tensor | np.ndarray, labels: Sequence[int], *,
                  skipped: Iterable[int] = (), source: str = "memory") -> None:
@@ -110,15 +113,18 @@ def _collate_indexed(batch: list[tuple[int, Any]]) -> tuple[torch.Tensor, torch.
 
 def compute_features(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, *,
                      allocate: Callable[[int, int], Any], batch_size: int, num_workers: int = 0,
-                     progress: bool = True, description: str = "features") -> tuple[Any, list[int]]:
+                     progress: bool = True, description: str = "features",
+                     feature_dim: int | None = None) -> tuple[Any, list[int]]:
     """Run ``encode`` (images -> ``[B, D]``) over ``dataset`` in order; returns the filled array and the skipped
-    indices. ``allocate(N, D)`` makes the output (a tensor or a writable memory map) once ``D`` is known."""
+    indices. ``allocate(N, D)`` makes the output (a tensor or a writable memory map) once ``D`` is known (at once
+    when ``feature_dim`` is given: then a dataset without a readable image gives an all-skipped array instead of
+    an error, as one shard of a larger split may)."""
     from tqdm import tqdm
 
     loader = DataLoader(_Indexed(dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_collate_indexed)
     total = len(dataset)  # type: ignore[arg-type]
-    output = None
+    output = allocate(total, feature_dim) if feature_dim is not None else None
     written = np.zeros(total, dtype=bool)
     for indices, images in tqdm(loader, desc=description, disable=not progress, leave=False):
         if images is None:
@@ -137,12 +143,16 @@ def compute_features(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Da
 def cached_features(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, labels: Sequence[int], *,
                     name: str, key: str, feature_dim: int, cache_dir: Path, memory_limit_bytes: float,
                     batch_size: int, num_workers: int = 0, progress: bool = True, is_main: bool = True,
-                    barrier: Callable[[], None] = lambda: None) -> FeatureDataset:
+                    barrier: Callable[[], None] = lambda: None, shard: tuple[int, int] = (0, 1),
+                    gather: Callable[[Any], list[Any]] | None = None) -> FeatureDataset:
     """The features of ``dataset`` as a :class:`FeatureDataset`, computed or read from a valid cache file.
 
-    Features of at most ``memory_limit_bytes`` are computed in memory by every process (a stale file of the same
-    name is removed). Larger ones live in ``cache_dir/<name>.npy``: a file whose recorded key equals ``key`` is
-    reused, any other is rebuilt by the main process while the others wait at ``barrier`` and then read it.
+    Features of at most ``memory_limit_bytes`` are computed in memory (a stale file of the same name is removed):
+    with ``shard=(rank, world_size)`` and ``gather`` (one object per rank -> the list of all, in rank order), each
+    process computes every ``world_size``-th image from ``rank`` on and all of them receive the whole split (every
+    rank trains on all of it: its shard of the training set changes each epoch). Larger ones live in
+    ``cache_dir/<name>.npy``: a file whose recorded key equals ``key`` is reused, any other is rebuilt by the main
+    process while the others wait at ``barrier`` and then read it.
     """
     npy, meta = cache_dir / f"{name}.npy", cache_dir / f"{name}.json"
     total = len(dataset)  # type: ignore[arg-type]
@@ -152,10 +162,12 @@ def cached_features(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Dat
             logger.info("feature cache %s: removing the stale file (the features now fit in memory)", npy)
             meta.unlink(missing_ok=True)
             npy.unlink(missing_ok=True)
-        features, skipped = compute_features(encode, dataset, allocate=lambda n, d: torch.zeros(n, d),
-                                             batch_size=batch_size, num_workers=num_workers,
-                                             progress=progress, description=f"caching {name} features")
-        logger.info("cached %s features in memory: %d x %d (%.1f MB)", name, total, features.shape[1], size / 2**20)
+        features, skipped = _features_in_memory(encode, dataset, feature_dim=feature_dim, batch_size=batch_size,
+                                                num_workers=num_workers, progress=progress, name=name, shard=shard,
+                                                gather=gather)
+        spread = f", computed in {shard[1]} shards" if shard[1] > 1 else ""
+        logger.info("cached %s features in memory: %d x %d (%.1f MB%s)", name, total, feature_dim, size / 2**20,
+                    spread)
         return FeatureDataset(features, labels, skipped=skipped)
     if is_main:
         if _valid(npy, meta, key, total):
@@ -172,6 +184,30 @@ def cached_features(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Dat
                            "by all processes, or raise finetune.cache_memory_limit_mb to keep the features in memory")
     skipped = json.loads(meta.read_text(encoding="utf-8"))["skipped"]
     return FeatureDataset(np.load(npy, mmap_mode="r"), labels, skipped=skipped, source=str(npy))
+
+
+def _features_in_memory(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, *, feature_dim: int,
+                        batch_size: int, num_workers: int, progress: bool, name: str, shard: tuple[int, int],
+                        gather: Callable[[Any], list[Any]] | None) -> tuple[torch.Tensor, list[int]]:
+    """``[N, D]`` features and the skipped indices; this process's shard only, then gathered, when sharded."""
+    rank, world_size = shard
+    total = len(dataset)  # type: ignore[arg-type]
+    description = f"caching {name} features"
+    if world_size == 1 or gather is None:
+        return compute_features(encode, dataset, allocate=lambda n, d: torch.zeros(n, d), batch_size=batch_size,
+                                num_workers=num_workers, progress=progress, description=description)
+    indices = list(range(rank, total, world_size))
+    part, part_skipped = compute_features(encode, Subset(dataset, indices), allocate=lambda n, d: torch.zeros(n, d),
+                                          batch_size=batch_size, num_workers=num_workers, progress=progress,
+                                          description=description, feature_dim=feature_dim)
+    features = torch.zeros(total, feature_dim)
+    skipped: list[int] = []
+    for source, (rows, missing) in enumerate(gather((part, [indices[i] for i in part_skipped]))):
+        features[source::world_size] = rows
+        skipped += missing
+    if len(skipped) == total:
+        raise ValueError(f"{description}: no readable image, nothing to cache")
+    return features, sorted(skipped)
 
 
 def _valid(npy: Path, meta: Path, key: str, total: int) -> bool:

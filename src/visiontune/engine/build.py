@@ -119,6 +119,12 @@ def resolve_channels_last(setting: bool | str, device: torch.device, model: nn.M
 # ------------------------------------------------------------------ data
 
 
+def loader_workers(dataset: Dataset, configured: int) -> int:
+    """``data.num_workers``, or 0 for a dataset that says its items cost nothing to fetch (``uses_workers = False``,
+    e.g. cached features in memory: worker processes would only add their start-up and transfer per epoch)."""
+    return configured if getattr(dataset, "uses_workers", True) else 0
+
+
 def build_train_loader(task: Task, dataset: Dataset, config: Config,
                        info: dist_utils.DistInfo) -> tuple[DataLoader, TrainSampler]:
     """The training loader and its resumable sampler (``sampler.set_epoch(epoch, start=samples_done)``).
@@ -136,8 +142,8 @@ def build_train_loader(task: Task, dataset: Dataset, config: Config,
         batch_sampler = GroupedTrainBatchSampler(sampler, group_ids, batch_size=data.batch_size)
     loader = build_loader(
         SeededDataset(dataset), batch_size=data.batch_size, sampler=sampler, collate_fn=task.collate_fn(train=True),
-        num_workers=data.num_workers, pin_memory=data.pin_memory, persistent_workers=data.persistent_workers,
-        drop_last=True, batch_sampler=batch_sampler,
+        num_workers=loader_workers(dataset, data.num_workers), pin_memory=data.pin_memory,
+        persistent_workers=data.persistent_workers, drop_last=True, batch_sampler=batch_sampler,
     )
     return loader, sampler
 
@@ -151,7 +157,7 @@ def build_val_loader(task: Task, dataset: Dataset, config: Config, info: dist_ut
     return build_loader(dataset, batch_size=data.eval_batch_size or data.batch_size,
                         sampler=ShardSampler(len(dataset), rank=info.rank,  # type: ignore[arg-type]
                                              world_size=info.world_size),
-                        collate_fn=task.collate_fn(train=False), num_workers=data.num_workers,
+                        collate_fn=task.collate_fn(train=False), num_workers=loader_workers(dataset, data.num_workers),
                         pin_memory=data.pin_memory,
                         persistent_workers=data.persistent_workers if persistent_workers is None
                         else persistent_workers)

@@ -61,6 +61,18 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     return files.atomic_write(path, write, error_type=CheckpointWriteError)
 
 
+def detached_copy(obj: Any) -> Any:
+    """A copy of a checkpoint dict whose tensors are CPU copies (the model can go on training while it waits to be
+    written); other values are copied as containers, leaves shared."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, Mapping):
+        return {key: detached_copy(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(detached_copy(value) for value in obj)
+    return obj
+
+
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
 

@@ -93,10 +93,12 @@ def set_frozen_batchnorm_eval(model: nn.Module) -> int:
         The number of BatchNorm modules switched to eval mode.
     """
     count = 0
-    modules = dict(model.named_modules())
-    for name in frozen_batchnorm_names(model):
-        modules[name].eval()
-        count += 1
+    for module in model.modules():  # one pass: called at every epoch start
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+                count += 1
     return count
 
 

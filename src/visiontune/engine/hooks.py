@@ -29,8 +29,15 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from visiontune.engine.checkpoint import atomic_save, atomic_write_text, capture_rng_state, restore_rng_state
+from visiontune.engine.checkpoint import (
+    atomic_save,
+    atomic_write_text,
+    capture_rng_state,
+    detached_copy,
+    restore_rng_state,
+)
 from visiontune.utils import comm as dist_utils
+from visiontune.utils.timing import TimeShare
 
 if TYPE_CHECKING:
     from visiontune.engine.trainer import Trainer
@@ -157,7 +164,11 @@ class BestCheckpointer(HookBase):
             return
         state.best_metric, state.best_epoch = metrics[key], row["epoch"]
         state.evals_without_improvement = 0
-        if trainer.is_main:
+        if not trainer.is_main:
+            return
+        if trainer.config.train.checkpoint_interval_s > 0:
+            trainer.pending_best = detached_copy(trainer.checkpoint_dict())  # written before the next last.pt
+        else:
             atomic_save(trainer.checkpoint_dict(), trainer.run_dir / "best.pt")
 
 
@@ -211,16 +222,13 @@ class EvalArtifacts(HookBase):
 class RunSummary(HookBase):
     """After a finished run: ``trainer.summary`` (:func:`run_summary`) and, on rank 0, ``<run>/summary.json``."""
 
-    def __init__(self) -> None:
-        self.started = time.perf_counter()  # the hooks are built right before ``before_train``: the baseline counts
-
     def after_train(self, trainer: Trainer) -> None:
         if trainer.stop_reason is None:
             return
         state = trainer.state
         trainer.summary = run_summary(
             state.history, metric=trainer.metric_key, mode=trainer.metric_mode, best_epoch=state.best_epoch,
-            stop_reason=trainer.stop_reason, wall_time_s=time.perf_counter() - self.started, steps=state.step,
+            stop_reason=trainer.stop_reason, wall_time_s=time.perf_counter() - trainer.fit_started, steps=state.step,
             run_dir=str(trainer.run_dir))
         if trainer.is_main:
             summary = trainer.summary
@@ -242,9 +250,9 @@ def run_summary(history: list[dict[str, Any]], *, metric: str, mode: str, best_e
     Returns a JSON-ready dict: ``baseline`` (the epoch-0 row's ``val_*`` metrics, ``None`` when not measured),
     ``best`` (those of ``best_epoch``, the epoch of ``best.pt``; 0 when no epoch beat the baseline), ``last`` (the
     last evaluated epoch, ``last_epoch``), ``change`` (best - baseline, per metric), ``metric`` / ``mode`` (what picks
-    ``best.pt``), ``epochs`` (trained), ``steps``, ``stop_reason``, ``wall_time_s`` (this invocation, from
-    ``before_train`` on: the baseline evaluation counts), ``train_time_s`` (the sum of the epoch times) and
-    ``images_per_s`` (training images over ``train_time_s``).
+    ``best.pt``), ``epochs`` (trained), ``steps``, ``stop_reason``, ``wall_time_s`` (this invocation from the start
+    of ``Trainer.fit``: setup with data, model and feature caching, the baseline evaluation and training),
+    ``train_time_s`` (the sum of the epoch times) and ``images_per_s`` (training images over ``train_time_s``).
     """
 
     def val(row: dict[str, Any] | None) -> dict[str, float] | None:
@@ -284,10 +292,28 @@ def _finite_or_none(value: Any) -> Any:
 
 
 class EpochCheckpointer(HookBase):
-    """``last.pt`` after every epoch (every rank calls it: the save ends with a barrier)."""
+    """``last.pt`` after every epoch, or with ``train.checkpoint_interval_s`` after the first epoch that ends that
+    long after the previous write, and when training ends or stops (every rank calls it: the save ends with a
+    barrier, and rank 0's clock decides for all)."""
+
+    def __init__(self) -> None:
+        self.last_write = time.monotonic()
 
     def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        interval = trainer.config.train.checkpoint_interval_s
+        if interval > 0 and not dist_utils.main_process_result(lambda: time.monotonic() - self.last_write >= interval):
+            return
+        self.write(trainer)
+
+    def after_train(self, trainer: Trainer) -> None:
+        # a run that ended (not raised) leaves its last epoch on disk; after an error the files stay as a crash
+        # would leave them: the previous last.pt and the best.pt that agrees with it
+        if trainer.stop_reason is not None and trainer.last_saved_step != trainer.state.step:
+            self.write(trainer)
+
+    def write(self, trainer: Trainer) -> None:
         trainer.save_checkpoint("last.pt")
+        self.last_write = time.monotonic()
 
 
 class StepCheckpointer(HookBase):
@@ -331,16 +357,36 @@ class MetricsWriter(HookBase):
 
 
 class PlotWriter(HookBase):
-    """``<run>/plots``: the training curves, redrawn after every epoch; a failure is a warning."""
+    """``<run>/plots``: the training curves, redrawn after an epoch while drawing has taken at most ``share`` of the
+    wall time (every epoch unless epochs take milliseconds, as on cached features) and when training ends; a
+    failure is a warning."""
+
+    def __init__(self, share: float = 0.05) -> None:
+        self.budget = TimeShare(share)
+        self.drawn_epoch: Any = None
+
+    def before_train(self, trainer: Trainer) -> None:
+        self.budget.start()
 
     def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        if self.budget.due():
+            self.draw(trainer)
+
+    def after_train(self, trainer: Trainer) -> None:
+        history = trainer.state.history
+        if history and history[-1].get("epoch") != self.drawn_epoch and getattr(trainer, "run_dir", None):
+            self.draw(trainer)
+
+    def draw(self, trainer: Trainer) -> None:
         from visiontune.utils.plots import plot_training_curves
 
-        try:
-            classes = len(trainer.task.meta.get("class_names") or ()) or None  # top-k with k >= classes: left out
-            plot_training_curves(trainer.state.history, trainer.run_dir / "plots", num_classes=classes)
-        except Exception as error:  # noqa: BLE001 - a plot must never kill a training run
-            logger.warning("could not draw the training curves: %s", error)
+        with self.budget.spending():
+            try:
+                classes = len(trainer.task.meta.get("class_names") or ()) or None  # top-k, k >= classes: left out
+                plot_training_curves(trainer.state.history, trainer.run_dir / "plots", num_classes=classes)
+                self.drawn_epoch = trainer.state.history[-1].get("epoch") if trainer.state.history else None
+            except Exception as error:  # noqa: BLE001 - a plot must never kill a training run
+                logger.warning("could not draw the training curves: %s", error)
 
 
 class TensorBoardWriter(HookBase):

@@ -174,6 +174,12 @@ class Trainer:
         self.stop_requested: str | None = None
         """Why every rank stops after the current step (set on all ranks together)."""
         self.stop_reason: str | None = None
+        self.fit_started = time.perf_counter()
+        """When :meth:`fit` began (setup included): the start of the run's wall time."""
+        self.pending_best: dict[str, Any] | None = None
+        """Rank 0: the checkpoint of a new best epoch not yet in ``best.pt`` (``train.checkpoint_interval_s``)."""
+        self.last_saved_step: int | None = None
+        """The step of the state in ``last.pt`` (None: not written by this invocation nor resumed from)."""
         """Why training ended (``completed``, ``max_steps``, ...); ``None`` while training and after an error."""
         self.proposed_stop: str | None = None
         """A reason to stop after the current epoch, from a hook's :meth:`propose_stop`."""
@@ -425,10 +431,18 @@ class Trainer:
         }
 
     def save_checkpoint(self, name: str) -> Path | None:
-        """Atomically write a checkpoint named ``name`` on rank 0, then wait for every rank."""
+        """Atomically write a checkpoint named ``name`` on rank 0, then wait for every rank.
+
+        A best state waiting in memory (:attr:`pending_best`, ``train.checkpoint_interval_s``) is written as
+        ``best.pt`` first, so that the ``best_metric`` of every checkpoint on disk is the one of ``best.pt``."""
         path = None
         if self.is_main:
+            if self.pending_best is not None:
+                atomic_save(self.pending_best, self.run_dir / "best.pt")
+                self.pending_best = None
             path = atomic_save(self.checkpoint_dict(), self.run_dir / name)
+        if name == "last.pt":
+            self.last_saved_step = self.state.step
         dist_utils.barrier()
         return path
 
@@ -440,6 +454,7 @@ class Trainer:
         if self.ema is not None and checkpoint.get("ema") is not None:
             self.ema.module.load_state_dict(checkpoint["ema"])
         self.state = TrainState.from_checkpoint(checkpoint)
+        self.last_saved_step = self.state.step
         unfreeze_at = self.config.finetune.unfreeze_at_epoch
         if unfreeze_at is not None and self.state.epoch >= unfreeze_at:
             unfreeze_all(self.model)
@@ -467,6 +482,7 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         """Train for ``train.epochs`` (or until early stopping / time budget / ``max_steps`` / a signal)."""
+        self.fit_started = time.perf_counter()
         self.setup()
         self.hooks = self.build_hooks()
         run_log = self.run_log or RunLog(Path("train.log"), enabled=False)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visiontune.engine.hooks import HookBase
 from visiontune.report.run_report import write_run_report
+from visiontune.utils.timing import TimeShare
 
 if TYPE_CHECKING:
     from visiontune.engine.trainer import Trainer
@@ -30,18 +30,15 @@ class ReportWriter(HookBase):
     """
 
     def __init__(self, budget: float = 0.05) -> None:
-        self.budget = budget
-        self.started = time.perf_counter()
-        self.spent = 0.0
+        self.budget = TimeShare(budget)
         self.path: Path | None = None
 
     def before_train(self, trainer: Trainer) -> None:
-        self.started = time.perf_counter()
+        self.budget.start()
 
     def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
         evaluated = any(key.startswith("val_") for key in row)
-        elapsed = time.perf_counter() - self.started
-        if trainer.is_main and evaluated and self.spent <= self.budget * elapsed:
+        if trainer.is_main and evaluated and self.budget.due():
             self._write(trainer)
 
     def after_train(self, trainer: Trainer) -> None:
@@ -51,10 +48,8 @@ class ReportWriter(HookBase):
                 logger.info("report: %s", self.path)
 
     def _write(self, trainer: Trainer) -> None:
-        began = time.perf_counter()
-        try:
-            self.path = write_run_report(trainer.run_dir)
-        except Exception as error:  # noqa: BLE001 - a report must never end a training run
-            logger.warning("could not write the run report: %s: %s", type(error).__name__, error)
-        finally:
-            self.spent += time.perf_counter() - began
+        with self.budget.spending():
+            try:
+                self.path = write_run_report(trainer.run_dir)
+            except Exception as error:  # noqa: BLE001 - a report must never end a training run
+                logger.warning("could not write the run report: %s: %s", type(error).__name__, error)

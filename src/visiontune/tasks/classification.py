@@ -409,7 +409,7 @@ class ClassificationTask(Task):
                     memory_limit_bytes=finetune.cache_memory_limit_mb * 2**20,
                     batch_size=data.eval_batch_size or data.batch_size, num_workers=data.num_workers,
                     progress=self.config.train.progress and info.is_main, is_main=info.is_main,
-                    barrier=comm.barrier)
+                    barrier=comm.barrier, shard=(info.rank, info.world_size), gather=comm.all_gather_objects)
         finally:
             model.train(was_training)
 

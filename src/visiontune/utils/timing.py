@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["InferenceTimer", "synchronize_device"]
+__all__ = ["InferenceTimer", "TimeShare", "synchronize_device"]
 
 
 def synchronize_device(tensor: Tensor) -> None:
@@ -106,3 +107,35 @@ class InferenceTimer:
         rate = self.images / total if total > 0 else float("inf")
         return (f"{self.images} images: forward {forward_ms:.1f} ms, post-processing {post_ms:.2f} ms per image "
                 f"({rate:.1f} images/s)")
+
+
+class TimeShare:
+    """Keeps an optional chore (redrawing plots, refreshing a report) under a share of the wall time.
+
+    :meth:`due` says whether the time already spent in :meth:`spending` is at most ``share`` of the time since
+    :meth:`start`; a chore that is skipped now runs later, when the rest of the work has made room for it.
+
+    Args:
+        share: The largest fraction of the wall time the chore may take (0.05 = 5%).
+    """
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.started = time.perf_counter()
+        self.spent = 0.0
+
+    def start(self) -> None:
+        """Count the wall time from now (the chore's time so far is kept)."""
+        self.started = time.perf_counter()
+
+    def due(self) -> bool:
+        return self.spent <= self.share * (time.perf_counter() - self.started)
+
+    @contextlib.contextmanager
+    def spending(self) -> Iterator[None]:
+        """Count the time of the ``with`` block as the chore's."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spent += time.perf_counter() - began

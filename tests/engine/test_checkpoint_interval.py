@@ -1,0 +1,122 @@
+"""``train.checkpoint_interval_s``: last.pt / best.pt written at most that often, always agreeing on disk; and the
+loaders of in-memory datasets (cached features) without worker processes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.helpers import train
+from visiontune.config import load_config
+from visiontune.data.feature_cache import FeatureDataset
+from visiontune.engine import checkpoint as checkpoint_module
+from visiontune.engine import hooks as hooks_module
+from visiontune.engine import trainer as trainer_module
+from visiontune.engine.build import build_train_loader, build_val_loader
+from visiontune.engine.checkpoint import load_checkpoint
+from visiontune.engine.trainer import Hook
+from visiontune.tasks import create_task
+from visiontune.utils.comm import DistInfo
+
+ONE_HOUR = "train.checkpoint_interval_s=3600"
+
+
+@pytest.fixture
+def writes(monkeypatch) -> list[str]:
+    """The names of the checkpoints written, in order."""
+    names: list[str] = []
+    original = checkpoint_module.atomic_save
+
+    def recording(obj, path):
+        names.append(path.name)
+        return original(obj, path)
+
+    monkeypatch.setattr(trainer_module, "atomic_save", recording)
+    monkeypatch.setattr(hooks_module, "atomic_save", recording)
+    return names
+
+
+def assert_same_weights(first: dict, second: dict) -> None:
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_interval_writes_the_same_files_once_at_the_end(tiny_config, writes):
+    recipe = ("train.epochs=4", "sched.name=constant", "optim.lr=0.02")  # best: epoch 2 of 4
+    every_epoch = train(tiny_config(*recipe, "name=every"))
+    counted = writes.count("last.pt")
+    assert counted == 5  # the baseline (epoch 0) and 4 epochs
+    writes.clear()
+    spaced = train(tiny_config(*recipe, "name=spaced", ONE_HOUR))
+    # the baseline's last.pt (with its best.pt first), then nothing until the run ends: best.pt (an epoch beat the
+    # baseline: its state waited in memory), last.pt
+    assert every_epoch.best_epoch == spaced.best_epoch == 2
+    assert writes == ["best.pt", "last.pt", "best.pt", "last.pt"]
+    for name in ("best.pt", "last.pt"):
+        reference, checked = load_checkpoint(every_epoch.run_dir / name), load_checkpoint(spaced.run_dir / name)
+        assert checked["epoch"] == reference["epoch"] and checked["best_metric"] == reference["best_metric"]
+        assert_same_weights(checked["model"], reference["model"])
+        assert_same_weights(checked["optimizer"]["state"][0], reference["optimizer"]["state"][0])
+
+
+def test_interval_elapsed_writes_at_the_epoch_end(tiny_config, writes, monkeypatch):
+    clock = iter(float(t) for t in range(0, 1000, 10))  # every call 10 s later
+    monkeypatch.setattr(hooks_module.time, "monotonic", lambda: next(clock))
+    train(tiny_config("train.epochs=2", "train.checkpoint_interval_s=5", "train.eval_before=false"))
+    assert writes.count("last.pt") == 2  # each epoch ended more than 5 s after the previous write
+
+
+class Crash(Hook):
+    def after_epoch(self, trainer, row):
+        if row["epoch"] == 2:
+            raise RuntimeError("simulated crash")
+
+
+def test_crash_leaves_agreeing_files_and_the_resume_is_exact(tiny_config):
+    reference = train(tiny_config("train.epochs=3", "name=reference"))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tiny_config("train.epochs=3", "name=crashed", ONE_HOUR), hooks=[Crash()])
+    run_dir = reference.run_dir.parent / "crashed"
+    last, best = load_checkpoint(run_dir / "last.pt"), load_checkpoint(run_dir / "best.pt")
+    # as a crash would leave them: the baseline's last.pt and the best.pt of its best_metric, nothing newer
+    assert last["epoch"] == 0 and best["epoch"] == 0 and last["best_metric"] == best["best_metric"]
+    resumed = train(tiny_config("train.epochs=3", ONE_HOUR, f"resume={run_dir / 'last.pt'}"))
+    assert resumed.run_dir == run_dir
+    assert_same_weights(load_checkpoint(run_dir / "last.pt")["model"],
+                        load_checkpoint(reference.run_dir / "last.pt")["model"])
+    assert_same_weights(load_checkpoint(run_dir / "best.pt")["model"],
+                        load_checkpoint(reference.run_dir / "best.pt")["model"])
+
+
+def test_in_memory_features_are_loaded_without_workers(tiny_config):
+    config = tiny_config("data.num_workers=2")
+    task = create_task(config)
+    features = FeatureDataset(torch.randn(10, 8), [0, 1] * 5)
+    train_loader, _sampler = build_train_loader(task, features, config, DistInfo())
+    val_loader = build_val_loader(task, features, config, DistInfo())
+    assert train_loader.num_workers == 0 and val_loader.num_workers == 0
+    images = task.build_dataset(config.data.train_split, train=True)
+    assert build_train_loader(task, images, config, DistInfo())[0].num_workers == 2
+
+
+def test_interval_cannot_be_negative():
+    with pytest.raises(ValueError, match="checkpoint_interval_s"):
+        load_config(None, ["train.checkpoint_interval_s=-1"])
+
+
+def test_slow_plots_are_skipped_but_the_last_epoch_is_drawn(tiny_config, monkeypatch):
+    import time
+
+    import visiontune.utils.plots as plots
+
+    drawn: list[int] = []
+
+    def slow_plot(history, out_dir, **kwargs):
+        time.sleep(0.3)  # far above 5% of these epochs
+        drawn.append(int(history[-1]["epoch"]))
+        return []
+
+    monkeypatch.setattr(plots, "plot_training_curves", slow_plot)
+    train(tiny_config("train.epochs=3", "train.plots=true", "train.eval_before=false"))
+    assert drawn[0] == 1 and drawn[-1] == 3 and len(drawn) < 3  # the first, then under the 5% share, the last
