@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from visiontune.models.retinaface import RetinaFace, RetinaFaceLoss
+from visiontune.models.retinaface import RetinaFace, RetinaFaceLoss, validate_target
 from visiontune.models.retinaface.priors import generate_priors
 
 IMAGE_SIZE = (64, 64)
@@ -156,3 +156,29 @@ def test_target_count_must_match_batch() -> None:
     box, logits, landmarks = _constant_predictions(2, priors.shape[0])
     with pytest.raises(ValueError, match="got 1 targets for a batch of 2 images"):
         RetinaFaceLoss()(box, logits, landmarks, priors=priors, targets=[_empty_target()], image_size=IMAGE_SIZE)
+
+
+def test_targets_on_a_device_are_checked_without_reading_values() -> None:
+    """On an accelerator a value check would wait for the device once per image and step: only keys, shapes and
+    dtypes are checked there (meta tensors have no values: reading one raises)."""
+    target = {"boxes": torch.empty(2, 4, device="meta"), "landmarks": torch.empty(2, 5, 2, device="meta"),
+              "landmarks_valid": torch.empty(2, dtype=torch.bool, device="meta"),
+              "labels": torch.empty(2, dtype=torch.int64, device="meta")}
+    validate_target(target, index=0, num_classes=2)
+    with pytest.raises(ValueError, match=r"'landmarks' must be Tensor\[2, 5, 2\]"):
+        validate_target({**target, "landmarks": torch.empty(2, 10, device="meta")}, index=0, num_classes=2)
+
+
+def test_the_loss_reads_no_value_on_the_host() -> None:
+    """Meta tensors have shapes but no values: the whole loss (matching, hard negatives, masked sums) and its
+    backward run on them, so a training step never waits for the device inside the loss (no .item(), no boolean
+    indexing, no data-dependent branch)."""
+    priors = generate_priors(IMAGE_SIZE).to("meta")
+    num_priors = priors.shape[0]
+    predictions = [torch.empty(2, num_priors, size, device="meta", requires_grad=True) for size in (4, 2, 10)]
+    targets = [{"boxes": torch.empty(3, 4, device="meta"), "landmarks": torch.empty(3, 5, 2, device="meta"),
+                "landmarks_valid": torch.empty(3, dtype=torch.bool, device="meta")},
+               {"boxes": torch.empty(0, 4, device="meta")}]
+    losses = RetinaFaceLoss()(*predictions, priors=priors, targets=targets, image_size=IMAGE_SIZE)
+    sum(losses.values()).backward()
+    assert all(prediction.grad is not None for prediction in predictions)

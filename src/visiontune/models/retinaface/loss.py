@@ -37,6 +37,10 @@ def validate_target(target: Mapping[str, Tensor], *, index: int, num_classes: in
     ``landmarks: Tensor[N, 5, 2]`` float pixels with ``landmarks_valid: Tensor[N]`` bool (both or neither; without
     them no face contributes to the landmark loss); optional ``labels: Tensor[N]`` int64 in ``[1, num_classes)``
     (all faces are class 1 when absent).
+
+    Keys, shapes and dtypes are always checked; the values (finite, positive box sizes, label range) only on CPU
+    tensors: on an accelerator each check would wait for the device once per image and step. The training pipeline
+    checks its annotations when it parses them, before they reach the device.
     """
     if not isinstance(target, Mapping):
         raise ValueError(f"target {index}: expected a dict with 'boxes', got {type(target).__name__}")
@@ -46,10 +50,11 @@ def validate_target(target: Mapping[str, Tensor], *, index: int, num_classes: in
     if not isinstance(boxes, Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
         raise ValueError(f"target {index}: 'boxes' must be a float Tensor[N, 4] xyxy, got {_describe(boxes)}")
     num_faces = boxes.shape[0]
-    if not bool(torch.isfinite(boxes).all()):
+    values = boxes.device.type == "cpu"
+    if values and not bool(torch.isfinite(boxes).all()):
         raise ValueError(f"target {index}: 'boxes' contains NaN or inf")
     degenerate = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-    if bool(degenerate.any()):
+    if values and bool(degenerate.any()):
         bad = int(degenerate.nonzero()[0, 0])
         raise ValueError(
             f"target {index}: box {bad} {boxes[bad].tolist()} has zero or negative width/height (need x2 > x1, y2 > y1)"
@@ -68,16 +73,23 @@ def validate_target(target: Mapping[str, Tensor], *, index: int, num_classes: in
             raise ValueError(
                 f"target {index}: 'landmarks_valid' must be a bool Tensor[{num_faces}], got {_describe(valid)}"
             )
-        if not bool(torch.isfinite(landmarks[valid]).all()):
+        if values and not bool(torch.isfinite(landmarks[valid]).all()):
             raise ValueError(f"target {index}: 'landmarks' marked valid contain NaN or inf")
     if "labels" in target:
         labels = target["labels"]
         if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or tuple(labels.shape) != (num_faces,):
             raise ValueError(f"target {index}: 'labels' must be an int64 Tensor[{num_faces}], got {_describe(labels)}")
-        if num_faces and (int(labels.min()) < 1 or int(labels.max()) >= num_classes):
+        if values and num_faces and (int(labels.min()) < 1 or int(labels.max()) >= num_classes):
             raise ValueError(
                 f"target {index}: 'labels' must be in [1, {num_classes - 1}] (0 is background), got {labels.tolist()}"
             )
+
+
+def _masked_sum(values: Tensor, mask: Tensor) -> Tensor:
+    """The sum of ``values`` (``[B, P]`` or ``[B, P, K]``) over the priors where ``mask`` (``[B, P]`` bool) is set."""
+    if values.ndim == 3:
+        mask = mask[..., None]
+    return torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum()
 
 
 def _describe(value: object) -> str:
@@ -229,21 +241,24 @@ class RetinaFaceLoss(nn.Module):
         if len(targets) != batch_size:
             raise ValueError(f"got {len(targets)} targets for a batch of {batch_size} images")
         matched = self.build_targets(targets, priors.detach(), image_size=image_size, num_classes=num_classes)
+        # masked sums rather than boolean indexing: the number of selected priors never has to reach the host, so
+        # the loss adds no device synchronisation to a training step
         positive = matched.labels > 0
-        num_positive = int(positive.sum())
-
-        box_loss = F.smooth_l1_loss(box_deltas[positive], matched.box_deltas[positive], reduction="sum")
+        box_loss = _masked_sum(F.smooth_l1_loss(box_deltas, matched.box_deltas, reduction="none"), positive)
         landmark_mask = matched.landmarks_valid
-        landmark_loss = F.smooth_l1_loss(
-            landmark_deltas[landmark_mask], matched.landmark_deltas[landmark_mask], reduction="sum"
+        landmark_loss = _masked_sum(
+            F.smooth_l1_loss(landmark_deltas, matched.landmark_deltas, reduction="none"), landmark_mask
         )
 
         negative = self._mine_hard_negatives(class_logits.detach(), matched.labels, positive)
         selected = positive | negative
-        class_loss = F.cross_entropy(class_logits[selected], matched.labels[selected], reduction="sum")
+        prior_class_loss = F.cross_entropy(
+            class_logits.reshape(-1, num_classes), matched.labels.reshape(-1), reduction="none"
+        ).reshape(batch_size, -1)
+        class_loss = _masked_sum(prior_class_loss, selected)
 
-        normaliser = max(num_positive, 1)
-        landmark_normaliser = max(int(landmark_mask.sum()), 1)
+        normaliser = positive.sum().clamp(min=1)
+        landmark_normaliser = landmark_mask.sum().clamp(min=1)
         return {
             "loss_box": self.loc_weight * box_loss / normaliser,
             "loss_cls": self.class_weight * class_loss / normaliser,

@@ -45,9 +45,8 @@ def match_priors(
 
     best_prior_overlap, best_prior = overlaps.max(dim=1)  # per face
     eligible = best_prior_overlap >= min_forced_match_iou
-    if bool(eligible.any()):
-        face_indices = torch.arange(gt_boxes.shape[0], device=priors.device)
-        forced = torch.full_like(matched, BACKGROUND)
-        forced.scatter_reduce_(0, best_prior[eligible], face_indices[eligible], reduce="amax")
-        matched = torch.where(forced != BACKGROUND, forced, matched)
-    return matched
+    # faces below min_forced_match_iou scatter BACKGROUND, which "amax" never prefers: no host-side branch
+    face_indices = torch.arange(gt_boxes.shape[0], device=priors.device)
+    forced = torch.full_like(matched, BACKGROUND)
+    forced.scatter_reduce_(0, best_prior, torch.where(eligible, face_indices, BACKGROUND), reduce="amax")
+    return torch.where(forced != BACKGROUND, forced, matched)
