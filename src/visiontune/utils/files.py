@@ -164,20 +164,15 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
             propagate unchanged, also after removing the temporary file.
     """
     path = Path(path)
-    temp: Path | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = open_temp_file(path)
-        with os.fdopen(handle, "wb") as stream:
+        with atomic_path(path, error_type=error_type) as temp, \
+                os.fdopen(os.open(temp, os.O_WRONLY | getattr(os, "O_BINARY", 0)), "wb") as stream:
             write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException as error:
-        _discard(temp)
+    except FileWriteError:
+        raise
+    except BaseException as error:  # a failure of ``write`` itself (disk full while writing)
         _raise_one_line(error, path, error_type)
         raise
-    _fsync_directory(path.parent)
     return path
 
 
