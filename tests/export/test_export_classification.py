@@ -124,3 +124,12 @@ def test_export_options_that_do_not_apply_are_errors(classification_checkpoint, 
         export_checkpoint(classification_checkpoint, output=tmp_path / "x.onnx",
                           options=ExportOptions(input_size=(64, 64)))
     assert not list(tmp_path.iterdir())
+
+
+def test_plain_weights_are_refused_with_the_way_to_export_them(tmp_path):
+    weights = tmp_path / "plain.pth"
+    torch.save(timm.create_model("test_resnet", num_classes=3).state_dict(), weights)
+    with pytest.raises(ValueError, match=r"plain.pth is not a visiontune checkpoint .*export takes the checkpoint of "
+                                         r"a visiontune run .*model.checkpoint=<weights> train.epochs=0"):
+        export_checkpoint(weights, output=tmp_path / "out.onnx")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["plain.pth"]

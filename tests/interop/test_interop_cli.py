@@ -53,8 +53,10 @@ def test_convert_writes_weights_that_reproduce_mindspore_logits(mindspore_fixtur
     source = mindspore_fixtures / "mobilenet_v2_100.ckpt"
     output = tmp_path / f"mobilenet_v2_100{suffix}"
     assert main(["convert", str(source), "--arch", "mobilenet_v2_100", "-o", str(output)]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "converted 262 tensors of mobilenet_v2_100 to timm mobilenetv2_100" in out
+    assert (out + captured.err).count("converted 262 tensors") == 1  # said once
     assert "mapped 262:" in out and "  features.0.weight -> conv_stem.weight" in out and "skipped 0:" in out
     assert f"wrote {output}; fine-tune from it with model.name=mobilenetv2_100" in out
     assert [path.name for path in tmp_path.iterdir()] == [output.name]  # no temporary file left behind

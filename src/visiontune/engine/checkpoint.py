@@ -117,7 +117,12 @@ def remove_stale_temp_files(folder: str | Path) -> tuple[int, int]:
     return count, freed
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+PLAIN_WEIGHTS_HINT = "to initialise a model from plain weights use model.checkpoint=..."
+"""What :func:`load_checkpoint` tells a user who gave plain weights (a caller may say what fits its command)."""
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
+                    plain_weights_hint: str = PLAIN_WEIGHTS_HINT) -> dict[str, Any]:
     """Load a visiontune checkpoint with ``weights_only=True``.
 
     Raises:
@@ -135,7 +140,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         keys = list(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(
             f"{path} is not a visiontune checkpoint (expected a dict with 'model' and 'config', found {keys}); "
-            "to initialise a model from plain weights use model.checkpoint=..."
+            f"{plain_weights_hint}"
         )
     check_format_version(checkpoint, path)
     try:

@@ -164,6 +164,11 @@ def model_from_checkpoint(state: Mapping[str, Any]) -> tuple[Task, nn.Module]:
     return task, model.eval()
 
 
+PLAIN_WEIGHTS_HINT = ("export takes the checkpoint of a visiontune run (runs/.../best.pt); for plain weights make "
+                      "one first: visiontune train -c <config> model.checkpoint=<weights> train.epochs=0 writes its "
+                      "last.pt")
+
+
 def export_checkpoint(checkpoint: str | Path, *, output: str | Path | None = None,
                       options: ExportOptions | None = None) -> ExportResult:
     """Export a visiontune checkpoint to ONNX and check it against PyTorch.
@@ -186,7 +191,7 @@ def export_checkpoint(checkpoint: str | Path, *, output: str | Path | None = Non
     from visiontune.engine.checkpoint import load_checkpoint
 
     checkpoint = Path(checkpoint)
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint, plain_weights_hint=PLAIN_WEIGHTS_HINT)
     task, model = model_from_checkpoint(state)
     return export_model(task, model, output if output is not None else checkpoint.with_suffix(".onnx"),
                         options=options, stored_config=state["config"])

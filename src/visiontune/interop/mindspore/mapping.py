@@ -384,7 +384,7 @@ def convert_mindspore_state_dict(
         check_state_dict_shapes(
             {name: tuple(tensor.shape) for name, tensor in state_dict.items()}, expected_shapes, arch=architecture.name
         )
-    logger.info("%s", report.summary())
+    logger.debug("%s", report.summary())  # callers show it: the CLI prints it, training logs its load report
     return state_dict, report
 
 
