@@ -49,6 +49,57 @@ def test_losses_reduced_only_at_logging_steps(tiny_config, monkeypatch):
     assert calls == [3, 1, 2, 2]  # steps 1-3 | 4 (epoch end) | 5-6 | 7-8 (epoch end)
 
 
+HOST_READS = ("item", "tolist", "__bool__", "__int__", "__float__", "numpy")
+"""The tensor methods that copy a value to the host: on a GPU, each waits for the device."""
+
+
+def record_host_reads(monkeypatch) -> tuple[list[str], Any]:
+    """The functions that read a tensor value on the host while a training step runs (before_step..after_step),
+    and the hook that marks the steps."""
+    import traceback
+
+    reads: list[str] = []
+    inside = {"step": False}
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, **kwargs):
+            if inside["step"]:
+                reads.append(traceback.extract_stack(limit=2)[0].name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+
+    class StepMarker(visiontune.HookBase):
+        def before_step(self, trainer):
+            inside["step"] = True
+
+        def after_step(self, trainer, losses):
+            inside["step"] = False
+
+    return reads, StepMarker()
+
+
+def test_a_training_step_reads_nothing_on_the_host_but_the_logged_losses(tiny_config, monkeypatch):
+    reads, marker = record_host_reads(monkeypatch)
+    train(tiny_config("train.log_every=3", "train.eval_before=false", "data.val_split=null"), hooks=[marker])
+    assert reads == ["_reduce_rows"] * 4  # one read per logging step (3, 4, 7, 8), nothing in between
+
+
+def test_a_face_training_step_reads_only_cpu_target_values(tmp_path, monkeypatch):
+    """RetinaFace's loss reads no value (tested on meta tensors); its target check reads the values of CPU targets
+    only, which is what a CPU run has (on a GPU the targets are on the device and the check reads nothing)."""
+    from tests.test_cuda import task_overrides, write_faces
+
+    config = load_config(None, [*task_overrides("face_detection", write_faces(tmp_path / "faces")), "device=cpu",
+                                "train.progress=false", "train.plots=false", "train.report=false", "train.epochs=1",
+                                "train.eval_before=false", "data.val_split=null", "data.num_workers=0",
+                                f"project={tmp_path / 'runs'}", "train.log_every=100"])
+    reads, marker = record_host_reads(monkeypatch)
+    train(config, hooks=[marker])
+    assert reads.count("_reduce_rows") == 1 and set(reads) == {"_reduce_rows", "validate_target"}
+
+
 def test_epoch_means_bit_identical_for_any_log_every(tiny_config, monkeypatch):
     every_step = train(tiny_config("name=every", "train.log_every=1", "train.eval_before=false"))
     calls = count_reductions(monkeypatch)
