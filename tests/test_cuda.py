@@ -112,12 +112,13 @@ def test_channels_last_train_step(cuda_config, task):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_compile_matches_eager(cuda_config, task):
-    options = ("train.amp=bf16", "train.max_steps=2", "train.deterministic=true")
+    options = ("train.amp=bf16", "train.max_steps=1", "train.deterministic=true")  # the same weights: step 1's loss
     eager = train(cuda_config(task, *options, "name=eager"))
     compiled = train(cuda_config(task, *options, "train.compile=true", "name=compiled"))
     assert "torch.compile failed" not in (compiled.run_dir / "train.log").read_text()
     # same data and initial weights; bf16 rounding differs between fused and eager kernels (and, for the detectors,
-    # can flip a near-tie in anchor matching or proposal sampling: a looser bound)
+    # can flip a near-tie in anchor matching or proposal sampling: a looser bound). On the CPU in fp32 the first
+    # step's loss agreed to 1e-6 (classification, RetinaFace) and 3e-4 (Mask R-CNN)
     tolerance = 2e-2 if task == "classification" else 5e-2
     assert first_loss(compiled) == pytest.approx(first_loss(eager), rel=tolerance, abs=1e-2)
 
