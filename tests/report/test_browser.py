@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.report.conftest import make_classification_run
+from tests.report.conftest import make_classification_run, make_face_run
 from visiontune.report import write_data_report, write_run_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -60,6 +60,16 @@ def test_run_report_renders(tmp_path: Path, shapes_dir: Path):
     for heading in ("Summary", "Curves", "Evaluation", "Config", "Environment", "Confusion matrix"):
         assert re.search(rf"<h[23]>{heading}</h[23]>", dom), heading
     assert check_images(dom) >= 6
+
+
+def test_face_report_renders_the_examples_with_landmarks(tmp_path: Path):
+    report = write_run_report(make_face_run(tmp_path))
+    screenshot, dom = render(report, tmp_path)
+    assert len(screenshot.getcolors(1 << 20) or []) > 200, "the page looks blank"
+    for heading in ("Summary", "Curves", "Precision-recall", "Detections of the best checkpoint",
+                    "Examples (best checkpoint)"):
+        assert re.search(rf"<h[23]>{re.escape(heading)}</h[23]>", dom), heading
+    assert dom.count("with their 5 landmarks") >= 3 and check_images(dom) >= 5
 
 
 def test_data_report_renders(tmp_path: Path, shapes_dir: Path):
