@@ -120,3 +120,13 @@ def test_slow_plots_are_skipped_but_the_last_epoch_is_drawn(tiny_config, monkeyp
     monkeypatch.setattr(plots, "plot_training_curves", slow_plot)
     train(tiny_config("train.epochs=3", "train.plots=true", "train.eval_before=false"))
     assert drawn[0] == 1 and drawn[-1] == 3 and len(drawn) < 3  # the first, then under the 5% share, the last
+
+
+def test_head_only_checkpoints_follow_the_best_written_later(tiny_config):
+    result = train(tiny_config("train.epochs=4", "sched.name=constant", "optim.lr=0.02", "train.save_head_only=true",
+                               ONE_HOUR))
+    best = load_checkpoint(result.run_dir / "best.pt")
+    head = torch.load(result.run_dir / "best_head.pt", weights_only=True)
+    assert best["epoch"] == head["epoch"] == 2 and head["model"]
+    for name, tensor in head["model"].items():
+        assert torch.equal(tensor, best["model"][name]), name

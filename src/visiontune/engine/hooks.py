@@ -34,6 +34,7 @@ from visiontune.engine.checkpoint import (
     atomic_write_text,
     capture_rng_state,
     detached_copy,
+    load_checkpoint,
     restore_rng_state,
 )
 from visiontune.utils import comm as dist_utils
@@ -186,9 +187,8 @@ class HeadOnlyCheckpointer(HookBase):
     def after_train(self, trainer: Trainer) -> None:
         best, head = trainer.run_dir / "best.pt", trainer.run_dir / "best_head.pt"
         if best.exists() and (not head.exists() or head.stat().st_mtime < best.stat().st_mtime):
-            import torch  # best.pt of the baseline evaluation (no epoch beat it)
-
-            checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+            # best.pt of the baseline evaluation (no epoch beat it), or written after its epoch (checkpoint interval)
+            checkpoint = load_checkpoint(best)
             atomic_save(head_only_checkpoint(trainer, checkpoint["model"], epoch=checkpoint["epoch"]), head)
 
 
