@@ -206,20 +206,18 @@ def test_second_signal_exits_at_once_without_checkpoint(tiny_shapes, tmp_path):
 
 def test_signal_repeated_within_grace_is_the_same_request(tiny_shapes, tmp_path):
     trainer = Trainer(load_config(None, overrides(tiny_shapes, tmp_path)))
-    previous = trainer._install_signal_handlers()
-    try:
+    before = signal.getsignal(signal.SIGINT)
+    with trainer.signals:
         os.kill(os.getpid(), signal.SIGTERM)
         assert trainer.pending_stop == "signal SIGTERM"
         os.kill(os.getpid(), signal.SIGINT)  # e.g. torchrun forwarding the signal that the worker also got
         assert trainer.pending_stop == "signal SIGTERM"
-        trainer._first_signal_time -= REPEATED_SIGNAL_GRACE_S  # as if the grace period had passed
+        trainer.signals.first_time -= REPEATED_SIGNAL_GRACE_S  # as if the grace period had passed
         with pytest.raises(SystemExit) as raised:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)  # the handler runs at the latest here
         assert raised.value.code == 130
-    finally:
-        for signum, handler in previous:
-            signal.signal(signum, handler)
+    assert signal.getsignal(signal.SIGINT) is before  # the previous handlers are back
     assert trainer.stop_requested is None  # the loop acts only once the ranks agreed (after a step)
 
 

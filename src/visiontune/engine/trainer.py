@@ -13,9 +13,8 @@ import contextlib
 import json
 import logging
 import math
-import signal
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -51,6 +50,13 @@ from visiontune.engine.checkpoint import (
 )
 from visiontune.engine.data import sample_seed, seed_everything
 from visiontune.engine.evaluation import build_eval_loader, run_evaluation, to_device
+from visiontune.engine.faults import (
+    REPEATED_SIGNAL_GRACE_S,
+    SIGNAL_EXIT_CODES,
+    SignalExit,
+    SignalStop,
+    explain_out_of_memory,
+)
 from visiontune.engine.finetune import (
     build_param_groups,
     describe_param_groups,
@@ -78,24 +84,8 @@ __all__ = [
 PER_INVOCATION_KEYS = ("train.max_steps", "train.time_budget", "train.progress", "device")
 """Config keys that describe one invocation, not the run: a resume takes them from the new command line."""
 
-REPEATED_SIGNAL_GRACE_S = 1.0
-"""A SIGINT/SIGTERM this soon after the first one counts as the same request, not as the second signal that exits
-at once: under torchrun, Ctrl-C reaches every worker twice (from the terminal, then forwarded by the agent)."""
-
-
-SIGNAL_EXIT_CODES = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
-"""Exit status of a run stopped by a signal (after writing ``last.pt``): 128 + the signal number, the shell's
-convention, 130 for SIGINT and 143 for SIGTERM; :attr:`TrainResult.exit_code`. A completed run (also one stopped
-by early stopping, ``train.time_budget`` or ``train.max_steps``) exits with 0."""
-
-
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or Inf (``train.nan_policy: error``)."""
-
-
-class SignalExit(SystemExit):
-    """A second SIGINT/SIGTERM: leave at once, without a checkpoint, with status 128 + the signal number (no
-    traceback: the interpreter exits quietly on ``SystemExit``)."""
 
 
 @dataclass
@@ -191,9 +181,8 @@ class Trainer:
         self.run_log: RunLog | None = None
         self._announce_proposed_stop = True
         self._end_epoch_requested = False
-        self._first_signal_time: float | None = None
-        self._signal_received: str | None = None
-        """The name of the first SIGINT/SIGTERM this process received."""
+        self.signals = SignalStop(self.request_stop)
+        """SIGINT/SIGTERM while :meth:`fit` trains: the first requests a stop with a checkpoint, a second exits."""
         self.stop_signal: str | None = None
         """The signal (``SIGTERM`` wins over ``SIGINT``) received by any rank when the ranks agreed to stop."""
         self._loss_names: list[str] | None = None
@@ -486,13 +475,8 @@ class Trainer:
         self.setup()
         self.hooks = self.build_hooks()
         run_log = self.run_log or RunLog(Path("train.log"), enabled=False)
-        with run_log.attached():
-            previous_handlers = self._install_signal_handlers()
-            try:
-                self._train()
-            finally:
-                for signum, handler in previous_handlers:
-                    signal.signal(signum, handler)
+        with run_log.attached(), self.signals:
+            self._train()
         return TrainResult(run_dir=self.run_dir, best_metric=self.state.best_metric, best_epoch=self.state.best_epoch,
                            metrics=self.last_metrics, history=self.state.history,
                            stop_reason=self.stop_reason or "completed",
@@ -790,7 +774,8 @@ class Trainer:
         return result
 
     def _stop_flags(self) -> list[bool]:
-        return [self.pending_stop is not None, self._signal_received == "SIGTERM", self._signal_received == "SIGINT"]
+        received = self.signals.received
+        return [self.pending_stop is not None, received == "SIGTERM", received == "SIGINT"]
 
     def _agree_stop(self, stop: bool, sigterm: bool, sigint: bool) -> None:
         if stop and self.stop_requested is None:
@@ -805,37 +790,11 @@ class Trainer:
         return stop
 
     # ------------------------------------------------------------------ evaluation
-    @contextlib.contextmanager
-    def explain_out_of_memory(self, phase: str) -> Iterator[None]:
-        """Re-raise ``torch.OutOfMemoryError`` with the batch size in use and what to change."""
-        try:
-            yield
-        except torch.OutOfMemoryError as error:
-            batch, advice = self._out_of_memory_advice(phase)
-            data, accumulate = self.config.data, self.config.train.accumulate
-            detail = str(error).strip().splitlines()[0] if str(error).strip() else "no details"
-            raise torch.OutOfMemoryError(
-                f"out of memory during {phase} on {self.device} with a batch of {batch} images per device "
-                f"(data.batch_size={data.batch_size}, train.accumulate={accumulate}, {self.dist.world_size} "
-                f"process(es)): {advice}. ({detail})") from error
-
-    def _out_of_memory_advice(self, phase: str) -> tuple[int, str]:
-        data, accumulate = self.config.data, self.config.train.accumulate
-        if phase == "evaluation":
-            batch = data.eval_batch_size or data.batch_size
-            advice = f"lower data.eval_batch_size (now {batch})"
-        elif data.batch_size > 1:
-            batch = data.batch_size
-            smaller = max(d for d in range(1, data.batch_size) if data.batch_size % d == 0)  # keeps global batch
-            advice = (f"lower data.batch_size and raise train.accumulate to keep the global batch of "
-                      f"{self.global_batch}, e.g. data.batch_size={smaller} "
-                      f"train.accumulate={accumulate * data.batch_size // smaller}")
-        else:
-            batch = 1
-            advice = "data.batch_size is already 1: lower data.image_size or pick a smaller model"
-        if self.autocast_dtype is None and self.device.type == "cuda":
-            advice += "; train.amp=auto also halves activation memory"
-        return batch, advice
+    def explain_out_of_memory(self, phase: str) -> contextlib.AbstractContextManager[None]:
+        """Re-raise ``torch.OutOfMemoryError`` with the batch size in use and what to change
+        (:func:`~visiontune.engine.faults.explain_out_of_memory`)."""
+        return explain_out_of_memory(self.config, phase, device=self.device, world_size=self.dist.world_size,
+                                     global_batch=self.global_batch, autocast_dtype=self.autocast_dtype)
 
     def evaluate(self) -> dict[str, float]:
         """Validation metrics of the model (``val_*``) and of its EMA (``val_ema_*``)."""
@@ -880,29 +839,3 @@ class Trainer:
             evaluator.save_artifacts(self.run_dir / "eval")
         except Exception as error:  # noqa: BLE001 - artifacts are a convenience, never a failure
             logger.warning("could not write evaluation artifacts: %s", error)
-
-    # ------------------------------------------------------------------ signals
-    def _install_signal_handlers(self) -> list[tuple[int, Any]]:
-        """SIGINT/SIGTERM: the first requests a stop with a checkpoint (the result's exit code becomes 130 / 143),
-        a second one exits at once, without a checkpoint or a traceback, with that status (:class:`SignalExit`)."""
-        previous: list[tuple[int, Any]] = []
-
-        def handler(signum: int, frame: Any) -> None:
-            name = signal.Signals(signum).name
-            now = time.monotonic()
-            if self._first_signal_time is not None:
-                if now - self._first_signal_time < REPEATED_SIGNAL_GRACE_S:
-                    return  # the same request delivered twice (terminal + torchrun agent)
-                logger.error("second signal %s: exiting at once with status %d, without a checkpoint", name,
-                             128 + signum)
-                raise SignalExit(128 + signum)
-            self._first_signal_time = now
-            self._signal_received = name
-            self.request_stop(f"signal {name}")
-            logger.warning("%s received: stopping after this step with a checkpoint (send it again to exit at once)",
-                           name)
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not in the main thread: no handlers
-                previous.append((signum, signal.signal(signum, handler)))
-        return previous
