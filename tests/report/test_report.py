@@ -135,9 +135,11 @@ def test_data_report_classification(tmp_path: Path, shapes_dir: Path):
 def test_data_report_detection(tmp_path: Path):
     run = make_face_run(tmp_path)
     images = sorted((tmp_path / "faces" / "images" / "event").glob("*.jpg"))
-    samples = [{"path": p, "boxes": [[40, 60, 90, 120]] * (i + 1), "width": 320, "height": 240}
+    samples = [{"path": p, "boxes": [[40, 60, 90, 120]] * (i + 1), "width": 320, "height": 240,
+                "landmarks": [[[50, 80], [80, 80], [65, 95], [55, 110], [75, 110]]] * i + [None]}
                for i, p in enumerate(images)]
     html = write_data_report(run / "data_report.html", {"val": samples}, task="face_detection").read_text()
+    assert "(1 boxes, 0 with landmarks)" in html and "(3 boxes, 2 with landmarks)" in html
     assert "box size (sqrt area, px)" not in html  # drawn inside the PNG, not HTML text
     assert "boxes per image" in html and "images without boxes" in html
     assert len(decoded_images(html)) >= 4 + len(images)

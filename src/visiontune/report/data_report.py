@@ -19,9 +19,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from visiontune.report import figures
 from visiontune.report.html import Page, esc, image_data_uri, img_tag, note, table
-from visiontune.utils.drawing import caption_image, color_of, draw_labeled_boxes, load_thumbnail
+from visiontune.utils.drawing import caption_image, color_of, draw_labeled_boxes, draw_landmarks, load_thumbnail
 
 __all__ = ["DETECTION_TASKS", "write_data_report"]
 
@@ -151,9 +153,13 @@ def _detection_sections(page: Page, splits: Mapping[str, Sequence[Mapping[str, A
             colors = [color_of(_index(labels[i], class_names)) if i < len(labels) else color_of(0)
                       for i in range(len(boxes))]
             drawn = draw_labeled_boxes(image, boxes, captions, colors, width=2, font_size=11)
+            points = [face for face in sample.get("landmarks") or [] if face is not None]
+            if points:  # five-point face landmarks, one colour per point: a swapped left / right shows at once
+                draw_landmarks(drawn, np.asarray(points, dtype=float) * scale, radius=2)
+            with_points = f", {len(points)} with landmarks" if "landmarks" in sample else ""
             grid.append(f"<figure>{img_tag(image_data_uri(drawn, photo=True), str(sample.get('path')))}"
-                        f"<figcaption>{esc(split)}: {esc(Path(str(sample.get('path'))).name)} ({len(boxes)} boxes)"
-                        "</figcaption></figure>")
+                        f"<figcaption>{esc(split)}: {esc(Path(str(sample.get('path'))).name)} ({len(boxes)} boxes"
+                        f"{with_points})</figcaption></figure>")
     page.section("Samples", f'<div class="grid">{"".join(grid)}</div>' if grid else note("no readable sample image."))
 
 

@@ -325,7 +325,10 @@ class FaceDetectionTask(Task):
             return [f"{split}: error: {error}"], True
         images_root = self.images_root(train=train)
         check.samples[split] = [{"path": str(images_root / record.relative_path), "boxes": record.boxes.tolist(),
-                                 "labels": [1] * len(record.boxes)} for record in annotations.records]
+                                 "labels": [1] * len(record.boxes),
+                                 "landmarks": [points.tolist() if valid else None  # 5 [x, y] or None per face
+                                               for points, valid in zip(record.landmarks, record.landmarks_valid)]}
+                                for record in annotations.records]
         findings = scan_images((images_root / record.relative_path for record in annotations.records), desc=split,
                                num_workers=data.num_workers, progress=self.config.train.progress)
         check.flagged.extend({"path": str(finding.path), "reason": finding.message, "split": split}
