@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from visiontune.utils.boxes import box_iou, xyxy_to_xywh
+from visiontune.utils.boxes import box_iou, xywh_to_xyxy, xyxy_to_xywh
 from visiontune.utils.image_tensors import rgb_to_tensor, tensor_to_rgb
 from visiontune.utils.paths import output_names
 from visiontune.utils.timing import InferenceTimer
@@ -26,6 +26,13 @@ def test_box_iou_hand_computed_and_empty_unions():
 
 def test_xyxy_to_xywh():
     np.testing.assert_array_equal(xyxy_to_xywh(np.array([[1, 2, 4, 8]], dtype=np.float32)), [[1.0, 2.0, 3.0, 6.0]])
+
+
+def test_xywh_to_xyxy_inverts_xyxy_to_xywh():
+    boxes = np.array([[1, 2, 4, 8], [0.5, 0.25, 3.5, 9.75]])
+    np.testing.assert_array_equal(xywh_to_xyxy([[1, 2, 3, 6]]), [[1.0, 2.0, 4.0, 8.0]])
+    np.testing.assert_array_equal(xywh_to_xyxy(xyxy_to_xywh(boxes)), boxes)
+    assert xywh_to_xyxy(np.zeros((0, 4))).shape == (0, 4)
     assert xyxy_to_xywh(np.zeros((0, 4))).shape == (0, 4)
 
 

@@ -72,15 +72,17 @@ def unfreeze_all(model: nn.Module) -> None:
         parameter.requires_grad_(True)
 
 
+def is_frozen_batchnorm(module: nn.Module) -> bool:
+    """A BatchNorm module with parameters, all of them frozen."""
+    if not isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return False
+    params = list(module.parameters(recurse=False))
+    return bool(params) and not any(p.requires_grad for p in params)
+
+
 def frozen_batchnorm_names(model: nn.Module) -> list[str]:
     """Names of BatchNorm modules whose parameters are all frozen."""
-    names = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            params = list(module.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
-                names.append(name)
-    return names
+    return [name for name, module in model.named_modules() if is_frozen_batchnorm(module)]
 
 
 def set_frozen_batchnorm_eval(model: nn.Module) -> int:
@@ -92,14 +94,10 @@ def set_frozen_batchnorm_eval(model: nn.Module) -> int:
     Returns:
         The number of BatchNorm modules switched to eval mode.
     """
-    count = 0
-    for module in model.modules():  # one pass: called at every epoch start
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            params = list(module.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
-                module.eval()
-                count += 1
-    return count
+    frozen = [module for module in model.modules() if is_frozen_batchnorm(module)]  # one pass: every epoch start
+    for module in frozen:
+        module.eval()
+    return len(frozen)
 
 
 def _is_no_decay(name: str, parameter: torch.Tensor, norm_names: set[str]) -> bool:

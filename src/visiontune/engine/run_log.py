@@ -38,15 +38,23 @@ def _version_of(module_name: str) -> str:
     return str(getattr(module, "__version__", "unknown"))
 
 
+def _versions() -> dict[str, str]:
+    return {"visiontune": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": _version_of("torchvision"), "timm": _version_of("timm")}
+
+
+def _amp_name(autocast_dtype: torch.dtype | None) -> str:
+    return str(autocast_dtype).replace("torch.", "") if autocast_dtype is not None else "off"
+
+
 def environment_lines(*, device: torch.device, world_size: int, autocast_dtype: torch.dtype | None,
                       loss_scaling: bool) -> list[str]:
     """What the run ran on: package versions, device, number of processes, mixed precision."""
-    amp = str(autocast_dtype).replace("torch.", "") if autocast_dtype is not None else "off"
     cuda = f", CUDA {torch.version.cuda} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     return [
-        f"visiontune {__version__}, python {platform.python_version()}, torch {torch.__version__}, "
-        f"torchvision {_version_of('torchvision')}, timm {_version_of('timm')}",
-        f"device {device}{cuda}, world size {world_size}, AMP {amp} (loss scaling {'on' if loss_scaling else 'off'})",
+        ", ".join(f"{name} {version}" for name, version in _versions().items()),
+        f"device {device}{cuda}, world size {world_size}, AMP {_amp_name(autocast_dtype)} "
+        f"(loss scaling {'on' if loss_scaling else 'off'})",
     ]
 
 
@@ -64,12 +72,11 @@ def run_info(*, device: torch.device, world_size: int, autocast_dtype: torch.dty
                if isinstance(meta.get(key), dict)}
     return {
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "versions": {"visiontune": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                     "torchvision": _version_of("torchvision"), "timm": _version_of("timm")},
+        "versions": _versions(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or None,
         "world_size": world_size,
-        "amp": str(autocast_dtype).replace("torch.", "") if autocast_dtype is not None else "off",
+        "amp": _amp_name(autocast_dtype),
         "loss_scaling": loss_scaling,
         "channels_last": channels_last,
         "compile": compiled,

@@ -164,13 +164,13 @@ class Trainer:
         self.stop_requested: str | None = None
         """Why every rank stops after the current step (set on all ranks together)."""
         self.stop_reason: str | None = None
+        """Why training ended (``completed``, ``max_steps``, ...); ``None`` while training and after an error."""
         self.fit_started = time.perf_counter()
         """When :meth:`fit` began (setup included): the start of the run's wall time."""
         self.pending_best: dict[str, Any] | None = None
         """Rank 0: the checkpoint of a new best epoch not yet in ``best.pt`` (``train.checkpoint_interval_s``)."""
         self.last_saved_step: int | None = None
         """The step of the state in ``last.pt`` (None: not written by this invocation nor resumed from)."""
-        """Why training ended (``completed``, ``max_steps``, ...); ``None`` while training and after an error."""
         self.proposed_stop: str | None = None
         """A reason to stop after the current epoch, from a hook's :meth:`propose_stop`."""
         self.epoch_metrics: dict[str, float] | None = None

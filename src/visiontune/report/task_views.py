@@ -17,6 +17,7 @@ from PIL import Image
 from visiontune.report import figures
 from visiontune.report.html import esc, image_data_uri, img_tag, note, table
 from visiontune.report.run_files import RunFiles, read_csv_dicts
+from visiontune.utils.boxes import xywh_to_xyxy
 from visiontune.utils.drawing import caption_image, draw_labeled_boxes, draw_landmarks, load_thumbnail
 from visiontune.utils.plots import confusion_figure, figure_uri
 
@@ -248,7 +249,7 @@ def _face_examples(run: RunFiles, predictions: dict[str, np.ndarray], labels: di
     if with_landmarks is not None:
         xyxy, landmarks, threshold = with_landmarks
     else:
-        xyxy = {key: np.concatenate([value[:, :2], value[:, :2] + value[:, 2:4], value[:, 4:5]], axis=1)
+        xyxy = {key: np.concatenate([xywh_to_xyxy(value[:, :4]), value[:, 4:5]], axis=1)
                 for key, value in predictions.items()}
         landmarks = {}
     shown = []
@@ -259,8 +260,7 @@ def _face_examples(run: RunFiles, predictions: dict[str, np.ndarray], labels: di
             continue
         image, scale = loaded
         gt = labels.get(key, np.zeros((0, 4)))
-        canvas = draw_labeled_boxes(image, [[x * scale, y * scale, (x + w) * scale, (y + h) * scale]
-                                            for x, y, w, h in gt], None, [GT_COLOR] * len(gt), width=1)
+        canvas = draw_labeled_boxes(image, (xywh_to_xyxy(gt) * scale).tolist(), None, [GT_COLOR] * len(gt), width=1)
         keep = xyxy[key][:, 4] >= threshold
         detections = xyxy[key][keep]
         canvas = draw_labeled_boxes(canvas, (detections[:, :4] * scale).tolist(),

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou as _torch_box_iou
 
-__all__ = ["box_iou", "xyxy_to_xywh"]
+__all__ = ["box_iou", "xywh_to_xyxy", "xyxy_to_xywh"]
 
 
 def box_iou(boxes: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -24,3 +24,9 @@ def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
     """``float64 [N, 4]`` ``x, y, w, h`` of xyxy boxes (any shape ending in 4 values per box)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """``float64 [N, 4]`` xyxy of ``x, y, w, h`` boxes (any shape ending in 4 values per box)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
