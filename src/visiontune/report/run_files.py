@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from visiontune.utils.mappings import flatten
 from visiontune.utils.plots import LOWER_IS_BETTER, is_percent_metric, is_saturated_topk, metric_family, to_float
 
 __all__ = ["RunFiles", "config_difference", "default_metric", "flatten", "is_percent_metric", "main_metric",
@@ -162,20 +163,6 @@ def main_metric(run: RunFiles) -> tuple[str | None, str]:
     if mode is None:
         mode = "min" if any(word in name.lower() for word in LOWER_IS_BETTER) else "max"
     return column or name, str(mode)
-
-
-def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
-    if not isinstance(values, Mapping):
-        return {prefix: values} if prefix else {}
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
 
 
 def config_difference(configs: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[Any]]]:
