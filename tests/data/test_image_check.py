@@ -57,7 +57,7 @@ def test_inspect_image_errors(tmp_path: Path) -> None:
     missing = tmp_path / "missing.png"
     assert inspect_image(missing) == ImageFinding(missing, "error", "cannot read file: No such file or directory")
 
-    assert inspect_image(tmp_path) == ImageFinding(tmp_path, "error", "not a regular file")
+    assert inspect_image(tmp_path) == ImageFinding(tmp_path, "error", "a directory, not a regular file (never opened)")
 
 
 def test_inspect_image_truncated_jpeg(tmp_path: Path) -> None:

@@ -115,8 +115,9 @@ def test_predict_reads_every_training_source_and_writes_metrics(tmp_path):
 
 def test_missing_val_folder_names_data_val_split(tmp_path):
     for split in ("train", "eval"):
-        (tmp_path / split / "cat").mkdir(parents=True)
-        Image.new("RGB", (8, 8)).save(tmp_path / split / "cat" / "a.jpg")
+        for name in ("cat", "dog"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / split / name / "a.jpg")
     config = load_config(None, ["task=classification", "model.name=test_resnet", f"data.root={tmp_path}"])
     task = ClassificationTask(config)
     task.build_dataset("train", train=True)

@@ -8,6 +8,11 @@ class names); nothing is copied or converted:
   (the FGVC-Aircraft ``images_variant_trainval.txt`` layout).
 * :func:`read_csv_list` - a CSV file with the header ``path,label``.
 
+:func:`scan_image_folder` reads regular files with an image extension (:data:`IMG_EXTENSIONS`, as torchvision's
+ImageFolder: GIF is not one) and names what it leaves out in one warning line per reason: other extensions, and
+entries that are not regular files (a named pipe called ``a.jpg`` would block ``open()``; it is never opened).
+A multi-frame image (animated WebP, multi-page TIFF) is read as its first frame; ``check-data`` says so.
+
 Class names map to label indices in sorted order. A validation split is read with ``classes=`` the training
 classes, so both splits share one index mapping: a validation class unknown to training is an error, a training
 class without validation images is a warning.
@@ -20,6 +25,7 @@ and the dataset counts it in :attr:`ClassificationDataset.num_skipped`, across D
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import multiprocessing
 import os
@@ -33,12 +39,16 @@ import torch
 from PIL import Image, ImageFile
 from torch.utils.data import Dataset
 
+from visiontune.data.validation import SkippedFiles, file_kind, file_problem, read_utf8_text
 from visiontune.utils.image import open_rgb
 
 logger = logging.getLogger(__name__)
 
 IMG_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 """File extensions (lower case) that :func:`scan_image_folder` treats as images."""
+
+MIN_TRAINING_CLASSES = 2
+"""A classifier needs at least two classes: with one, every loss is 0 and every prediction is right."""
 
 CSV_COLUMNS: tuple[str, str] = ("path", "label")
 """Columns a classification CSV file must have in its header."""
@@ -62,12 +72,15 @@ class ClassificationSource:
         origin: Where the samples came from (folder, annotation or CSV file), used in messages.
         skipped_links: Folder links that were not followed, as ``(link, real target)``: their target was already
             scanned (a link loop, or a second route to the same images).
+        skipped_files: Files of a folder scan that were left out: an extension that is not an image's, or not a
+            regular file (a named pipe, socket, device or broken link, which are never opened).
     """
 
     samples: list[tuple[Path, int]]
     classes: list[str]
     origin: str
     skipped_links: list[tuple[Path, Path]] = field(default_factory=list)
+    skipped_files: SkippedFiles = field(default_factory=SkippedFiles)
 
     @property
     def num_classes(self) -> int:
@@ -93,6 +106,15 @@ class ClassificationSource:
             for path, labels in labels_per_path.items()
             if len(labels) > 1
         }
+
+
+def too_few_classes(source: ClassificationSource) -> str | None:
+    """Why ``source`` cannot be trained on as the training split (fewer than two classes), or ``None``."""
+    if source.num_classes >= MIN_TRAINING_CLASSES:
+        return None
+    found = ", ".join(repr(name) for name in source.classes) or "none"
+    return (f"{source.origin}: found {source.num_classes} class ({found}); a classifier needs at least "
+            f"{MIN_TRAINING_CLASSES} classes (one sub-folder, or label, per class)")
 
 
 def _format_list(items: Sequence[Any], *, limit: int = _MAX_LISTED) -> str:
@@ -164,11 +186,14 @@ def _has_image_extension(path: Path, extensions: Sequence[str]) -> bool:
     return path.suffix.lower() in extensions
 
 
-def _walk_images(class_dir: Path, extensions: Sequence[str], skipped_links: list[tuple[Path, Path]]) -> list[Path]:
+def _walk_images(class_dir: Path, extensions: Sequence[str], skipped_links: list[tuple[Path, Path]],
+                 skipped_files: SkippedFiles) -> list[Path]:
     """Image files under ``class_dir`` in sorted order, following folder links once each.
 
     A linked folder whose real path was already walked or contains ``class_dir`` (``self -> .``, ``loop -> ..``, two
-    links to one folder) is not entered; it is appended to ``skipped_links`` as ``(link, real target)``.
+    links to one folder) is not entered; it is appended to ``skipped_links`` as ``(link, real target)``. Files with
+    another extension, and entries that are not regular files (never opened: a named pipe blocks ``open()``), go to
+    ``skipped_files``; hidden entries (``.name``) are ignored.
     """
     files: list[Path] = []
     root = os.path.realpath(class_dir)
@@ -183,8 +208,13 @@ def _walk_images(class_dir: Path, extensions: Sequence[str], skipped_links: list
             visited.add(real)
             kept.append(name)
         subdirs[:] = kept
-        files.extend(Path(directory) / name for name in sorted(names)
-                     if not name.startswith(".") and _has_image_extension(Path(name), extensions))
+        for path in (Path(directory) / name for name in sorted(names) if not name.startswith(".")):
+            if not _has_image_extension(path, extensions):
+                skipped_files.add(f"with an extension other than {', '.join(extensions)}", path)
+            elif (kind := file_kind(path)) is not None:
+                skipped_files.add(f"that are {kind}, not regular files", path)
+            else:
+                files.append(path)
     return files
 
 
@@ -235,11 +265,13 @@ def scan_image_folder(
 
     files_per_class: dict[str, list[Path]] = {}
     skipped_links: list[tuple[Path, Path]] = []
+    skipped_files = SkippedFiles()
     for class_dir in class_dirs:
-        files_per_class[class_dir.name] = _walk_images(class_dir, extensions, skipped_links)
+        files_per_class[class_dir.name] = _walk_images(class_dir, extensions, skipped_links, skipped_files)
     for link, target in skipped_links:
         logger.warning("skipped the folder link %s -> %s: that folder is already scanned (a link loop or a second "
                        "route to the same images would repeat them)", link, target)
+    skipped_files.warn(logger, str(folder))
 
     empty = [str(folder / name) for name, files in files_per_class.items() if not files]
     if len(empty) == len(files_per_class):
@@ -255,7 +287,8 @@ def scan_image_folder(
 
     names, index = _class_index(files_per_class, classes, str(folder))
     samples = [(path, index[name]) for name, files in files_per_class.items() for path in files]
-    return ClassificationSource(samples=samples, classes=names, origin=str(folder), skipped_links=skipped_links)
+    return ClassificationSource(samples=samples, classes=names, origin=str(folder), skipped_links=skipped_links,
+                                skipped_files=skipped_files)
 
 
 def _sibling_hint(folder: Path, setting: str | None, exclude: Sequence[str], split: str | None) -> str:
@@ -304,14 +337,13 @@ def read_annotation_list(
     """
     list_file = Path(list_file)
     images_dir = Path(images_dir)
-    if not list_file.is_file():
-        raise ValueError(f"annotation list not found: {list_file}")
+    text = read_utf8_text(list_file, "annotation list", missing=ValueError)
     if not images_dir.is_dir():
         raise ValueError(f"image folder not found: {images_dir} (images of {list_file})")
 
     entries: list[tuple[Path, str]] = []
     errors: list[str] = []
-    with list_file.open(encoding="utf-8") as handle:
+    with io.StringIO(text) as handle:
         for line_number, line in enumerate(handle, start=1):
             parts = line.strip().split(maxsplit=1)
             if not parts:
@@ -321,8 +353,9 @@ def read_annotation_list(
                 continue
             image_id, label = parts[0], parts[1].strip()
             path = images_dir / f"{image_id}{image_ext}"
-            if not path.is_file():
-                errors.append(f"{list_file}:{line_number}: image not found: {path}")
+            problem = file_problem(path)
+            if problem is not None:
+                errors.append(f"{list_file}:{line_number}: {problem}")
                 continue
             entries.append((path, label))
     _raise_collected(errors, f"problem(s) in annotation list {list_file}")
@@ -353,14 +386,13 @@ def read_csv_list(
             ``classes``.
     """
     csv_file = Path(csv_file)
-    if not csv_file.is_file():
-        raise ValueError(f"CSV file not found: {csv_file}")
+    text = read_utf8_text(csv_file, "CSV file", missing=ValueError)
     base = Path(root) if root is not None else csv_file.parent
     expected = ",".join(CSV_COLUMNS)
 
     entries: list[tuple[Path, str]] = []
     errors: list[str] = []
-    with csv_file.open(encoding="utf-8-sig", newline="") as handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
@@ -389,8 +421,9 @@ def read_csv_list(
                 errors.append(f"{csv_file}:{line_number}: empty label for {relative}")
                 continue
             path = base / relative
-            if not path.is_file():
-                errors.append(f"{csv_file}:{line_number}: image not found: {path}")
+            problem = file_problem(path)
+            if problem is not None:
+                errors.append(f"{csv_file}:{line_number}: {problem}")
                 continue
             entries.append((path, label))
     _raise_collected(errors, f"problem(s) in CSV file {csv_file}")
@@ -410,7 +443,8 @@ def _build_source(entries: list[tuple[Path, str]], classes: list[str] | None, or
 class ClassificationDataset(Dataset):
     """Map-style dataset over a :class:`ClassificationSource`; item ``i`` is ``(transform(image), label)``.
 
-    Images are decoded with PIL and converted to 8-bit RGB (:func:`visiontune.utils.image.open_rgb`: 16-bit and
+    Images are decoded with PIL, turned upright by their EXIF orientation (as every task reads images: training,
+    prediction and export) and converted to 8-bit RGB (:func:`visiontune.utils.image.open_rgb`: 16-bit and
     float images are scaled, not clipped) before ``transform`` runs. PIL's global
     ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left untouched; while it is False (PIL's default) truncated files are
     reported as corrupt.
@@ -472,7 +506,7 @@ class ClassificationDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
         path, label = self.source.samples[index]
         try:
-            image = open_rgb(path)
+            image = open_rgb(path, exif_transpose=True)
         except ValueError as error:
             if self._skip_counter is None:
                 raise

@@ -29,8 +29,9 @@ from visiontune.utils.files import atomic_path, atomic_write_json, temp_files_of
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
-"""Bumped when the cached content changes meaning: older files are then stale."""
+CACHE_FORMAT = 2
+"""Bumped when the cached content changes meaning: older files are then stale (2: images turned upright by their
+EXIF orientation before the backbone)."""
 
 
 class FeatureDataset(Dataset):

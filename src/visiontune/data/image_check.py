@@ -19,8 +19,9 @@ from typing import Literal
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from visiontune.data.classification import ClassificationSource
-from visiontune.utils.image import DECODE_ERRORS, ImageModeError, high_bit_depth_note
+from visiontune.data.classification import ClassificationSource, too_few_classes
+from visiontune.data.validation import file_kind
+from visiontune.utils.image import DECODE_ERRORS, ImageModeError, exif_orientation, high_bit_depth_note
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +65,13 @@ def _header_size(path: Path) -> tuple[int, int] | None:
 def inspect_image(path: str | Path) -> ImageFinding | None:
     """Fully decode one image file and report the most serious problem found.
 
-    Errors: the file is missing, unreadable or empty, is not an image PIL can identify, is corrupt or truncated
-    (found by a full decode with ``Image.load()``; PIL's global ``LOAD_TRUNCATED_IMAGES`` is not changed), or has
-    zero width or height, or holds 16-bit/float values that cannot be scaled to 8 bit. Warning: the image decodes but
-    its mode is not RGB (``L``, ``CMYK``, ``RGBA``, ``P``, ...; training converts it to RGB), or it is a 16-bit or
-    float image that training scales to 8 bit (the warning says how: :func:`visiontune.utils.image.to_rgb`).
+    Errors: the file is missing, unreadable or empty, is not a regular file (a named pipe, socket or device: never
+    opened), is not an image PIL can identify, is corrupt or truncated (found by a full decode with
+    ``Image.load()``; PIL's global ``LOAD_TRUNCATED_IMAGES`` is not changed), or has zero width or height, or holds
+    16-bit/float values that cannot be scaled to 8 bit. Warning: the image has several frames (an animated GIF or
+    WebP, a multi-page TIFF: only the first is read), or decodes but its mode is not RGB (``L``, ``CMYK``, ``RGBA``,
+    ``P``, ...; training converts it to RGB), or it is a 16-bit or float image that training scales to 8 bit (the
+    warning says how: :func:`visiontune.utils.image.to_rgb`).
 
     Args:
         path: The image file.
@@ -76,20 +79,33 @@ def inspect_image(path: str | Path) -> ImageFinding | None:
     Returns:
         The finding, or ``None`` when the image is a readable RGB image.
     """
-    path = Path(path)
+    return _inspect(Path(path))[0]
+
+
+def _inspect(path: Path) -> tuple[ImageFinding | None, int]:
+    """:func:`inspect_image`'s finding and the file's EXIF orientation (1 when upright or unreadable)."""
     try:
         size = path.stat().st_size
     except OSError as error:
-        return ImageFinding(path, "error", f"cannot read file: {error.strerror or error}")
-    if not path.is_file():
-        return ImageFinding(path, "error", "not a regular file")
+        return ImageFinding(path, "error", f"cannot read file: {error.strerror or error}"), 1
+    kind = file_kind(path)
+    if kind is not None:
+        return ImageFinding(path, "error", f"{kind}, not a regular file (never opened)"), 1
+    finding, orientation = _decode(path, size)
+    return finding, orientation
+
+
+def _decode(path: Path, size: int) -> tuple[ImageFinding | None, int]:
+    """Decode the regular file ``path`` of ``size`` bytes (see :func:`inspect_image`); also its EXIF orientation."""
     if size == 0:
-        return ImageFinding(path, "error", "empty file (0 bytes)")
+        return ImageFinding(path, "error", "empty file (0 bytes)"), 1
     try:
         with Image.open(path) as image:
             width, height = image.size
             if width == 0 or height == 0:
-                return ImageFinding(path, "error", f"zero-size image ({width}x{height} pixels)")
+                return ImageFinding(path, "error", f"zero-size image ({width}x{height} pixels)"), 1
+            orientation = exif_orientation(image)
+            frames = int(getattr(image, "n_frames", 1))
             image.load()
             mode = image.mode
             scaling = high_bit_depth_note(image, path)
@@ -97,19 +113,37 @@ def inspect_image(path: str | Path) -> ImageFinding | None:
         header_size = _header_size(path)
         if header_size is not None and 0 in header_size:
             width, height = header_size
-            return ImageFinding(path, "error", f"zero-size image ({width}x{height} pixels in the file header)")
-        return ImageFinding(path, "error", "not an image PIL can read (unknown or broken file format)")
+            return ImageFinding(path, "error", f"zero-size image ({width}x{height} pixels in the file header)"), 1
+        return ImageFinding(path, "error", "not an image PIL can read (unknown or broken file format)"), 1
     except PermissionError as error:
-        return ImageFinding(path, "error", f"cannot read file: {error.strerror or error}")
+        return ImageFinding(path, "error", f"cannot read file: {error.strerror or error}"), 1
     except ImageModeError as error:
-        return ImageFinding(path, "error", str(error).removeprefix(f"{path}: "))
+        return ImageFinding(path, "error", str(error).removeprefix(f"{path}: ")), 1
     except DECODE_ERRORS as error:
-        return ImageFinding(path, "error", f"corrupt or truncated image: {type(error).__name__}: {error}")
+        return ImageFinding(path, "error", f"corrupt or truncated image: {type(error).__name__}: {error}"), 1
+    if frames > 1:
+        return ImageFinding(path, "warning", f"{frames} frames (animated or multi-page): only the first frame is "
+                                             "read"), orientation
     if scaling is not None:
-        return ImageFinding(path, "warning", f"{scaling} when loaded")
+        return ImageFinding(path, "warning", f"{scaling} when loaded"), orientation
     if mode != "RGB":
-        return ImageFinding(path, "warning", f"mode {mode}, not RGB (converted to RGB when loaded)")
-    return None
+        return ImageFinding(path, "warning", f"mode {mode}, not RGB (converted to RGB when loaded)"), orientation
+    return None, orientation
+
+
+def orientation_note(orientations: dict[Path, int], *, limit: int = 3) -> str | None:
+    """One line naming the images with an EXIF orientation tag other than 1 (count and examples), or ``None``.
+
+    Args:
+        orientations: Image path -> EXIF orientation (2-8), as :func:`scan_images` fills it.
+        limit: Example paths named.
+    """
+    if not orientations:
+        return None
+    examples = ", ".join(f"{path} (orientation {value})" for path, value in list(orientations.items())[:limit])
+    more = f" (+{len(orientations) - limit} more)" if len(orientations) > limit else ""
+    return (f"{len(orientations)} image(s) carry an EXIF orientation and are turned upright when loaded (in "
+            f"training, evaluation and prediction alike), e.g. {examples}{more}")
 
 
 def scan_images(
@@ -118,6 +152,7 @@ def scan_images(
     desc: str,
     num_workers: int = 0,
     progress: bool = True,
+    orientations: dict[Path, int] | None = None,
 ) -> list[ImageFinding]:
     """Run :func:`inspect_image` over ``paths`` (each distinct path once) with a tqdm progress bar.
 
@@ -127,6 +162,8 @@ def scan_images(
         num_workers: Decoding threads; ``0`` decodes in the calling thread (PIL releases the GIL while decoding,
             so threads speed up large scans).
         progress: Show the progress bar (on stderr).
+        orientations: If given, filled with ``path -> EXIF orientation`` of every decoded image whose orientation
+            is not 1 (upright), for :func:`orientation_note`.
 
     Returns:
         The findings, in the order of ``paths``.
@@ -138,15 +175,17 @@ def scan_images(
         if num_workers == 0:
             results = []
             for path in unique:
-                results.append(inspect_image(path))
+                results.append(_inspect(path))
                 bar.update()
         else:
             with ThreadPoolExecutor(max_workers=num_workers) as executor:
                 results = []
-                for result in executor.map(inspect_image, unique):
+                for result in executor.map(_inspect, unique):
                     results.append(result)
                     bar.update()
-    return [finding for finding in results if finding is not None]
+    if orientations is not None:
+        orientations.update((path, orientation) for path, (_, orientation) in zip(unique, results) if orientation != 1)
+    return [finding for finding, _ in results if finding is not None]
 
 
 @dataclass
@@ -178,6 +217,7 @@ class CheckReport:
         errors: Dataset-level errors (e.g. a validation class unknown to training).
         warnings: Dataset-level warnings (e.g. a class without validation images, duplicate entries).
         num_images_checked: Distinct image files decoded (0 when images were not checked).
+        notes: Facts that are neither errors nor warnings (images turned upright by their EXIF orientation).
     """
 
     splits: list[SplitSummary]
@@ -185,6 +225,7 @@ class CheckReport:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     num_images_checked: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def _image_findings(self, level: FindingLevel) -> list[tuple[str, ImageFinding]]:
         return [
@@ -234,6 +275,7 @@ class CheckReport:
             lines.extend(f"  - {split}: {finding.format()}" for split, finding in image_findings[:max_listed])
             if len(image_findings) > max_listed:
                 lines.append(f"  ... and {len(image_findings) - max_listed} more image {level}s")
+        lines.extend(f"note: {note}" for note in self.notes)
         verdict = "FAILED" if self.has_errors else "OK"
         lines.append(f"result: {verdict} ({self.num_errors} error(s), {self.num_warnings} warning(s))")
         return "\n".join(lines)
@@ -287,10 +329,12 @@ def check_classification_sources(
 ) -> CheckReport:
     """Check the splits of a classification dataset and decode every image.
 
-    The first split (normally ``"train"``) is the reference for the class list. Errors: corrupt or unreadable
-    images, classes of a later split that the reference lacks or ordered differently, paths listed more than once
-    with different labels. Warnings: non-RGB images, reference classes without samples in a split, paths listed
-    more than once in a split, paths shared between splits (train/val leakage).
+    The first split (normally ``"train"``) is the reference for the class list. Errors: a reference with fewer than
+    two classes, corrupt or unreadable images, classes of a later split that the reference lacks or ordered
+    differently, paths listed more than once with different labels. Warnings: files a folder scan left out (other
+    extensions, not regular files), non-RGB or multi-frame images, reference classes without samples in a split,
+    paths listed more than once in a split, paths shared between splits (train/val leakage). Note: images with an
+    EXIF orientation (turned upright when loaded).
 
     Args:
         splits: Split name -> source, e.g. ``{"train": ..., "val": ...}``.
@@ -308,8 +352,12 @@ def check_classification_sources(
         raise ValueError("check_classification_sources needs at least one split")
     report = CheckReport(splits=[])
     reference_name, reference = next(iter(splits.items()))
+    refusal = too_few_classes(reference)
+    if refusal is not None:
+        report.errors.append(f"split {reference_name!r}: {refusal}")
     seen_in: dict[Path, str] = {}
     checked: set[Path] = set()
+    orientations: dict[Path, int] = {}
     for name, source in splits.items():
         counts = source.class_counts()
         duplicates = source.duplicate_paths()
@@ -325,6 +373,7 @@ def check_classification_sources(
             examples = ", ".join(str(path) for path in list(duplicates)[:3])
             report.warnings.append(f"split {name!r} lists {len(duplicates)} image path(s) more than once "
                                    f"({sum(duplicates.values()) - len(duplicates)} extra entries), e.g. {examples}")
+        report.warnings.extend(f"split {name!r}: {line}" for line in source.skipped_files.lines(source.origin))
         for link, target in source.skipped_links:
             report.warnings.append(f"split {name!r}: folder link {link} -> {target} not followed: that folder is "
                                    "already scanned (a link loop or a second route to the same images)")
@@ -342,9 +391,13 @@ def check_classification_sources(
 
         if check_images:
             paths = [path for path, _ in source.samples if path not in checked]
-            findings = scan_images(paths, desc=f"checking {name}", num_workers=num_workers, progress=progress)
+            findings = scan_images(paths, desc=f"checking {name}", num_workers=num_workers, progress=progress,
+                                   orientations=orientations)
             checked.update(paths)
             report.image_findings[name] = findings
     report.num_images_checked = len(checked)
+    note = orientation_note(orientations)
+    if note is not None:
+        report.notes.append(note)
     logger.debug("checked %d images: %d errors, %d warnings", len(checked), report.num_errors, report.num_warnings)
     return report

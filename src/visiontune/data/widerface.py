@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 from collections.abc import Collection, Sequence
 from pathlib import Path, PurePosixPath
@@ -37,9 +36,12 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from visiontune.data.face_transforms import FaceEvalTransform, FaceInstances, FaceTransform, compute_eval_scale
+from visiontune.data.validation import TextFileError, file_problem, fits_float32, read_utf8_text
+from visiontune.utils.image import EXIF_ORIENTATION, oriented_size
 
 __all__ = [
     "ANNOTATION_FORMATS",
+    "EXIF_ORIENTATION",
     "OFFICIAL_ATTRIBUTE_NAMES",
     "WiderFaceAnnotations",
     "WiderFaceDataset",
@@ -56,11 +58,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-EXIF_ORIENTATION = 0x0112
-"""EXIF tag of the image orientation."""
-TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
-"""EXIF orientations that swap width and height (rotations by 90 degrees, with or without a flip)."""
 
 ANNOTATION_FORMATS: tuple[str, ...] = ("retinaface", "official", "list")
 OFFICIAL_ATTRIBUTE_NAMES: tuple[str, ...] = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
@@ -165,10 +162,12 @@ class WiderFaceAnnotations:
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
-    """Return ``(1-based line number, stripped text)`` for every non-blank line of ``path``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    """Return ``(1-based line number, stripped text)`` for every non-blank line of ``path`` (UTF-8, a byte-order mark
+    is dropped; invalid UTF-8 is an error naming the line)."""
+    try:
+        text = read_utf8_text(path)
+    except TextFileError as error:
+        raise WiderFaceFormatError(path, error.line_number, error.reason) from None
     return [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
@@ -188,8 +187,11 @@ def _parse_numbers(path: Path, line_number: int, text: str, what: str) -> np.nda
             value = float(token)
         except ValueError:
             raise WiderFaceFormatError(path, line_number, f"could not parse {token!r} as a number in {what}") from None
-        if not math.isfinite(value):
+        if not np.isfinite(value):
             raise WiderFaceFormatError(path, line_number, f"expected finite numbers in {what}, got {token!r}")
+        if not fits_float32(value):
+            raise WiderFaceFormatError(path, line_number, f"{token!r} in {what} is outside the float32 range "
+                                                          "(|x| <= 3.4e38): it would become inf")
         values.append(value)
     return np.asarray(values, dtype=np.float64)
 
@@ -528,16 +530,6 @@ def faces_outside_images(annotations: WiderFaceAnnotations, images_root: Path,
     return found
 
 
-def oriented_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """``(height, width)`` of an image after its EXIF orientation (as :func:`load_bgr_image` decodes it), from the
-    file header."""
-    with Image.open(path) as image:
-        width, height = image.size
-        if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSING_ORIENTATIONS:
-            width, height = height, width
-    return height, width
-
-
 def load_bgr_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode an image with PIL as ``uint8 [H, W, 3]`` BGR (EXIF orientation applied, like ``cv2.imread``)."""
     with Image.open(path) as image:
@@ -594,14 +586,14 @@ class WiderFaceDataset(Dataset):
         self._check_images_exist()
 
     def _check_images_exist(self) -> None:
-        missing = [record for record in self.records if not (self.root / record.relative_path).is_file()]
+        problems = [(record, file_problem(self.root / record.relative_path, "image file")) for record in self.records]
+        missing = [(record, problem) for record, problem in problems if problem is not None]
         if missing:
-            first = missing[0]
-            raise FileNotFoundError(
-                f"image file not found: {self.root / first.relative_path} "
-                f"(listed at {self.annotation_file}:{first.line_number}); "
-                f"{len(missing)} of {len(self.records)} images are missing under {self.root}"
-            )
+            first, problem = missing[0]
+            error = FileNotFoundError if "not found" in str(problem) else ValueError
+            raise error(f"{problem} (listed at {self.annotation_file}:{first.line_number}); "
+                        f"{len(missing)} of {len(self.records)} images are missing or not regular files under "
+                        f"{self.root}")
 
     def __len__(self) -> int:
         return len(self.records)

@@ -21,8 +21,11 @@ from visiontune.data.classification import (
     read_annotation_list,
     read_csv_list,
     scan_image_folder,
+    too_few_classes,
 )
 from visiontune.data.feature_cache import FeatureDataset, cache_key, cached_features
+from visiontune.data.sources import list_image_files
+from visiontune.data.validation import file_problem
 from visiontune.evaluation.classification import ClassificationEvaluator
 from visiontune.models.classification import (
     ImageClassifier,
@@ -202,6 +205,9 @@ class ClassificationTask(Task):
         classes = self.meta.get("class_names")
         source = self.read_source(split, classes=classes)
         if classes is None:
+            refusal = too_few_classes(source)
+            if refusal is not None:
+                raise ValueError(refusal)
             self.meta["class_names"] = list(source.classes)
             logger.info("%d classes from %s: %s", len(source.classes), source.origin,
                         ", ".join(source.classes[:10]) + (" ..." if len(source.classes) > 10 else ""))
@@ -468,7 +474,7 @@ class ClassificationTask(Task):
         with torch.no_grad():
             for start in tqdm(range(0, len(items), batch_size), desc="predict", disable=not self.config.train.progress):
                 chunk = items[start:start + batch_size]
-                images = torch.stack([transform(open_rgb(path)) for path, _ in chunk]).to(device)
+                images = torch.stack([transform(open_rgb(path, exif_transpose=True)) for path, _ in chunk]).to(device)
                 logits = torch.stack([output["logits"] for output in model(images)])
                 probabilities = logits.float().softmax(dim=1).cpu()
                 values, indices = probabilities.topk(topk, dim=1)
@@ -519,6 +525,9 @@ def collect_prediction_inputs(source: str, class_names: list[str], *, images_dir
     path = Path(source)
     if not path.exists():
         raise ValueError(f"source not found: {path}")
+    problem = None if path.is_dir() else file_problem(path, "source")
+    if problem is not None:
+        raise ValueError(problem)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         return [(path, None)]
     if path.is_file() and path.suffix.lower() == ".csv":
@@ -541,10 +550,9 @@ def collect_prediction_inputs(source: str, class_names: list[str], *, images_dir
         return items
     subfolders = sorted(child for child in path.iterdir() if child.is_dir())
     if subfolders and all(child.name in class_names for child in subfolders):
-        items = [(image, child.name) for child in subfolders for image in sorted(child.rglob("*"))
-                 if image.suffix.lower() in IMAGE_SUFFIXES]
+        items = [(image, child.name) for child in subfolders for image in list_image_files(child, IMAGE_SUFFIXES)]
     else:
-        items = [(image, None) for image in sorted(path.rglob("*")) if image.suffix.lower() in IMAGE_SUFFIXES]
+        items = [(image, None) for image in list_image_files(path, IMAGE_SUFFIXES)]
     if not items:
         raise ValueError(f"no images found in {path}")
     return items

@@ -31,6 +31,11 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
 """What PIL raises for a file it cannot decode: ``UnidentifiedImageError`` and "image file is truncated" are
 OSErrors; broken chunks surface as SyntaxError/struct.error/EOFError; oversized images as DecompressionBombError."""
 
+EXIF_ORIENTATION = 0x0112
+"""EXIF tag of the image orientation (1: upright; 2-8: mirrored and/or rotated, turned upright when loaded)."""
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+"""EXIF orientations that swap width and height (rotations by 90 degrees, with or without a flip)."""
+
 _SIXTEEN_BIT_DIVISOR = 257.0  # 65535 / 255: maps 0..65535 onto 0..255 exactly at both ends
 
 
@@ -97,12 +102,29 @@ def to_rgb(image: Image.Image, source: str | os.PathLike[str] = "") -> Image.Ima
     return image.convert("RGB")
 
 
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation of an opened image: 1 (upright, also without a tag) to 8."""
+    value = image.getexif().get(EXIF_ORIENTATION, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def oriented_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(height, width)`` of an image after its EXIF orientation (as :func:`open_rgb` with ``exif_transpose`` decodes
+    it), from the file header."""
+    with Image.open(path) as image:
+        width, height = image.size
+        if exif_orientation(image) in TRANSPOSING_ORIENTATIONS:
+            width, height = height, width
+    return height, width
+
+
 def open_rgb(path: str | Path, *, exif_transpose: bool = False) -> Image.Image:
     """Fully decode the image file ``path`` to 8-bit RGB (see :func:`to_rgb`).
 
     Args:
         path: The image file.
-        exif_transpose: Apply the EXIF orientation tag (photos from phones), as the detection tasks do.
+        exif_transpose: Apply the EXIF orientation tag (photos from phones), as every task does when it reads
+            training, evaluation and prediction images.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
