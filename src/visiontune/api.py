@@ -16,15 +16,16 @@ from visiontune.config import Config, config_from_dict, config_to_dict, load_con
 from visiontune.engine.checkpoint import load_checkpoint
 from visiontune.engine.evaluation import build_eval_loader, run_evaluation
 from visiontune.engine.hooks import Hook, HookBase
-from visiontune.engine.run_dir import is_run_dir, new_run_dir
+from visiontune.engine.run_dir import check_output_path, is_run_dir, new_run_dir, run_folder_of
 from visiontune.engine.trainer import Trainer, TrainResult
 from visiontune.tasks import create_task
 from visiontune.utils import comm as dist_utils
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WEIGHTS_RULE", "EvalResult", "Hook", "HookBase", "Weights", "check_data", "config_for_checkpoint",
-           "evaluate", "predict", "read_visiontune_checkpoint", "resolve_weights", "train"]
+__all__ = ["WEIGHTS_RULE", "EvalResult", "Hook", "HookBase", "Weights", "check_data", "check_eval_output",
+           "check_predict_output", "config_for_checkpoint", "evaluate", "predict", "read_visiontune_checkpoint",
+           "resolve_weights", "train"]
 
 
 @dataclass
@@ -175,6 +176,7 @@ def evaluate(config: Config, *, checkpoint: str | Path | None = None) -> EvalRes
     device = dist_utils.resolve_device(config.device, info)
     dist_utils.init_distributed(device)
     task = create_task(config)
+    check_eval_output(config, path, in_run=state is not None and is_run_dir(path.parent))
     if state is not None:
         task.load_meta(state.get("meta", {}))
     if not config.data.val_split:
@@ -212,6 +214,46 @@ def predict(config: Config, *, checkpoint: str | Path | None = None, source: str
     """Run weights (a visiontune checkpoint or plain weights, see :data:`WEIGHTS_RULE`) on ``source`` (image,
     folder or list) and write the task's prediction files (in ``output``, else a new ``<project>/<task>/predict``
     folder)."""
+def check_eval_output(config: Config, weights: str | Path, *, in_run: bool) -> None:
+    """Refuse, before evaluating, an ``output`` of ``eval`` that would write over what it reads or into another
+    run's folder (:func:`~visiontune.engine.run_dir.check_output_path`).
+
+    ``output`` must not be the weights file, nor be ``data.root`` or inside it, nor lie in a run folder other than
+    the weights' run. Without ``output`` the results go to ``eval-<split>`` beside a checkpoint in its run folder
+    (``in_run``), else to a new folder under ``project``, which must not lie in another run's folder.
+
+    Raises:
+        OutputPathError: one line naming ``output`` (or ``project``) and the path it collides with.
+    """
+    own_run = run_folder_of(weights)
+    if config.output:
+        check_output_path(config.output, command="eval", writes="folder", own_run=own_run,
+                          inputs={"checkpoint": weights, "data.root": config.data.root})
+    elif not in_run:
+        check_output_path(config.project, command="eval", writes="folder", key="project", own_run=own_run)
+
+
+def check_predict_output(config: Config, weights: str | Path, source: str | Path) -> None:
+    """Refuse, before predicting, an ``output`` of ``predict`` that could replace an input or lies in another
+    run's folder (:func:`~visiontune.engine.run_dir.check_output_path`).
+
+    The prediction files mirror the names of the images (a drawn copy keeps the image's name), so ``output`` and the
+    source must not overlap: ``output`` is not the source folder nor inside it, and holds neither the source folder
+    nor the source file (the images that a list or annotation file names are not looked at). Nor is ``output`` the
+    weights file, or in a run folder other than the weights' run. Without ``output``, the new folder goes under
+    ``project``, which must not lie in another run's folder.
+
+    Raises:
+        OutputPathError: one line naming ``output`` (or ``project``) and the path it collides with.
+    """
+    own_run = run_folder_of(weights)
+    if config.output:
+        check_output_path(config.output, command="predict", writes="folder", own_run=own_run,
+                          inputs={"checkpoint": weights, "source": source}, contained=("source",))
+    else:
+        check_output_path(config.project, command="predict", writes="folder", key="project", own_run=own_run)
+
+
     source = source or config.source
     if not source:
         raise ValueError("predict needs a source: source=path/to/image_or_folder")
@@ -221,6 +263,7 @@ def predict(config: Config, *, checkpoint: str | Path | None = None, source: str
     task = create_task(config)
     if weights.checkpoint is not None:
         task.load_meta(weights.checkpoint.get("meta", {}))
+    check_predict_output(config, weights.path, source)
     model = build_model_for_weights(task, weights)
     model.to(device).eval()
     output_dir = Path(config.output) if config.output else new_run_dir(Path(config.project) / config.task, "predict")
@@ -244,6 +287,8 @@ def check_data(config: Config, *, report: bool = False) -> tuple[str, bool, Path
     if not report:
         return check.text, check.has_errors, None
     from visiontune.engine.run_dir import new_run_dir
+    if report:
+        check_output_path(config.project, command="check-data", writes="folder", key="project")
     from visiontune.report import write_data_report
 
     folder = new_run_dir(Path(config.project) / config.task, "check-data")

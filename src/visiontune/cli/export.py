@@ -67,14 +67,18 @@ def load_export_config(config_path: str | Path | None, items: Sequence[str]) -> 
 
 def run_export(args: argparse.Namespace) -> int:
     """Handler of ``visiontune export``: export, print the parity table and the written file."""
+    from visiontune.engine.run_dir import check_output_path, run_folder_of
     from visiontune.export._dependencies import MissingExportDependencyError
     from visiontune.export.exporter import ExportOptions, export_checkpoint
 
     config = load_export_config(args.config, args.overrides)
     assert config.checkpoint is not None  # checked by load_export_config
     options = ExportOptions.from_config(config.export)
+    output = Path(config.output) if config.output else Path(config.checkpoint).with_suffix(".onnx")
+    check_output_path(output, command="export", writes="file", own_run=run_folder_of(config.checkpoint),
+                      inputs={"checkpoint": config.checkpoint, "config": args.config, "sample": options.sample})
     try:
-        result = export_checkpoint(config.checkpoint, output=config.output, options=options)
+        result = export_checkpoint(config.checkpoint, output=output, options=options)
     except MissingExportDependencyError as error:
         print(f"visiontune export: error: {error}", file=sys.stderr)
         return 2

@@ -249,10 +249,14 @@ def _classifier_rows(network: Mapping[str, torch.Tensor], architecture: MindSpor
 
 
 def _check_output(source: Path, output: Path, *, suffixes: tuple[str, ...], direction: str) -> None:
+    """The suffix of the direction; not the input, nor in a run folder other than the input's
+    (:func:`~visiontune.engine.run_dir.check_output_path`)."""
+    from visiontune.engine.run_dir import check_output_path, run_folder_of
+
     if output.suffix.lower() not in suffixes:
         raise ConvertError(f"-o {output}: converting to {direction} writes {' / '.join(suffixes)} files")
-    if output.resolve() == source.resolve():
-        raise ConvertError(f"-o {output} is the input file; choose another output")
+    check_output_path(output, command="convert", writes="file", key="-o", inputs={"input": source},
+                      own_run=run_folder_of(source))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -397,6 +401,10 @@ def run_import_config(args: argparse.Namespace) -> int:
     from visiontune.interop.mindspore_configs import import_mindspore_config
 
     output, options = _paths_and_options(args, ("family",), {"family": args.family})
+    if output is not None:
+        from visiontune.engine.run_dir import check_output_path
+
+        check_output_path(output, command=args.command, writes="file", key="-o", inputs={"input": args.source})
     imported = import_mindspore_config(args.source, family=options.family)
     if output is None:
         print(imported.to_yaml(), end="")

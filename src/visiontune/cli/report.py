@@ -24,22 +24,31 @@ def _run_folder(path: str) -> Path:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """Write ``report.html`` into each run folder and print its path."""
+    """Write ``report.html`` into each run folder and print its path (never into a run folder that holds the given
+    folder: a folder inside another run is refused)."""
+    from visiontune.engine.run_dir import check_output_path
     from visiontune.report import write_run_report
 
     for path in args.runs:
-        print(write_run_report(_run_folder(path)))
+        folder = _run_folder(path)
+        check_output_path(folder / "report.html", command="report", writes="file", key="", own_run=folder)
+        print(write_run_report(folder))
     return 0
 
 
 def run_compare(args: argparse.Namespace) -> int:
     """Print the comparison table and write the HTML page (``--output``, or a new ``<project>/compare`` folder)."""
-    from visiontune.engine.run_dir import new_run_dir
+    from visiontune.engine.run_dir import check_output_path, new_run_dir
     from visiontune.report import write_comparison
 
     folders = [_run_folder(path) for path in args.runs]
     if len(folders) < 2:
         raise ValueError("compare needs at least two run folders")
+    if args.output:  # not a file of the compared runs, nor in any run's folder
+        check_output_path(args.output, command="compare", writes="file", key="-o",
+                          inputs={f"compared run {index}": folder for index, folder in enumerate(folders, start=1)})
+    else:
+        check_output_path(args.project, command="compare", writes="folder", key="--project")
     output = Path(args.output) if args.output else new_run_dir(Path(args.project) / "compare", "compare") / (
         "compare.html")
     path, console = write_comparison(folders, output)

@@ -131,12 +131,14 @@ def run_predict(args: argparse.Namespace) -> int:
     requested, overrides = _requested_config(args)
     if requested.checkpoint and requested.checkpoint.lower().endswith(ONNX_SUFFIX):
         # an exported model: onnxruntime with the same pre- and post-processing as the PyTorch path
+        from visiontune.api import check_predict_output
         from visiontune.export.runtime import predict_onnx
 
         if args.config:
             raise ConfigError(f"-c {args.config}: an ONNX model carries its config; give changes as key=value")
         if not requested.source:
             raise ConfigError("give the images as source=path/to/image_or_folder")
+        check_predict_output(requested, requested.checkpoint, requested.source)
         keys = override_keys(overrides)
         rest = [item for item, key in zip(overrides, keys) if key not in PREDICT_ONNX_KEYS]
         files = predict_onnx(Path(requested.checkpoint), requested.source,

@@ -187,14 +187,19 @@ def export_checkpoint(checkpoint: str | Path, *, output: str | Path | None = Non
         ParityError: ONNX Runtime does not reproduce PyTorch within the tolerance (nothing is written).
         MissingExportDependencyError: onnx or onnxruntime is not installed.
         FileWriteError: the file cannot be written (disk full, read-only folder; one line naming it).
+        OutputPathError: ``output`` is the checkpoint or the parity sample, or lies in another run's folder
+            (:func:`~visiontune.engine.run_dir.check_output_path`); checked before anything is read.
     """
     from visiontune.engine.checkpoint import load_checkpoint
+    from visiontune.engine.run_dir import check_output_path, run_folder_of
 
     checkpoint = Path(checkpoint)
+    output = check_output_path(output if output is not None else checkpoint.with_suffix(".onnx"), command="export",
+                               writes="file", own_run=run_folder_of(checkpoint),
+                               inputs={"checkpoint": checkpoint, "sample": options.sample if options else None})
     state = load_checkpoint(checkpoint, plain_weights_hint=PLAIN_WEIGHTS_HINT)
     task, model = model_from_checkpoint(state)
-    return export_model(task, model, output if output is not None else checkpoint.with_suffix(".onnx"),
-                        options=options, stored_config=state["config"])
+    return export_model(task, model, output, options=options, stored_config=state["config"])
 
 
 def export_model(task: Task, model: nn.Module, output: str | Path, *, options: ExportOptions | None = None,
