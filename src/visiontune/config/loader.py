@@ -12,6 +12,7 @@ import functools
 import re
 import types
 import typing
+import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -19,12 +20,15 @@ from typing import Any, Literal, Union
 import yaml
 
 from visiontune.config.constraints import Pattern, Range, non_finite_problem
+from visiontune.config.errors import ConfigError
+from visiontune.config.overrides import Override, read_override
+from visiontune.config.overrides import parse_override as parse_override  # imported from here too
 from visiontune.config.schema import Config
+from visiontune.config.yaml_io import DuplicateKeyError as DuplicateKeyError  # imported from here too
+from visiontune.config.yaml_io import ScalarTexts, parse_yaml, read_config_text
+from visiontune.config.yaml_io import UniqueKeyLoader as UniqueKeyLoader  # imported from here too
+from visiontune.config.yaml_io import load_yaml as load_yaml  # imported from here too
 from visiontune.registry import suggest
-
-
-class ConfigError(ValueError):
-    """A configuration key or value is invalid; the message names the key."""
 
 
 def describe_type(annotation: Any) -> str:
@@ -45,27 +49,27 @@ def describe_type(annotation: Any) -> str:
 _FLOAT_PATTERN = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check ``value`` against ``annotation`` and return it (ints are accepted for floats)."""
+def _coerce(value: Any, annotation: Any, key: str, texts: ScalarTexts | None = None) -> Any:
+    """Check ``value`` against ``annotation`` and return it (ints are accepted for floats; a text key takes the
+    written text of an unquoted YAML scalar from ``texts``: ``off``, not ``False``)."""
+    texts = texts or _NO_TEXTS
     if annotation is Any:
         return value
     origin = typing.get_origin(annotation)
     if origin is Literal:
-        if isinstance(value, bool) and ("off" if value is False else "on") in typing.get_args(annotation):
-            return "off" if value is False else "on"  # YAML 1.1 reads a bare off/on as a boolean
-        if value in typing.get_args(annotation):
-            return value
-        options = [str(v) for v in typing.get_args(annotation)]
-        raise ConfigError(
-            f"{key}: expected one of {describe_type(annotation)}, got {value!r}{suggest(str(value), options)}"
-        )
+        return _coerce_choice(value, annotation, key, texts)
     if origin in (Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(annotation):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None  # before a text option, which would take the text "null"
+        for option in options:
             try:
-                return _coerce(value, option, key)
+                return _coerce(value, option, key, texts)
             except ConfigError as error:
-                errors.append(error)
+                if option is str and isinstance(value, str):
+                    text_error = error  # text of a text key: what is wrong with it (a control character)
+        if isinstance(value, str) and str in options:
+            raise text_error
         raise ConfigError(f"{key}: expected {describe_type(annotation)}, got {value!r} ({type(value).__name__})")
     if annotation is type(None):
         if value is None:
@@ -75,19 +79,62 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list ({describe_type(annotation)}), got {value!r}")
         (item_type,) = typing.get_args(annotation) or (Any,)
-        return [_coerce(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
+        return [_coerce(item, item_type, f"{key}[{i}]", texts) for i, item in enumerate(value)]
     if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping ({describe_type(annotation)}), got {value!r}")
-        key_type, value_type = typing.get_args(annotation) or (Any, Any)
-        for item_key, item_value in value.items():
-            if item_value is None and isinstance(item_key, str) and ":" in item_key:
-                name, _, rest = item_key.partition(":")
-                raise ConfigError(f"{key}: entry {item_key!r} has no value; YAML needs a space after the colon: "
-                                  f"{{{name}: {rest}}}")
-        return {
-            _coerce(k, key_type, f"{key} key"): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()
-        }
+        return _coerce_mapping(value, annotation, key, texts)
+    if annotation is str:
+        return _coerce_text(value, key, texts)
+    return _coerce_number(value, annotation, key)
+
+
+_NO_TEXTS = ScalarTexts()
+
+
+def _coerce_choice(value: Any, annotation: Any, key: str, texts: ScalarTexts) -> Any:
+    """A value of ``Literal[...]`` (the written text of an unquoted YAML scalar counts: ``amp: off``)."""
+    options = typing.get_args(annotation)
+    if value in options:
+        return value
+    text = texts.texts.get(key)
+    if text in options:
+        return text
+    if isinstance(value, bool) and ("off" if value is False else "on") in options:
+        return "off" if value is False else "on"  # YAML 1.1 reads a bare off/on as a boolean
+    names = [str(option) for option in options]
+    raise ConfigError(f"{key}: expected one of {describe_type(annotation)}, got {value!r}{suggest(str(value), names)}")
+
+
+def _coerce_mapping(value: Any, annotation: Any, key: str, texts: ScalarTexts) -> dict[Any, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected a mapping ({describe_type(annotation)}), got {value!r}")
+    key_type, value_type = typing.get_args(annotation) or (Any, Any)
+    for item_key, item_value in value.items():
+        if item_value is None and isinstance(item_key, str) and ":" in item_key:
+            name, _, rest = item_key.partition(":")
+            raise ConfigError(f"{key}: entry {item_key!r} has no value; YAML needs a space after the colon: "
+                              f"{{{name}: {rest}}}")
+    return {
+        _coerce(k, key_type, f"{key} key"): _coerce(v, value_type, f"{key}.{k}", texts) for k, v in value.items()
+    }
+
+
+def _coerce_text(value: Any, key: str, texts: ScalarTexts) -> str:
+    """A ``str`` value: a string, the written text of an unquoted YAML scalar (``off``, ``1.50``), or a number;
+    without control characters."""
+    text = value if isinstance(value, str) else texts.text(key, value)
+    if text is None:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected str, got {value!r} ({type(value).__name__})")
+        text = str(value)
+    control = next((index for index, character in enumerate(text) if unicodedata.category(character) == "Cc"), None)
+    if control is not None:
+        raise ConfigError(f"{key}: expected text without control characters, got {text!r} (U+{ord(text[control]):04X}"
+                          f" at character {control + 1})")
+    return text
+
+
+def _coerce_number(value: Any, annotation: Any, key: str) -> Any:
+    """A ``bool``, ``int`` or ``float`` value (``key=0`` / ``key=1`` are booleans; ints are floats)."""
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -104,12 +151,6 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if isinstance(value, str) and _FLOAT_PATTERN.fullmatch(value.strip()):
             return float(value)  # PyYAML (YAML 1.1) reads 1e-4 without a dot as a string
         raise ConfigError(f"{key}: expected float, got {value!r} ({type(value).__name__})")
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}: expected str, got {value!r} ({type(value).__name__})")
     raise ConfigError(f"{key}: unsupported schema type {annotation!r}")
 
 
@@ -192,9 +233,9 @@ def _unknown_key_error(key: str, where: str) -> ConfigError:
 
 
 def _apply_mapping(target: Any, values: Mapping[str, Any], prefix: str, where: Mapping[str, str],
-                   record: set[str] | None = None) -> None:
+                   record: set[str] | None = None, texts: ScalarTexts | None = None) -> None:
     """Set ``values`` on the schema dataclass ``target`` (type- and range-checked); ``record`` collects the dotted
-    keys set."""
+    keys set; a text key takes the written text of an unquoted YAML scalar from ``texts`` (``name: off``)."""
     fields = _fields(type(target))
     for name, value in values.items():
         full = f"{prefix}{name}"
@@ -205,129 +246,16 @@ def _apply_mapping(target: Any, values: Mapping[str, Any], prefix: str, where: M
         if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{full}{location}: expected a mapping of {annotation.__name__} keys, got {value!r}")
-            _apply_mapping(getattr(target, name), value, f"{full}.", where, record)
+            _apply_mapping(getattr(target, name), value, f"{full}.", where, record, texts)
             continue
         try:
-            coerced = _coerce(value, annotation, full)
+            coerced = _coerce(value, annotation, full, texts)
             check_value(type(target), name, coerced, full)
         except ConfigError as error:
             raise ConfigError(f"{error}{location}") from None
         setattr(target, name, coerced)
         if record is not None:
             record.add(full)
-
-
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.safe_load`` semantics, but a key given twice in one mapping (at any depth) is an error naming both
-    lines, instead of the last one winning silently. Merge keys (``<<: *base``) may still be overridden.
-
-    Use :func:`load_yaml`, which also tells it the dotted path of every mapping for the message.
-    """
-
-    source = "<string>"
-    line_numbers = True
-    paths: dict[int, str]
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, yaml.Node] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == _MERGE_TAG:
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.get(key)
-            except TypeError:  # an unhashable key: the constructor reports it
-                continue
-            if first is not None:
-                name = getattr(self, "paths", {}).get(id(node), "") + str(key)
-                lines = first.start_mark.line + 1, key_node.start_mark.line + 1
-                where = (f"{self.source}:{lines[0]} and {self.source}:{lines[1]}" if self.line_numbers
-                         else self.source)
-                raise DuplicateKeyError(f"{where}: key {name!r} is given twice")
-            seen[key] = key_node
-        return super().construct_mapping(node, deep=deep)
-
-
-class DuplicateKeyError(ConfigError):
-    """A YAML mapping gives one key twice (:class:`UniqueKeyLoader`)."""
-
-
-def _describe_yaml_error(error: yaml.YAMLError) -> str:
-    """One line: ``(line 3, column 5): mapping values are not allowed here``."""
-    if isinstance(error, yaml.MarkedYAMLError):
-        mark = error.problem_mark or error.context_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        what = "; ".join(part for part in (error.context, error.problem) if part)
-        return f"{where}: {what}"
-    return f": {' '.join(str(error).split())}"
-
-
-def load_yaml(text: str, source: str = "<string>", *, prefix: str = "") -> tuple[Any, dict[str, int]]:
-    """Parse a YAML document like ``yaml.safe_load``, refusing duplicate keys; also the 1-based line of every
-    dotted key (``{"optim.lr": 3}``; list items as ``key[0]``). ``prefix`` is put before the keys of the
-    document (the key of an override value); the lines are left out of the messages of a one-line text.
-
-    Raises:
-        ConfigError: invalid YAML (``<source>: invalid YAML (line L, column C): ...``) or a key given twice
-            (:class:`DuplicateKeyError`, ``<source>:3 and <source>:7: key 'optim.lr' is given twice``); one line.
-    """
-    lines: dict[str, int] = {}
-    loader = UniqueKeyLoader(text)
-    loader.source = source
-    loader.line_numbers = "\n" in text.strip()
-    loader.paths = {}
-
-    def walk(node: yaml.Node, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            loader.paths[id(node)] = prefix
-            merged = []
-            for key_node, value_node in node.value:
-                if key_node.tag == _MERGE_TAG:
-                    merged.append(value_node)  # after the mapping's own keys, which override the merged ones
-                    continue
-                key = f"{prefix}{key_node.value}"
-                lines.setdefault(key, key_node.start_mark.line + 1)
-                walk(value_node, f"{key}.")
-            for value_node in merged:
-                walk(value_node, prefix)
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                walk(item, f"{prefix.removesuffix('.')}[{index}].")
-
-    try:
-        root = loader.get_single_node()
-        if root is None:
-            return None, lines
-        walk(root, prefix)
-        return loader.construct_document(root), lines
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{source}: invalid YAML{_describe_yaml_error(error)}") from None
-    finally:
-        loader.dispose()
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """Split ``a.b=value`` and parse the value as YAML (``0.1``, ``true``, ``[1, 2]``, ``null``)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. optim.lr=0.01)")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"override {text!r} has an empty key")
-    try:
-        value = load_yaml(raw, f"override {text!r}", prefix=f"{key}.")[0] if raw.strip() else None
-    except DuplicateKeyError:
-        raise
-    except ConfigError:
-        value = raw
-    if isinstance(value, (dict, list)) or value is None or isinstance(value, (bool, int, float)):
-        return key, value
-    if isinstance(value, str) and raw.strip()[:1] in ("'", '"'):
-        return key, value  # a quoted string: key='' is the empty string, key="a b" is a b
-    return key, raw if isinstance(value, str) else value
 
 
 def _nest(key: str, value: Any) -> dict[str, Any]:
@@ -341,15 +269,15 @@ def _nest(key: str, value: Any) -> dict[str, Any]:
     return nested
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    data, lines = load_yaml(path.read_text(encoding="utf-8"), str(path))
-    if data is None:
-        data = {}
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str], ScalarTexts]:
+    """The top-level mapping of the config file ``path``, the `` (<path>:<line>)`` of every dotted key, and the
+    written text of its unquoted non-string scalars (a text key takes it, with a warning)."""
+    document = parse_yaml(read_config_text(path), str(path))
+    data = {} if document.data is None else document.data
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: expected a mapping of config sections at the top level, got {type(data).__name__}")
-    return dict(data), {key: f" ({path}:{line})" for key, line in lines.items()}
+    texts = ScalarTexts(document.texts, str(path), document.lines)
+    return dict(data), {key: f" ({path}:{line})" for key, line in document.lines.items()}, texts
 
 
 def config_from_dict(values: Mapping[str, Any], *, validate: bool = True) -> Config:
@@ -375,24 +303,6 @@ def _remember_set_keys(config: Config, keys: Iterable[str]) -> None:
     object.__setattr__(config, "set_keys", frozenset(keys))
 
 
-def _empty_override_value(key: str) -> Any:
-    """What ``key=`` (nothing after ``=``) means: ``null`` for a key that takes null, else ``""`` for a text key
-    (``data.image_ext=``); other keys get ``null`` and the type check names the key."""
-    cls: type = Config
-    *parents, leaf = key.split(".")
-    for part in parents:
-        annotation = _fields(cls).get(part)
-        if not (isinstance(annotation, type) and dataclasses.is_dataclass(annotation)):
-            return None
-        cls = annotation
-    annotation = _fields(cls).get(leaf)
-    union = typing.get_origin(annotation) in (Union, types.UnionType)
-    options = typing.get_args(annotation) if union else (annotation,)
-    if type(None) not in options and str in options:
-        return ""
-    return None
-
-
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *, base: Config | None = None) -> Config:
     """Load a YAML config file (optional) and apply ``key=value`` overrides on top.
 
@@ -401,25 +311,27 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
 
     Args:
         path: YAML file; keys missing there keep their defaults (or the values of ``base``).
-        overrides: Dotted ``section.key=value`` strings, values parsed as YAML. ``key=`` (nothing after ``=``) is
+        overrides: Dotted ``section.key=value`` strings (:func:`~visiontune.config.overrides.read_override`): a text
+            key takes the text as given (``name=off`` is ``'off'``; quotes are dropped; ``null`` is ``None`` only
+            for a key that takes null), other values are parsed as YAML. ``key=`` (nothing after ``=``) is
             ``null`` for a key that takes null and the empty string for a text key (``data.image_ext=``);
             ``key=''`` is always the empty string.
         base: Start from this config instead of the defaults (e.g. the config stored in a checkpoint).
 
     Raises:
-        ConfigError: unknown key, wrong type, value out of range, a YAML key given twice, or an invalid
-            combination; the message names the key.
+        ConfigError: unknown key, wrong type, value out of range, a YAML key given twice, an invalid
+            combination, or a file or value beyond the limits of :mod:`~visiontune.config.yaml_io`; the message
+            names the key (or the file and line).
     """
     config = copy_config(base) if base is not None else Config()
     given: set[str] = set()
     if path is not None:
-        data, where = _read_yaml(Path(path))
-        _apply_mapping(config, data, "", where, given)
+        data, where, texts = _read_yaml(Path(path))
+        _apply_mapping(config, data, "", where, given, texts)
     for text in overrides:
-        key, value = parse_override(text)
-        if value is None and not text.split("=", 1)[1].strip():
-            value = _empty_override_value(key)
-        _apply_mapping(config, _nest(key, value), "", {key: f" (override {text!r})"}, given)
+        override: Override = read_override(text)
+        _apply_mapping(config, _nest(override.key, override.value), "", {override.key: f" ({override.label})"},
+                       given, ScalarTexts(override.texts))
     validate_config(config)
     _remember_set_keys(config, given)
     if path is not None:

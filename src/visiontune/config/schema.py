@@ -213,6 +213,10 @@ class SchedConfig:
 class TrainConfig:
     """The training loop."""
 
+    deprecated_flags: ClassVar[dict[str, tuple[str, str]]] = {"tensorboard": ("trackers", "tensorboard")}
+    """Not config keys: old boolean keys still read, with a warning (``{old: (list key, item)}``): ``true`` adds the
+    item to the list key, ``false`` changes nothing (configs saved before the change hold it)."""
+
     epochs: Annotated[int, NonNegative] = 10
     """Training epochs."""
     max_steps: Annotated[int | None, AtLeastOne] = None
@@ -277,8 +281,11 @@ class TrainConfig:
     log_every: Annotated[int, AtLeastOne] = 20
     progress: bool = True
     """Show progress bars."""
-    tensorboard: bool = False
-    """Write TensorBoard logs to the run directory (needs ``tensorboard``)."""
+    trackers: list[Literal["csv", "tensorboard", "mlflow"]] = field(default_factory=lambda: ["csv"])
+    """Where every epoch's ``metrics.csv`` row goes (rank 0): ``csv`` (``metrics.csv``, always written),
+    ``tensorboard`` (``<run>/tensorboard``, needs ``tensorboard``), ``mlflow`` (the store of ``MLFLOW_TRACKING_URI``,
+    experiment ``MLFLOW_EXPERIMENT_NAME``, else the task's name; with the config, the summary and the report). A
+    tracker that fails says so in one warning and stops; training goes on."""
     plots: bool = True
     """Write training curves and evaluation plots to the run directory."""
     report: bool = True

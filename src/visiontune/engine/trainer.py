@@ -68,6 +68,7 @@ from visiontune.engine.hooks import Hook, HookBase, default_hooks
 from visiontune.engine.run_dir import check_run_name, is_run_dir, mark_run_dir, new_run_dir
 from visiontune.engine.run_log import RUN_INFO_FILE, RunLog, environment_lines, run_info
 from visiontune.engine.scheduler import IterationScheduler, build_schedule_spec
+from visiontune.engine.trackers import arrange_trackers
 from visiontune.tasks import create_task
 from visiontune.tasks.base import Task
 from visiontune.utils import comm as dist_utils
@@ -458,8 +459,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ hooks and the run
     def build_hooks(self) -> list[HookBase]:
-        """The built-in hooks of the config with the user's hooks in their place (:func:`default_hooks`)."""
-        return [*default_hooks(self, self.user_hooks), *self.final_hooks]
+        """The built-in hooks of the config with the user's hooks in their place (:func:`default_hooks`), the final
+        hooks, then the trackers (:func:`~visiontune.engine.trackers.arrange_trackers`: last, so they send the
+        complete rows and the files the others wrote; a :class:`~visiontune.engine.trackers.Tracker` among the
+        user's hooks runs there too)."""
+        trackers, user_hooks = arrange_trackers(self, self.user_hooks)
+        return [*default_hooks(self, user_hooks), *self.final_hooks, *trackers]
 
     def register_hooks(self, hooks: Iterable[HookBase]) -> None:
         """Add user hooks (before :meth:`fit`), after those given to the constructor."""
