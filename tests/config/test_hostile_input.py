@@ -13,7 +13,7 @@ import yaml
 
 from visiontune.cli import main
 from visiontune.config import load_config
-from visiontune.config.yaml_io import MAX_ALIAS_VALUES, MAX_NESTING
+from visiontune.config.yaml_io import MAX_ALIAS_VALUES, MAX_CONFIG_BYTES, MAX_NESTING
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str, float]:
@@ -175,6 +175,15 @@ def test_a_folder_is_refused_and_a_missing_file_named(tmp_path, capsys):
                  f"{tmp_path} is not a regular file (a directory); give a YAML file")
     assert_error(run(capsys, "config", "show", "-c", str(tmp_path / "no.yaml")),
                  f"config file not found: {tmp_path / 'no.yaml'}")
+
+
+def test_a_huge_file_is_refused_before_it_is_read(tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    with open(path, "wb") as file:
+        file.truncate(MAX_CONFIG_BYTES + 1)  # sparse: nothing is written
+    result = run(capsys, "config", "show", "-c", str(path))
+    assert_error(result, f"{path}: {MAX_CONFIG_BYTES + 1} bytes is too large for a config file (at most 8 MiB)")
+    assert result[3] < 1.0
 
 
 # ------------------------------------------------------------------------------------------ text keys read text

@@ -203,3 +203,36 @@ def test_resume_overlay_applies_the_keys_set_also_when_they_equal_the_defaults()
     in_code = Config()  # no set_keys: the values that differ from the defaults
     in_code.train.epochs = 7
     assert overlay_changed(stored, in_code).train.epochs == 7 and overlay_changed(stored, in_code).optim.lr == 0.002
+
+
+# ---------------------------------------------------------------------------------------------- text as written
+
+
+def test_parse_yaml_keeps_the_written_text_of_unquoted_non_string_scalars():
+    from visiontune.config.yaml_io import parse_yaml
+
+    document = parse_yaml("name: off\ndata:\n  categories: [no, 'yes', person]\n  root:\nn: 1.50\nq: 'off'\n", "c.yaml")
+    assert document.data["name"] is False and document.data["n"] == 1.5
+    assert document.texts == {"name": "off", "data.categories[0]": "no", "data.root": "", "n": "1.50"}
+    assert document.lines["data.categories[1]"] == 3
+
+
+def test_a_text_key_in_a_file_takes_the_text_and_a_choice_matches_it(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("name: no\nproject: 1.50\ndata:\n  root: ~\n  val_split: null\ntrain:\n  amp: off\n")
+    config = load_config(path)
+    assert (config.name, config.project, config.data.root, config.data.val_split) == ("no", "1.50", None, None)
+    assert config.train.amp == "off"
+    path.write_text("name: [a]\n")
+    with pytest.raises(ConfigError, match=re.escape(f"name: expected str, got ['a'] (list) ({path}:1)")):
+        load_config(path)
+
+
+def test_parse_override_reads_yaml_and_refuses_a_broken_flow_collection():
+    from visiontune.config.loader import parse_override
+
+    assert parse_override("flag=off") == ("flag", False) and parse_override("size=[1, 2]") == ("size", [1, 2])
+    assert parse_override("name=a #b") == ("name", "a #b")  # an unquoted string stays as given
+    with pytest.raises(ConfigError, match=re.escape("size: [1, 2 looks like a YAML flow sequence, but YAML cannot read "
+                                                    "it (line 1, column 6)")):
+        parse_override("size=[1, 2")

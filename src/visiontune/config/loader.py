@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import re
 import types
 import typing
@@ -29,6 +30,8 @@ from visiontune.config.yaml_io import ScalarTexts, parse_yaml, read_config_text
 from visiontune.config.yaml_io import UniqueKeyLoader as UniqueKeyLoader  # imported from here too
 from visiontune.config.yaml_io import load_yaml as load_yaml  # imported from here too
 from visiontune.registry import suggest
+
+logger = logging.getLogger(__name__)
 
 
 def describe_type(annotation: Any) -> str:
@@ -237,9 +240,13 @@ def _apply_mapping(target: Any, values: Mapping[str, Any], prefix: str, where: M
     """Set ``values`` on the schema dataclass ``target`` (type- and range-checked); ``record`` collects the dotted
     keys set; a text key takes the written text of an unquoted YAML scalar from ``texts`` (``name: off``)."""
     fields = _fields(type(target))
-    for name, value in values.items():
+    deprecated = getattr(type(target), "deprecated_flags", {})
+    for name, value in sorted(values.items(), key=lambda item: item[0] in deprecated):  # the deprecated ones last
         full = f"{prefix}{name}"
         location = where.get(full, "")
+        if name in deprecated and name not in fields:
+            _apply_deprecated_flag(target, name, value, full, location, record)
+            continue
         if name not in fields:
             raise _unknown_key_error(full, location)
         annotation = fields[name]
@@ -256,6 +263,27 @@ def _apply_mapping(target: Any, values: Mapping[str, Any], prefix: str, where: M
         setattr(target, name, coerced)
         if record is not None:
             record.add(full)
+
+
+def _apply_deprecated_flag(target: Any, name: str, value: Any, key: str, location: str,
+                           record: set[str] | None) -> None:
+    """The deprecated boolean key ``name`` of ``target`` (its class's ``deprecated_flags``): ``true`` adds its item to
+    the list key that replaced it, with a one-line warning; ``false`` changes nothing."""
+    list_name, item = type(target).deprecated_flags[name]
+    new_key = f"{key.rpartition('.')[0]}.{list_name}".lstrip(".")
+    try:
+        enabled = _coerce(value, bool, key)
+    except ConfigError as error:
+        raise ConfigError(f"{error}{location}") from None
+    if not enabled:
+        return
+    logger.warning("%s=true%s is deprecated: it adds %s to %s; write %s: [..., %s] instead", key, location, item,
+                   new_key, new_key, item)
+    items = getattr(target, list_name)
+    if item not in items:
+        setattr(target, list_name, [*items, item])
+    if record is not None:
+        record.add(new_key)
 
 
 def _nest(key: str, value: Any) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Hooks: everything around the training steps, in the manner of detectron2's ``HookBase`` / ``build_hooks``.
 
 The loop (:class:`visiontune.engine.trainer.Trainer`) only trains; evaluation, checkpoints, the best checkpoint
-and early stopping, ``metrics.csv``, plots, TensorBoard, the console and the stop conditions are hooks called at
-five points::
+and early stopping, ``metrics.csv``, plots, the console, the stop conditions and the experiment trackers
+(:mod:`visiontune.engine.trackers`) are hooks called at five points::
 
     before_train                  # BaselineEval: the model before training, the epoch-0 row (train.eval_before)
     for each epoch:
@@ -14,9 +14,10 @@ five points::
 :func:`default_hooks` orders them: evaluation, best checkpoint and ``last.pt``, then the writers (an ``after_epoch``
 user hook sees the validation metrics and a written checkpoint; an epoch whose checkpoint failed gets no row),
 then the baseline evaluation, the user's hooks, then step checkpoints, console output, the stop conditions and the
-run's ``summary.json``. A hook may call ``trainer.request_stop(reason)`` (stop after the current step with a
-checkpoint, agreed by every rank) or ``trainer.propose_stop(reason)`` (stop after this epoch; from ``after_epoch``
-on every rank alike).
+run's ``summary.json``; the trainer adds its final hooks (the run report), then the trackers, which send the
+complete rows and the files of the end. A hook may call ``trainer.request_stop(reason)`` (stop after the current
+step with a checkpoint, agreed by every rank) or ``trainer.propose_stop(reason)`` (stop after this epoch; from
+``after_epoch`` on every rank alike).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BaselineEval", "BestCheckpointer", "EarlyStopping", "EpochCheckpointer", "EpochLogger", "EvalArtifacts",
     "EvalHook", "Hook", "HookBase", "MaxStepsStop", "MetricsWriter", "PlotWriter", "ProgressBar", "RunSummary",
-    "StepCheckpointer", "TensorBoardWriter", "TimeBudget", "default_hooks", "run_summary",
+    "StepCheckpointer", "TimeBudget", "default_hooks", "run_summary",
 ]
 
 
@@ -109,13 +110,15 @@ class BaselineEval(HookBase):
     """``train.eval_before``: evaluates the model before the first step (the pretrained baseline), as the epoch-0 row.
 
     The row (``epoch`` 0, ``step`` 0, ``val_*``) goes through the built-in hooks that record evaluated rows (best
-    checkpoint, ``metrics.csv``, plots, TensorBoard, console), so the baseline is the first candidate for
+    checkpoint, ``metrics.csv``, plots, console, trackers), so the baseline is the first candidate for
     ``best.pt``: a fine-tuned epoch must beat it, else ``best.pt`` stays the unchanged model. ``last.pt`` is written
     too (with ``train.epochs=0`` the run ends there). A resumed run that has trained, or has its epoch-0 row, is not
     evaluated again. User hooks find the row in ``trainer.state.history``; ``after_epoch`` does not see it.
     """
 
     def before_train(self, trainer: Trainer) -> None:
+        from visiontune.engine.trackers import Tracker
+
         if not self.wanted(trainer):
             return
         rng = capture_rng_state()  # the evaluation must not change the random numbers of training
@@ -125,7 +128,7 @@ class BaselineEval(HookBase):
         row: dict[str, Any] = {"epoch": 0, "step": 0, **metrics}
         trainer.state.history.insert(0, row)
         trainer.epoch_metrics = trainer.last_metrics = metrics
-        recorders = (BestCheckpointer, MetricsWriter, PlotWriter, TensorBoardWriter, EpochLogger)
+        recorders = (BestCheckpointer, MetricsWriter, PlotWriter, EpochLogger, Tracker)
         for hook in trainer.hooks:
             if isinstance(hook, recorders):
                 hook.after_epoch(trainer, row)
@@ -389,29 +392,6 @@ class PlotWriter(HookBase):
                 logger.warning("could not draw the training curves: %s", error)
 
 
-class TensorBoardWriter(HookBase):
-    """``<run>/tensorboard``: every numeric value of each epoch's row, by epoch."""
-
-    def __init__(self) -> None:
-        self.writer: Any = None
-
-    def before_train(self, trainer: Trainer) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(str(trainer.run_dir / "tensorboard"))
-
-    def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        for key, value in row.items():
-            if isinstance(value, (int, float)) and key != "epoch":
-                self.writer.add_scalar(key, value, row["epoch"])
-        self.writer.flush()
-
-    def after_train(self, trainer: Trainer) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
 class ProgressBar(HookBase):
     """A tqdm bar per epoch with the loss (averaged since the last logging step), learning rate and images per
     second, refreshed every ``train.log_every`` steps."""
@@ -510,8 +490,7 @@ def default_hooks(trainer: Trainer, user_hooks: list[HookBase]) -> list[HookBase
     if trainer.is_main:
         leading.append(MetricsWriter())
         leading += [PlotWriter()] if train.plots else []
-        leading += [TensorBoardWriter()] if train.tensorboard else []
-    leading.append(BaselineEval())  # its before_train feeds the hooks above (TensorBoard's writer is open by then)
+    leading.append(BaselineEval())  # its before_train feeds the hooks above and the trackers (they start on demand)
     trailing: list[HookBase] = []
     if train.save_every_steps:
         trailing.append(StepCheckpointer(train.save_every_steps, train.keep_last))
