@@ -13,6 +13,7 @@ from visiontune.utils import comm
 from visiontune.utils.drawing import draw_instances
 from visiontune.utils.files import atomic_write_json
 from visiontune.utils.image_tensors import tensor_to_rgb
+from visiontune.utils.paths import flatten_name, safe_output_names
 
 __all__ = ["NUM_OVERLAYS", "CocoSplit", "InstanceSegmentationEvaluator", "with_category_ids"]
 
@@ -130,21 +131,28 @@ class InstanceSegmentationEvaluator:
         by_image: dict[int, list[dict[str, Any]]] = {}
         for detection in detections:
             by_image.setdefault(int(detection["image_id"]), []).append(detection)
-        return [results_path, *self._save_overlays(out_dir / "overlays", by_image)]
+        return [results_path, *self._save_overlays(out_dir, by_image)]
 
-    def _save_overlays(self, folder: Path, by_image: Mapping[int, list[dict[str, Any]]]) -> list[Path]:
-        """Draw the first ``num_overlays`` evaluated images with their detections into ``folder``."""
+    def _save_overlays(self, out_dir: Path, by_image: Mapping[int, list[dict[str, Any]]]) -> list[Path]:
+        """Draw the first ``num_overlays`` evaluated images of distinct file names (an image whose name is taken is
+        skipped, not overwritten) with their detections into ``out_dir/overlays/<file name>.png``."""
         evaluated = set(self.coco.image_ids)
-        written: list[Path] = []
+        chosen: dict[str, tuple[int, int, str]] = {}  # overlay name -> (dataset index, image id, file_name)
         for index, image_id in enumerate(self.dataset.image_ids):
-            if len(written) >= self.num_overlays:
+            if len(chosen) >= self.num_overlays:
                 break
-            if image_id not in evaluated:
-                continue
+            file_name = self.dataset.image_record(index).file_name
+            flattened, _ = flatten_name(file_name)
+            if image_id in evaluated and flattened is not None:
+                chosen.setdefault(PurePosixPath(flattened.name).stem, (index, image_id, file_name))
+        names = safe_output_names(out_dir, [file_name for *_, file_name in chosen.values()], source="evaluation",
+                                  suffixes=(".png",), folder="overlays", flat=True)
+        written: list[Path] = []
+        for (index, image_id, _), name in zip(chosen.values(), names):
             image = tensor_to_rgb(self.dataset.load_image(index))
             overlay = draw_instances(image, by_image.get(image_id, []), class_names=self.class_names,
                                      score_threshold=self.vis_threshold)
-            path = folder / f"{PurePosixPath(self.dataset.image_record(index).file_name).stem}.png"
+            path = out_dir / f"{name}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             overlay.save(path)
             written.append(path)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from visiontune.evaluation.widerface_ground_truth import WiderFaceFormatError, split_image_id
+from visiontune.utils.paths import safe_output_names
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +91,11 @@ def write_widerface_predictions(out_dir: str | Path, predictions: Mapping[str, o
     out_dir = Path(out_dir)
     arrays = {image_id: as_prediction_array(boxes, image_id) for image_id, boxes in predictions.items()}
     written: list[Path] = []
-    for image_id, array in arrays.items():
-        event, image_name = split_image_id(image_id)
-        path = out_dir / event / f"{image_name}.txt"
+    names = safe_output_names(out_dir, [f"{'/'.join(split_image_id(image_id))}.txt" for image_id in arrays],
+                              source="WIDER FACE predictions", suffixes=(".txt",))
+    for (image_id, array), name in zip(arrays.items(), names):
+        image_name = split_image_id(image_id)[1]
+        path = out_dir / f"{name}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = [image_name, str(len(array))]
         lines.extend(" ".join([*(_format_coordinate(value) for value in row[:4]), repr(float(row[4]))])

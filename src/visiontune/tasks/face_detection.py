@@ -58,7 +58,7 @@ from visiontune.models.retinaface import (
 from visiontune.registry import suggest
 from visiontune.tasks.base import DataCheck, Task, lookup_model_name
 from visiontune.utils.drawing import draw_faces
-from visiontune.utils.paths import output_names
+from visiontune.utils.paths import output_names, safe_output_names
 from visiontune.utils.timing import InferenceTimer, synchronize_device
 
 __all__ = ["RETINAFACE_MODELS", "FaceDetectionEvaluator", "FaceDetectionTask", "FaceDetector"]
@@ -378,7 +378,8 @@ class FaceDetectionTask(Task):
                 reads: a WIDER / RetinaFace ``label.txt`` (``# <image path>`` lines) or an official
                 ``wider_face_*_bbx_gt.txt``. Annotated images are looked up in ``data.root / data.val_images_dir``
                 (or ``data.images_dir``), else in ``images/`` next to the file, else next to the file.
-            output_dir: where :meth:`predict_image` writes, mirroring the source folder.
+            output_dir: where :meth:`predict_image` writes, mirroring the source folder (image names that would
+                leave it are flattened, see :func:`~visiontune.utils.paths.safe_output_names`).
             detector_name: named in the closing log line (e.g. the ONNX file).
 
         Returns:
@@ -390,12 +391,13 @@ class FaceDetectionTask(Task):
         annotations = self._annotated_source(Path(source))
         if annotations is None:
             images = collect_images(source)
-            names = [name.with_suffix("") for name in output_names(images, Path(source))]
+            wanted: list[str | PurePosixPath] = list(output_names(images, Path(source)))
             records = None
         else:
             images_root, records = annotations
             images = [images_root / record.relative_path for record in records]
-            names = [PurePosixPath(record.image_id) for record in records]
+            wanted = [record.relative_path for record in records]
+        names = safe_output_names(output_dir, wanted, source=source, suffixes=(".json", *DRAWN_SUFFIXES))
         output_dir.mkdir(parents=True, exist_ok=True)
         timer = InferenceTimer()
         written: list[Path] = []

@@ -63,7 +63,7 @@ from visiontune.tasks.base import DataCheck, Task, lookup_model_name
 from visiontune.utils.drawing import draw_instances
 from visiontune.utils.image import open_rgb
 from visiontune.utils.image_tensors import rgb_to_tensor, tensor_to_rgb
-from visiontune.utils.paths import output_names
+from visiontune.utils.paths import output_names, safe_output_names
 
 __all__ = ["MASKRCNN_MODELS", "InstanceSegmentationEvaluator", "InstanceSegmentationTask"]
 
@@ -400,7 +400,8 @@ class InstanceSegmentationTask(Task):
         RLE with str ``counts``), ``images.json`` (``images`` with ``id``/``file_name``/``height``/``width``,
         ``categories``, empty ``annotations``: together they load with ``COCO(images.json).loadRes(results.json)``;
         for a COCO source ``results.json`` also loads against the source file) and ``overlays/<image>.png`` with the
-        detections scoring at least ``segmentation.vis_thresh``.
+        detections scoring at least ``segmentation.vis_thresh`` (a ``file_name`` that would leave ``output_dir`` is
+        flattened, see :func:`~visiontune.utils.paths.safe_output_names`).
         """
         output_dir = Path(output_dir)
         coco_source = self._coco_source(Path(source))
@@ -411,6 +412,8 @@ class InstanceSegmentationTask(Task):
             dataset = None
         else:
             items, dataset = coco_source
+        overlay_names = safe_output_names(output_dir, [item.output_name for item in items], source=source,
+                                          suffixes=(".png",), folder="overlays")
         output_dir.mkdir(parents=True, exist_ok=True)
         self.predict_metrics = {}
         evaluator = None
@@ -432,7 +435,7 @@ class InstanceSegmentationTask(Task):
                 else:
                     image = open_rgb(item.path, exif_transpose=coco_source is None)
                     tensor = rgb_to_tensor(image)
-                overlay_path = output_dir / "overlays" / item.output_name.with_suffix(".png")
+                overlay_path = output_dir / f"{overlay_names[index]}.png"
                 output, detections = self._predict_image(model, image, tensor, item, overlay_path, device=device)
                 if evaluator is not None:
                     evaluator.update([output], [{"image_id": item.image_id}])
