@@ -142,7 +142,7 @@ class TensorBoardTracker(Tracker):
 
 
 class MLflowTracker(Tracker):
-    """One MLflow run per training run, in the store of ``MLFLOW_TRACKING_URI`` (MLflow's default: ``./mlruns``).
+    """One MLflow run per training run, in the store of ``MLFLOW_TRACKING_URI`` (unset: MLflow's default store).
 
     The run is named after the run folder, in the experiment of :func:`mlflow_experiment_name`, tagged with
     ``visiontune.run_dir`` and ``visiontune.task``. It gets the resolved config as parameters
