@@ -170,3 +170,179 @@ def test_a_single_class_is_refused_for_training_and_an_error_in_check_data(tmp_p
     assert main(["check-data", *options]) == 1
     out = capsys.readouterr().out
     assert f"  - split 'train': {expected}" in out and "result: FAILED (1 error(s)" in out
+
+
+# ---------------------------------------------------------------------------------------------- COCO
+
+
+def coco_files(root: Path, *, images: list[dict], categories: list[dict], annotations: list[dict]) -> Path:
+    """``root/images/<file_name>`` (32 x 32 PNGs, unless present) and ``root/instances.json``."""
+    for image in images:
+        path = root / "images" / image["file_name"]
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (image["width"], image["height"]), (90, 90, 90)).save(path)
+    annotation_file = root / "instances.json"
+    annotation_file.write_text(json.dumps({"images": images, "categories": categories, "annotations": annotations}))
+    return annotation_file
+
+
+def box_annotation(annotation_id: int, image_id: int, category_id: int, bbox: list[float] | None = None) -> dict:
+    x, y, width, height = bbox or [4, 4, 12, 12]
+    polygon = [x, y, x + width, y, x + width, y + height, x, y + height]
+    return {"id": annotation_id, "image_id": image_id, "category_id": category_id, "bbox": [x, y, width, height],
+            "segmentation": [polygon], "iscrowd": 0, "area": width * height}
+
+
+def test_coco_file_name_listed_twice_is_an_error_naming_both_ids(tmp_path: Path):
+    images = [{"id": 1, "file_name": "a.png", "height": 32, "width": 32},
+              {"id": 7, "file_name": "a.png", "height": 32, "width": 32}]
+    annotation_file = coco_files(tmp_path, images=images, categories=[{"id": 1, "name": "cat"}],
+                                 annotations=[box_annotation(1, 1, 1)])
+    message = (f"{annotation_file}: file_name 'a.png' is listed by image ids 1, 7: one picture as several images (an "
+               "entry without its annotations would train as an empty negative)")
+    with pytest.raises(CocoFormatError) as raised:
+        parse_coco_instances(annotation_file)  # as training reads it
+    assert str(raised.value) == message
+    report = check_coco_data(tmp_path / "images", annotation_file)
+    assert report.problems == [message] and "result: FAILED" in report.format_report()
+
+
+def test_coco_category_name_used_twice_is_an_error_naming_both_ids(tmp_path: Path):
+    images = [{"id": 1, "file_name": "a.png", "height": 32, "width": 32}]
+    categories = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 3, "name": "cat"}]
+    annotation_file = coco_files(tmp_path, images=images, categories=categories,
+                                 annotations=[box_annotation(1, 1, 1), box_annotation(2, 1, 2)])
+    message = (f"{annotation_file}: category name 'cat' is used by category ids 1, 3: they would train as separate "
+               "classes of one name (merge them or rename one)")
+    with pytest.raises(CocoFormatError) as raised:
+        parse_coco_instances(annotation_file)
+    assert str(raised.value) == message
+    assert check_coco_data(tmp_path / "images", annotation_file).problems == [message]
+
+
+def test_coco_box_beyond_float32_is_malformed(tmp_path: Path):
+    images = [{"id": 1, "file_name": "a.png", "height": 32, "width": 32}]
+    annotation_file = coco_files(tmp_path, images=images, categories=[{"id": 1, "name": "cat"}],
+                                 annotations=[box_annotation(5, 1, 1, [1, 1, 1e39, 4])])
+    with pytest.raises(CocoFormatError, match=r"annotation id 5: malformed bbox \[1, 1, 1e\+39, 4\]"):
+        parse_coco_instances(annotation_file)
+
+
+def test_coco_named_pipe_is_never_opened(tmp_path: Path):
+    from visiontune.data.coco import CocoInstanceDataset
+
+    images = [{"id": 1, "file_name": "a.png", "height": 32, "width": 32},
+              {"id": 2, "file_name": "pipe.png", "height": 32, "width": 32}]
+    (tmp_path / "images").mkdir()
+    pipe = tmp_path / "images" / "pipe.png"
+    os.mkfifo(pipe)
+    annotation_file = coco_files(tmp_path, images=images, categories=[{"id": 1, "name": "cat"}],
+                                 annotations=[box_annotation(1, 1, 1), box_annotation(2, 2, 1)])
+    with fails_instead_of_hanging():
+        report = check_coco_data(tmp_path / "images", annotation_file)
+        assert report.problems == [f"{pipe}: file is a named pipe, not a regular file (image id 2)"]
+        with pytest.raises(ValueError, match=f"image file is a named pipe, not a regular file: {pipe} \\(image id 2\\)"):
+            CocoInstanceDataset(tmp_path / "images", annotation_file)[1]
+
+
+def test_coco_images_are_read_upright_and_check_data_names_the_rotated_ones(tmp_path: Path):
+    from visiontune.data.coco import CocoInstanceDataset
+
+    (tmp_path / "images").mkdir()
+    rotated_jpeg(tmp_path / "images" / "phone.jpg")  # stored 20 x 40, displayed 40 x 20
+    images = [{"id": 1, "file_name": "phone.jpg", "height": 20, "width": 40}]
+    annotation_file = coco_files(tmp_path, images=images, categories=[{"id": 1, "name": "cat"}],
+                                 annotations=[box_annotation(1, 1, 1)])
+    image, _ = CocoInstanceDataset(tmp_path / "images", annotation_file)[0]
+    assert tuple(image.shape) == (3, 20, 40) and image[0, 10, 2] > image[1, 10, 2] + 0.3  # red band on the left
+    report = check_coco_data(tmp_path / "images", annotation_file)
+    assert report.ok
+    assert (f"  note: 1 image(s) carry an EXIF orientation and are turned upright when loaded (in training, "
+            f"evaluation and prediction alike), e.g. {tmp_path / 'images' / 'phone.jpg'} (orientation 6)"
+            in report.format_report())
+    declared_as_stored = coco_files(tmp_path, images=[{**images[0], "height": 40, "width": 20}],
+                                    categories=[{"id": 1, "name": "cat"}], annotations=[])
+    assert check_coco_data(tmp_path / "images", declared_as_stored).problems == [
+        f"{tmp_path / 'images' / 'phone.jpg'}: image is 40x20 (width x height, upright by its EXIF orientation 6) "
+        "but the annotation file declares 20x40 for image id 1"]
+
+
+# ---------------------------------------------------------------------------------------------- WIDER FACE
+
+
+def face_line(x: str = "4", landmark: str = "10") -> str:
+    return f"{x} 4 12 12 {landmark} 8 0 14 8 0 12 10 0 9 13 0 14 13 0 1.0"
+
+
+def wider_data(root: Path, label_text: bytes) -> Path:
+    (root / "images" / "party").mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg"):
+        Image.new("RGB", (32, 32), (90, 90, 90)).save(root / "images" / "party" / name)
+    (root / "label.txt").write_bytes(label_text)
+    return root
+
+
+def face_check(root: Path) -> tuple[str, bool]:
+    from visiontune.tasks import create_task
+
+    config = load_config(None, ["task=face_detection", "model.name=retinaface_mobilenet0.25", f"data.root={root}",
+                                "data.format=retinaface", "data.train_split=label.txt", "data.val_split=null",
+                                "data.images_dir=images",
+                                "data.num_workers=0", "train.progress=false"])
+    return create_task(config).data_problems()
+
+
+@pytest.mark.parametrize("line", [face_line(landmark="1e39"), face_line(x="1e39")], ids=["landmark", "box"])
+def test_wider_value_beyond_float32_names_file_and_line(tmp_path: Path, line: str):
+    root = wider_data(tmp_path, f"# party/a.jpg\n{face_line()}\n# party/b.jpg\n{line}\n".encode())
+    message = (f"{root / 'label.txt'}:4: '1e39' in a face line is outside the float32 range (|x| <= 3.4e38): it "
+               "would become inf")
+    with pytest.raises(WiderFaceFormatError) as raised:
+        parse_retinaface_labels(root / "label.txt")
+    assert str(raised.value) == message
+    text, has_errors = face_check(root)
+    assert has_errors and f"label.txt: error: {message}" in text and text.endswith("errors found")
+
+
+def test_wider_label_file_with_a_byte_order_mark_is_read(tmp_path: Path):
+    root = wider_data(tmp_path, f"\ufeff# party/a.jpg\n{face_line()}\n# party/b.jpg\n".encode())
+    records = parse_retinaface_labels(root / "label.txt")
+    assert [record.relative_path for record in records] == ["party/a.jpg", "party/b.jpg"]
+    assert records[0].num_faces == 1
+
+
+def test_wider_invalid_utf8_names_file_and_line(tmp_path: Path):
+    root = wider_data(tmp_path, f"# party/a.jpg\n{face_line()}\n".encode() + b"# party/\xffb.jpg\n")
+    message = (f"{root / 'label.txt'}:3: not UTF-8 text: byte 0xff at column 9 (invalid start byte); save the file "
+               "as UTF-8")
+    with pytest.raises(WiderFaceFormatError) as raised:
+        parse_retinaface_labels(root / "label.txt")
+    assert str(raised.value) == message and raised.value.line_number == 3
+    text, has_errors = face_check(root)
+    assert has_errors and message in text
+
+
+def test_wider_named_pipe_is_never_opened(tmp_path: Path):
+    from visiontune.data.widerface import WiderFaceDataset
+
+    root = wider_data(tmp_path, f"# party/a.jpg\n{face_line()}\n# party/pipe.jpg\n".encode())
+    pipe = root / "images" / "party" / "pipe.jpg"
+    os.mkfifo(pipe)
+    with fails_instead_of_hanging():
+        text, has_errors = face_check(root)
+        assert has_errors and f"  error: {pipe}: a named pipe, not a regular file (never opened)" in text
+        with pytest.raises(ValueError, match=f"image file is a named pipe, not a regular file: {pipe} "
+                                             r"\(listed at .*label.txt:3\)"):
+            WiderFaceDataset(root / "images", root / "label.txt")
+        with pytest.raises(ValueError, match=f"source is a named pipe, not a regular file: {pipe}"):
+            collect_images(pipe)
+
+
+def test_wider_check_data_names_rotated_images(tmp_path: Path):
+    root = wider_data(tmp_path, f"# party/a.jpg\n{face_line()}\n# party/phone.jpg\n".encode())
+    rotated_jpeg(root / "images" / "party" / "phone.jpg")
+    text, has_errors = face_check(root)
+    assert not has_errors
+    assert (f"  note: 1 image(s) carry an EXIF orientation and are turned upright when loaded (in training, "
+            f"evaluation and prediction alike), e.g. {root / 'images' / 'party' / 'phone.jpg'} (orientation 6)") in text

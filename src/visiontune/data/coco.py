@@ -22,7 +22,6 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,9 @@ from PIL import Image as PILImage
 from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
+
+from visiontune.data.validation import file_problem, fits_float32, orientation_note, repeated_names
+from visiontune.utils.image import DECODE_ERRORS, TRANSPOSING_ORIENTATIONS, exif_orientation, open_rgb
 
 __all__ = [
     "CocoAnnotations",
@@ -174,7 +176,8 @@ def _is_int(value: Any) -> TypeGuard[int]:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite int or float that stays finite as float32 (``1e39`` does not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and fits_float32(value)
 
 
 def read_coco_json(annotation_file: str | Path) -> dict[str, Any]:
@@ -356,6 +359,9 @@ def _select_categories(
 ) -> dict[int, dict[str, Any]]:
     """Map labels ``1..K`` to categories: all by ascending id, or the named ones in the given order."""
     if names is None:
+        for name, ids in repeated_names(available.items()).items():
+            sink.report(f"category name {name!r} is used by category ids {', '.join(map(str, ids))}: they would "
+                        "train as separate classes of one name (merge them or rename one)")
         return {label: {"id": category_id, "name": available[category_id]}
                 for label, category_id in enumerate(sorted(available), start=1)}
     if isinstance(names, str):
@@ -398,6 +404,9 @@ def _parse_images(entries: list[Any], sink: _ErrorSink) -> dict[int, CocoImageRe
             sink.report(f"duplicate image id {image_id}")
         else:
             images[image_id] = CocoImageRecord(image_id, file_name, height, width)
+    for name, ids in repeated_names((record.image_id, record.file_name) for record in images.values()).items():
+        sink.report(f"file_name {name!r} is listed by image ids {', '.join(map(str, ids))}: one picture as several "
+                    "images (an entry without its annotations would train as an empty negative)")
     return images
 
 
@@ -661,16 +670,19 @@ class CocoInstanceDataset(Dataset):
         """
         record = self.image_record(index)
         path = self.images_dir / record.file_name
-        if not path.is_file():
-            raise FileNotFoundError(f"image file not found: {path} (image id {record.image_id})")
+        problem = file_problem(path, "image file")
+        if problem is not None:
+            raise (FileNotFoundError if " not found: " in problem else ValueError)(
+                f"{problem} (image id {record.image_id})")
         try:
-            with PILImage.open(path) as image:
-                pixels = np.array(image.convert("RGB"), dtype=np.uint8)
-        except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
+            pixels = np.array(open_rgb(path, exif_transpose=True), dtype=np.uint8)
+        except ValueError as error:
             raise ValueError(f"{path}: cannot decode image id {record.image_id} ({error})") from error
         if pixels.shape[:2] != (record.height, record.width):
+            with PILImage.open(path) as image:
+                turned = _upright_note(exif_orientation(image))
             raise ValueError(
-                f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]} (width x height) but "
+                f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]} (width x height{turned}) but "
                 f"{self.annotation_file} declares {record.width}x{record.height} for image id {record.image_id}"
             )
         return tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1).to(torch.float32).div_(255.0))
@@ -749,6 +761,7 @@ class CocoDataReport:
         unreadable_images: ``"<path>: <reason>"`` for missing, undecodable or wrongly sized images.
         broken_annotations: Messages of broken entries (annotations, images, categories, names).
         dropped_summary: The warning about dropped degenerate/empty annotations, if any.
+        orientation_note: The line naming images turned upright by their EXIF orientation, if any.
     """
 
     annotation_file: Path
@@ -761,6 +774,7 @@ class CocoDataReport:
     unreadable_images: list[str] = field(default_factory=list)
     broken_annotations: list[str] = field(default_factory=list)
     dropped_summary: str | None = None
+    orientation_note: str | None = None
 
     @property
     def problems(self) -> list[str]:
@@ -786,6 +800,8 @@ class CocoDataReport:
         lines.append(f"  images without annotations: {len(self.images_without_annotations)}")
         if self.dropped_summary:
             lines.append(f"  warning: {self.dropped_summary}")
+        if self.orientation_note:
+            lines.append(f"  note: {self.orientation_note}")
         problems = self.problems
         lines.append(f"  problems: {len(problems)}")
         lines.extend(f"    - {problem}" for problem in problems)
@@ -793,21 +809,30 @@ class CocoDataReport:
         return "\n".join(lines)
 
 
-def _check_image_file(path: Path, record: CocoImageRecord) -> str | None:
-    """Return a reason when the image cannot be used, else None."""
-    if not path.is_file():
-        return f"{path}: file not found (image id {record.image_id})"
+def _upright_note(orientation: int) -> str:
+    """``", upright by its EXIF orientation 6"`` for a size message, or ``""`` for an upright file."""
+    return f", upright by its EXIF orientation {orientation}" if orientation != 1 else ""
+
+
+def _check_image_file(path: Path, record: CocoImageRecord, orientations: dict[Path, int]) -> str | None:
+    """Return a reason when the image cannot be used, else None; an EXIF orientation (not 1) goes to
+    ``orientations``. Only regular files are opened."""
+    problem = file_problem(path, "file")
+    if problem is not None:
+        return f"{path}: {problem.partition(': ')[0]} (image id {record.image_id})"
     try:
         with PILImage.open(path) as image:
-            size = image.size
+            size, orientation = image.size, exif_orientation(image)
             image.load()
-    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
+    except DECODE_ERRORS as error:
         return f"{path}: cannot decode image id {record.image_id} ({error})"
+    if orientation != 1:
+        orientations[path] = orientation
+    if orientation in TRANSPOSING_ORIENTATIONS:
+        size = (size[1], size[0])
     if size != (record.width, record.height):
-        return (
-            f"{path}: image is {size[0]}x{size[1]} (width x height) but the annotation file declares "
-            f"{record.width}x{record.height} for image id {record.image_id}"
-        )
+        return (f"{path}: image is {size[0]}x{size[1]} (width x height{_upright_note(orientation)}) but the "
+                f"annotation file declares {record.width}x{record.height} for image id {record.image_id}")
     return None
 
 
@@ -852,8 +877,10 @@ def check_coco_data(
         if not report.images_dir.is_dir():
             report.unreadable_images.append(f"{report.images_dir}: images folder not found")
         else:
+            orientations: dict[Path, int] = {}
             for record in parsed.images.values():
-                reason = _check_image_file(report.images_dir / record.file_name, record)
+                reason = _check_image_file(report.images_dir / record.file_name, record, orientations)
                 if reason is not None:
                     report.unreadable_images.append(reason)
+            report.orientation_note = orientation_note(orientations)
     return report

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from visiontune.data.classification import ClassificationSource, too_few_classes
-from visiontune.data.validation import file_kind
+from visiontune.data.validation import file_kind, orientation_note
 from visiontune.utils.image import DECODE_ERRORS, ImageModeError, exif_orientation, high_bit_depth_note
 
 logger = logging.getLogger(__name__)
@@ -131,21 +131,6 @@ def _decode(path: Path, size: int) -> tuple[ImageFinding | None, int]:
     return None, orientation
 
 
-def orientation_note(orientations: dict[Path, int], *, limit: int = 3) -> str | None:
-    """One line naming the images with an EXIF orientation tag other than 1 (count and examples), or ``None``.
-
-    Args:
-        orientations: Image path -> EXIF orientation (2-8), as :func:`scan_images` fills it.
-        limit: Example paths named.
-    """
-    if not orientations:
-        return None
-    examples = ", ".join(f"{path} (orientation {value})" for path, value in list(orientations.items())[:limit])
-    more = f" (+{len(orientations) - limit} more)" if len(orientations) > limit else ""
-    return (f"{len(orientations)} image(s) carry an EXIF orientation and are turned upright when loaded (in "
-            f"training, evaluation and prediction alike), e.g. {examples}{more}")
-
-
 def scan_images(
     paths: Iterable[str | Path],
     *,
@@ -163,7 +148,7 @@ def scan_images(
             so threads speed up large scans).
         progress: Show the progress bar (on stderr).
         orientations: If given, filled with ``path -> EXIF orientation`` of every decoded image whose orientation
-            is not 1 (upright), for :func:`orientation_note`.
+            is not 1 (upright), for :func:`~visiontune.data.validation.orientation_note`.
 
     Returns:
         The findings, in the order of ``paths``.

@@ -7,6 +7,7 @@
   an error naming the file and line.
 * :func:`fits_float32`: a number that stays finite once stored as float32 (``1e39`` does not).
 * :func:`repeated_names`: names (file names, category names) used by more than one id.
+* :func:`orientation_note`: one line naming the images that carry an EXIF orientation.
 """
 
 from __future__ import annotations
@@ -150,3 +151,19 @@ def repeated_names(entries: Iterable[tuple[int, str]]) -> dict[str, list[int]]:
     for entry_id, name in entries:
         ids_by_name.setdefault(name, []).append(entry_id)
     return {name: ids for name, ids in ids_by_name.items() if len(ids) > 1}
+
+
+def orientation_note(orientations: dict[Path, int], *, limit: int = 3) -> str | None:
+    """One line naming the images with an EXIF orientation tag other than 1 (count and examples), or ``None``.
+
+    Args:
+        orientations: Image path -> EXIF orientation (2-8), as
+            :func:`visiontune.data.image_check.scan_images` fills it.
+        limit: Example paths named.
+    """
+    if not orientations:
+        return None
+    examples = ", ".join(f"{path} (orientation {value})" for path, value in list(orientations.items())[:limit])
+    more = f" (+{len(orientations) - limit} more)" if len(orientations) > limit else ""
+    return (f"{len(orientations)} image(s) carry an EXIF orientation and are turned upright when loaded (in "
+            f"training, evaluation and prediction alike), e.g. {examples}{more}")

@@ -317,6 +317,7 @@ class FaceDetectionTask(Task):
     def _split_problems(self, split: str, *, train: bool, check: DataCheck) -> tuple[list[str], bool]:
         """The check-data lines of one split and whether they report an error; its images go into ``check``."""
         from visiontune.data.image_check import scan_images
+        from visiontune.data.validation import orientation_note
 
         data = self.config.data
         try:
@@ -329,8 +330,10 @@ class FaceDetectionTask(Task):
                                  "landmarks": [points.tolist() if valid else None  # 5 [x, y] or None per face
                                                for points, valid in zip(record.landmarks, record.landmarks_valid)]}
                                 for record in annotations.records]
+        orientations: dict[Path, int] = {}
         findings = scan_images((images_root / record.relative_path for record in annotations.records), desc=split,
-                               num_workers=data.num_workers, progress=self.config.train.progress)
+                               num_workers=data.num_workers, progress=self.config.train.progress,
+                               orientations=orientations)
         check.flagged.extend({"path": str(finding.path), "reason": finding.message, "split": split}
                              for finding in findings)
         lines = [f"{split}: {len(annotations.records)} images in {images_root}, {annotations.counts()}"]
@@ -343,6 +346,8 @@ class FaceDetectionTask(Task):
                              for path, _ in outside)
         if len(errors) > 20 or len(warnings) > 20:
             lines.append(f"  ... {len(errors)} errors and {len(warnings)} warnings in all")
+        note = orientation_note(orientations)
+        lines.extend([f"  note: {note}"] if note else [])
         training_error = None
         if train and data.format == "list":
             training_error = "data.format=list has no annotations; the training split needs faces"

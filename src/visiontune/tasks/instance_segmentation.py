@@ -433,7 +433,7 @@ class InstanceSegmentationTask(Task):
                     tensor = dataset.load_image(index).as_subclass(torch.Tensor)
                     image = tensor_to_rgb(tensor)
                 else:
-                    image = open_rgb(item.path, exif_transpose=coco_source is None)
+                    image = open_rgb(item.path, exif_transpose=True)
                     tensor = rgb_to_tensor(image)
                 overlay_path = output_dir / f"{overlay_names[index]}.png"
                 output, detections = self._predict_image(model, image, tensor, item, overlay_path, device=device)
