@@ -236,3 +236,14 @@ def test_parse_override_reads_yaml_and_refuses_a_broken_flow_collection():
     with pytest.raises(ConfigError, match=re.escape("size: [1, 2 looks like a YAML flow sequence, but YAML cannot read "
                                                     "it (line 1, column 6)")):
         parse_override("size=[1, 2")
+
+
+def test_an_invalid_yaml_error_pickles():
+    import pickle
+
+    from visiontune.config.yaml_io import InvalidYamlError
+
+    with pytest.raises(InvalidYamlError) as raised:
+        load_yaml("a: [1\n", "c.yaml")
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert (str(copy), copy.problem) == (str(raised.value), raised.value.problem)

@@ -62,7 +62,11 @@ class InvalidYamlError(ConfigError):
 
     def __init__(self, source: str, problem: str) -> None:
         super().__init__(f"{source}: invalid YAML{problem}")
+        self.source = source
         self.problem = problem
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (self.source, self.problem)  # pickles (an error sent between processes)
 
 
 def _limit_error(problem: str, mark: Any) -> ComposerError:
