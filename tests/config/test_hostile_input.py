@@ -87,7 +87,7 @@ def test_a_deep_yaml_list_names_file_and_line(tmp_path, capsys):
     path = tmp_path / "deep.yaml"
     path.write_text("name: x\nmodel:\n  kwargs: " + "[" * 5000 + "]" * 5000 + "\n")
     result = run(capsys, "config", "show", "-c", str(path))
-    assert_error(result, f"{path}: invalid YAML (line 3, column {11 + MAX_NESTING - 2}): collections nested deeper "
+    assert_error(result, f"{path}: invalid YAML (line 3, column {11 + MAX_NESTING}): collections nested deeper "
                          f"than {MAX_NESTING} levels (a config needs a few)")
     assert result[3] < 1.0
 

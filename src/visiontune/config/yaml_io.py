@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.composer import ComposerError
 
 from visiontune.config.errors import ConfigError
 
@@ -69,16 +68,19 @@ class InvalidYamlError(ConfigError):
         return type(self), (self.source, self.problem)  # pickles (an error sent between processes)
 
 
-def _limit_error(problem: str, mark: Any) -> ComposerError:
+def _limit_error(problem: str, mark: Any) -> yaml.MarkedYAMLError:
     """The error of a document beyond a limit, at ``mark`` (its messages read like YAML's own)."""
-    return ComposerError(None, None, problem, mark)
+    return yaml.MarkedYAMLError(None, None, problem, mark)
+
+
+_TOO_DEEP = f"collections nested deeper than {MAX_NESTING} levels (a config needs a few)"
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.safe_load`` semantics, but a key given twice in one mapping (at any depth) is an error naming both
     lines, instead of the last one winning silently. Merge keys (``<<: *base``) may still be overridden.
 
-    Composing stops early with a ``ComposerError`` when collections nest deeper than :data:`MAX_NESTING`, when the
+    Reading stops early with a ``MarkedYAMLError`` when collections nest deeper than :data:`MAX_NESTING`, when the
     aliases repeat more than :data:`MAX_ALIAS_VALUES` values, or when an alias refers to the collection it is in.
     Use :func:`parse_yaml`, which also tells it the dotted path of every mapping for the message.
     """
@@ -102,8 +104,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
         if not isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             return super().compose_node(parent, index)
         if self.depth >= MAX_NESTING:
-            raise _limit_error(f"collections nested deeper than {MAX_NESTING} levels (a config needs a few)",
-                               event.start_mark)
+            raise _limit_error(_TOO_DEEP, event.start_mark)
         anchor = event.anchor
         self.depth += 1
         if anchor is not None:
@@ -117,6 +118,12 @@ class UniqueKeyLoader(yaml.SafeLoader):
                     else getattr(node, "value", []))
         self.sizes[id(node)] = 1 + sum(self.sizes.get(id(child), 1) for child in children)
         return node
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        """The scanner refuses deep ``[[[...`` as it reads them (it looks ahead, quadratically in the depth)."""
+        if self.flow_level >= MAX_NESTING:
+            raise _limit_error(_TOO_DEEP, self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
 
     def _count_alias(self, event: yaml.AliasEvent) -> None:
         if event.anchor in self.open_anchors:
