@@ -357,3 +357,36 @@ def test_evaluation_overlays_never_overwrite_an_image_of_the_same_name(segmenter
     (tmp_path / "eval" / "overlays" / "v.png").unlink()
     written = evaluator.save_artifacts(tmp_path / "eval")
     assert written[1:] == [tmp_path / "eval" / "overlays" / "v.png"]  # the second v.png is skipped, not drawn over
+
+
+# --------------------------------------------------------------------------------------------- the command line
+
+
+def test_predict_command_prints_the_renaming_and_the_refusal(fixtures_dir: Path, tmp_path: Path, capsys):
+    from visiontune.cli import main
+
+    root = tmp_path / "faces"
+    write_image(root / "images" / "party" / "a.jpg")
+    write_image(root / "images" / WINDOWS_NAME)
+    label = root / "label.txt"
+    label.write_text(f"# party/a.jpg\n# {WINDOWS_NAME}\n")
+    weights = fixtures_dir / "retinaface" / "mobilenet0.25_Final.pth"
+    command = ["predict", "task=face_detection", "model.name=retinaface_mobilenet0.25", f"checkpoint={weights}",
+               f"source={label}", "train.progress=false"]
+    output = tmp_path / "out"
+    before = snapshot(tmp_path)
+    assert main([*command, f"output={output}"]) == 0
+    assert f"{label}: image name {WINDOWS_NAME!r} leads out of the output folder {output}; writing its files as " \
+           "x/w.json inside it" in capsys.readouterr().err.splitlines()
+    assert {path.relative_to(output).as_posix() for path in assert_only_inside(before, tmp_path, output)} == {
+        "party/a.jpg", "party/a.json", "x/w.json", "x/w.png"}
+
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "party").symlink_to(root / "images" / "party", target_is_directory=True)
+    before = snapshot(tmp_path)
+    assert main([*command, f"output={linked}"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"visiontune predict: error: {linked / 'party'} is a symbolic link to {root / 'images' / 'party'}, outside "
+        f"the output folder {linked}: remove the link or choose another output folder")
+    assert assert_only_inside(before, tmp_path, linked) == []

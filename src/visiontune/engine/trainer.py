@@ -65,7 +65,7 @@ from visiontune.engine.finetune import (
     unfreeze_all,
 )
 from visiontune.engine.hooks import Hook, HookBase, default_hooks
-from visiontune.engine.run_dir import check_run_name, is_run_dir, mark_run_dir, new_run_dir
+from visiontune.engine.run_dir import RunLock, check_run_name, is_run_dir, mark_run_dir, new_run_dir
 from visiontune.engine.run_log import RUN_INFO_FILE, RunLog, environment_lines, run_info
 from visiontune.engine.scheduler import IterationScheduler, build_schedule_spec
 from visiontune.engine.trackers import arrange_trackers
@@ -183,6 +183,8 @@ class Trainer:
         self._announce_proposed_stop = True
         self._end_epoch_requested = False
         self.signals = SignalStop(self.request_stop)
+        self.run_lock = RunLock()
+        """Rank 0: the run folder's lock, claimed before anything is written there and held until :meth:`fit` ends."""
         """SIGINT/SIGTERM while :meth:`fit` trains: the first requests a stop with a checkpoint, a second exits."""
         self.stop_signal: str | None = None
         """The signal (``SIGTERM`` wins over ``SIGINT``) received by any rank when the ranks agreed to stop."""
@@ -248,13 +250,14 @@ class Trainer:
         config = self.config
         base = Path(config.project) / config.task
         if resume_path is None:
-            return new_run_dir(base, config.name)
+            return self.run_lock.claim(new_run_dir(base, config.name))
         folder = resume_path.parent
         if not is_run_dir(folder):
-            run_dir = new_run_dir(base, config.name)
+            run_dir = self.run_lock.claim(new_run_dir(base, config.name))
             logger.warning("%s is not inside a visiontune run folder: continuing in the new run folder %s (nothing "
                            "is written next to the checkpoint)", resume_path, run_dir)
             return run_dir
+        self.run_lock.claim(folder)  # first: a training still running there refuses this one, which writes nothing
         mark_run_dir(folder)  # a run folder of an older version: marked from now on
         files, freed = remove_stale_temp_files(folder)
         if files:
@@ -477,11 +480,12 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train for ``train.epochs`` (or until early stopping / time budget / ``max_steps`` / a signal)."""
         self.fit_started = time.perf_counter()
-        self.setup()
-        self.hooks = self.build_hooks()
-        run_log = self.run_log or RunLog(Path("train.log"), enabled=False)
-        with run_log.attached(), self.signals:
-            self._train()
+        with self.run_lock:  # the run folder is released however fit ends (setup included)
+            self.setup()
+            self.hooks = self.build_hooks()
+            run_log = self.run_log or RunLog(Path("train.log"), enabled=False)
+            with run_log.attached(), self.signals:
+                self._train()
         return TrainResult(run_dir=self.run_dir, best_metric=self.state.best_metric, best_epoch=self.state.best_epoch,
                            metrics=self.last_metrics, history=self.state.history,
                            stop_reason=self.stop_reason or "completed",

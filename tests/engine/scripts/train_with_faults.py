@@ -4,7 +4,8 @@ Usage::
 
     python train_with_faults.py [--kill-at-step N --kill-rank R --marker FILE]
                                 [--wait-for-signal-at-step N --ready-file FILE --linger SECONDS]
-                                [--kill-in-save-at-step N] key=value ...
+                                [--kill-in-save-at-step N]
+                                [--pause-after-epoch N --ready-file FILE --go-file FILE] key=value ...
 
 ``--kill-at-step``: rank ``R`` SIGKILLs itself before step ``N`` (after ``N`` steps), once: it first writes
 ``--marker``, and a restarted worker that finds the marker trains on (torchrun ``--max-restarts``).
@@ -15,6 +16,10 @@ shutdown during which a second signal can arrive.
 
 ``--kill-in-save-at-step``: the process SIGKILLs itself in the middle of writing the checkpoint of step ``N``
 (after 20000 bytes of it), as a preemption without grace would: the temporary file stays behind.
+
+``--pause-after-epoch``: after epoch ``N`` (its ``last.pt`` written) the script writes its pid to ``--ready-file``
+and waits until ``--go-file`` exists, then trains on: the run is alive, with a checkpoint to resume, while the test
+starts a second training of the same folder.
 """
 
 from __future__ import annotations
@@ -72,6 +77,25 @@ class WaitForSignal(Hook):
         time.sleep(self.linger)
 
 
+class PauseAfterEpoch(Hook):
+    """After epoch ``epoch``: announce the pid in ``ready_file``, then wait until ``go_file`` exists."""
+
+    def __init__(self, epoch: int, ready_file: Path, go_file: Path) -> None:
+        self.epoch = epoch
+        self.ready_file = ready_file
+        self.go_file = go_file
+
+    def after_epoch(self, trainer: Trainer, row: dict[str, float]) -> None:
+        if trainer.state.epoch != self.epoch:
+            return
+        temporary = self.ready_file.with_suffix(".tmp")
+        temporary.write_text(str(os.getpid()), encoding="utf-8")
+        temporary.replace(self.ready_file)
+        deadline = time.monotonic() + SIGNAL_WAIT_LIMIT_S
+        while not self.go_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
 def kill_in_save_at_step(step: int) -> None:
     """Make ``torch.save`` SIGKILL this process after writing 20000 bytes of the checkpoint of ``step``."""
     save = torch.save
@@ -95,12 +119,16 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ready-file", type=Path)
     parser.add_argument("--linger", type=float, default=0.0)
     parser.add_argument("--kill-in-save-at-step", type=int)
+    parser.add_argument("--pause-after-epoch", type=int)
+    parser.add_argument("--go-file", type=Path)
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     arguments = parser.parse_args(argv)
     if arguments.kill_at_step is not None and arguments.marker is None:
         parser.error("--kill-at-step needs --marker")
     if arguments.wait_for_signal_at_step is not None and arguments.ready_file is None:
         parser.error("--wait-for-signal-at-step needs --ready-file")
+    if arguments.pause_after_epoch is not None and (arguments.ready_file is None or arguments.go_file is None):
+        parser.error("--pause-after-epoch needs --ready-file and --go-file")
     return arguments
 
 
@@ -113,6 +141,8 @@ def main(argv: list[str]) -> int:
         hooks.append(KillOnce(arguments.kill_at_step, arguments.kill_rank, arguments.marker))
     if arguments.wait_for_signal_at_step is not None:
         hooks.append(WaitForSignal(arguments.wait_for_signal_at_step, arguments.ready_file, arguments.linger))
+    if arguments.pause_after_epoch is not None:
+        hooks.append(PauseAfterEpoch(arguments.pause_after_epoch, arguments.ready_file, arguments.go_file))
     if arguments.kill_in_save_at_step is not None:
         kill_in_save_at_step(arguments.kill_in_save_at_step)
     config = load_config(None, arguments.overrides)
