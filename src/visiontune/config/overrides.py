@@ -62,6 +62,7 @@ def field_annotation(key: str) -> Any:
 
 
 def _options(annotation: Any) -> tuple[Any, ...]:
+    """The members of a union (``str | None`` -> ``(str, NoneType)``); any other type alone."""
     union = typing.get_origin(annotation) in (Union, types.UnionType)
     return typing.get_args(annotation) if union else (annotation,)
 
@@ -120,6 +121,8 @@ def _quoted_flow(raw: str) -> str | None:
 
 
 def _flow_error(key: str, raw: str, error: InvalidYamlError) -> ConfigError:
+    """``<key>: {...} looks like a YAML flow mapping, but YAML cannot read it (line, column): <problem>``, with the
+    quoted form when :func:`_quoted_flow` finds one."""
     kind = "mapping" if raw.strip().startswith("{") else "sequence"
     message = f"{key}: {_clip(raw.strip())} looks like a YAML flow {kind}, but YAML cannot read it{error.problem}"
     quoted = _quoted_flow(raw)
