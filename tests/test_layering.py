@@ -3,7 +3,7 @@
 The order (README "Layout"), lowest first; packages in one layer do not import each other:
 
     utils, registry  <  config  <  interop  <  data, models, evaluation  <  tasks  <  engine  <  export
-    <  api  <  demo  <  cli, commands  <  __main__   (report sits beside export)
+    <  tune  <  api  <  demo  <  cli, commands  <  __main__   (report sits beside export)
 
 Every import counts, also those inside functions and under ``TYPE_CHECKING``: a local import hides a cycle
 from Python, not from a reader.
@@ -30,6 +30,7 @@ LAYERS: list[set[str]] = [
     {"tasks"},
     {"engine"},
     {"export", "report"},
+    {"tune"},
     {"api"},
     {"demo"},
     {"cli", "commands"},

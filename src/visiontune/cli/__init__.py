@@ -2,8 +2,8 @@
 
 Every ``key=value`` is a dotted config key (``optim.lr=0.002``), checked against the schema like a YAML file: an
 unknown key or a wrong type is an error naming the key. The commands live in the modules of this package
-(``run``: demo, train, eval, predict, check-data; ``report``: report, compare; ``export``; ``interop``: convert,
-import-config; ``config``).
+(``run``: demo, train, eval, predict, check-data; ``tune``; ``report``: report, compare; ``export``;
+``interop``: convert, import-config; ``config``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from visiontune.cli import export as _export_commands
 from visiontune.cli import interop as _interop_commands
 from visiontune.cli import report as _report_commands
 from visiontune.cli import run as _run_commands
+from visiontune.cli import tune as _tune_commands
 from visiontune.cli._common import Command
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -28,7 +29,8 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 # that ``visiontune --help`` and ``--version`` answer at once.
 COMMANDS: dict[str, Command] = {
     command.name: command
-    for command in (*_run_commands.COMMANDS, *_report_commands.COMMANDS, *_export_commands.COMMANDS,
+    for command in (*_run_commands.COMMANDS, *_tune_commands.COMMANDS, *_report_commands.COMMANDS,
+                    *_export_commands.COMMANDS,
                     *_interop_commands.COMMANDS, *_config_commands.COMMANDS)
 }
 """Every command in the order of ``visiontune --help``."""

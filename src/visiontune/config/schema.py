@@ -389,6 +389,41 @@ class ConvertConfig:
 
 
 @dataclass
+class TuneConfig:
+    """``visiontune tune``: a hyper-parameter search with Optuna. Every trial is an ordinary training run of this
+    config with the sampled values of ``space``; the study lives in ``<project>/<task>/<name>/study.db``."""
+
+    trials: Annotated[int, AtLeastOne] = 20
+    """Trials to finish: completed, pruned or failed with a reason (a trial interrupted by a crash or a kill does not
+    count). A resumed study runs only the missing ones."""
+    timeout_s: Annotated[float | None, Positive] = None
+    """Seconds; no new trial starts after this much wall time of this invocation; ``null``: no limit."""
+    space: dict[str, str] = field(default_factory=dict)
+    """``{config key: distribution}``: ``loguniform(a, b)``, ``uniform(a, b)``, ``int(a, b)`` (both ends included) or
+    ``choice([v1, v2, ...])`` (numbers, strings, true/false, null), e.g. ``{optim.lr: 'loguniform(1e-4, 0.3)',
+    finetune.freeze: 'choice([backbone, none])'}``."""
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    """How trials pick values: ``tpe`` (Optuna's TPE, after ``startup_trials`` random ones), ``random``, or ``grid``
+    (every combination once; ``int`` and ``choice`` specs only)."""
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    """Stop a trial early from its per-epoch validation metric: ``median`` (below the median of earlier trials at
+    the same epoch), ``hyperband``, or ``none``."""
+    startup_trials: Annotated[int, NonNegative] = 5
+    """Trials that TPE samples at random, and that finish before the median pruner stops any."""
+    metric: str | None = None
+    """The validation metric to optimise (without ``val_``); ``null``: ``train.metric`` (the task's). The trials'
+    ``best.pt`` picks by it too; ``train.metric_mode`` (or the task's) says whether higher is better."""
+    seed: Annotated[int | None, Range(0, MAX_SEED)] = None
+    """Seed of the sampler; ``null``: ``seed``. Every trial trains with ``seed``."""
+    final_seeds: Annotated[int, NonNegative] = 3
+    """After the search, train the best config again with this many other seeds (``seed + 1``, ...) and report
+    the mean and spread of the metric (``final.json``); 0: off."""
+    resume: bool = True
+    """Continue the study in the newest ``<name>[-N]`` folder when its ``study.db`` was made for the same config
+    (apart from ``trials``, ``timeout_s``, ``final_seeds`` and per-invocation keys); ``false``: a new folder."""
+
+
+@dataclass
 class Config:
     """Everything a run needs. Saved as ``config.yaml`` in the run directory and inside every checkpoint."""
 
@@ -432,3 +467,4 @@ class Config:
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     convert: ConvertConfig = field(default_factory=ConvertConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)

@@ -150,10 +150,15 @@ class Trainer:
         hooks: The user's :class:`~visiontune.engine.hooks.HookBase` objects (they run after the built-in
             evaluation, writers and epoch checkpoint, before the console output and the stop conditions).
         final_hooks: Hooks that run after all built-in ones (the run report reads the files the others write).
+        run_dir: A run folder made beforehand with :func:`~visiontune.engine.run_dir.new_run_dir` to train in instead
+            of a new ``<project>/<task>/<name>[-N]`` (the trials of ``visiontune tune``); not with ``resume``.
     """
 
-    def __init__(self, config: Config, hooks: Sequence[HookBase] = (), final_hooks: Sequence[HookBase] = ()) -> None:
+    def __init__(self, config: Config, hooks: Sequence[HookBase] = (), final_hooks: Sequence[HookBase] = (),
+                 run_dir: Path | None = None) -> None:
         self.config = config
+        self.given_run_dir = run_dir
+        """The run folder made beforehand (``run_dir``), or ``None``: a new one (or the resumed run's)."""
         self.user_hooks: list[HookBase] = list(hooks)
         self.final_hooks: list[HookBase] = list(final_hooks)
         """Hooks called after every built-in one (e.g. the run report, which reads what the others wrote)."""
@@ -250,7 +255,8 @@ class Trainer:
         config = self.config
         base = Path(config.project) / config.task
         if resume_path is None:
-            return self.run_lock.claim(new_run_dir(base, config.name))
+            return self.run_lock.claim(self.given_run_dir if self.given_run_dir is not None
+                                       else new_run_dir(base, config.name))
         folder = resume_path.parent
         if not is_run_dir(folder):
             run_dir = self.run_lock.claim(new_run_dir(base, config.name))

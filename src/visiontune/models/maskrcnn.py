@@ -28,7 +28,7 @@ from torchvision.models.detection import (
 )
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from visiontune.models.loading import WeightLoadError, read_weights, strip_prefixes
+from visiontune.models.loading import WeightLoadError, check_tensors_fit, read_weights, strip_prefixes
 
 __all__ = [
     "PretrainedWeightsUnavailableError",
@@ -68,6 +68,8 @@ class StateDictLoadReport:
         missing: Model keys (within the loaded part) that the state dict lacks.
         unexpected: State-dict keys that match nothing in the model.
         reinitialized: Keys present in both whose shapes differ; the model keeps its fresh initialisation.
+        converted: ``"key float16->float32"``: tensors stored with another dtype of the same kind, converted to the
+            model's (:func:`~visiontune.models.loading.check_tensors_fit`).
     """
 
     source: str
@@ -75,6 +77,7 @@ class StateDictLoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     reinitialized: list[str] = field(default_factory=list)
+    converted: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line with the counts and the first few keys of each non-empty category."""
@@ -83,6 +86,9 @@ class StateDictLoadReport:
                            ("re-initialised (shape differs)", self.reinitialized)):
             shown = f" {keys[:5]}{' ...' if len(keys) > 5 else ''}" if keys else ""
             parts.append(f"{name} {len(keys)}{shown}")
+        if self.converted:
+            parts.append(f"converted to the model's dtype {len(self.converted)} {self.converted[:5]}"
+                         f"{' ...' if len(self.converted) > 5 else ''}")
         return f"{self.source}: " + ", ".join(parts)
 
 
@@ -153,7 +159,8 @@ def load_backbone_weights(
         The load report; ``missing`` lists body keys that received nothing.
 
     Raises:
-        ValueError: No key matches the body, or a matching key has a different shape (wrong architecture).
+        ValueError: No key matches the body, or a matching key has a different shape (wrong architecture); a
+            ``WeightValuesError`` for integer tensors in floating-point weights or NaN / inf values.
     """
     body_state = model.backbone.body.state_dict()
     report = StateDictLoadReport(source=source)
@@ -179,6 +186,7 @@ def load_backbone_weights(
             f"{source}: no key matches the ResNet-50 backbone (expected torchvision/timm names such as "
             f"'conv1.weight', 'layer1.0.conv1.weight'); first keys in the file: {list(state_dict)[:5]}"
         )
+    report.converted = check_tensors_fit(to_load, body_state, source=source)
     model.backbone.body.load_state_dict(to_load, strict=False)
     report.loaded = [_BACKBONE_PREFIX + key for key in to_load]
     report.missing = [_BACKBONE_PREFIX + key for key in body_state if key not in to_load]
@@ -204,7 +212,8 @@ def load_detector_weights(
 
     Raises:
         ValueError: Keys outside the predictors are missing, unexpected or of another shape (e.g. a v1
-            checkpoint given to a v2 model).
+            checkpoint given to a v2 model); a ``WeightValuesError`` for integer tensors in floating-point
+            weights or NaN / inf values.
     """
     model_state = model.state_dict()
     report = StateDictLoadReport(source=source)
@@ -233,6 +242,7 @@ def load_detector_weights(
             f"unexpected, {len(problems)} of another shape), e.g. missing {report.missing[:3]}, unexpected "
             f"{report.unexpected[:3]}, shapes {problems[:3]}; is it a checkpoint of the same variant?"
         )
+    report.converted = check_tensors_fit(to_load, model_state, source=source)
     model.load_state_dict(to_load, strict=False)
     return report
 
