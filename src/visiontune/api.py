@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from visiontune.config import Config, config_from_dict, config_to_dict, load_config
-from visiontune.engine.checkpoint import load_checkpoint
+from visiontune.engine.checkpoint import check_checkpoint_task, load_checkpoint, merge_checkpoint_config
 from visiontune.engine.evaluation import build_eval_loader, run_evaluation
 from visiontune.engine.hooks import Hook, HookBase
 from visiontune.engine.run_dir import check_output_path, is_run_dir, new_run_dir, run_folder_of
@@ -57,16 +57,13 @@ def config_for_checkpoint(checkpoint: dict[str, Any], config_path: str | Path | 
                           overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """The config of a checkpoint, optionally replaced by a YAML file, then overridden.
 
-    The ``model`` section always comes from the checkpoint: it describes the stored weights.
+    The task and the ``model`` section always come from the checkpoint: they describe the stored weights
+    (:func:`~visiontune.engine.checkpoint.merge_checkpoint_config`: another task is refused, ``model.*`` keys given
+    are ignored with a warning naming them).
     """
     stored = config_from_dict(checkpoint["config"])
     config = load_config(config_path, overrides) if config_path else load_config(None, overrides, base=stored)
-    if config.model.name != stored.model.name:
-        logger.warning("model.name %r differs from the checkpoint's %r; using the checkpoint's", config.model.name,
-                       stored.model.name)
-    config.model = stored.model
-    config.task = stored.task
-    return config
+    return merge_checkpoint_config(stored, config, config.checkpoint or config.model.checkpoint)
 
 
 WEIGHTS_RULE = (
@@ -82,26 +79,31 @@ _TORCH_SUFFIXES = (".pt", ".pth", ".tar", ".bin")
 def read_visiontune_checkpoint(path: str | Path) -> dict[str, Any] | None:
     """The checkpoint at ``path`` when it is a visiontune checkpoint (verified, see
     :func:`~visiontune.engine.checkpoint.load_checkpoint`), ``None`` when it holds plain weights (a state dict,
-    ``.safetensors``, a MindSpore ``.ckpt``, or a file ``torch.load`` cannot read: reading it as weights then
-    names the problem).
+    ``.safetensors``, a MindSpore ``.ckpt``).
 
     Raises:
         WeightFileNotFoundError: ``path`` does not exist.
+        WeightLoadError: an ONNX model, or a ``.pt``-like file ``torch.load`` cannot read (one line saying what it
+            is, :func:`~visiontune.models.loading.describe_torch_load_failure`).
     """
-    from visiontune.models.loading import WeightFileNotFoundError
+    from visiontune.models.loading import WeightFileNotFoundError, WeightLoadError, describe_torch_load_failure
 
     path = Path(path)
     if not path.is_file():
         raise WeightFileNotFoundError(f"weights file not found: {path}")
+    expected = "expected a visiontune checkpoint (runs/.../best.pt) or plain weights (.pth/.pt, .safetensors, .ckpt)"
+    if path.suffix.lower() == ".onnx":
+        raise WeightLoadError(f"{path} is an ONNX model: {expected}; visiontune predict runs ONNX models")
     if path.suffix.lower() not in _TORCH_SUFFIXES:
         return None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - not a zip file (mmap), or unreadable: try again, else plain weights
+    except Exception:  # noqa: BLE001 - not a zip file (mmap), or unreadable: try again
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - read_weights reports it
-            return None
+        except Exception as error:  # noqa: BLE001 - neither a checkpoint nor weights
+            raise WeightLoadError(f"cannot read {path}: it is {describe_torch_load_failure(path, error)}; "
+                                  f"{expected}") from None
     if not (isinstance(obj, dict) and "model" in obj and "config" in obj):
         return None
     del obj
@@ -128,6 +130,7 @@ def resolve_weights(config: Config, checkpoint: str | Path | None = None) -> Wei
     Raises:
         ValueError: no weights given.
         WeightFileNotFoundError: the file does not exist.
+        CheckpointError: a checkpoint of another task than ``config.task``.
     """
     given = checkpoint or config.checkpoint or config.model.checkpoint
     if not given:
@@ -135,6 +138,7 @@ def resolve_weights(config: Config, checkpoint: str | Path | None = None) -> Wei
     path = Path(given)
     state = read_visiontune_checkpoint(path)
     if state is not None:
+        check_checkpoint_task(config_from_dict(state["config"]).task, config.task, path)
         return Weights(config=config, path=path, checkpoint=state)
     config = copy.deepcopy(config)
     config.checkpoint = None

@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from visiontune.config import Config
 from visiontune.utils import files
 from visiontune.utils.checksums import CHECKSUM_KEY, ChecksumError, add_checksums, verify_checksums
 from visiontune.utils.files import FileWriteError
@@ -127,15 +128,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
 
     Raises:
         CheckpointError: the file is missing, corrupt (also: a tensor differs from its stored SHA-256,
-            :func:`verify_checksums`), or not a visiontune checkpoint.
+            :func:`verify_checksums`), not a visiontune checkpoint (an ONNX model, a file holding pickled Python
+            objects, ...: one line saying what it is), or its weights (``model``, ``ema``) hold NaN or infinite
+            values (:func:`~visiontune.models.loading.check_finite`).
     """
+    from visiontune.models.loading import WeightValuesError, check_finite, describe_torch_load_failure
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means a broken file
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from None
+        what = describe_torch_load_failure(path, error)
+        if not what.startswith("a damaged"):
+            what += ", not a visiontune checkpoint (expected the last.pt / best.pt of a visiontune run)"
+        hint = "; visiontune predict runs it: checkpoint=<model>.onnx" if what.startswith("an ONNX model") else ""
+        raise CheckpointError(f"cannot read checkpoint {path}: it is {what}{hint}") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         keys = list(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(
@@ -148,6 +157,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     except ChecksumError as error:
         raise CheckpointError(str(error)) from None
     checkpoint.pop(CHECKSUM_KEY, None)  # verified; a caller that saves the dict again gets fresh ones
+    for key in ("model", "ema"):
+        if isinstance(checkpoint.get(key), Mapping):
+            try:
+                check_finite({name: value for name, value in checkpoint[key].items()
+                              if isinstance(value, torch.Tensor)}, source=f"{path} ({key})")
+            except WeightValuesError as error:
+                raise CheckpointError(str(error)) from None
     return checkpoint
 
 
@@ -236,3 +252,45 @@ def find_valid_checkpoint(candidates: list[Path]) -> Path | None:
             continue
         return path
     return None
+
+
+def check_checkpoint_task(stored_task: str, asked: str, path: str | Path | None, *, preset: str | None = None) -> None:
+    """Refuse to run the weights of a ``stored_task`` checkpoint as task ``asked``.
+
+    Raises:
+        CheckpointError: one line naming the checkpoint, its task and the one asked for (and the ``preset`` file
+            that may have asked for it).
+    """
+    if asked != stored_task:
+        where = f" (by -c {preset} or task=)" if preset else ""
+        raise CheckpointError(
+            f"task mismatch: {path or 'the checkpoint'} holds a {stored_task} model, but task={asked} was asked for"
+            f"{where}; a checkpoint runs as the task it was trained for: leave out the task (or the config) of "
+            f"another task, or give a {asked} checkpoint")
+
+
+def merge_checkpoint_config(stored: Config, requested: Config, path: str | Path | None = None) -> Config:
+    """``requested`` (the ``-c`` file and the overrides of ``eval`` / ``predict``) with the task and the ``model``
+    section of the checkpoint's config ``stored``: they describe the stored weights.
+
+    The ``model.*`` keys that ``requested`` sets (:attr:`~visiontune.config.Config.set_keys`) to other values than the
+    checkpoint's are ignored with one warning naming them (``model.checkpoint`` naming ``path`` itself is the
+    checkpoint, not a setting).
+
+    Raises:
+        CheckpointError: ``requested`` sets another task (:func:`check_checkpoint_task`).
+    """
+    given = set(requested.set_keys or ())
+    if "task" in given:
+        check_checkpoint_task(stored.task, requested.task, path, preset=requested.preset_file)
+    ignored = []
+    for key in sorted(name for name in given if name.startswith("model.")):
+        field = key.removeprefix("model.")
+        value, kept = getattr(requested.model, field), getattr(stored.model, field)
+        if value != kept and not (field == "checkpoint" and path is not None and str(value) == str(path)):
+            ignored.append(f"{key}={value!r} (the checkpoint's: {kept!r})")
+    if ignored:
+        logger.warning("ignored %s: %s fixes the model section", ", ".join(ignored), path or "the checkpoint")
+    requested.model = stored.model
+    requested.task = stored.task
+    return requested

@@ -18,6 +18,8 @@ from torch import nn
 from visiontune.models.loading import (
     LoadReport,
     WeightLoadError,
+    WeightValuesError,
+    check_tensors_fit,
     load_weights_with_report,
     mindspore_source,
     read_weights,
@@ -142,6 +144,8 @@ def load_classifier_weights(model: ImageClassifier, path: str, *, key: str | Non
     try:
         report = load_weights_with_report(model.net, state_dict, source=str(path), is_head=is_head,
                                           min_loaded_fraction=min_loaded_fraction)
+    except WeightValuesError:
+        raise
     except WeightLoadError as error:
         raise WeightLoadError(f"model.checkpoint does not fit model {model.net.__class__.__name__}: {error}") from None
     source_arch = mindspore_source(path, arch)
@@ -262,6 +266,7 @@ def load_head_checkpoint(model: ImageClassifier, path: str | Path, head: dict[st
     if wrong:
         raise WeightLoadError(f"head-only checkpoint {path} does not fit model {model.net.__class__.__name__}: "
                               + ", ".join(wrong))
+    report.converted.extend(check_tensors_fit(head, own, source=str(path)))
     model.net.load_state_dict(head, strict=False)
     recorded = raw.get("backbone_sha256")
     if recorded and recorded != backbone_sha256(model):

@@ -8,6 +8,7 @@ fine-tuning failure is a checkpoint of another architecture that loads "fine" wi
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,11 @@ class WeightLoadError(ValueError):
 
 class WeightFileNotFoundError(WeightLoadError, FileNotFoundError):
     """The weights file does not exist."""
+
+
+class WeightValuesError(WeightLoadError):
+    """Tensors that fit the model by name and shape hold what cannot be weights: integers for floating-point
+    weights, NaN or infinite values (:func:`check_tensors_fit`)."""
 
 
 def strip_prefixes(state_dict: Mapping[str, Any], prefixes: Iterable[str] = STRIPPED_PREFIXES) -> dict[str, Any]:
@@ -116,7 +122,8 @@ def read_weights(path: str | Path, *, key: str | None = None, arch: str | None =
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001
         raise WeightLoadError(
-            f"cannot read {path} with torch.load(weights_only=True): {type(error).__name__}: {str(error)[:300]}"
+            f"cannot read {path}: it is {describe_torch_load_failure(path, error)}; expected weights: a PyTorch "
+            f"state dict (.pth/.pt), .safetensors or a MindSpore .ckpt"
         ) from None
     if isinstance(obj, Mapping) and "model" in obj and "config" in obj and "version" in obj:
         from visiontune.utils.checksums import ChecksumError, verify_checksums
@@ -128,6 +135,37 @@ def read_weights(path: str | Path, *, key: str | None = None, arch: str | None =
         obj = obj["model"]
         key = None
     return select_state_dict(obj, path, key)
+
+
+_UNPICKLING_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def describe_torch_load_failure(path: str | Path, error: BaseException) -> str:
+    """What the file is that ``torch.load(path, weights_only=True)`` could not read, as words after "it is".
+
+    ``"an ONNX model"``, ``"a safetensors file"``, ``"a MindSpore checkpoint"``, ``"a PyTorch file holding pickled
+    Python objects (argparse.Namespace; not unpickled, as that can run code)"``, ``"a damaged PyTorch file (...)"``
+    or ``"not a PyTorch file (it starts with b'...')"``. torch's advice to load with
+    ``weights_only=False`` is never passed on: such a file is no visiontune checkpoint nor plain weights.
+    """
+    from visiontune.interop.mindspore import describe_file_format
+
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(16)
+    except OSError as os_error:
+        return f"an unreadable file ({os_error.strerror or os_error})"
+    if Path(path).suffix.lower() == ".onnx":
+        return "an ONNX model"
+    message = str(error)
+    if head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+        names = list(dict.fromkeys(_UNPICKLING_GLOBAL.findall(message)))
+        if names:
+            return (f"a PyTorch file holding pickled Python objects ({', '.join(names)}; not unpickled, as that can "
+                    "run code)")
+        detail = message.split("WeightsUnpickler error:", 1)[-1].split(" Check the documentation", 1)[0]
+        return f"a damaged PyTorch file ({type(error).__name__}: {detail.strip().splitlines()[0][:200]})"
+    return describe_file_format(head, mindspore=True) or f"not a PyTorch file (it starts with {head[:8]!r})"
 
 
 MINDSPORE_ARCH_METADATA = "mindspore_arch"
@@ -203,6 +241,84 @@ def _read_mindspore(path: Path, arch: str | None) -> dict[str, torch.Tensor]:
     return state_dict
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _dtype_kind(dtype: torch.dtype) -> str:
+    if dtype.is_floating_point:
+        return "floating-point"
+    if dtype.is_complex:
+        return "complex"
+    return "boolean" if dtype == torch.bool else "integer"
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], *, source: str, limit: int = 3) -> None:
+    """Refuse weights holding NaN or infinite values, naming the first tensors and how many values.
+
+    Raises:
+        WeightValuesError: one line, e.g. ``w.pth: 1 tensor holds NaN or infinite values: 'conv1.weight' (8 NaN of
+            432 values); ...``.
+    """
+    broken = []
+    for name, tensor in tensors.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()) or bool(torch.isfinite(tensor.sum()).all()):
+            continue  # NaN and inf propagate into the sum (fast); a sum that overflowed is counted exactly
+        finite = int(torch.isfinite(tensor).sum())
+        if finite == tensor.numel():
+            continue
+        nan = int(torch.isnan(tensor).sum())
+        counts = [f"{count} {kind}" for count, kind in ((nan, "NaN"), (tensor.numel() - finite - nan, "inf")) if count]
+        broken.append(f"{name!r} ({' and '.join(counts)} of {tensor.numel()} values)")
+    if broken:
+        more = f", ... (+{len(broken) - limit})" if len(broken) > limit else ""
+        raise WeightValuesError(
+            f"{source}: {len(broken)} tensor{'s hold' if len(broken) > 1 else ' holds'} NaN or infinite values: "
+            f"{', '.join(broken[:limit])}{more}; these weights are broken (a diverged training run?): not loading them"
+        )
+
+
+def check_tensors_fit(to_load: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], *,
+                      source: str) -> list[str]:
+    """Check the tensors about to be copied into a model, beyond names and shapes; shared by every task's loader.
+
+    Args:
+        to_load: ``{name: tensor}`` from the file, each name in ``target`` with the same shape.
+        target: The model's state dict (or the part being loaded).
+        source: The file, named in errors.
+
+    Returns:
+        ``"name float16->float32"`` for every tensor stored with another dtype of the same kind as the model's
+        (another floating-point precision, ``int32`` for ``int64``), which loading converts; the load reports list
+        them.
+
+    Raises:
+        WeightValuesError: one line naming the tensor and both dtypes when a tensor is of another kind than the
+            model's (integers or booleans for floating-point weights, or the reverse): its values cannot be the
+            weights, so nothing is converted; or (:func:`check_finite`) tensors holding NaN or infinite values.
+    """
+    converted, wrong = [], []
+    for name, tensor in to_load.items():
+        stored, wanted = tensor.dtype, target[name].dtype
+        if stored == wanted:
+            continue
+        if _dtype_kind(stored) != _dtype_kind(wanted):
+            wrong.append(name)
+        else:
+            converted.append(f"{name} {_dtype_name(stored)}->{_dtype_name(wanted)}")
+    if wrong:
+        first = wrong[0]
+        stored, wanted = to_load[first].dtype, target[first].dtype
+        more = f" ({len(wrong) - 1} more tensor(s) like it: {', '.join(wrong[1:4])}{', ...' if len(wrong) > 4 else ''})"
+        raise WeightValuesError(
+            f"{source}: tensor {first!r} is {_dtype_name(stored)} in the file but {_dtype_name(wanted)} in the model"
+            f"{more if len(wrong) > 1 else ''}: {_dtype_kind(stored)} values cannot be {_dtype_kind(wanted)} weights "
+            f"(a wrongly converted file?); not converting them"
+        )
+    check_finite(to_load, source=source)
+    return converted
+
+
 @dataclass
 class LoadReport:
     """What happened to every tensor when loading weights into a model."""
@@ -214,6 +330,9 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     backbone_total: int = 0
     backbone_loaded: int = 0
+    converted: list[str] = field(default_factory=list)
+    """``"name float16->float32"``: tensors stored with another dtype of the same kind, converted to the model's
+    (:func:`check_tensors_fit`)."""
     mindspore_padding: str | None = None
     """The MindSpore architecture whose ``pad_mode="same"`` padding the model was given after loading (MindCV
     MobileNetV3 weights), else ``None``."""
@@ -239,6 +358,9 @@ class LoadReport:
             f"  missing         {len(self.missing):5d}   {names(self.missing)}",
             f"  unexpected      {len(self.unexpected):5d}   {names(self.unexpected)}",
         ]
+        if self.converted:
+            lines.append(f"  converted       {len(self.converted):5d}   {names(self.converted)}"
+                         "   (stored dtype -> the model's)")
         if self.mindspore_padding:
             lines.append(f"  MindSpore 'same' padding of {self.mindspore_padding} on the strided depthwise "
                          "convolutions "
@@ -253,6 +375,7 @@ class LoadReport:
             "missing": list(self.missing),
             "unexpected": list(self.unexpected),
             "backbone_fraction": self.backbone_fraction,
+            **({"converted": list(self.converted)} if self.converted else {}),
             **({"mindspore_padding": self.mindspore_padding} if self.mindspore_padding else {}),
         }
 
@@ -277,7 +400,9 @@ def load_weights_with_report(
 
     Raises:
         WeightLoadError: fewer than ``min_loaded_fraction`` of the non-head tensors loaded (the message shows
-            example names from both sides, to spot an architecture mismatch or a prefix problem).
+            example names from both sides, to spot an architecture mismatch or a prefix problem); a tensor of
+            another dtype kind than the model's, or holding NaN / inf (:func:`check_tensors_fit`). Nothing is
+            copied then.
     """
     report = LoadReport(source=source)
     target = model.state_dict()
@@ -302,6 +427,7 @@ def load_weights_with_report(
             f"{min_loaded_fraction}); is it a checkpoint of a different architecture? "
             f"model expects e.g. {list(target)[:3]}, file has e.g. {list(state_dict)[:3]}\n{report.format()}"
         )
+    report.converted = check_tensors_fit(to_load, target, source=source)
     with torch.no_grad():
         for name, tensor in to_load.items():
             target[name].copy_(tensor.to(dtype=target[name].dtype))

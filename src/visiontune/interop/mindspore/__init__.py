@@ -21,6 +21,7 @@ from visiontune.interop.mindspore.adapt import match_mindspore_padding
 from visiontune.interop.mindspore.checkpoint import (
     SUPPORTED_TENSOR_TYPES,
     CheckpointTensorInfo,
+    describe_file_format,
     list_mindspore_checkpoint,
     read_mindspore_checkpoint,
     save_mindspore_checkpoint,
@@ -60,6 +61,7 @@ __all__ = [
     "UnsupportedTensorTypeError",
     "check_state_dict_shapes",
     "convert_mindspore_state_dict",
+    "describe_file_format",
     "detect_resnet50_naming",
     "get_mindspore_architecture",
     "list_mindspore_architectures",

@@ -66,6 +66,7 @@ from visiontune.utils.files import atomic_write
 __all__ = [
     "SUPPORTED_TENSOR_TYPES",
     "CheckpointTensorInfo",
+    "describe_file_format",
     "list_mindspore_checkpoint",
     "read_mindspore_checkpoint",
     "save_mindspore_checkpoint",
@@ -324,7 +325,7 @@ def _shape_from_dims(entry: _ValueEntry, num_bytes: int, *, source: str) -> tupl
 def _check_signature(buffer: memoryview, *, source: str) -> None:
     """Reject files of other formats with a message that says what the file looks like."""
     head = bytes(buffer[:16])
-    foreign = _describe_foreign_format(head)
+    foreign = describe_file_format(head)
     if foreign is not None:
         raise NotAMindSporeCheckpointError(f"{source} is {foreign}, not a MindSpore checkpoint")
     size = len(buffer)
@@ -358,8 +359,11 @@ def _check_signature(buffer: memoryview, *, source: str) -> None:
         raise NotAMindSporeCheckpointError(f"{not_checkpoint} (the first name is not UTF-8)") from error
 
 
-def _describe_foreign_format(head: bytes) -> str | None:
-    """Name a well-known non-checkpoint format from the first 16 bytes, or None."""
+def describe_file_format(head: bytes, *, mindspore: bool = False) -> str | None:
+    """Name a well-known format from a file's first 16 bytes (``"an ONNX model"``, ``"a safetensors file"``, a PyTorch
+    zip archive or pickle, ...; ``"a MindSpore checkpoint"`` too when ``mindspore``), or None."""
+    if mindspore and _looks_like_mindspore(head):
+        return "a MindSpore checkpoint"
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return "a zip archive (PyTorch .pt/.pth files written by torch.save are zip archives; use torch.load)"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
@@ -372,7 +376,30 @@ def _describe_foreign_format(head: bytes) -> str | None:
         return "a NumPy .npy file"
     if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 1 << 32:
         return "a safetensors file"
+    if _looks_like_onnx(head):
+        return "an ONNX model"
     return None
+
+
+_ONNX_SECOND_FIELD_TAGS = frozenset({(2 << 3) | 2, (3 << 3) | 2, (4 << 3) | 2, (5 << 3) | 0, (6 << 3) | 2,
+                                     (7 << 3) | 2, (8 << 3) | 2})
+
+
+def _looks_like_mindspore(head: bytes) -> bool:
+    """A ``Checkpoint.value`` entry (field 1, length-delimited) whose first field is its ``tag`` (the name)."""
+    if len(head) < 3 or head[0] != (_CHECKPOINT_VALUE << 3) | WIRE_TYPE_LENGTH_DELIMITED:
+        return False
+    try:
+        _, length_end = decode_varint(memoryview(head), 1, len(head))
+    except WireFormatError:
+        return False
+    return length_end < len(head) and head[length_end] == (_VALUE_TAG << 3) | WIRE_TYPE_LENGTH_DELIMITED
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """An ONNX ``ModelProto``: ``ir_version`` (field 1, a small varint) first, then ``producer_name``,
+    ``producer_version``, ``domain``, ``model_version``, ``doc_string``, ``graph`` or ``opset_import``."""
+    return len(head) >= 3 and head[0] == 0x08 and 0 < head[1] < 0x80 and head[2] in _ONNX_SECOND_FIELD_TAGS
 
 
 def _scan_entries(buffer: memoryview, *, source: str) -> list[_ValueEntry]:

@@ -14,7 +14,7 @@ from os import PathLike, fspath
 
 from torch import Tensor, nn
 
-from visiontune.models.loading import read_weights, select_state_dict, strip_prefixes
+from visiontune.models.loading import check_tensors_fit, read_weights, select_state_dict, strip_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ class StateDictLoadReport:
         unexpected_keys: checkpoint keys the model does not have (ignored).
         skipped_keys: checkpoint keys deliberately not loaded (a classifier, or a class head whose shape differs
             because ``num_classes`` differs).
+        converted: ``"name float16->float32"``: tensors stored with another dtype of the same kind, converted to
+            the model's (:func:`~visiontune.models.loading.check_tensors_fit`).
     """
 
     source: str
@@ -42,11 +44,13 @@ class StateDictLoadReport:
     missing_keys: list[str] = field(default_factory=list)
     unexpected_keys: list[str] = field(default_factory=list)
     skipped_keys: list[str] = field(default_factory=list)
+    converted: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
+        converted = f", {len(self.converted)} converted {_preview(self.converted)}" if self.converted else ""
         return (
             f"{self.source}: loaded {self.loaded_keys} tensors, {len(self.missing_keys)} missing, "
-            f"{len(self.unexpected_keys)} unexpected, {len(self.skipped_keys)} skipped"
+            f"{len(self.unexpected_keys)} unexpected, {len(self.skipped_keys)} skipped{converted}"
         )
 
 
@@ -90,7 +94,8 @@ def _load_checked(
     skipped_keys: list[str],
     strict: bool,
 ) -> StateDictLoadReport:
-    """Check keys and shapes of ``state_dict`` against ``module`` and load it; raises before loading anything."""
+    """Check keys, shapes, dtypes and values (:func:`~visiontune.models.loading.check_tensors_fit`) of ``state_dict``
+    against ``module`` and load it; raises before loading anything."""
     expected = module.state_dict()
     for key, value in state_dict.items():
         if key in expected and expected[key].shape != value.shape:
@@ -104,13 +109,16 @@ def _load_checked(
             f"{source}: state dict does not match {type(module).__name__}: {len(missing)} missing keys "
             f"{_preview(missing)}, {len(unexpected)} unexpected keys {_preview(unexpected)}"
         )
-    module.load_state_dict({key: value for key, value in state_dict.items() if key in expected}, strict=False)
+    to_load = {key: value for key, value in state_dict.items() if key in expected}
+    converted = check_tensors_fit(to_load, expected, source=source)
+    module.load_state_dict(to_load, strict=False)
     report = StateDictLoadReport(
         source=source,
         loaded_keys=len(state_dict) - len(unexpected),
         missing_keys=missing,
         unexpected_keys=unexpected,
         skipped_keys=skipped_keys,
+        converted=converted,
     )
     logger.info("%s", report)
     return report
@@ -139,7 +147,8 @@ def load_retinaface_state_dict(
         The load report.
 
     Raises:
-        ValueError: mismatching keys (strict) or shapes; nothing is loaded then.
+        ValueError: mismatching keys (strict) or shapes; a ``WeightValuesError`` for integer tensors in floating-point
+            weights or NaN / inf values; nothing is loaded then.
     """
     source = describe_source(state_dict_or_path)
     arch = "retinaface_resnet50" if _has_resnet_body(model) else "retinaface_mobilenet025"  # for a MindFace .ckpt
@@ -180,7 +189,8 @@ def load_backbone_state_dict(
         The load report.
 
     Raises:
-        ValueError: mismatching keys (strict) or shapes; nothing is loaded then.
+        ValueError: mismatching keys (strict) or shapes; a ``WeightValuesError`` for integer tensors in floating-point
+            weights or NaN / inf values; nothing is loaded then.
     """
     source = describe_source(state_dict_or_path)
     is_resnet = any(name.startswith("layer4.") for name, _ in body.named_parameters())
