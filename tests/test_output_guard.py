@@ -126,12 +126,17 @@ def test_predict_output_that_is_a_file_is_one_line(runs: Path, photos: Path, cap
     assert config.read_bytes() == before
 
 
-def test_a_project_name_over_the_file_system_limit_is_one_line(runs: Path, photos: Path, tmp_path: Path, capsys):
+def test_a_project_name_over_the_file_system_limit_is_one_line(runs: Path, photos: Path, tiny_shapes: Path,
+                                                               tmp_path: Path, capsys):
     project = tmp_path / ("p" * 256)
     line = refused(["predict", f"checkpoint={runs / 'a' / 'best.pt'}", f"source={photos}", f"project={project}"],
                    capsys)
-    assert line.startswith(f"visiontune predict: error: project={project}: the name pppppppppppppppppppppppp... is "
-                           "256 bytes; the file system allows at most 255 per file or folder name")
+    assert line == (f"visiontune predict: error: project={project}: the name pppppppppppppppppppppppp... is 256 "
+                    "bytes; the file system allows at most 255 per file or folder")
+    line = refused(["train", "task=classification", f"data.root={tiny_shapes}", f"project={project}", "name=long",
+                    "resume=true"], capsys)
+    assert line == (f"visiontune train: error: the run folder {project / 'classification' / 'long'}: the name "
+                    "pppppppppppppppppppppppp... is 256 bytes; the file system allows at most 255 per file or folder")
 
 
 def test_predict_into_its_own_run_folder_is_allowed(runs: Path, photos: Path, capsys):

@@ -92,13 +92,24 @@ def mark_run_dir(folder: str | Path) -> None:
 
 
 def _numbered(base: Path, name: str) -> list[tuple[int, Path]]:
+    """The existing runs ``base/name[-N]`` as ``(N, folder)``, in order.
+
+    Raises:
+        RunDirError: ``base/name`` has a name over the file system's limit, or ``base`` cannot be read.
+    """
+    too_long = name_too_long(base / name)
+    if too_long:
+        raise RunDirError(f"the run folder {base / name}: {too_long}")
     pattern = re.compile(rf"^{re.escape(name)}(?:-(\d+))?$")
     runs = []
-    if base.is_dir():
-        for child in base.iterdir():
-            match = pattern.match(child.name)
-            if match and child.is_dir():
-                runs.append((int(match.group(1) or 1), child))
+    try:
+        if base.is_dir():
+            for child in base.iterdir():
+                match = pattern.match(child.name)
+                if match and child.is_dir():
+                    runs.append((int(match.group(1) or 1), child))
+    except OSError as error:
+        raise RunDirError(f"cannot read the folder {base}: {error.strerror or error}") from None
     return sorted(runs)
 
 
@@ -112,10 +123,7 @@ def new_run_dir(base: str | Path, name: str) -> Path:
     """
     base = Path(base)
     check_run_name(name)
-    try:
-        runs = _numbered(base, name)
-    except OSError as error:  # e.g. a folder name over the file system's limit
-        raise RunDirError(f"cannot create the run folder {base / name}: {error.strerror or error}") from None
+    runs = _numbered(base, name)
     number = runs[-1][0] + 1 if runs else 1
     while True:
         path = base / (name if number == 1 else f"{name}-{number}")
@@ -134,7 +142,11 @@ def new_run_dir(base: str | Path, name: str) -> Path:
 
 
 def newest_run_dir(base: str | Path, name: str) -> Path | None:
-    """The highest-numbered existing run ``base/name[-N]``, or ``None``."""
+    """The highest-numbered existing run ``base/name[-N]``, or ``None``.
+
+    Raises:
+        RunDirError: a name over the file system's limit, or ``base`` cannot be read.
+    """
     runs = _numbered(Path(base), check_run_name(name))
     return runs[-1][1] if runs else None
 
@@ -176,17 +188,27 @@ def _named(key: str, output: Path) -> str:
     return f"{key} {output}" if key.startswith("-") else f"{key}={output}"
 
 
-def _check_kind(output: Path, named: str, writes: Literal["file", "folder"], command: str) -> None:
-    """``output`` is (or can become) what the command writes: a folder, or a file; no name over the limit."""
-    existing = next((folder for folder in (output, *output.parents) if os.path.lexists(folder)), Path("/"))
+def name_too_long(path: str | Path) -> str | None:
+    """Why ``path`` cannot be created when one of its names is over the file system's limit (``PC_NAME_MAX`` of
+    its nearest existing folder, else :data:`NAME_MAX` bytes); ``None`` when every name fits."""
+    path = Path(path)
+    existing = next((folder for folder in (path, *path.parents) if os.path.lexists(folder)), Path("/"))
     try:
         limit = os.pathconf(existing if existing.is_dir() else existing.parent, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
         limit = NAME_MAX
-    for part in output.parts:
-        if len(os.fsencode(part)) > limit:
-            raise OutputPathError(f"{named}: the name {part[:24]}... is {len(os.fsencode(part))} bytes; the "
-                                  f"file system allows at most {limit} per file or folder name")
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > limit:
+            return f"the name {part[:24]}... is {size} bytes; the file system allows at most {limit} per file or folder"
+    return None
+
+
+def _check_kind(output: Path, named: str, writes: Literal["file", "folder"], command: str) -> None:
+    """``output`` is (or can become) what the command writes: a folder, or a file; no name over the limit."""
+    too_long = name_too_long(output)
+    if too_long:
+        raise OutputPathError(f"{named}: {too_long}")
     if writes == "folder" and output.exists() and not output.is_dir():
         raise OutputPathError(f"{named} is a file: {command} writes its files into a folder; give a folder "
                               "(it is created when missing)")
