@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from visiontune.data.coco import CocoFormatError, check_coco_data, parse_coco_in
 from visiontune.data.image_check import check_classification_sources, inspect_image
 from visiontune.data.sources import collect_images
 from visiontune.data.widerface import WiderFaceFormatError, parse_retinaface_labels
-from visiontune.tasks.classification import ClassificationTask
+from visiontune.tasks.classification import ClassificationTask, collect_prediction_inputs
 from visiontune.utils.image import EXIF_ORIENTATION
 
 COLOURS = ((200, 30, 30), (30, 200, 30), (30, 30, 200))
@@ -89,6 +90,24 @@ def test_a_named_pipe_in_a_class_folder_is_skipped_never_opened(tmp_path: Path, 
                                                                      f"regular file: {pipe}"):
         read_csv_list(listing)
     assert inspect_image(pipe).message == "a named pipe, not a regular file (never opened)"
+
+
+def test_prediction_inputs_skip_or_refuse_a_named_pipe(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    root = image_folder(tmp_path)
+    pipe = root / "val" / "cat" / "f.jpg"
+    os.mkfifo(pipe)
+    (root / "val" / "dog" / "notes.txt").write_text("taken in 2020\n")
+    listing = root / "listing.csv"
+    listing.write_text("path,label\nval/cat/0.png,cat\nval/cat/f.jpg,cat\n")
+    with fails_instead_of_hanging(), caplog.at_level(logging.WARNING):
+        items = collect_prediction_inputs(str(root / "val"), ["cat", "dog"])
+        with pytest.raises(ValueError, match=f"listing.csv:3: image is a named pipe, not a regular file: {pipe}$"):
+            collect_prediction_inputs(str(listing), ["cat", "dog"])
+    assert len(items) == 6 and pipe not in [path for path, _ in items]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{root / 'val' / 'cat'}: skipped 1 file(s) that are a named pipe, not regular files, e.g. {pipe}",
+        f"{root / 'val' / 'dog'}: skipped 1 file(s) with an extension other than .jpg, .jpeg, .png, .bmp, .webp, "
+        f".tif, .tiff, .ppm, .pgm, .gif, e.g. {root / 'val' / 'dog' / 'notes.txt'}"]
 
 
 def test_training_data_and_check_data_name_a_named_pipe_and_a_gif(tmp_path: Path, capsys: pytest.CaptureFixture,
@@ -242,7 +261,8 @@ def test_coco_named_pipe_is_never_opened(tmp_path: Path):
     with fails_instead_of_hanging():
         report = check_coco_data(tmp_path / "images", annotation_file)
         assert report.problems == [f"{pipe}: file is a named pipe, not a regular file (image id 2)"]
-        with pytest.raises(ValueError, match=f"image file is a named pipe, not a regular file: {pipe} \\(image id 2\\)"):
+        expected = f"image file is a named pipe, not a regular file: {pipe} (image id 2)"
+        with pytest.raises(ValueError, match=re.escape(expected)):
             CocoInstanceDataset(tmp_path / "images", annotation_file)[1]
 
 

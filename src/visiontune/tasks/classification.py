@@ -535,7 +535,14 @@ def collect_prediction_inputs(source: str, class_names: list[str], *, images_dir
             reader = csv.DictReader(stream)
             if reader.fieldnames is None or "path" not in reader.fieldnames:
                 raise ValueError(f"{path}: expected a CSV header with a 'path' column (and optionally 'label')")
-            return [((path.parent / row["path"]), row.get("label") or None) for row in reader]
+            rows: list[tuple[Path, str | None]] = []
+            for row in reader:
+                image = path.parent / (row["path"] or "")
+                problem = file_problem(image)
+                if problem is not None:
+                    raise ValueError(f"{path}:{reader.line_num}: {problem}")
+                rows.append((image, row.get("label") or None))
+            return rows
     if path.is_file() and images_dir is not None and _is_annotation_list(path, images_dir, image_ext):
         return _annotation_list_items(path, images_dir, image_ext)
     if path.is_file():
@@ -544,8 +551,9 @@ def collect_prediction_inputs(source: str, class_names: list[str], *, images_dir
             if line.strip():
                 image = Path(line.strip())
                 image = image if image.is_absolute() else path.parent / image
-                if not image.is_file():
-                    raise ValueError(f"{path}:{number}: image not found: {image}")
+                problem = file_problem(image)
+                if problem is not None:
+                    raise ValueError(f"{path}:{number}: {problem}")
                 items.append((image, None))
         return items
     subfolders = sorted(child for child in path.iterdir() if child.is_dir())
