@@ -114,3 +114,8 @@ def test_links_that_stay_inside_are_followed(tmp_path: Path):
     linked.symlink_to(out, target_is_directory=True)
     assert safe_output_names(linked, ["alias/v.jpg"], source="src", suffixes=(".json",)) == [
         PurePosixPath("alias/v")]
+
+
+def test_a_file_where_a_folder_is_wanted_is_left_to_the_writer(tmp_path: Path):
+    (tmp_path / "sub").write_text("a file")
+    assert safe_output_names(tmp_path, ["sub/v.jpg"], source="src", suffixes=(".json",)) == [PurePosixPath("sub/v")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path, PurePath, PurePosixPath
 
@@ -126,24 +127,31 @@ def safe_output_names(output_dir: str | Path, names: Sequence[str | PurePath], *
 
 def _refuse_links_out(output_dir: Path, names: Sequence[PurePosixPath], suffixes: Sequence[str]) -> None:
     """Raise ``ValueError`` when a folder or file ``output_dir / f"{name}{suffix}"`` would reach through a symbolic
-    link leading outside ``output_dir`` (links that stay inside are followed)."""
-    root = Path(os.path.realpath(output_dir))
-    checked: set[PurePosixPath] = set()
+    link leading outside ``output_dir`` (links that stay inside are followed). Files are looked at only in folders
+    that exist."""
+    base, root = os.fspath(output_dir), os.path.realpath(output_dir)
+    folders = {PurePosixPath("."): os.path.isdir(base)}  # checked folder -> whether it exists
     for name in names:
         for parent in reversed(name.parents):
-            if parent in checked or parent == PurePosixPath("."):
-                continue
-            checked.add(parent)
-            _refuse_link(output_dir / parent, root, output_dir)
-        for suffix in suffixes:
-            _refuse_link(output_dir / f"{name}{suffix}", root, output_dir)
+            if parent not in folders:
+                folders[parent] = folders[parent.parent] and _refuse_link(os.path.join(base, str(parent)), root,
+                                                                          output_dir)
+        if folders[name.parent]:
+            stem = os.path.join(base, str(name))
+            for suffix in suffixes:
+                _refuse_link(stem + suffix, root, output_dir)
 
 
-def _refuse_link(path: Path, root: Path, output_dir: Path) -> None:
-    """Raise ``ValueError`` when ``path`` is a symbolic link whose target is outside ``root``."""
-    if not path.is_symlink():
-        return
-    target = Path(os.path.realpath(path))
-    if target != root and root not in target.parents:
-        raise ValueError(f"{path} is a symbolic link to {target}, outside the output folder {output_dir}: "
-                         "remove the link or choose another output folder")
+def _refuse_link(path: str, root: str, output_dir: Path) -> bool:
+    """Raise ``ValueError`` when ``path`` is a symbolic link whose target is outside ``root`` (a real path); return
+    whether ``path`` exists (as a link or not)."""
+    try:
+        is_link = stat.S_ISLNK(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):  # a file where a folder is wanted: the write says so
+        return False
+    if is_link:
+        target = os.path.realpath(path)
+        if target != root and not target.startswith(root.rstrip(os.sep) + os.sep):
+            raise ValueError(f"{path} is a symbolic link to {target}, outside the output folder {output_dir}: "
+                             "remove the link or choose another output folder")
+    return True
