@@ -9,12 +9,13 @@ from visiontune.export import ExportOptions, ParityError, export_checkpoint
 from visiontune.export import exporter as exporter_module
 from visiontune.export.parity import (
     DetectionOutputs,
-    compare_masks,
+    ParityCheck,
     compare_output,
     compare_outputs,
     format_parity,
     match_detections,
     parity_failure_message,
+    tolerance_text,
 )
 from visiontune.utils.boxes import box_iou
 
@@ -44,8 +45,9 @@ def test_integer_outputs_must_be_equal_and_shapes_must_match():
     assert not nan_moved.ok and nan_moved.problem == "NaN or infinite values differ from PyTorch's"
 
 
-NAMES = ["boxes", "labels", "scores", "masks"]
-DETECTIONS = DetectionOutputs(boxes="boxes", labels="labels", scores="scores", masks="masks", min_score=0.5)
+NAMES = ["boxes", "labels", "scores", "mask_probabilities"]
+DETECTIONS = DetectionOutputs(boxes="boxes", labels="labels", scores="scores", masks="mask_probabilities",
+                              min_score=0.5)
 
 
 def detection_set():
@@ -99,79 +101,59 @@ def test_a_missing_or_different_confident_detection_fails():
     assert different.outputs[2].max_abs_diff == pytest.approx(0.1)
 
 
-def _disc_masks(size: int = 64) -> np.ndarray:
-    """Mask probabilities of two instances: a 30x24 rectangle and a disc of radius 9, soft edges."""
-    yy, xx = np.mgrid[:size, :size].astype(np.float32)
-    rectangle = ((xx >= 10) & (xx < 34) & (yy >= 12) & (yy < 42)).astype(np.float32) * 0.9
-    disc = np.clip(9.5 - np.hypot(xx - 46, yy - 20), 0, 1).astype(np.float32)
-    return np.stack([rectangle, disc])[:, None]
-
-
-def mask_detection_set():
-    boxes = np.array([[10, 12, 34, 42], [37, 11, 55, 29]], dtype=np.float32)
-    return [boxes, np.array([1, 2]), np.array([0.9, 0.8], dtype=np.float32), _disc_masks()]
-
-
-def test_a_mask_pasted_one_pixel_shorter_passes():
-    reference = mask_detection_set()
+def test_mask_probabilities_are_compared_with_an_absolute_tolerance():
+    reference = detection_set()
     actual = [output.copy() for output in reference]
-    actual[3][0, 0, 41, :] = 0.0  # the rectangle pasted one row shorter (its box corner on a pixel edge)
-    actual[3][1, 0, :, 55] = 0.0  # the disc one column narrower
-    check = compare_outputs(NAMES, reference, actual, tolerance=1e-3, input_shape=(3, 64, 64), detections=DETECTIONS)
+    actual[3][0, 0, 1, 1] += 5e-4  # one probability of a confident detection
+    tolerances = {"boxes": 1e-3, "labels": 1e-3, "scores": 1e-3, "mask_probabilities": 1e-4}
+    check = compare_outputs(NAMES, reference, actual, tolerance=tolerances, input_shape=(3, 64, 64),
+                            detections=DETECTIONS)
     masks = check.outputs[3]
-    assert masks.max_abs_diff == pytest.approx(0.9)  # the old "max pixel difference <= 1e-2" check fails here
-    assert check.ok, format_parity([check])
-    assert masks.mask.ious[0] == pytest.approx(29 / 30)  # below 0.99, but only the edge row differs
-    assert masks.mask.beyond_edge == [0, 0]
-    assert masks.mask.differing[0] == pytest.approx(24 / 64 ** 2)
-    table = format_parity([check])
-    assert "mask IoU min 0.9667" in table and "differing pixels max 0.586%" in table
-    assert masks.as_dict()["mask"]["ious"][1] == masks.mask.ious[1]
-    # a large instance: a one-pixel-shorter paste keeps IoU >= 0.99 outright
-    large = np.zeros((1, 1, 200, 200), np.float32)
-    large[0, 0, 20:180, 20:180] = 1.0
-    shorter = large.copy()
-    shorter[0, 0, 179] = 0.0
-    result = compare_masks("masks", large, shorter, threshold=0.5, min_iou=0.99, edge_pixels=0)
-    assert result.ok and result.mask.ious[0] == pytest.approx(159 / 160)
+    assert masks.scale == 1.0 and masks.allowed == pytest.approx(1e-4)  # not relative to the largest value (0.69)
+    assert masks.max_abs_diff == pytest.approx(5e-4, rel=1e-3) and not check.ok
+    assert [output.ok for output in check.outputs] == [True, True, True, False]
+    assert check.outputs[1].tolerance is None and check.outputs[0].tolerance == 1e-3
+    passing = compare_outputs(NAMES, reference, actual, tolerance=1e-3, input_shape=(3, 64, 64),
+                              detections=DETECTIONS)
+    assert passing.ok and passing.outputs[3].allowed == pytest.approx(1e-3)
+    assert passing.outputs[3].as_dict()["tolerance"] == 1e-3
+    with pytest.raises(KeyError):
+        compare_outputs(NAMES, reference, actual, tolerance={"boxes": 1e-3}, input_shape=(3, 64, 64),
+                        detections=DETECTIONS)
 
 
-def test_a_wrong_mask_fails_naming_the_instance_and_its_iou():
-    reference = mask_detection_set()
-    shifted = [output.copy() for output in reference]
-    shifted[3][0] = np.roll(reference[3][0], 4, axis=2)  # the rectangle shifted by 4 pixels
-    check = compare_outputs(NAMES, reference, shifted, tolerance=1e-3, input_shape=(3, 64, 64), detections=DETECTIONS)
-    assert not check.ok
-    assert check.outputs[3].mask.ious[0] == pytest.approx(20 / 28)
-    message = parity_failure_message([check], tolerance=1e-3)
-    assert ("output 'masks' on input 3x64x64: mask of detection 0 (label 1, score 0.900): IoU 0.7143 < 0.99 and "
-            "174 differing pixel(s) more than 1 pixel(s) from the mask edge (5.859% of the pixels differ") in message
-    assert "detection 1" not in message
-    assert "FAIL" in format_parity([check])
-
-    swapped = [output.copy() for output in reference]
-    swapped[3] = reference[3][::-1].copy()  # each detection carries the other instance's mask
-    check = compare_outputs(NAMES, reference, swapped, tolerance=1e-3, input_shape=(3, 64, 64), detections=DETECTIONS)
-    assert not check.ok and check.outputs[3].mask.ious == [0.0, 0.0]
-    message = parity_failure_message([check], tolerance=1e-3)
-    assert "mask of detection 0 (label 1, score 0.900): IoU 0.0000" in message
-    assert "mask of detection 1 (label 2, score 0.800): IoU 0.0000" in message
-
-
-def test_masks_are_binarised_before_comparing():
-    reference = mask_detection_set()
+def test_the_failure_message_names_the_tolerance_that_accepts_the_differences():
+    reference = detection_set()
     actual = [output.copy() for output in reference]
-    actual[3] = np.where(reference[3] > 0.5, reference[3] - 0.04, reference[3] * 0.9)  # no pixel crosses 0.5
-    check = compare_outputs(NAMES, reference, actual, tolerance=1e-3, input_shape=(3, 64, 64), detections=DETECTIONS)
-    assert check.ok and check.outputs[3].mask.ious == [1.0, 1.0] and check.outputs[3].mask.differing == [0.0, 0.0]
-    assert check.outputs[3].max_abs_diff == pytest.approx(0.05, abs=1e-6)  # reported, not judged
-    # an empty PyTorch mask has no edge: any pixel ONNX Runtime adds is a real difference
-    empty = [output.copy() for output in reference]
-    empty[3][1] = 0.0
-    gained = [output.copy() for output in empty]
-    gained[3][1, 0, 5, 5] = 0.9
-    check = compare_outputs(NAMES, empty, gained, tolerance=1e-3, input_shape=(3, 64, 64), detections=DETECTIONS)
-    assert not check.ok and check.outputs[3].mask.ious == [1.0, 0.0] and check.outputs[3].mask.beyond_edge[1] == 1
+    actual[3][1] += 3.14e-4
+    actual[0][0] += 0.02  # boxes: 0.02 / scale 30 = 6.7e-4 relative
+    tolerances = {"boxes": 1e-4, "labels": 1e-4, "scores": 1e-4, "mask_probabilities": 1e-4}
+    check = compare_outputs(NAMES, reference, actual, tolerance=tolerances, input_shape=(3, 64, 64),
+                            detections=DETECTIONS)
+    message = parity_failure_message([check])
+    assert ("output 'mask_probabilities' on input 3x64x64: max abs difference 3.140e-04 > allowed 1.000e-04 "
+            "(tolerance 0.0001 x scale 1)") in message
+    assert "output 'boxes' on input 3x64x64: max abs difference 2.000e-02 > allowed 3.000e-03" in message
+    assert message.endswith("Nothing was written. tolerance=0.00067 accepts these numeric differences (it applies "
+                            "to every compared output); raise it only if they are acceptable.")
+    assert compare_outputs(NAMES, reference, actual, tolerance=6.7e-4, input_shape=(3, 64, 64),
+                           detections=DETECTIONS).ok
+    assert not compare_outputs(NAMES, reference, actual, tolerance=6.6e-4, input_shape=(3, 64, 64),
+                               detections=DETECTIONS).ok
+    # no tolerance brings back a missing detection: the message offers none for it
+    missing = compare_outputs(NAMES, reference, [output[[0, 2, 3]] for output in reference], tolerance=1.0,
+                              input_shape=(3, 64, 64), detections=DETECTIONS)
+    message = parity_failure_message([missing])
+    assert "tolerance=" not in message
+    assert message.endswith("Nothing was written. no tolerance changes the failures of detections.")
+    shape = compare_output("logits", np.zeros((1, 3), np.float32), np.zeros((1, 4), np.float32), tolerance=1.0)
+    assert "tolerance=" not in parity_failure_message([ParityCheck((1, 3, 32, 32), outputs=[shape])])
+
+
+@pytest.mark.parametrize("needed, text", [(3.14e-4, "0.00032"), (6.0e-4, "0.0006"), (9.96e-3, "0.01"),
+                                          (2.0, "2"), (123.4, "1.3e+02"), (0.0, "0")])
+def test_tolerance_text_rounds_up_to_two_digits(needed, text):
+    assert tolerance_text(needed) == text and float(text) >= needed
 
 
 def test_half_export_with_zero_tolerance_fails_and_writes_nothing(classification_checkpoint, tmp_path):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from visiontune.utils.lazy import lazy_attributes
 
 _LAZY = {
-    "ExportOptions": "visiontune.export.exporter",
+    "ExportOptions": "visiontune.export.options",
     "ExportResult": "visiontune.export.exporter",
     "export_checkpoint": "visiontune.export.exporter",
     "export_model": "visiontune.export.exporter",

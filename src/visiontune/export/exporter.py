@@ -32,6 +32,7 @@ from torch import nn
 from visiontune import __version__
 from visiontune.export._dependencies import import_onnx, import_onnxruntime
 from visiontune.export.metadata import ExportMetadata, json_safe_meta
+from visiontune.export.options import DEFAULT_OPSET, FLOAT_TOLERANCE, HALF_TOLERANCE, MIN_OPSET, ExportOptions
 from visiontune.export.parity import (
     ParityCheck,
     ParityError,
@@ -44,83 +45,12 @@ from visiontune.export.specs import ExportSpec, build_export_spec
 from visiontune.utils.files import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from visiontune.config import ExportConfig
     from visiontune.tasks.base import Task
 
-__all__ = ["ExportOptions", "ExportResult", "export_checkpoint", "export_model", "model_from_checkpoint"]
+__all__ = ["DEFAULT_OPSET", "FLOAT_TOLERANCE", "HALF_TOLERANCE", "MIN_OPSET", "ExportOptions", "ExportResult",
+           "export_checkpoint", "export_model", "model_from_checkpoint"]
 
 logger = logging.getLogger(__name__)
-
-FORMATS = ("onnx",)
-DEFAULT_OPSET = 17
-MIN_OPSET = 11
-"""Oldest opset accepted: torchvision's detection models need 11 (dynamic ``Resize``, ``NonMaxSuppression``)."""
-FLOAT_TOLERANCE = 1e-3
-"""Default parity tolerance for float32 graphs, relative to each output's scale."""
-HALF_TOLERANCE = 2e-2
-"""Default parity tolerance for float16 graphs (compared with the float32 PyTorch model)."""
-
-
-@dataclass
-class ExportOptions:
-    """How to export.
-
-    Attributes:
-        format: ``"onnx"`` (the only format so far).
-        dynamic: dynamic batch size, and for the detectors dynamic image height and width; else every axis is
-            fixed to the example input's.
-        opset: ONNX opset of the default domain.
-        half: float16 weights and input (outputs stay float32); checked against the float32 model.
-        softmax: classification: output softmax probabilities instead of logits.
-        decode: face detection: decode the priors in the graph (boxes, scores, landmarks in pixels) instead of
-            returning the raw head outputs. NMS stays outside the graph.
-        tolerance: parity tolerance relative to each output's scale; None: 1e-3 (float32) or 2e-2 (``half``).
-        input_size: ``(height, width)`` of the example input for the detection tasks (default 480x640);
-            classification always uses ``data.image_size``.
-        sample: an image or folder of images for the parity check; None: synthetic images.
-    """
-
-    format: str = "onnx"
-    dynamic: bool = True
-    opset: int = DEFAULT_OPSET
-    half: bool = False
-    softmax: bool = False
-    decode: bool = False
-    tolerance: float | None = None
-    input_size: tuple[int, int] | None = None
-    sample: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"format: {self.format!r} is not supported; use one of {', '.join(FORMATS)}")
-        if not isinstance(self.opset, int) or self.opset < MIN_OPSET:
-            raise ValueError(f"opset: expected an integer >= {MIN_OPSET}, got {self.opset!r}")
-        if self.tolerance is not None and not self.tolerance >= 0:
-            raise ValueError(f"tolerance: expected a number >= 0, got {self.tolerance!r}")
-        if self.input_size is not None:
-            if len(self.input_size) != 2 or any(int(size) < 32 for size in self.input_size):
-                raise ValueError(f"input_size: expected (height, width), both >= 32, got {self.input_size!r}")
-            self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
-
-    @classmethod
-    def from_config(cls, config: ExportConfig) -> ExportOptions:
-        """The options of the config's ``export`` section (``visiontune export``, ``export.*`` keys).
-
-        Raises:
-            ValueError: an option is invalid (the message names it).
-        """
-        from visiontune.config import parse_image_size
-
-        return cls(format=config.format, dynamic=config.dynamic, opset=config.opset, half=config.half,
-                   softmax=config.softmax, decode=config.decode, tolerance=config.tolerance,
-                   input_size=parse_image_size("export.input_size", config.input_size), sample=config.sample)
-
-    @property
-    def resolved_tolerance(self) -> float:
-        """``tolerance``, or the default for the precision."""
-        if self.tolerance is not None:
-            return float(self.tolerance)
-        return HALF_TOLERANCE if self.half else FLOAT_TOLERANCE
 
 
 @dataclass
@@ -233,11 +163,11 @@ def export_model(task: Task, model: nn.Module, output: str | Path, *, options: E
     onnx.checker.check_model(graph)
     metadata = _metadata(task, spec, options, stored_config)
     onnx.helper.set_model_props(graph, metadata.to_props())
-    tolerance = options.resolved_tolerance
-    checks = run_parity(graph.SerializeToString(), spec, tolerance=tolerance)
+    tolerances = options.output_tolerances(spec.output_names, spec.default_tolerances)
+    checks = run_parity(graph.SerializeToString(), spec, tolerance=tolerances)
     logger.info("parity with PyTorch (ONNX Runtime, CPU):\n%s", format_parity(checks))
     if not all(check.ok for check in checks):
-        raise ParityError(parity_failure_message(checks, tolerance=tolerance))
+        raise ParityError(parity_failure_message(checks))
     if spec.detections is not None and not any(check.compared_detections for check in checks):
         logger.warning("no detection scored >= %g on the parity inputs, so only the output shapes were compared; "
                        "pass sample= with images that contain objects the model finds", spec.detections.min_score)
@@ -302,13 +232,14 @@ def cpu_session(model: bytes | str | Path) -> Any:
     return ort.InferenceSession(source, sess_options=session_options, providers=["CPUExecutionProvider"])
 
 
-def run_parity(model: bytes, spec: ExportSpec, *, tolerance: float) -> list[ParityCheck]:
+def run_parity(model: bytes, spec: ExportSpec, *, tolerance: float | Mapping[str, float]) -> list[ParityCheck]:
     """Run the graph (ONNX Runtime, CPU) and the float32 PyTorch module on every parity input and compare.
 
     Args:
         model: the serialized ONNX model.
         spec: the export recipe (reference module, inputs, output names).
-        tolerance: relative tolerance (see :func:`visiontune.export.parity.compare_output`).
+        tolerance: relative tolerance of every output, or one per output name (see
+            :func:`visiontune.export.parity.compare_output`).
 
     Returns:
         One :class:`ParityCheck` per parity input.

@@ -16,7 +16,8 @@ Every value is a string; structured values are JSON. The keys:
 ``input_dtype``        ``float32`` or ``float16``
 ``preprocessing``      JSON: colour order, value range, mean/std (or BGR mean) the input must have
 ``output_names``       JSON list of the graph outputs, in order
-``output_kind``        what the outputs are (``logits``, ``probabilities``, ``retinaface_raw``, ...)
+``output_kind``        what the outputs are and how to post-process them (``logits``, ``probabilities``,
+                       ``retinaface_raw``, ``retinaface_decoded``, :data:`MASKRCNN_ROI_MASKS`, ...)
 ``exporter``           exporter and versions, e.g. ``torch.onnx TorchScript (torch 2.5.0)``
 ``opset``              ONNX opset of the default domain
 ``parity``             JSON list of the parity checks run at export (input shape, per-output differences)
@@ -35,6 +36,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FORMAT_VERSION = "1"
+
+MASKRCNN_ROI_MASKS = "maskrcnn_roi_masks"
+"""``output_kind`` of a Mask R-CNN graph with outputs ``boxes [N, 4]``, ``labels [N]``, ``scores [N]`` and
+``mask_probabilities [N, 1, M, M]``: the host pastes the masks into the image with
+:func:`visiontune.models.maskrcnn.paste_masks`, as the PyTorch model does."""
+MASKRCNN_PASTED_MASKS = "maskrcnn_detections"
+"""``output_kind`` of the older Mask R-CNN graphs that paste in the graph: outputs ``boxes``, ``labels``,
+``scores`` and ``masks [N, 1, H, W]`` (torchvision's traced paste, which can put a mask edge one pixel off)."""
 
 _JSON_KEYS = ("config", "task_meta", "class_names", "input_shape", "input_size", "preprocessing", "output_names",
               "parity")

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from visiontune.export._dependencies import import_onnxruntime
-from visiontune.export.metadata import ExportMetadata
+from visiontune.export.metadata import MASKRCNN_PASTED_MASKS, MASKRCNN_ROI_MASKS, ExportMetadata
 
 if TYPE_CHECKING:
     from visiontune.config import FaceConfig
@@ -188,26 +188,52 @@ class OnnxClassifier(nn.Module):
         return [{"logits": row} for row in logits]
 
 
+MASKRCNN_LAYOUTS: dict[str, list[str]] = {
+    MASKRCNN_ROI_MASKS: ["boxes", "labels", "scores", "mask_probabilities"],
+    MASKRCNN_PASTED_MASKS: ["boxes", "labels", "scores", "masks"],
+}
+"""Mask R-CNN ``output_kind`` -> the graph outputs it has, in order."""
+
+
 class OnnxMaskRCNN(nn.Module):
     """A Mask R-CNN graph behind torchvision's detection contract (eval mode).
 
     ``model(images: list[Tensor[3, H, W]])`` returns one dict per image with ``boxes`` float32 ``[N, 4]`` xyxy
-    pixels, ``labels`` int64 ``[N]``, ``scores`` float32 ``[N]`` and ``masks`` float32 ``[N, 1, H, W]``.
+    pixels, ``labels`` int64 ``[N]``, ``scores`` float32 ``[N]`` and ``masks`` float32 ``[N, 1, H, W]``. A graph of
+    :data:`~visiontune.export.metadata.MASKRCNN_ROI_MASKS` returns each detection's mask probabilities in its box
+    frame, pasted here with :func:`~visiontune.models.maskrcnn.paste_masks` (the PyTorch model's paste); an older
+    graph of :data:`~visiontune.export.metadata.MASKRCNN_PASTED_MASKS` pasted them itself (a warning says so).
+
+    Raises:
+        ValueError: the graph's ``output_kind`` or outputs are not a Mask R-CNN layout this version reads.
     """
 
     def __init__(self, model: OnnxModel) -> None:
         super().__init__()
+        kind, names = model.metadata.output_kind, model.output_names
+        if MASKRCNN_LAYOUTS.get(kind) != names:
+            raise ValueError(f"{model.path}: output_kind {kind!r} with outputs {names} is not a Mask R-CNN layout "
+                             f"this visiontune reads ({MASKRCNN_ROI_MASKS!r} with outputs "
+                             f"{', '.join(MASKRCNN_LAYOUTS[MASKRCNN_ROI_MASKS])}); export the checkpoint again with "
+                             "`visiontune export checkpoint=...`")
+        if kind == MASKRCNN_PASTED_MASKS:
+            logger.warning("%s pastes its masks in the graph (an export of an older visiontune), so mask edges may "
+                           "lie a pixel off PyTorch's; export the checkpoint again for PyTorch's masks", model.path)
         self.onnx_model = model
+        self.pastes_masks = kind == MASKRCNN_ROI_MASKS
         self.eval()
 
     def forward(self, images: list[Tensor] | Tensor, targets: Any = None) -> list[dict[str, Tensor]]:
         if self.training:
             raise ValueError("an ONNX model cannot be trained; call .eval()")
+        from visiontune.models.maskrcnn import paste_masks
+
         detections = []
         for image in images:
-            outputs = self.onnx_model.run(image)
-            detections.append({name: torch.from_numpy(array) for name, array in
-                               zip(("boxes", "labels", "scores", "masks"), outputs)})
+            boxes, labels, scores, masks = (torch.from_numpy(array) for array in self.onnx_model.run(image))
+            if self.pastes_masks:
+                masks = paste_masks(masks, boxes, (int(image.shape[-2]), int(image.shape[-1])))
+            detections.append({"boxes": boxes, "labels": labels, "scores": scores, "masks": masks})
         return detections
 
 

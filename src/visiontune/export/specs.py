@@ -11,7 +11,7 @@ face_detection         ``images [B, 3, H, W]``   ``loc [B, P, 4]``, ``conf [B, P
                                                  ``decode=true``: ``boxes [B, P, 4]``, ``scores [B, P]``,
                                                  ``landmarks [B, P, 10]`` in pixels
 instance_segmentation  ``image [3, H, W]``       ``boxes [N, 4]``, ``labels [N]``, ``scores [N]``,
-                                                 ``masks [N, 1, H, W]``
+                                                 ``mask_probabilities [N, 1, 28, 28]`` (pasted on the host)
 =====================  ========================  ==================================================================
 """
 
@@ -30,18 +30,24 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from visiontune.export.metadata import MASKRCNN_ROI_MASKS
+from visiontune.export.options import ExportOptions
 from visiontune.export.parity import DetectionOutputs
 from visiontune.export.samples import sample_photos
 from visiontune.registry import suggest
 
 if TYPE_CHECKING:
-    from visiontune.export.exporter import ExportOptions
     from visiontune.tasks.base import Task
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DETECTION_SIZE: tuple[int, int] = (480, 640)
 """``(height, width)`` of the example input for the detection tasks when ``input_size`` is not given."""
+MASK_PROBABILITIES = "mask_probabilities"
+"""Name of the Mask R-CNN output with each detection's unpasted mask probabilities."""
+MASK_PROBABILITY_TOLERANCE = 1e-4
+"""Default parity tolerance of the mask probabilities (absolute: probabilities have scale 1). A mask pixel is
+foreground above ``segmentation.mask_thresh``; 1e-4 keeps pasted masks equal except for pixels that close to it."""
 
 
 @dataclass
@@ -61,6 +67,8 @@ class ExportSpec:
         preprocessing: how an image becomes the input (stored in the metadata).
         detections: for outputs that form a set of detections, which outputs they are and the score from which
             detections must match (see :mod:`visiontune.export.parity`); None for plain tensors.
+        default_tolerances: parity tolerances of some outputs when the export has no ``tolerance=`` (tighter than
+            the precision's default), by output name.
     """
 
     module: nn.Module
@@ -74,6 +82,7 @@ class ExportSpec:
     class_names: list[str] | None = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
     detections: DetectionOutputs | None = None
+    default_tolerances: dict[str, float] = field(default_factory=dict)
 
     def input_shape(self, *, dynamic: bool) -> list[int | str]:
         """Shape of the graph input, a name for each dynamic axis."""
@@ -81,7 +90,7 @@ class ExportSpec:
         return [axes.get(axis, int(size)) for axis, size in enumerate(self.example_input.shape)]
 
 
-SpecBuilder = Callable[["Task", nn.Module, "ExportOptions", Sequence[Path]], ExportSpec]
+SpecBuilder = Callable[["Task", nn.Module, ExportOptions, Sequence[Path]], ExportSpec]
 
 
 def fold_sequential_batch_norms(module: nn.Module) -> int:
@@ -229,9 +238,11 @@ def face_detection_spec(task: Task, model: nn.Module, options: ExportOptions, sa
 
 def instance_segmentation_spec(task: Task, model: nn.Module, options: ExportOptions,
                                samples: Sequence[Path]) -> ExportSpec:
-    """torchvision Mask R-CNN: ``image [3, H, W]`` RGB in [0, 1] -> boxes, labels, scores, masks of one image.
+    """torchvision Mask R-CNN: ``image [3, H, W]`` RGB in [0, 1] -> boxes, labels, scores and the unpasted mask
+    probabilities of one image (:class:`~visiontune.export.wrappers.MaskRCNNExport`).
 
-    Detections scoring at least ``segmentation.vis_thresh`` must match in the parity check.
+    Detections scoring at least ``segmentation.vis_thresh`` must match in the parity check; their mask probabilities
+    are compared with an absolute tolerance of :data:`MASK_PROBABILITY_TOLERANCE` unless ``tolerance=`` is given.
     """
     from visiontune.export.wrappers import MaskRCNNExport, MaskRCNNReference
 
@@ -251,15 +262,15 @@ def instance_segmentation_spec(task: Task, model: nn.Module, options: ExportOpti
         .permute(2, 0, 1).contiguous()
         for photo, size in zip(photos, sizes)
     ]
-    output_names = ["boxes", "labels", "scores", "masks"]
-    dynamic_axes = {"image": {1: "height", 2: "width"}, "boxes": {0: "detections"}, "labels": {0: "detections"},
-                    "scores": {0: "detections"}, "masks": {0: "detections", 2: "height", 3: "width"}}
+    output_names = ["boxes", "labels", "scores", MASK_PROBABILITIES]
+    dynamic_axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in output_names}}
     return ExportSpec(
         module=MaskRCNNExport(model), reference=MaskRCNNReference(model), input_name="image",
         output_names=output_names, example_input=parity_inputs[0], parity_inputs=parity_inputs,
-        dynamic_axes=dynamic_axes, output_kind="maskrcnn_detections", class_names=task.meta.get("class_names"),
-        detections=DetectionOutputs(boxes="boxes", labels="labels", scores="scores", masks="masks",
+        dynamic_axes=dynamic_axes, output_kind=MASKRCNN_ROI_MASKS, class_names=task.meta.get("class_names"),
+        detections=DetectionOutputs(boxes="boxes", labels="labels", scores="scores", masks=MASK_PROBABILITIES,
                                     min_score=float(task.config.segmentation.vis_thresh)),
+        default_tolerances={MASK_PROBABILITIES: MASK_PROBABILITY_TOLERANCE},
         preprocessing={"color": "RGB", "value_range": [0.0, 1.0], "layout": "CHW (one image)",
                        "inside_graph": "resize to min_size/max_size and normalisation",
                        "image_mean": [float(value) for value in transform.image_mean],

@@ -167,16 +167,19 @@ def resize_like_torchvision(image: Tensor, *, min_size: int, max_size: int,
 
 
 class MaskRCNNExport(nn.Module):
-    """A torchvision Mask R-CNN on one image, as a traceable module returning its detections as a tuple.
+    """A torchvision Mask R-CNN on one image, as a traceable module returning its detections before mask pasting.
 
-    The eval-mode forward of ``GeneralizedRCNN`` (normalise, resize, pad, backbone, RPN, RoI heads, rescale and paste
-    masks) written out with the model's own components, except for the resize, which uses
-    :func:`resize_like_torchvision` so that the graph resizes to the same size as the eager model. NMS and mask
-    pasting are part of the graph (torchvision's traceable paths).
+    The eval-mode forward of ``GeneralizedRCNN`` (normalise, resize, pad, backbone, RPN, RoI heads, rescale the
+    boxes) written out with the model's own components, except for the resize, which uses
+    :func:`resize_like_torchvision` so that the graph resizes to the same size as the eager model. NMS is part of the
+    graph; pasting the masks into the image is not: the host pastes with
+    :func:`~visiontune.models.maskrcnn.paste_masks`, the function the eager model pastes with (torchvision's traced
+    paste rounds the paste window differently and moves mask edges by a pixel).
 
     Input ``image: Tensor[3, H, W]`` float32 RGB in [0, 1]. Outputs for ``N`` detections (sorted by score):
     ``boxes: Tensor[N, 4]`` float32 xyxy pixels of the input, ``labels: Tensor[N]`` int64 (1..K),
-    ``scores: Tensor[N]`` float32, ``masks: Tensor[N, 1, H, W]`` float32 probabilities.
+    ``scores: Tensor[N]`` float32, ``mask_probabilities: Tensor[N, 1, M, M]`` float32 (M = 28: the mask of each
+    detection's label, in the frame of its box).
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -186,6 +189,7 @@ class MaskRCNNExport(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         from torchvision.models.detection.image_list import ImageList
+        from torchvision.models.detection.transform import resize_boxes
 
         transform: Any = self.model.transform  # torchvision's GeneralizedRCNNTransform
         model: Any = self.model
@@ -198,13 +202,18 @@ class MaskRCNNExport(nn.Module):
         if isinstance(features, Tensor):
             features = OrderedDict([("0", features)])
         proposals, _ = model.rpn(images, features)
-        detections, _ = model.roi_heads(features, proposals, images.image_sizes)
-        (detection,) = transform.postprocess(detections, images.image_sizes, [original_size])
-        return detection["boxes"], detection["labels"], detection["scores"], detection["masks"]
+        (detection,), _ = model.roi_heads(features, proposals, images.image_sizes)
+        boxes = resize_boxes(detection["boxes"], images.image_sizes[0], original_size)
+        return boxes, detection["labels"], detection["scores"], detection["masks"]
 
 
 class MaskRCNNReference(nn.Module):
-    """The PyTorch prediction path the Mask R-CNN graph is checked against: ``model([image])``, as a tuple."""
+    """The PyTorch prediction path the Mask R-CNN graph is checked against: ``model([image])``, as a tuple, with the
+    mask probabilities the model pasted (taken from its RoI heads) in place of the pasted masks.
+
+    Outputs as :class:`MaskRCNNExport`; the model's pasted masks equal
+    ``paste_masks(mask_probabilities, boxes, (H, W))``.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -212,5 +221,15 @@ class MaskRCNNReference(nn.Module):
         self.eval()
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        (detection,) = self.model([image])
-        return detection["boxes"], detection["labels"], detection["scores"], detection["masks"]
+        unpasted: list[Tensor] = []
+
+        def keep_mask_probabilities(module: nn.Module, inputs: Any, outputs: Any) -> None:
+            unpasted.append(outputs[0][0]["masks"])
+
+        roi_heads = cast(nn.Module, self.model.roi_heads)
+        handle = roi_heads.register_forward_hook(keep_mask_probabilities)
+        try:
+            (detection,) = self.model([image])
+        finally:
+            handle.remove()
+        return detection["boxes"], detection["labels"], detection["scores"], unpasted[0]

@@ -6,6 +6,10 @@ local file when that fails. The model keeps torchvision's contract: in train mod
 ``model(images, targets)`` returns a dict of losses; in eval mode ``model(images)`` returns one dict
 per image with ``boxes`` (float32 ``[N, 4]`` xyxy, pixels of the input image), ``labels`` (int64
 ``[N]``), ``scores`` (float32 ``[N]``) and ``masks`` (float32 ``[N, 1, H, W]`` probabilities).
+
+The mask head predicts a small square of probabilities per detection (28x28, in the frame of its box);
+:func:`paste_masks` places those into the image. The eager model pastes with it (:class:`MaskPastingTransform`), and
+so does the ONNX runtime on the mask probabilities an exported graph returns, so both give the same masks.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torchvision.models import ResNet50_Weights
 from torchvision.models.detection import (
     MaskRCNN,
@@ -26,11 +30,14 @@ from torchvision.models.detection import (
     maskrcnn_resnet50_fpn,
     maskrcnn_resnet50_fpn_v2,
 )
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from visiontune.models.loading import WeightLoadError, check_tensors_fit, read_weights, strip_prefixes
 
 __all__ = [
+    "MaskPastingTransform",
     "PretrainedWeightsUnavailableError",
     "StateDictLoadReport",
     "create_maskrcnn",
@@ -38,6 +45,7 @@ __all__ = [
     "load_backbone_weights",
     "load_detector_weights",
     "load_initial_weights",
+    "paste_masks",
     "resolve_batchnorm",
 ]
 
@@ -90,6 +98,49 @@ class StateDictLoadReport:
             parts.append(f"converted to the model's dtype {len(self.converted)} {self.converted[:5]}"
                          f"{' ...' if len(self.converted) > 5 else ''}")
         return f"{self.source}: " + ", ".join(parts)
+
+
+def paste_masks(mask_probabilities: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """Paste per-detection mask probabilities into the image, as the eager torchvision Mask R-CNN does.
+
+    torchvision's ``paste_masks_in_image`` in eager mode: each mask is padded by one pixel, its box enlarged to
+    match and truncated to integer pixels, the mask resized bilinearly to the box and placed in an empty image. (Under
+    tracing torchvision switches to another paste with its own rounding; this function is meant for eager use: the
+    PyTorch model's post-processing and the host side of an exported graph.)
+
+    Args:
+        mask_probabilities: ``Tensor[N, 1, M, M]`` float, the mask of each detection's class in its box frame.
+        boxes: ``Tensor[N, 4]`` float xyxy pixels of the image.
+        image_size: ``(height, width)`` of the image.
+
+    Returns:
+        ``Tensor[N, 1, height, width]`` float probabilities, zero outside each enlarged box.
+    """
+    return paste_masks_in_image(mask_probabilities, boxes, (int(image_size[0]), int(image_size[1])))
+
+
+class MaskPastingTransform(GeneralizedRCNNTransform):
+    """torchvision's ``GeneralizedRCNNTransform`` whose eval-mode post-processing pastes masks with
+    :func:`paste_masks` (the function the ONNX runtime pastes with): boxes are rescaled from the resized to the
+    original image size, masks ``[N, 1, M, M]`` become ``[N, 1, H, W]``."""
+
+    @classmethod
+    def like(cls, transform: GeneralizedRCNNTransform) -> MaskPastingTransform:
+        """A transform with the settings (sizes, mean, std, padding) of ``transform``."""
+        return cls(transform.min_size, transform.max_size, transform.image_mean, transform.image_std,
+                   size_divisible=transform.size_divisible, fixed_size=transform.fixed_size,
+                   _skip_resize=transform._skip_resize)
+
+    def postprocess(self, result: list[dict[str, Tensor]], image_shapes: list[tuple[int, int]],
+                    original_image_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+        """Rescale the boxes of each image's detections to its original size and paste its masks (eval mode)."""
+        if self.training:
+            return result
+        for detections, resized_size, original_size in zip(result, image_shapes, original_image_sizes):
+            detections["boxes"] = resize_boxes(detections["boxes"], resized_size, original_size)
+            if "masks" in detections:
+                detections["masks"] = paste_masks(detections["masks"], detections["boxes"], original_size)
+        return result
 
 
 def _fetch_torchvision_weights(weights: Any, *, local_argument: str) -> dict[str, torch.Tensor]:
@@ -412,6 +463,7 @@ def create_maskrcnn(
     # weights=None and weights_backbone=None: torchvision builds BatchNorm2d everywhere and downloads nothing.
     model = builder(weights=None, weights_backbone=None, num_classes=num_classes, min_size=min_size,
                     max_size=max_size, **kwargs)
+    model.transform = MaskPastingTransform.like(model.transform)
     if frozen_batchnorm and eps is not None:  # resolve_batchnorm gives an eps exactly for frozen BatchNorm
         _convert_batchnorm_to_frozen(model.backbone.body)
         _set_frozen_batchnorm_eps(model, eps)
