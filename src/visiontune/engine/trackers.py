@@ -157,6 +157,8 @@ class MLflowTracker(Tracker):
         experiment_name: The experiment; ``None``: :func:`mlflow_experiment_name`.
         run_name: The run's name; ``None``: the run folder's name.
         tags: More tags for the run.
+
+    One object per training run (it keeps its run's id in :attr:`run_id`).
     """
 
     name = "mlflow"
