@@ -366,3 +366,17 @@ def test_wider_check_data_names_rotated_images(tmp_path: Path):
     assert not has_errors
     assert (f"  note: 1 image(s) carry an EXIF orientation and are turned upright when loaded (in training, "
             f"evaluation and prediction alike), e.g. {root / 'images' / 'party' / 'phone.jpg'} (orientation 6)") in text
+
+
+def test_coco_annotation_file_with_a_byte_order_mark_or_invalid_utf8(tmp_path: Path):
+    images = [{"id": 1, "file_name": "a.png", "height": 32, "width": 32}]
+    annotation_file = coco_files(tmp_path, images=images, categories=[{"id": 1, "name": "caf\u00e9"}],
+                                 annotations=[box_annotation(1, 1, 1)])
+    text = annotation_file.read_text(encoding="utf-8").replace("\\u00e9", "\u00e9")  # a raw é, not an escape
+    annotation_file.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert parse_coco_instances(annotation_file).available_categories == {1: "caf\u00e9"}
+    annotation_file.write_bytes(b"{\n" + text[1:].encode("latin-1"))  # é as the single byte 0xe9 on line 2
+    with pytest.raises(CocoFormatError) as raised:
+        parse_coco_instances(annotation_file)
+    assert str(raised.value).startswith(f"{annotation_file}:2: not UTF-8 text: byte 0xe9 at column ")
+    assert check_coco_data(tmp_path / "images", annotation_file).problems == [str(raised.value)]

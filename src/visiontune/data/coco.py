@@ -35,7 +35,7 @@ from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from visiontune.data.validation import file_problem, fits_float32, orientation_note, repeated_names
+from visiontune.data.validation import file_problem, fits_float32, orientation_note, read_utf8_text, repeated_names
 from visiontune.utils.image import DECODE_ERRORS, TRANSPOSING_ORIENTATIONS, exif_orientation, open_rgb
 
 __all__ = [
@@ -191,20 +191,20 @@ def read_coco_json(annotation_file: str | Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: The file does not exist.
-        CocoFormatError: The file is not valid JSON (the message gives line and column) or lacks one of
-            the three lists.
+        CocoFormatError: The file is not a regular file, not UTF-8 (the message gives the line; a byte-order mark
+            is accepted), not valid JSON (the message gives line and column) or lacks one of the three lists.
     """
     path = Path(annotation_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO annotation file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_utf8_text(path, "COCO annotation file"))
     except json.JSONDecodeError as error:
         raise CocoFormatError(
             f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
         ) from error
-    except UnicodeDecodeError as error:
-        raise CocoFormatError(f"{path}: not UTF-8 text ({error})") from error
+    except FileNotFoundError:
+        raise
+    except ValueError as error:  # not a regular file, or not UTF-8 (naming the line)
+        raise CocoFormatError(str(error)) from None
     if not isinstance(data, dict):
         raise CocoFormatError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
     for key in _REQUIRED_TOP_LEVEL_KEYS:
