@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +61,33 @@ def train(config: Any, hooks: Iterable[Any] = ()) -> Any:
     from visiontune.engine.trainer import Trainer
 
     return Trainer(config, hooks=list(hooks)).fit()
+
+
+def script_metric(monkeypatch: Any, task_class: type, key: str, values: Sequence[float]) -> list[float]:
+    """Make metric ``key`` (the evaluator's name, ``top1``, ``ap``...) of every evaluator that ``task_class`` builds
+    report the scripted ``values``, one per evaluation, in order; after the last one, the last again.
+
+    The other metrics stay real. Tests about checkpoints, hooks and reports use it to force which epoch wins: a real
+    run's best epoch depends on float rounding, which differs between CPUs and kernel paths. Returns the values handed
+    out so far (the evaluations of one run, the baseline first).
+    """
+    remaining: list[float] = list(values)
+    handed: list[float] = []
+    build = task_class.build_evaluator
+
+    def scripted_build(self: Any, dataset: Any) -> Any:
+        evaluator = build(self, dataset)
+        compute = evaluator.compute
+
+        def scripted_compute() -> dict[str, float]:
+            metrics = compute()
+            if key not in metrics:
+                raise KeyError(f"the evaluator has no metric {key!r}: {sorted(metrics)}")
+            handed.append(remaining.pop(0) if remaining else handed[-1])
+            return {**metrics, key: handed[-1]}
+
+        evaluator.compute = scripted_compute
+        return evaluator
+
+    monkeypatch.setattr(task_class, "build_evaluator", scripted_build)
+    return handed
