@@ -380,3 +380,17 @@ def test_coco_annotation_file_with_a_byte_order_mark_or_invalid_utf8(tmp_path: P
         parse_coco_instances(annotation_file)
     assert str(raised.value).startswith(f"{annotation_file}:2: not UTF-8 text: byte 0xe9 at column ")
     assert check_coco_data(tmp_path / "images", annotation_file).problems == [str(raised.value)]
+
+
+def test_image_lists_with_a_byte_order_mark_or_invalid_utf8(tmp_path: Path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    listing = tmp_path / "frames.txt"
+    listing.write_bytes(b"\xef\xbb\xbfa.png\n")
+    assert collect_images(listing) == [tmp_path / "a.png"]
+    assert collect_prediction_inputs(str(listing), ["cat"]) == [(tmp_path / "a.png", None)]
+    listing.write_bytes(b"a.png\n\xff.png\n")
+    message = f"{listing}:2: not UTF-8 text: byte 0xff at column 1 (invalid start byte); save the file as UTF-8"
+    for collect in (collect_images, lambda path: collect_prediction_inputs(str(path), ["cat"])):
+        with pytest.raises(ValueError) as raised:
+            collect(listing)
+        assert str(raised.value) == message

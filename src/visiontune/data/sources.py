@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from visiontune.data.validation import SkippedFiles, file_kind, file_problem
+from visiontune.data.validation import SkippedFiles, file_kind, file_problem, read_utf8_text
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def collect_images(source: str | Path) -> list[Path]:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return [path]
     images = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_utf8_text(path, "image list").splitlines(), start=1):
         entry = line.strip()
         if not entry:
             continue

@@ -25,7 +25,7 @@ from visiontune.data.classification import (
 )
 from visiontune.data.feature_cache import FeatureDataset, cache_key, cached_features
 from visiontune.data.sources import list_image_files
-from visiontune.data.validation import file_problem
+from visiontune.data.validation import file_problem, read_utf8_text
 from visiontune.evaluation.classification import ClassificationEvaluator
 from visiontune.models.classification import (
     ImageClassifier,
@@ -547,7 +547,7 @@ def collect_prediction_inputs(source: str, class_names: list[str], *, images_dir
         return _annotation_list_items(path, images_dir, image_ext)
     if path.is_file():
         items: list[tuple[Path, str | None]] = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(read_utf8_text(path, "image list").splitlines(), start=1):
             if line.strip():
                 image = Path(line.strip())
                 image = image if image.is_absolute() else path.parent / image

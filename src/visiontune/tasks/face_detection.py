@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 from visiontune.config import Config
 from visiontune.data.face_transforms import FaceEvalTransform, FaceInstances, RetinaFaceTrainTransform
 from visiontune.data.sources import collect_images
+from visiontune.data.validation import read_utf8_text
 from visiontune.data.widerface import (
     ANNOTATION_FORMATS,
     WiderFaceDataset,
@@ -421,7 +422,7 @@ class FaceDetectionTask(Task):
         """``(images root, records)`` when ``path`` is a label.txt / official annotation file, else None."""
         if not path.is_file() or path.suffix.lower() != ".txt":
             return None
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:2]
+        lines = [line.strip() for line in read_utf8_text(path).splitlines() if line.strip()][:2]
         if lines and lines[0].startswith("#"):
             annotation_format = "retinaface"
         elif len(lines) == 2 and lines[0].lower().endswith((".jpg", ".jpeg", ".png")) and lines[1].isdigit():

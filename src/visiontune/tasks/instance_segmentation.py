@@ -48,6 +48,7 @@ from visiontune.data.detection_transforms import (
     make_detection_train_transforms,
 )
 from visiontune.data.sources import collect_images
+from visiontune.data.validation import read_utf8_text
 from visiontune.evaluation.coco import results_to_coco_json
 from visiontune.evaluation.instance_segmentation import InstanceSegmentationEvaluator, with_category_ids
 from visiontune.models.maskrcnn import (
@@ -461,7 +462,7 @@ class InstanceSegmentationTask(Task):
         if not path.is_file() or path.suffix.lower() != ".json":
             return None
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(read_utf8_text(path, "COCO file"))  # a byte-order mark is accepted
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{path}: not a COCO JSON file ({error})") from error
         entries = raw.get("images") if isinstance(raw, dict) else None
