@@ -88,13 +88,15 @@ class ScriptedRuns(HookBase):
 
 
 def test_pruned_and_failed_trials_are_recorded_and_the_search_goes_on(tiny_shapes, tmp_path, caplog):
-    config = load_config(None, overrides(tiny_shapes, tmp_path, "tune.trials=4", "train.epochs=2",
-                                         "tune.pruner=median", "tune.startup_trials=0"))
+    config = load_config(None, overrides(tiny_shapes, tmp_path, "tune.trials=5", "train.epochs=2",
+                                         "tune.pruner=median", "tune.startup_trials=0", "tune.sampler=grid",
+                                         "tune.space={optim.lr: 'choice([0.01, 0.02, 0.03, 0.04])'}"))
     caplog.set_level(logging.INFO)
     with one_thread():
         result = tune(config, hooks=[ScriptedRuns()])
     rows = read_trials(result.folder)
-    assert [row["state"] for row in rows] == ["complete", "failed", "pruned", "pruned"]
+    assert [row["state"] for row in rows] == ["complete", "failed", "pruned", "pruned"]  # the grid's 4, not 5
+    assert [row["optim.lr"] for row in rows] == ["0.01", "0.02", "0.03", "0.04"]  # in order, each once
     assert rows[1]["reason"] == "NonFiniteLossError: non-finite loss at epoch 0, step 0: scripted"
     assert [row["epochs"] for row in rows] == ["2", "0", "1", "1"]  # pruned after the first epoch of two
     assert float(rows[2]["val_top1"]) == pytest.approx(0.1)  # a pruned trial's value: its last report

@@ -405,7 +405,7 @@ class TuneConfig:
     finetune.freeze: 'choice([backbone, none])'}``."""
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     """How trials pick values: ``tpe`` (Optuna's TPE, after ``startup_trials`` random ones), ``random``, or ``grid``
-    (every combination once; ``int`` and ``choice`` specs only)."""
+    (every combination once, in order, at most ``trials``; ``int`` and ``choice`` specs only)."""
     pruner: Literal["median", "hyperband", "none"] = "median"
     """Stop a trial early from its per-epoch validation metric: ``median`` (below the median of earlier trials at
     the same epoch), ``hyperband``, or ``none``."""

@@ -16,6 +16,7 @@ broadcasts them (:func:`visiontune.utils.comm.broadcast_object`).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -126,9 +127,7 @@ def _sampler(search: Search, previous_trials: int) -> optuna.samplers.BaseSample
     tune = search.config.tune
     # a resumed study must not replay the random numbers of its first invocation
     seed = (tune.seed if tune.seed is not None else search.config.seed) + previous_trials
-    if tune.sampler == "grid":
-        return optuna.samplers.GridSampler(grid_values(search.specs), seed=seed)
-    if tune.sampler == "random":
+    if tune.sampler in ("random", "grid"):  # grid: every trial's values are enqueued (_next_grid_point)
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=tune.startup_trials)
 
@@ -205,7 +204,22 @@ def _ask(study: optuna.Study, search: Search, started: float) -> optuna.Trial | 
     if timeout is not None and time.perf_counter() - started >= timeout:
         logger.info("tune.timeout_s=%g reached: no new trial", timeout)
         return None
+    if search.config.tune.sampler == "grid":
+        point = _next_grid_point(study, search)
+        if point is None:
+            return None
+        study.enqueue_trial(point)
     return study.ask({spec.key: spec.distribution() for spec in search.specs})
+
+
+def _next_grid_point(study: optuna.Study, search: Search) -> dict[str, Any] | None:
+    """``tune.sampler=grid``: the first combination (in the order of ``itertools.product`` over the space) that no
+    counted trial has run (an interrupted trial's combination runs again), or ``None``."""
+    grid = grid_values(search.specs)
+    keys = list(grid)
+    done = {tuple(trial.params.get(key) for key in keys) for trial in study.get_trials(deepcopy=False)
+            if counted_trials([trial])}
+    return next((dict(zip(keys, values)) for values in itertools.product(*grid.values()) if values not in done), None)
 
 
 def _record(study: optuna.Study, trial: optuna.Trial, search: Search, outcome: RunOutcome,
