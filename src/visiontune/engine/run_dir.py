@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import logging
 import os
 import re
 import socket
@@ -32,6 +33,8 @@ from visiontune.config import ConfigError
 
 if sys.platform != "win32":
     import fcntl
+
+logger = logging.getLogger(__name__)
 
 RUN_MARKER = ".visiontune-run"
 """The file that marks a folder created by :func:`new_run_dir`."""
@@ -331,14 +334,21 @@ class RunLock:
             raise RunDirError(f"cannot create the lock file {path}: {error.strerror or error}") from None
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             owner = _read_owner(descriptor)
             os.close(descriptor)
             raise RunInUseError(f"the run folder {folder} is in use by {owner}: another training writes it (it holds "
                                 f"{RUN_LOCK}); wait until it ends or stop it, or train under another name=") from None
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, _owner_line().encode("utf-8"), 0)
+        except OSError as error:  # a file system without locks (some network mounts): train, unguarded
+            logger.warning("cannot lock %s (%s): a second training of this run folder would not be refused", path,
+                           error.strerror or error)
         self._descriptor, self.folder = descriptor, folder
+        try:
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, _owner_line().encode("utf-8"), 0)
+        except OSError as error:  # disk full, quota
+            self.release()
+            raise RunDirError(f"cannot write the lock file {path}: {error.strerror or error}") from None
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=functools.partial(_drop_in_child, weakref.ref(self)))
         return folder
