@@ -153,6 +153,9 @@ def test_a_torch_file_of_pickled_objects_is_not_a_checkpoint(tmp_path, capsys):
     assert main(["eval", f"checkpoint={path}"]) == 2  # not "holds plain weights": it holds no readable weights
     assert _error(capsys) == (f"visiontune eval: error: cannot read {path}: it is {what}; expected a visiontune "
                               "checkpoint (runs/.../best.pt) or plain weights (.pth/.pt, .safetensors, .ckpt)")
+    assert main(["convert", str(path), str(tmp_path / "out.ckpt"), "--arch", "resnet50"]) == 2
+    assert _error(capsys) == (f"visiontune convert: error: cannot read {path}: it is {what}; expected a visiontune "
+                              "checkpoint or a PyTorch state dict")
 
 
 def test_a_safetensors_file_named_pt_is_not_a_checkpoint_to_resume(tmp_path, capsys):

@@ -192,7 +192,7 @@ def _read_trained_weights(source: Path, *, use_ema: bool) -> tuple[dict[str, tor
     """``(state dict, task, model name, which weights)`` of a visiontune checkpoint or a plain weight file."""
     import torch
 
-    from visiontune.models.loading import read_weights, strip_prefixes
+    from visiontune.models.loading import describe_torch_load_failure, read_weights, strip_prefixes
 
     if not source.is_file():
         raise ConvertError(f"checkpoint not found: {source}")
@@ -203,8 +203,8 @@ def _read_trained_weights(source: Path, *, use_ema: bool) -> tuple[dict[str, tor
         try:
             content = torch.load(source, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - any unpickling failure means an unreadable file
-            raise ConvertError(f"cannot read {source} with torch.load(weights_only=True): "
-                               f"{type(error).__name__}: {str(error)[:300]}") from None
+            raise ConvertError(f"cannot read {source}: it is {describe_torch_load_failure(source, error)}; expected a "
+                               "visiontune checkpoint or a PyTorch state dict") from None
         if isinstance(content, Mapping) and "model" in content and isinstance(content.get("config"), Mapping):
             config = content["config"]
             key = "ema" if use_ema else "model"
