@@ -1,16 +1,20 @@
 """Freezing (requires_grad and BatchNorm eval) and per-layer learning rates."""
 
+import logging
+
 import pytest
 import timm
 import torch
 from torch import nn
 
+from visiontune.config import ConfigError
 from visiontune.engine.finetune import (
     ModelParts,
     build_param_groups,
     freeze_parameters,
     frozen_batchnorm_names,
     set_frozen_batchnorm_eval,
+    warn_frozen_random_weights,
 )
 
 
@@ -111,3 +115,79 @@ def test_timm_classifier_linear_probe_parts():
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable == ["net.classifier.weight", "net.classifier.bias"]
     assert len(frozen) == len(list(model.parameters())) - 2
+
+
+def mobilenet_and_parts():
+    from visiontune.config import load_config
+    from visiontune.models.classification import ImageClassifier
+    from visiontune.tasks.classification import ClassificationTask
+
+    task = ClassificationTask(load_config(None, ["model.name=mobilenetv2_100", "model.num_classes=3"]))
+    model = ImageClassifier(timm.create_model("mobilenetv2_100", num_classes=3))
+    return model, task.model_parts(model)
+
+
+def test_mindcv_lr_mults_pattern_on_timm_model_is_an_error_listing_the_modules():
+    """MindCV names (features.13 ...) match nothing in timm's MobileNetV2: no silent run without the multiplier."""
+    model, parts = mobilenet_and_parts()
+    with pytest.raises(ConfigError) as caught:
+        build_param_groups(model, lr=0.1, weight_decay=0.0, parts=parts, lr_mults={r"features\.1[345]": 0.1})
+    assert str(caught.value) == (
+        r"finetune.lr_mults: pattern 'features\.1[345]' matches no parameter name of the model; the model's modules: "
+        "net.conv_stem, net.bn1, net.blocks.0-6, net.conv_head, net.bn2, net.classifier")
+
+
+def test_freeze_pattern_matching_nothing_suggests_close_module_names():
+    model, parts = mobilenet_and_parts()
+    with pytest.raises(ConfigError, match=r"^finetune\.freeze: pattern 'conv_stm' matches no parameter name of the "
+                                          r"model; did you mean 'net\.conv_stem'\?$"):
+        freeze_parameters(model, "regex", ["conv_stm"], parts)
+    assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ConfigError, match=r"did you mean 'net\.blocks\.6' or 'net\.blocks\.5'"):
+        build_param_groups(model, lr=0.1, weight_decay=0.0, parts=parts, lr_mults={r"^net\.blocks\.9": 0.1})
+
+
+def test_lr_mults_pattern_shadowed_by_an_earlier_one_is_an_error():
+    model = Tiny()
+    with pytest.raises(ConfigError, match=r"^finetune\.lr_mults: pattern 'stage\\\.0' only matches parameters that the "
+                                          r"earlier pattern 'stage' already sets \(the first matching pattern wins\)"):
+        build_param_groups(model, lr=0.1, weight_decay=0.0, parts=tiny_parts(model),
+                           lr_mults={"stage": 0.5, r"stage\.0": 0.1})
+    groups = build_param_groups(model, lr=0.1, weight_decay=0.0, parts=tiny_parts(model),
+                                lr_mults={r"stage\.0": 0.1, "stage": 0.5})  # the specific one first: both apply
+    lr = {name: g["lr"] for g in groups for name in g["names"]}
+    assert lr["stage.0.weight"] == pytest.approx(0.01) and lr["stage.1.weight"] == pytest.approx(0.05)
+
+
+def test_layer_decay_without_layer_groups_is_an_error():
+    model = Tiny()
+    with pytest.raises(ConfigError, match=r"^finetune\.layer_decay=0\.5: this model has no layer groups"):
+        build_param_groups(model, lr=1.0, weight_decay=0.0, parts=ModelParts(head=["head"]), layer_decay=0.5)
+
+
+def test_freezing_random_weights_warns_once(caplog):
+    model = Tiny()
+    frozen = freeze_parameters(model, "backbone", None, tiny_parts(model))
+    with caplog.at_level(logging.WARNING, logger="visiontune.engine.finetune"):
+        assert not warn_frozen_random_weights(model, frozen, random_weights=False)
+        assert caplog.messages == []
+        assert warn_frozen_random_weights(model, frozen, random_weights=True)
+    assert caplog.messages == [
+        "8 frozen parameter tensors (e.g. stem.0.weight) keep their random initial values and never learn: load "
+        "weights (model.pretrained=true or model.checkpoint=<file>) or train every layer (finetune.freeze=none)"]
+
+
+def test_trainer_warns_for_frozen_random_layers_not_for_loaded_weights(tiny_config, tmp_path, caplog):
+    from visiontune.engine.trainer import Trainer
+
+    with caplog.at_level(logging.WARNING):
+        trainer = Trainer(tiny_config("finetune.freeze=backbone", "model.pretrained=false"))
+        trainer.setup()
+    warned = [m for m in caplog.messages if "keep their random initial values and never learn" in m]
+    assert len(warned) == 1 and warned[0].startswith(f"{len(trainer.frozen_names)} frozen parameter tensors")
+    weights = tmp_path / "start.pth"
+    torch.save(trainer.model.state_dict(), weights)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        Trainer(tiny_config("finetune.freeze=backbone", f"model.checkpoint={weights}", "name=loaded")).setup()
+    assert not [m for m in caplog.messages if "never learn" in m]

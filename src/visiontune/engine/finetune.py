@@ -6,14 +6,16 @@ the ordered layer groups (input side first) used by ``freeze: {first_n: N}`` and
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from visiontune.config import ConfigError
 from visiontune.models.parts import ModelParts
 
 logger = logging.getLogger(__name__)
@@ -32,7 +34,8 @@ def freeze_parameters(model: nn.Module, mode: str, argument: Any, parts: ModelPa
         parts: The task's description of the model.
 
     Raises:
-        ValueError: ``first_n`` larger than the number of layer groups, or a regex that matches nothing.
+        ValueError: ``first_n`` larger than the number of layer groups.
+        ConfigError: a regex that matches no parameter name (:func:`match_patterns`).
     """
     names = [name for name, _ in model.named_parameters()]
     if mode == "none":
@@ -46,13 +49,7 @@ def freeze_parameters(model: nn.Module, mode: str, argument: Any, parts: ModelPa
             )
         selected = {name for group in parts.layer_groups[:argument] for name in group}
     elif mode == "regex":
-        selected = set()
-        for pattern in argument:
-            matched = {name for name in names if re.search(pattern, name)}
-            if not matched:
-                raise ValueError(f"finetune.freeze: pattern {pattern!r} matches no parameter name "
-                                 f"(e.g. {', '.join(names[:3])})")
-            selected |= matched
+        selected = set().union(*match_patterns("finetune.freeze", argument, names).values())
     else:
         raise ValueError(f"finetune.freeze: unknown mode {mode!r}")
     for name, parameter in model.named_parameters():
@@ -64,6 +61,102 @@ def freeze_parameters(model: nn.Module, mode: str, argument: Any, parts: ModelPa
         logger.info("froze %d parameter tensors (%.1f%% of %d weights); %d BatchNorm layers kept in eval mode",
                     len(selected), 100.0 * frozen / max(1, total), total, len(frozen_batchnorm_names(model)))
     return sorted(selected)
+
+
+def match_patterns(key: str, patterns: Iterable[str], names: Sequence[str], *,
+                   first_wins: bool = False) -> dict[str, list[str]]:
+    """The parameter names each regex of the config key ``key`` selects (``re.search``), in the order given.
+
+    Every pattern must select something: a pattern that matches no name (e.g. MindCV's ``features\\.1[345]`` on a
+    timm model) is an error, never a setting that silently does nothing. With ``first_wins`` (``finetune.lr_mults``:
+    the first matching regex wins) a pattern whose every match is taken by earlier patterns is an error too.
+
+    Args:
+        key: The config key, named in the message (``finetune.freeze``, ``finetune.lr_mults``).
+        patterns: Regular expressions.
+        names: Parameter names of the model.
+        first_wins: A name belongs to the first pattern that matches it.
+
+    Raises:
+        ConfigError: one line naming the key, the pattern, and the model's names it could have meant
+            (:func:`name_hint`).
+    """
+    selected: dict[str, list[str]] = {}
+    taken: set[str] = set()
+    for pattern in patterns:
+        matched = [name for name in names if re.search(pattern, name)]
+        if not matched:
+            raise ConfigError(f"{key}: pattern '{pattern}' matches no parameter name of the model"
+                              f"{name_hint(pattern, names)}")
+        if first_wins:
+            free = [name for name in matched if name not in taken]
+            if not free:
+                earlier = next(other for other, names_of in selected.items() if set(names_of) & set(matched))
+                raise ConfigError(f"{key}: pattern '{pattern}' only matches parameters that the earlier pattern "
+                                  f"'{earlier}' already sets (the first matching pattern wins): remove or reorder it")
+            taken.update(free)
+            matched = free
+        selected[pattern] = matched
+    return selected
+
+
+def name_hint(pattern: str, names: Sequence[str], *, limit: int = 3) -> str:
+    """A ``"; did you mean ...?"`` suffix for a regex that matched none of the parameter ``names``.
+
+    The pattern's literal text (escapes and character classes removed) is compared with every module name
+    (the dotted prefixes of ``names``) with :mod:`difflib`; without a close one the suffix lists the model's
+    top-level modules (``net.blocks.0-6``-style ranges for numbered children).
+    """
+    modules = sorted({name.rsplit(".", index)[0] for name in names for index in range(1, name.count(".") + 1)})
+    literal = re.sub(r"\\[dDwWsSbB]|\[[^\]]*\]|[\^$()?*+{}|]", "", pattern)
+    literal = re.sub(r"\\(.)", r"\1", literal).strip(".")
+    close = difflib.get_close_matches(literal, modules, n=limit, cutoff=0.6)
+    if close:
+        return "; did you mean " + " or ".join(f"'{name}'" for name in close) + "?"
+    return f"; the model's modules: {', '.join(_outline(names))}"
+
+
+def _outline(names: Sequence[str], *, limit: int = 10) -> list[str]:
+    """The first level at which parameter names branch (a single wrapper such as ``net.`` is skipped), numbered
+    children of a container folded into one ``prefix.first-last`` entry."""
+    depth = 1
+    while len({".".join(name.split(".")[:depth]) for name in names}) == 1 and depth < 8:
+        depth += 1
+    outline: list[str] = []
+    numbered: dict[str, list[int]] = {}
+    for name in names:
+        parts = name.split(".")
+        head = ".".join(parts[:depth])
+        if len(parts) > depth and parts[depth].isdigit():
+            numbered.setdefault(head, [])
+            if int(parts[depth]) not in numbered[head]:
+                numbered[head].append(int(parts[depth]))
+        if head not in outline:
+            outline.append(head)
+    shown = [f"{head}.{min(numbered[head])}-{max(numbered[head])}" if head in numbered else head for head in outline]
+    return shown[:limit] + (["..."] if len(shown) > limit else [])
+
+
+def warn_frozen_random_weights(model: nn.Module, frozen_names: Sequence[str], *, random_weights: bool) -> bool:
+    """Warn (one line) when frozen parameters hold random initial values: they would never learn.
+
+    Args:
+        model: The model after freezing (``finetune.freeze`` and any freezing the task does itself, such as
+            Mask R-CNN's ``finetune.trainable_backbone_layers``).
+        frozen_names: The names ``finetune.freeze`` froze (:func:`freeze_parameters`).
+        random_weights: No initial weights were loaded (no ``model.checkpoint``, ``model.pretrained=false``).
+
+    Returns:
+        Whether it warned.
+    """
+    frozen = [name for name, parameter in model.named_parameters() if not parameter.requires_grad]
+    if not random_weights or not frozen:
+        return False
+    fix = "finetune.freeze=none" if frozen_names else "finetune.trainable_backbone_layers=5"
+    logger.warning("%d frozen parameter tensors (e.g. %s) keep their random initial values and never learn: load "
+                   "weights (model.pretrained=true or model.checkpoint=<file>) or train every layer (%s)",
+                   len(frozen), frozen[0], fix)
+    return True
 
 
 def unfreeze_all(model: nn.Module) -> None:
@@ -124,8 +217,17 @@ def build_param_groups(
 
     Returns:
         ``[{"params", "lr", "initial_lr", "weight_decay", "lr_mult", "names"}]`` sorted by multiplier.
+
+    Raises:
+        ConfigError: an ``lr_mults`` regex that sets no parameter (:func:`match_patterns`), or ``layer_decay``
+            for a model without layer groups.
     """
-    lr_mults = lr_mults or {}
+    names = [name for name, _ in model.named_parameters()]
+    owner = {name: pattern for pattern, matched in
+             match_patterns("finetune.lr_mults", (lr_mults or {}), names, first_wins=True).items() for name in matched}
+    if layer_decay is not None and not parts.layer_groups:
+        raise ConfigError(f"finetune.layer_decay={layer_decay}: this model has no layer groups to decay over; "
+                          "remove the key")
     norm_names = {
         f"{module_name}.{param_name}" if module_name else param_name
         for module_name, module in model.named_modules()
@@ -139,15 +241,11 @@ def build_param_groups(
     num_layers = len(parts.layer_groups)
     groups: dict[tuple[float, float], dict[str, Any]] = {}
     for name, parameter in model.named_parameters():
-        multiplier = 1.0
-        for pattern, value in lr_mults.items():
-            if re.search(pattern, name):
-                multiplier = value
-                break
+        if name in owner:
+            multiplier = (lr_mults or {})[owner[name]]
         else:
-            if parts.is_head(name):
-                multiplier = head_lr_mult
-        if layer_decay is not None and num_layers:
+            multiplier = head_lr_mult if parts.is_head(name) else 1.0
+        if layer_decay is not None:
             layer = num_layers if parts.is_head(name) else layer_of.get(name, num_layers - 1)
             multiplier *= layer_decay ** (num_layers - layer)
         decay = 0.0 if no_weight_decay_norm_bias and _is_no_decay(name, parameter, norm_names) else weight_decay

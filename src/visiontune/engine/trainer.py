@@ -63,6 +63,7 @@ from visiontune.engine.finetune import (
     freeze_parameters,
     set_frozen_batchnorm_eval,
     unfreeze_all,
+    warn_frozen_random_weights,
 )
 from visiontune.engine.hooks import Hook, HookBase, default_hooks
 from visiontune.engine.run_dir import RunLock, check_run_name, is_run_dir, mark_run_dir, new_run_dir
@@ -342,6 +343,8 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         mode, argument = parse_freeze(config.finetune.freeze)
         self.frozen_names = freeze_parameters(self.model, mode, argument, self.parts)
+        warn_frozen_random_weights(self.model, self.frozen_names, random_weights=load_weights and not any(
+            key in self.task.meta for key in ("load_report", "backbone_load_report")))  # no report: random weights
 
     def _build_optimization(self) -> list[dict[str, Any]]:
         """Loaders, optimizer, scheduler, loss scaler and EMA; returns the parameter groups."""
