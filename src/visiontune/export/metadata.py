@@ -44,6 +44,11 @@ MASKRCNN_ROI_MASKS = "maskrcnn_roi_masks"
 MASKRCNN_PASTED_MASKS = "maskrcnn_detections"
 """``output_kind`` of the older Mask R-CNN graphs that paste in the graph: outputs ``boxes``, ``labels``,
 ``scores`` and ``masks [N, 1, H, W]`` (torchvision's traced paste, which can put a mask edge one pixel off)."""
+MASKRCNN_OUTPUTS: dict[str, list[str]] = {
+    MASKRCNN_ROI_MASKS: ["boxes", "labels", "scores", "mask_probabilities"],
+    MASKRCNN_PASTED_MASKS: ["boxes", "labels", "scores", "masks"],
+}
+"""Mask R-CNN ``output_kind`` -> the graph outputs it has, in order."""
 
 _JSON_KEYS = ("config", "task_meta", "class_names", "input_shape", "input_size", "preprocessing", "output_names",
               "parity")

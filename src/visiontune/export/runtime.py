@@ -8,7 +8,8 @@ rebuilt from it and prediction writes the same files as ``visiontune predict che
 * face detection: the same eval transform, score threshold, top-k, NMS and keep limits
   (``face.conf_thresh``, ``face.top_k``, ``face.nms_thresh``, ``face.keep_top_k``) and the same JSON per image and
   drawn copy; raw graphs are decoded with the config's priors, decoded graphs go straight to thresholding and NMS;
-* instance segmentation: the task's own ``predict`` with :class:`OnnxMaskRCNN` in place of the model.
+* instance segmentation: the task's own ``predict`` with :class:`OnnxMaskRCNN` in place of the model (the masks
+  pasted on the host with the PyTorch model's paste).
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ import torch
 from torch import Tensor, nn
 
 from visiontune.export._dependencies import import_onnxruntime
-from visiontune.export.metadata import MASKRCNN_PASTED_MASKS, MASKRCNN_ROI_MASKS, ExportMetadata
+from visiontune.export.metadata import (
+    MASKRCNN_OUTPUTS,
+    MASKRCNN_PASTED_MASKS,
+    MASKRCNN_ROI_MASKS,
+    ExportMetadata,
+)
 
 if TYPE_CHECKING:
     from visiontune.config import FaceConfig
@@ -188,13 +194,6 @@ class OnnxClassifier(nn.Module):
         return [{"logits": row} for row in logits]
 
 
-MASKRCNN_LAYOUTS: dict[str, list[str]] = {
-    MASKRCNN_ROI_MASKS: ["boxes", "labels", "scores", "mask_probabilities"],
-    MASKRCNN_PASTED_MASKS: ["boxes", "labels", "scores", "masks"],
-}
-"""Mask R-CNN ``output_kind`` -> the graph outputs it has, in order."""
-
-
 class OnnxMaskRCNN(nn.Module):
     """A Mask R-CNN graph behind torchvision's detection contract (eval mode).
 
@@ -211,10 +210,10 @@ class OnnxMaskRCNN(nn.Module):
     def __init__(self, model: OnnxModel) -> None:
         super().__init__()
         kind, names = model.metadata.output_kind, model.output_names
-        if MASKRCNN_LAYOUTS.get(kind) != names:
+        if MASKRCNN_OUTPUTS.get(kind) != names:
             raise ValueError(f"{model.path}: output_kind {kind!r} with outputs {names} is not a Mask R-CNN layout "
                              f"this visiontune reads ({MASKRCNN_ROI_MASKS!r} with outputs "
-                             f"{', '.join(MASKRCNN_LAYOUTS[MASKRCNN_ROI_MASKS])}); export the checkpoint again with "
+                             f"{', '.join(MASKRCNN_OUTPUTS[MASKRCNN_ROI_MASKS])}); export the checkpoint again with "
                              "`visiontune export checkpoint=...`")
         if kind == MASKRCNN_PASTED_MASKS:
             logger.warning("%s pastes its masks in the graph (an export of an older visiontune), so mask edges may "

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from visiontune.export.metadata import MASKRCNN_ROI_MASKS
+from visiontune.export.metadata import MASKRCNN_OUTPUTS, MASKRCNN_ROI_MASKS
 from visiontune.export.options import ExportOptions
 from visiontune.export.parity import DetectionOutputs
 from visiontune.export.samples import sample_photos
@@ -43,8 +43,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DETECTION_SIZE: tuple[int, int] = (480, 640)
 """``(height, width)`` of the example input for the detection tasks when ``input_size`` is not given."""
-MASK_PROBABILITIES = "mask_probabilities"
-"""Name of the Mask R-CNN output with each detection's unpasted mask probabilities."""
 MASK_PROBABILITY_TOLERANCE = 1e-4
 """Default parity tolerance of the mask probabilities (absolute: probabilities have scale 1). A mask pixel is
 foreground above ``segmentation.mask_thresh``; 1e-4 keeps pasted masks equal except for pixels that close to it."""
@@ -248,8 +246,8 @@ def instance_segmentation_spec(task: Task, model: nn.Module, options: ExportOpti
 
     _check_options(task.name, options, softmax=False, decode=False)
     if options.half:
-        raise ValueError("half=true is not supported for instance_segmentation (torchvision's RoIAlign and mask "
-                         "pasting run in float32); export in float32")
+        raise ValueError("half=true is not supported for instance_segmentation (torchvision's RoIAlign runs in "
+                         "float32); export in float32")
     transform = getattr(model, "transform", None)
     if transform is None or not hasattr(model, "roi_heads"):
         raise ValueError(f"instance segmentation export expects a torchvision Mask R-CNN, got {type(model).__name__}")
@@ -262,15 +260,16 @@ def instance_segmentation_spec(task: Task, model: nn.Module, options: ExportOpti
         .permute(2, 0, 1).contiguous()
         for photo, size in zip(photos, sizes)
     ]
-    output_names = ["boxes", "labels", "scores", MASK_PROBABILITIES]
+    output_names = list(MASKRCNN_OUTPUTS[MASKRCNN_ROI_MASKS])
+    masks = output_names[-1]  # each detection's unpasted mask probabilities
     dynamic_axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in output_names}}
     return ExportSpec(
         module=MaskRCNNExport(model), reference=MaskRCNNReference(model), input_name="image",
         output_names=output_names, example_input=parity_inputs[0], parity_inputs=parity_inputs,
         dynamic_axes=dynamic_axes, output_kind=MASKRCNN_ROI_MASKS, class_names=task.meta.get("class_names"),
-        detections=DetectionOutputs(boxes="boxes", labels="labels", scores="scores", masks=MASK_PROBABILITIES,
+        detections=DetectionOutputs(boxes="boxes", labels="labels", scores="scores", masks=masks,
                                     min_score=float(task.config.segmentation.vis_thresh)),
-        default_tolerances={MASK_PROBABILITIES: MASK_PROBABILITY_TOLERANCE},
+        default_tolerances={masks: MASK_PROBABILITY_TOLERANCE},
         preprocessing={"color": "RGB", "value_range": [0.0, 1.0], "layout": "CHW (one image)",
                        "inside_graph": "resize to min_size/max_size and normalisation",
                        "image_mean": [float(value) for value in transform.image_mean],

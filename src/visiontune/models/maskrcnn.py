@@ -129,7 +129,7 @@ class MaskPastingTransform(GeneralizedRCNNTransform):
         """A transform with the settings (sizes, mean, std, padding) of ``transform``."""
         return cls(transform.min_size, transform.max_size, transform.image_mean, transform.image_std,
                    size_divisible=transform.size_divisible, fixed_size=transform.fixed_size,
-                   _skip_resize=transform._skip_resize)
+                   _skip_resize=getattr(transform, "_skip_resize", False))
 
     def postprocess(self, result: list[dict[str, Tensor]], image_shapes: list[tuple[int, int]],
                     original_image_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
