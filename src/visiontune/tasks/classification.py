@@ -436,7 +436,7 @@ class ClassificationTask(Task):
                 splits[data.val_split] = self.read_source(data.val_split, classes=None)
             except ValueError as error:
                 return DataCheck(f"{data.val_split}: {error}", True)
-        report = check_classification_sources(splits)
+        report = check_classification_sources(splits, progress=self.config.train.progress)
         classes = splits[data.train_split].classes
         return DataCheck(
             report.format(), report.has_errors, class_names=classes,
