@@ -78,12 +78,16 @@ def test_float16_weights_load_converted_and_the_report_says_so(tmp_path: Path, c
     assert torch.equal(model.net.state_dict()[FIRST_CONV], weights[FIRST_CONV].float())
 
 
-def test_nan_in_plain_weights_names_the_tensor_and_the_count(tmp_path: Path):
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_nan_in_plain_weights_names_the_tensor_and_the_count(tmp_path: Path, suffix: str):
     weights = _classifier_weights()
     weights[FIRST_CONV] = _with_nan(weights[FIRST_CONV], 8)
     weights["fc.bias"] = torch.tensor([float("inf"), 0.0, float("-inf")])  # the head: same class count, loaded
-    path = tmp_path / "nan.pth"
-    torch.save(weights, path)
+    path = tmp_path / f"nan{suffix}"
+    if suffix == ".pth":
+        torch.save(weights, path)
+    else:
+        save_file(weights, str(path))
     with pytest.raises(WeightValuesError) as caught:
         load_classifier_weights(_classifier(), str(path))
     assert str(caught.value) == (
