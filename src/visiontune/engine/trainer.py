@@ -70,6 +70,7 @@ from visiontune.engine.run_dir import RunLock, check_run_name, is_run_dir, mark_
 from visiontune.engine.run_log import RUN_INFO_FILE, RunLog, environment_lines, run_info
 from visiontune.engine.scheduler import IterationScheduler, build_schedule_spec
 from visiontune.engine.trackers import arrange_trackers
+from visiontune.evaluation.widerface_predictions import NonFinitePredictionError
 from visiontune.tasks import create_task
 from visiontune.tasks.base import Task
 from visiontune.utils import comm as dist_utils
@@ -815,7 +816,24 @@ class Trainer:
                                      global_batch=self.global_batch, autocast_dtype=self.autocast_dtype)
 
     def evaluate(self) -> dict[str, float]:
-        """Validation metrics of the model (``val_*``) and of its EMA (``val_ema_*``)."""
+        """Validation metrics of the model (``val_*``) and of its EMA (``val_ema_*``).
+
+        Raises:
+            NonFinitePredictionError: an image's predictions hold NaN or infinite values; the message adds the
+                epoch and what to change.
+        """
+        try:
+            return self._evaluate()
+        except NonFinitePredictionError as error:
+            skipped = self.state.skipped_steps
+            loss = (f"{skipped} training steps had a non-finite loss and were skipped (train.nan_policy=skip)"
+                    if skipped else "the training loss was finite")
+            amp = ", or evaluate in float32 (train.amp=off)" if self.autocast_dtype is not None else ""
+            raise NonFinitePredictionError(
+                f"epoch {self.state.epoch}: {error}; {loss}, the NaN appeared in evaluation: lower optim.lr or set "
+                f"train.clip_grad (e.g. 1.0){amp}", image=error.image) from None
+
+    def _evaluate(self) -> dict[str, float]:
         if self.val_loader is None or self.val_dataset is None:
             return {}
         metrics = {f"val_{k}": v for k, v in run_evaluation(

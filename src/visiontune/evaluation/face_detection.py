@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,7 +31,7 @@ from visiontune.evaluation.widerface import (
     write_widerface_predictions,
 )
 from visiontune.evaluation.widerface_ground_truth import widerface_image_keys
-from visiontune.evaluation.widerface_predictions import check_box_mode, wider_xywh
+from visiontune.evaluation.widerface_predictions import NonFinitePredictionError, check_box_mode, wider_xywh
 from visiontune.utils.boxes import box_iou, xyxy_to_xywh
 from visiontune.utils.comm import all_gather_objects
 from visiontune.utils.files import atomic_write_json
@@ -158,6 +158,11 @@ class FaceDetectionEvaluator:
         wider_boxes: ``"int"`` (default): AP and the prediction files use whole-pixel boxes, ``x = int(x1)``,
             ``w = int(x2) - int(x1)``, as the reference tools that computed the published WIDER FACE AP;
             ``"decimal"``: the detections' decimal boxes (``face.wider_boxes``). Logged by :meth:`compute`.
+        image_folder: the folder of the records' images relative to ``data.root``: messages name an image
+            ``<image_folder>/<relative_path>``.
+
+    Raises:
+        NonFinitePredictionError: from :meth:`update`, when an image's detections hold NaN or infinite values.
 
     ``update`` takes the model outputs (one dict per image, pixels of the network input) and the targets of
     :class:`~visiontune.data.widerface.WiderFaceDataset` (``image_id``, ``scale``).
@@ -172,8 +177,10 @@ class FaceDetectionEvaluator:
         landmark_score_threshold: float = 0.5,
         timer: InferenceTimer | None = None,
         wider_boxes: str = "int",
+        image_folder: str = "",
     ) -> None:
         self.wider_boxes = check_box_mode(wider_boxes)
+        self.image_folder = image_folder
         self.records = {record.image_id: record for record in records}
         if len(self.records) != len(records):
             raise ValueError("the evaluated split lists an image id twice")
@@ -203,7 +210,21 @@ class FaceDetectionEvaluator:
             image_id = target["image_id"]
             if image_id not in self.records:
                 raise ValueError(f"image {image_id!r} is not part of the evaluated split")
-            self.predictions[image_id] = FacePredictions.from_output(output, scale=float(target.get("scale", 1.0)))
+            predictions = FacePredictions.from_output(output, scale=float(target.get("scale", 1.0)))
+            self._check_finite(predictions, image_id)
+            self.predictions[image_id] = predictions
+
+    def _check_finite(self, predictions: FacePredictions, image_id: str) -> None:
+        """Refuse NaN / infinite detections, naming the image file (relative to ``data.root``) and the first one."""
+        for field_name in ("boxes", "scores", "landmarks"):
+            values = getattr(predictions, field_name).reshape(len(predictions), -1)
+            broken = np.flatnonzero(~np.isfinite(values).all(axis=1))
+            if len(broken):
+                record = self.records[image_id]
+                image = str(PurePosixPath(self.image_folder, getattr(record, "relative_path", image_id)))
+                raise NonFinitePredictionError(
+                    f"predictions of image '{image}' have a NaN or infinite value: {field_name} of detection "
+                    f"{int(broken[0])} of {len(predictions)} is {values[broken[0]].tolist()}", image=image)
 
     def synchronize(self) -> None:
         """Gather the predictions of every rank (each image kept once)."""

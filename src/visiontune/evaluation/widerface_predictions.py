@@ -49,11 +49,20 @@ def wider_xywh(boxes_xyxy: object, mode: str = "int") -> np.ndarray:
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
+class NonFinitePredictionError(ValueError):
+    """A model's predictions for one image hold NaN or infinite values (the weights diverged, or overflowed in
+    evaluation). The message names the image; ``image`` holds its name for callers that add context."""
+
+    def __init__(self, message: str, *, image: str = "") -> None:
+        super().__init__(message)
+        self.image = image
+
+
 def as_prediction_array(boxes: object, image_id: str) -> np.ndarray:
     """Validate one image's predictions and return them as ``float64 [N, 5]`` (x, y, w, h, score).
 
     An empty input (``[]`` or shape ``[0, 5]``) gives shape ``[0, 5]``. Raises ``ValueError`` naming the image
-    for any other shape or for NaN / infinite values.
+    for any other shape, :class:`NonFinitePredictionError` for NaN / infinite values.
     """
     try:
         array = np.asarray(boxes, dtype=np.float64)
@@ -67,8 +76,8 @@ def as_prediction_array(boxes: object, image_id: str) -> np.ndarray:
     finite = np.isfinite(array).all(axis=1)
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
-        raise ValueError(f"predictions of image {image_id!r} have a NaN or infinite value in row {row}: "
-                         f"{array[row].tolist()}")
+        raise NonFinitePredictionError(f"predictions of image {image_id!r} have a NaN or infinite value in row "
+                                       f"{row}: {array[row].tolist()}", image=image_id)
     return array
 
 

@@ -83,6 +83,14 @@ FaceDetector = Callable[[Tensor], tuple[dict[str, Tensor], float, float]]
 ``scores``, ``landmarks [K, 5, 2]``) and the seconds spent in the network and in post-processing."""
 
 
+def _relative_to_root(folder: Path, root: str | None) -> str:
+    """``folder`` relative to ``data.root`` when inside it (``/``-separated), else as given."""
+    try:
+        return Path(folder).relative_to(root or ".").as_posix()
+    except ValueError:
+        return Path(folder).as_posix()
+
+
 class FaceDetectionTask(Task):
     """RetinaFace (MobileNet-0.25 / ResNet-50) face detection with five landmarks.
 
@@ -298,7 +306,8 @@ class FaceDetectionTask(Task):
         return FaceDetectionEvaluator(dataset.records, ground_truth=self.ground_truth(),
                                       ground_truth_source=f"face.gt_dir={self.config.face.gt_dir}",
                                       landmark_score_threshold=self.config.face.vis_thresh, timer=self.timer,
-                                      wider_boxes=self.config.face.wider_boxes)
+                                      wider_boxes=self.config.face.wider_boxes,
+                                      image_folder=_relative_to_root(dataset.root, self.config.data.root))
 
     # ------------------------------------------------------------------ check-data
     def check_data(self) -> DataCheck:
