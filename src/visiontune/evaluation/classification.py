@@ -15,7 +15,9 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -33,6 +35,60 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     result = np.zeros_like(numerator)
     np.divide(numerator, denominator, out=result, where=denominator != 0)
     return result
+
+
+@dataclass(frozen=True)
+class ClassificationPerImage:
+    """The true and predicted class of every evaluated image: top-1 accuracy and macro F1 of any resample of them
+    (:mod:`visiontune.evaluation.bootstrap`), with the evaluator's definitions (macro over the classes present in the
+    resample's labels or predictions).
+
+    Attributes:
+        labels: ``int64 [N]`` true classes.
+        predictions: ``int64 [N]`` predicted classes (argmax).
+        num_classes: ``C``.
+    """
+
+    labels: np.ndarray
+    predictions: np.ndarray
+    num_classes: int
+    kind: ClassVar[str] = "classification"
+    metric_names: ClassVar[tuple[str, ...]] = ("top1", "macro_f1")
+
+    @property
+    def num_images(self) -> int:
+        return len(self.labels)
+
+    def metrics_for_counts(self, counts: np.ndarray) -> dict[str, np.ndarray]:
+        """``top1`` and ``macro_f1`` (``float64 [B]``) of ``B`` resamples given as image multiplicities ``[B, N]``."""
+        counts = np.asarray(counts, dtype=np.float64)
+        resamples, classes = counts.shape[0], self.num_classes
+        correct = self.labels == self.predictions
+        offsets = (np.arange(resamples) * classes)[:, None]
+
+        def per_class(classes_of_images: np.ndarray, weights: np.ndarray) -> np.ndarray:
+            flat = np.bincount((offsets + classes_of_images[None, :]).ravel(), weights=weights.ravel(),
+                               minlength=resamples * classes)
+            return flat.reshape(resamples, classes)
+
+        support = per_class(self.labels, counts)
+        predicted = per_class(self.predictions, counts)
+        true_positives = per_class(self.labels, counts * correct[None, :])
+        precision = _safe_divide(true_positives, predicted)
+        recall = _safe_divide(true_positives, support)
+        f1 = _safe_divide(2 * precision * recall, precision + recall)
+        present = (support > 0) | (predicted > 0)
+        top1 = true_positives.sum(axis=1) / counts.sum(axis=1)
+        return {"top1": top1, "macro_f1": (f1 * present).sum(axis=1) / present.sum(axis=1)}
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"labels": self.labels, "predictions": self.predictions, "num_classes": np.array(self.num_classes)}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ClassificationPerImage:
+        return cls(labels=np.asarray(arrays["labels"], dtype=np.int64),
+                   predictions=np.asarray(arrays["predictions"], dtype=np.int64),
+                   num_classes=int(arrays["num_classes"]))
 
 
 class ClassificationEvaluator:
@@ -187,6 +243,13 @@ class ClassificationEvaluator:
         """``(true class, predicted class, score)`` of every accumulated sample, in dataset order when the samples
         arrived as the class docstring describes (all processes after :meth:`synchronize`)."""
         return [(int(true), int(predicted), float(score)) for true, predicted, score in self._sample_records().tolist()]
+
+    def per_image_results(self) -> ClassificationPerImage:
+        """The true and predicted class of every accumulated sample (for bootstrap intervals; all processes after
+        :meth:`synchronize`)."""
+        records = self._sample_records().numpy()
+        return ClassificationPerImage(labels=records[:, 0].astype(np.int64), predictions=records[:, 1].astype(np.int64),
+                                      num_classes=self.num_classes)
 
     def confusion_matrix(self) -> np.ndarray:
         """``np.ndarray[C, C]`` int64 counts; rows are true classes, columns predicted classes."""

@@ -16,7 +16,8 @@ import io
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-__all__ = ["CocoEvaluator", "masks_to_rle", "results_to_coco_json"]
+__all__ = ["CocoEvaluator", "CocoPerImage", "masks_to_rle", "results_to_coco_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,132 @@ def _mean_precision(precision: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else math.nan
 
 
+@dataclass(frozen=True)
+class CocoPerImage:
+    """COCOeval's per-image matches (``evaluateImg`` for area ``all``, 100 detections per image, IoU .50:.95) of one
+    evaluation: the AP (IoU .50:.95, 101 recall points) of any resample of the images, its detections weighted by
+    their image's multiplicity, with the steps of COCOeval's ``accumulate`` (detections of a category sorted by
+    score, stable; cumulative true and false positives; the precision envelope read at the recall thresholds; the
+    mean over the defined values). :mod:`visiontune.evaluation.bootstrap` resamples it.
+
+    Attributes:
+        names: ``[M]`` metric names (``bbox_AP``, ``segm_AP``).
+        npig: ``int64 [M, N, K]`` ground-truth objects that are not ignored, per metric, image and category.
+        defined: ``bool [M, N, K]`` COCOeval evaluated the pair (it has ground truth or detections).
+        det_metric, det_image, det_category: ``int64 [D]`` of every detection, in COCOeval's order (category, then
+            image, then score within the image).
+        det_score: ``float64 [D]``.
+        det_tp, det_fp: ``bool [T, D]`` true / false positive at each IoU threshold (not ignored).
+        recall_thresholds: ``float64 [R]`` (COCO's 0:.01:1).
+    """
+
+    names: tuple[str, ...]
+    npig: np.ndarray
+    defined: np.ndarray
+    det_metric: np.ndarray
+    det_image: np.ndarray
+    det_category: np.ndarray
+    det_score: np.ndarray
+    det_tp: np.ndarray
+    det_fp: np.ndarray
+    recall_thresholds: np.ndarray
+    kind: ClassVar[str] = "coco"
+
+    @property
+    def num_images(self) -> int:
+        return int(self.npig.shape[1])
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return self.names
+
+    def metrics_for_counts(self, counts: np.ndarray) -> dict[str, np.ndarray]:
+        """Each metric's AP (``float64 [B]``, NaN when no category is defined) for image multiplicities ``[B, N]``."""
+        counts = np.asarray(counts, dtype=np.float64)
+        metrics = {}
+        for metric, name in enumerate(self.names):
+            sums, defined = np.zeros(len(counts)), np.zeros(len(counts))
+            for category in range(self.npig.shape[2]):
+                precision, valid = self._category_precision(counts, metric, category)
+                sums += np.where(valid, precision.sum(axis=(1, 2)), 0.0)
+                defined += np.where(valid, precision.shape[1] * precision.shape[2], 0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                metrics[name] = sums / defined
+        return metrics
+
+    def _category_precision(self, counts: np.ndarray, metric: int, category: int) -> tuple[np.ndarray, np.ndarray]:
+        """``[B, T, R]`` interpolated precision of one category and ``bool [B]``: defined (some ground truth)."""
+        npig = counts @ self.npig[metric, :, category].astype(np.float64)
+        valid = (npig > 0) & (counts @ self.defined[metric, :, category].astype(np.float64) > 0)
+        selected = np.flatnonzero((self.det_metric == metric) & (self.det_category == category))
+        selected = selected[np.argsort(-self.det_score[selected], kind="mergesort")]
+        resamples, thresholds, points = len(counts), self.det_tp.shape[0], len(self.recall_thresholds)
+        detections = len(selected)
+        if detections == 0:
+            return np.zeros((resamples, thresholds, points)), valid
+        weights = counts[:, self.det_image[selected]][:, None, :]  # [B, 1, D]
+        tp = np.cumsum(weights * self.det_tp[:, selected][None], axis=2)
+        fp = np.cumsum(weights * self.det_fp[:, selected][None], axis=2)
+        recall = tp / np.where(valid, npig, 1.0)[:, None, None]
+        precision = tp / (fp + tp + np.spacing(1))
+        envelope = np.maximum.accumulate(precision[..., ::-1], axis=2)[..., ::-1].reshape(-1, detections)
+        rows = np.arange(len(envelope))
+        offsets = rows * 4.0  # recall <= 1: every row searched in its own band of one sorted array
+        found = np.searchsorted((recall.reshape(-1, detections) + offsets[:, None]).ravel(),
+                                (self.recall_thresholds[None, :] + offsets[:, None]).ravel(), side="left")
+        found = found.reshape(len(rows), points) - rows[:, None] * detections
+        inside = found < detections
+        values = np.where(inside, envelope[rows[:, None], np.minimum(found, detections - 1)], 0.0)
+        return values.reshape(resamples, thresholds, points), valid
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"names": np.array(self.names, dtype=str), "npig": self.npig, "defined": self.defined,
+                "det_metric": self.det_metric, "det_image": self.det_image, "det_category": self.det_category,
+                "det_score": self.det_score, "det_tp": self.det_tp, "det_fp": self.det_fp,
+                "recall_thresholds": self.recall_thresholds}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> CocoPerImage:
+        fields = {key: np.asarray(value) for key, value in arrays.items() if key != "names"}
+        return cls(names=tuple(str(name) for name in arrays["names"]), **fields)
+
+
+def _per_image_matches(coco_gt: COCO, coco_dt: COCO, iou_type: str, image_ids: Sequence[int]) -> dict[str, Any]:
+    """pycocotools' ``evaluateImg`` results of area ``all`` and 100 detections as arrays (see :class:`CocoPerImage`;
+    faster-coco-eval keeps its per-image results in C++, out of reach)."""
+    evaluation = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+    params = evaluation.params
+    params.imgIds, params.areaRng, params.areaRngLbl = list(image_ids), [params.areaRng[0]], ["all"]
+    params.maxDets = [100]
+    with _quiet(False):
+        evaluation.evaluate()
+    position = {image_id: index for index, image_id in enumerate(params.imgIds)}
+    num_images, num_categories = len(params.imgIds), len(params.catIds)
+    npig = np.zeros((num_images, num_categories), dtype=np.int64)
+    defined = np.zeros((num_images, num_categories), dtype=bool)
+    parts: dict[str, list[np.ndarray]] = {"image": [], "category": [], "score": [], "tp": [], "fp": []}
+    for index, entry in enumerate(evaluation.evalImgs):  # ordered by category, then image (one area range)
+        if entry is None:
+            continue
+        image, category = position[entry["image_id"]], index // num_images
+        defined[image, category] = True
+        npig[image, category] = int(np.count_nonzero(np.asarray(entry["gtIgnore"]) == 0))
+        matched = np.asarray(entry["dtMatches"]).reshape(len(params.iouThrs), -1) > 0
+        ignored = np.asarray(entry["dtIgnore"], dtype=bool).reshape(matched.shape)
+        parts["image"].append(np.full(matched.shape[1], image, dtype=np.int64))
+        parts["category"].append(np.full(matched.shape[1], category, dtype=np.int64))
+        parts["score"].append(np.asarray(entry["dtScores"], dtype=np.float64))
+        parts["tp"].append(matched & ~ignored)
+        parts["fp"].append(~matched & ~ignored)
+    thresholds = len(params.iouThrs)
+    return {"npig": npig, "defined": defined, "recall_thresholds": np.asarray(params.recThrs, dtype=np.float64),
+            "image": np.concatenate([np.zeros(0, dtype=np.int64), *parts["image"]]),
+            "category": np.concatenate([np.zeros(0, dtype=np.int64), *parts["category"]]),
+            "score": np.concatenate([np.zeros(0), *parts["score"]]),
+            "tp": np.concatenate([np.zeros((thresholds, 0), dtype=bool), *parts["tp"]], axis=1),
+            "fp": np.concatenate([np.zeros((thresholds, 0), dtype=bool), *parts["fp"]], axis=1)}
+
+
 class CocoEvaluator:
     """Accumulate detections over a dataset and compute COCO box and mask AP.
 
@@ -259,6 +386,40 @@ class CocoEvaluator:
         self._results = merged
 
     def _evaluate(self, iou_type: str) -> COCOeval:
+        coco_dt = self._loaded_detections(iou_type)
+        evaluation = _new_cocoeval(self.coco_gt, coco_dt, iou_type)
+        evaluation.params.imgIds = self.image_ids
+        with _quiet(self.verbose):
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+        return evaluation
+
+    def per_image_results(self) -> CocoPerImage:
+        """The per-image matches behind ``<type>_AP`` of every evaluated iou type, for bootstrap intervals over the
+        images (:class:`CocoPerImage`; computed on demand with pycocotools' ``evaluateImg``, area ``all`` only).
+
+        Raises:
+            RuntimeError: :meth:`update` was never called.
+        """
+        if not self._results:
+            raise RuntimeError("CocoEvaluator.per_image_results() called before any update()")
+        parts = [_per_image_matches(self.coco_gt, self._loaded_detections(iou_type), iou_type, self.image_ids)
+                 for iou_type in self.iou_types]
+        return CocoPerImage(
+            names=tuple(f"{iou_type}_AP" for iou_type in self.iou_types),
+            npig=np.stack([part["npig"] for part in parts]), defined=np.stack([part["defined"] for part in parts]),
+            det_metric=np.concatenate([np.full(len(part["score"]), index, dtype=np.int64)
+                                       for index, part in enumerate(parts)]),
+            det_image=np.concatenate([part["image"] for part in parts]),
+            det_category=np.concatenate([part["category"] for part in parts]),
+            det_score=np.concatenate([part["score"] for part in parts]),
+            det_tp=np.concatenate([part["tp"] for part in parts], axis=1),
+            det_fp=np.concatenate([part["fp"] for part in parts], axis=1),
+            recall_thresholds=parts[0]["recall_thresholds"])
+
+    def _loaded_detections(self, iou_type: str) -> COCO:
+        """The accumulated detections as a COCO results object for ``iou_type`` (boxes only for ``bbox``)."""
         detections = [detection for image_id in self.image_ids for detection in self._results[image_id]]
         if iou_type == "bbox":
             detections = [{key: value for key, value in detection.items() if key != "segmentation"}
@@ -271,13 +432,7 @@ class CocoEvaluator:
         else:  # pycocotools' loadRes cannot take an empty list; no detection at all means AP 0.
             coco_dt = _coco_from_dict({"images": list(self.coco_gt.dataset["images"]), "annotations": [],
                                        "categories": list(self.coco_gt.dataset["categories"])}, verbose=self.verbose)
-        evaluation = _new_cocoeval(self.coco_gt, coco_dt, iou_type)
-        evaluation.params.imgIds = self.image_ids
-        with _quiet(self.verbose):
-            evaluation.evaluate()
-            evaluation.accumulate()
-            evaluation.summarize()
-        return evaluation
+        return coco_dt
 
     def compute(self) -> dict[str, float]:
         """COCO metrics of the detections seen so far.

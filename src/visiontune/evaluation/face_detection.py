@@ -24,6 +24,7 @@ from torch import Tensor
 from visiontune.evaluation.widerface import (
     DIFFICULTIES,
     WiderFaceGroundTruth,
+    WiderFacePerImage,
     WiderFaceResult,
     evaluate_widerface,
     landmark_nme,
@@ -190,6 +191,7 @@ class FaceDetectionEvaluator:
         self.timer = timer
         self.predictions: dict[str, FacePredictions] = {}
         self.results: dict[str, WiderFaceResult] = {}
+        self._official_image_ids: tuple[str, ...] = ()
         self.has_faces = any(record.num_faces for record in records)
         self.has_landmarks = any(bool(record.landmarks_valid.any()) for record in records)
         if ground_truth is None and not self.has_faces:
@@ -199,6 +201,7 @@ class FaceDetectionEvaluator:
     def reset(self) -> None:
         self.predictions = {}
         self.results = {}
+        self._official_image_ids = ()
         if self.timer is not None:
             self.timer.reset()
 
@@ -257,6 +260,25 @@ class FaceDetectionEvaluator:
             logger.info("evaluation timing: %s", self.timer.summary())
         return metrics
 
+    def per_image_results(self) -> WiderFacePerImage | None:
+        """The per-image counts behind ``ap`` and ``ap_easy`` / ``ap_medium`` / ``ap_hard`` of the last
+        :meth:`compute`, images in the split's order (for bootstrap intervals); None before it or without AP."""
+        parts: list[WiderFacePerImage] = []
+        annotation, official = self.results.get("all"), self.results.get("official")
+        if annotation is not None and annotation.per_image is not None:
+            parts.append(annotation.per_image.select({"ap_easy": "ap"}))
+        if official is not None and official.per_image is not None:
+            keys = widerface_image_keys(self.records)
+            position: dict[str, int] = {}
+            for index, image_id in enumerate(self.records):
+                position.setdefault(keys[image_id], index)
+            order = np.array([position[key] for key in self._official_image_ids], dtype=np.int64)
+            names = {f"ap_{difficulty}": f"ap_{difficulty}" for difficulty in DIFFICULTIES}
+            parts.append(official.per_image.select(names, image_order=order, num_images=len(self.records)))
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else parts[0].merged(parts[1])
+
     def _annotation_ap(self) -> WiderFaceResult:
         """AP against the split's annotations, every face counting; the result is keyed ``"all"``."""
         image_ids = list(self.records)
@@ -271,12 +293,14 @@ class FaceDetectionEvaluator:
         return WiderFaceResult(ap={"all": result.ap["easy"]}, precision={"all": result.precision["easy"]},
                                recall={"all": result.recall["easy"]}, thresholds=result.thresholds,
                                num_faces={"all": result.num_faces["easy"]}, num_predictions=result.num_predictions,
-                               num_images_without_predictions=result.num_images_without_predictions)
+                               num_images_without_predictions=result.num_images_without_predictions,
+                               per_image=result.per_image)
 
     def _official_ap(self) -> WiderFaceResult:
         assert self.ground_truth is not None
         keys = widerface_image_keys(self.records)
         ground_truth = _restrict_ground_truth(self.ground_truth, list(keys.values()), source=self.ground_truth_source)
+        self._official_image_ids = ground_truth.image_ids
         predictions = {keys[image_id]: predictions.xywh_scores(self.wider_boxes)
                        for image_id, predictions in self.predictions.items()}
         return evaluate_widerface(predictions, ground_truth, iou_threshold=MATCH_IOU)

@@ -41,6 +41,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -60,6 +61,7 @@ __all__ = [
     "DIFFICULTIES",
     "WiderFaceFormatError",
     "WiderFaceGroundTruth",
+    "WiderFacePerImage",
     "WiderFaceResult",
     "box_iou_inclusive",
     "evaluate_widerface",
@@ -86,6 +88,8 @@ class WiderFaceResult:
         num_faces: difficulty -> number of faces that count (the recall denominator).
         num_predictions: number of predicted boxes given (all images).
         num_images_without_predictions: ground-truth images absent from the predictions.
+        per_image: the per-image counts behind the curves (``ap_easy``, ``ap_medium``, ``ap_hard``), for bootstrap
+            intervals; ``None`` when not kept.
     """
 
     ap: dict[str, float]
@@ -95,6 +99,7 @@ class WiderFaceResult:
     num_faces: dict[str, int]
     num_predictions: int
     num_images_without_predictions: int
+    per_image: WiderFacePerImage | None = None
 
     def as_dict(self) -> dict[str, float]:
         """``{"ap_easy": ..., "ap_medium": ..., "ap_hard": ...}`` as plain floats."""
@@ -150,6 +155,8 @@ class _Matches:
     scores: np.ndarray
     face_index: np.ndarray
     matched: np.ndarray
+    image_index: np.ndarray
+    """``int64 [P]``: position of the prediction's image in the ground truth."""
 
 
 def evaluate_widerface(
@@ -193,6 +200,7 @@ def evaluate_widerface(
 
     matches = _match_predictions(arrays, ground_truth, iou_threshold=iou_threshold)
     thresholds = 1.0 - np.arange(1, num_thresholds + 1) / num_thresholds
+    per_image = WiderFacePerImage.empty(ground_truth.num_images, num_thresholds)
     # A prediction is in the curve from the first (highest) threshold its score reaches on.
     first_threshold = num_thresholds - np.searchsorted(thresholds[::-1], matches.scores, side="right")
 
@@ -206,9 +214,9 @@ def evaluate_widerface(
         proposals = _cumulative_per_threshold(first_threshold, proposal, num_thresholds)
         recalled = _cumulative_per_threshold(first_threshold, new_recall, num_thresholds)
         num_faces[difficulty] = int(counted_faces.sum())
-        with np.errstate(divide="ignore", invalid="ignore"):
-            precision[difficulty] = recalled / proposals
-            recall[difficulty] = recalled / num_faces[difficulty]
+        precision[difficulty], recall[difficulty] = _precision_recall(recalled, proposals, num_faces[difficulty])
+        per_image = per_image.with_curve(f"ap_{difficulty}", matches, first_threshold, proposal, new_recall,
+                                         [int(flags.sum()) for flags in ground_truth.counted[difficulty]])
         if num_faces[difficulty] == 0:
             logger.warning("no face counts for WIDER FACE %s: its recall and AP are undefined (NaN)", difficulty)
         ap[difficulty] = voc_ap(recall[difficulty], precision[difficulty])
@@ -220,6 +228,7 @@ def evaluate_widerface(
         num_faces=num_faces,
         num_predictions=sum(len(array) for array in arrays.values()),
         num_images_without_predictions=len(missing),
+        per_image=per_image,
     )
 
 
@@ -242,8 +251,9 @@ def _match_predictions(arrays: Mapping[str, np.ndarray], ground_truth: WiderFace
     scores: list[np.ndarray] = [np.zeros(0)]
     face_index: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
     matched: list[np.ndarray] = [np.zeros(0, dtype=bool)]
+    image_index: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
     first_face = 0
-    for image_id, faces in zip(ground_truth.image_ids, ground_truth.boxes):
+    for position, (image_id, faces) in enumerate(zip(ground_truth.image_ids, ground_truth.boxes)):
         boxes = arrays.get(image_id)
         if boxes is not None and len(boxes) and len(faces):
             boxes = boxes[np.argsort(-boxes[:, 4], kind="stable")]
@@ -251,13 +261,14 @@ def _match_predictions(arrays: Mapping[str, np.ndarray], ground_truth: WiderFace
             best = iou.argmax(axis=1)
             matched.append(iou[np.arange(len(best)), best] >= iou_threshold)
             face_index.append(best + first_face)
+            image_index.append(np.full(len(best), position, dtype=np.int64))
             if scale > 0:
                 scores.append((boxes[:, 4] - offset) / scale)
             else:
                 scores.append(np.ones(len(boxes)))
         first_face += len(faces)
     return _Matches(scores=np.concatenate(scores), face_index=np.concatenate(face_index),
-                    matched=np.concatenate(matched))
+                    matched=np.concatenate(matched), image_index=np.concatenate(image_index))
 
 
 def _proposal_and_recall_flags(matches: _Matches, counted_faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -278,6 +289,139 @@ def _cumulative_per_threshold(first_threshold: np.ndarray, flags: np.ndarray, nu
     """``float64 [T]``: how many flagged predictions score at least each threshold."""
     counts = np.bincount(first_threshold, weights=flags.astype(np.float64), minlength=num_thresholds + 1)
     return np.cumsum(counts[:num_thresholds])
+
+
+def _precision_recall(recalled: np.ndarray, proposals: np.ndarray, num_faces: float) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall per threshold from the cumulative recalled faces and proposals (NaN where 0 / 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return recalled / proposals, recalled / num_faces
+
+
+@dataclass(frozen=True)
+class WiderFacePerImage:
+    """Per image and score threshold, the proposals and newly recalled faces of every PR curve of one evaluation,
+    and each image's count of faces that count: the AP of any resample of the images (weighted by multiplicity)
+    with the evaluator's own arithmetic (:func:`_precision_recall`, :func:`voc_ap`; the scores keep the
+    evaluation's min-max normalisation). :mod:`visiontune.evaluation.bootstrap` resamples it.
+
+    Attributes:
+        names: ``[M]`` metric name of each curve (``ap_easy``, ...).
+        faces: ``int64 [M, N]`` faces counted per curve and image.
+        entry_curve, entry_image, entry_bucket: ``int64 [E]`` curve, image and first threshold index (the highest
+            threshold the predictions reach) of each non-empty cell.
+        entry_proposals, entry_recalled: ``float64 [E]`` proposals and newly recalled faces in that cell.
+        num_thresholds: ``T`` of the curves.
+    """
+
+    names: tuple[str, ...]
+    faces: np.ndarray
+    entry_curve: np.ndarray
+    entry_image: np.ndarray
+    entry_bucket: np.ndarray
+    entry_proposals: np.ndarray
+    entry_recalled: np.ndarray
+    num_thresholds: int
+    kind: ClassVar[str] = "widerface"
+
+    @classmethod
+    def empty(cls, num_images: int, num_thresholds: int) -> WiderFacePerImage:
+        """No curve yet, over ``num_images`` images."""
+        integers = np.zeros(0, dtype=np.int64)
+        return cls(names=(), faces=np.zeros((0, num_images), dtype=np.int64), entry_curve=integers,
+                   entry_image=integers, entry_bucket=integers, entry_proposals=np.zeros(0),
+                   entry_recalled=np.zeros(0), num_thresholds=num_thresholds)
+
+    @property
+    def num_images(self) -> int:
+        return int(self.faces.shape[1])
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return self.names
+
+    def with_curve(self, name: str, matches: _Matches, first_threshold: np.ndarray, proposal: np.ndarray,
+                   new_recall: np.ndarray, faces: Sequence[int]) -> WiderFacePerImage:
+        """A copy with one more curve: the flags of every matched prediction summed per (image, threshold)."""
+        kept = first_threshold < self.num_thresholds  # below the lowest threshold: in no point of the curve
+        cells = matches.image_index[kept] * self.num_thresholds + first_threshold[kept]
+        unique, inverse = np.unique(cells, return_inverse=True)
+        sums = [np.bincount(inverse, weights=flags[kept].astype(np.float64), minlength=len(unique))
+                for flags in (proposal, new_recall)]
+        return WiderFacePerImage(
+            names=(*self.names, name), faces=np.vstack([self.faces, np.asarray(faces, dtype=np.int64)[None]]),
+            entry_curve=np.concatenate([self.entry_curve, np.full(len(unique), len(self.names), dtype=np.int64)]),
+            entry_image=np.concatenate([self.entry_image, unique // self.num_thresholds]),
+            entry_bucket=np.concatenate([self.entry_bucket, unique % self.num_thresholds]),
+            entry_proposals=np.concatenate([self.entry_proposals, sums[0]]),
+            entry_recalled=np.concatenate([self.entry_recalled, sums[1]]), num_thresholds=self.num_thresholds)
+
+    def select(self, names: Mapping[str, str], *, image_order: np.ndarray | None = None,
+               num_images: int | None = None) -> WiderFacePerImage:
+        """The curves ``names`` (old -> new name), with image ``i`` moved to ``image_order[i]`` of ``num_images``."""
+        order = np.arange(self.num_images) if image_order is None else np.asarray(image_order, dtype=np.int64)
+        total = self.num_images if num_images is None else num_images
+        result = WiderFacePerImage.empty(total, self.num_thresholds)
+        for old, new in names.items():
+            curve = self.names.index(old)
+            entries = self.entry_curve == curve
+            faces = np.zeros(total, dtype=np.int64)
+            faces[order] = self.faces[curve]
+            result = WiderFacePerImage(
+                names=(*result.names, new), faces=np.vstack([result.faces, faces[None]]),
+                entry_curve=np.concatenate([result.entry_curve, np.full(int(entries.sum()), len(result.names))]),
+                entry_image=np.concatenate([result.entry_image, order[self.entry_image[entries]]]),
+                entry_bucket=np.concatenate([result.entry_bucket, self.entry_bucket[entries]]),
+                entry_proposals=np.concatenate([result.entry_proposals, self.entry_proposals[entries]]),
+                entry_recalled=np.concatenate([result.entry_recalled, self.entry_recalled[entries]]),
+                num_thresholds=self.num_thresholds)
+        return result
+
+    def merged(self, other: WiderFacePerImage) -> WiderFacePerImage:
+        """The curves of both (same images and thresholds)."""
+        if other.num_images != self.num_images or other.num_thresholds != self.num_thresholds:
+            raise ValueError("merging per-image WIDER FACE counts of different images or thresholds")
+        return WiderFacePerImage(
+            names=(*self.names, *other.names), faces=np.vstack([self.faces, other.faces]),
+            entry_curve=np.concatenate([self.entry_curve, other.entry_curve + len(self.names)]),
+            entry_image=np.concatenate([self.entry_image, other.entry_image]),
+            entry_bucket=np.concatenate([self.entry_bucket, other.entry_bucket]),
+            entry_proposals=np.concatenate([self.entry_proposals, other.entry_proposals]),
+            entry_recalled=np.concatenate([self.entry_recalled, other.entry_recalled]),
+            num_thresholds=self.num_thresholds)
+
+    def metrics_for_counts(self, counts: np.ndarray) -> dict[str, np.ndarray]:
+        """Each curve's AP (``float64 [B]``) for ``B`` resamples given as image multiplicities ``[B, N]``."""
+        from scipy.sparse import csr_matrix
+
+        counts = np.asarray(counts, dtype=np.float64)
+        shape = (self.num_images, self.num_thresholds)
+        metrics: dict[str, np.ndarray] = {}
+        for curve, name in enumerate(self.names):
+            entries = self.entry_curve == curve
+            where = (self.entry_image[entries], self.entry_bucket[entries])
+            cumulative = [np.cumsum(np.asarray((csr_matrix((values[entries], where), shape=shape).T @ counts.T).T),
+                                    axis=1) for values in (self.entry_proposals, self.entry_recalled)]
+            faces = counts @ self.faces[curve].astype(np.float64)
+            values = np.empty(len(counts))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                for row in range(len(counts)):
+                    precision, recall = _precision_recall(cumulative[1][row], cumulative[0][row], faces[row])
+                    values[row] = voc_ap(recall, precision)
+            metrics[name] = values
+        return metrics
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"names": np.array(self.names, dtype=str), "faces": self.faces, "entry_curve": self.entry_curve,
+                "entry_image": self.entry_image, "entry_bucket": self.entry_bucket,
+                "entry_proposals": self.entry_proposals, "entry_recalled": self.entry_recalled,
+                "num_thresholds": np.array(self.num_thresholds)}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> WiderFacePerImage:
+        entries = {key: np.asarray(arrays[key]) for key in ("entry_curve", "entry_image", "entry_bucket",
+                                                            "entry_proposals", "entry_recalled")}
+        return cls(names=tuple(str(name) for name in arrays["names"]), faces=np.asarray(arrays["faces"]),
+                   num_thresholds=int(arrays["num_thresholds"]), **entries)
 
 
 def _xywh_to_inclusive_xyxy(boxes: np.ndarray) -> np.ndarray:
