@@ -10,7 +10,7 @@ import pytest
 from visiontune import __version__
 from visiontune.cli import COMMANDS, build_parser
 
-ALL_COMMANDS = ("demo", "train", "eval", "predict", "check-data", "report", "compare", "export", "convert",
+ALL_COMMANDS = ("demo", "train", "eval", "predict", "check-data", "tune", "report", "compare", "export", "convert",
                 "import-config", "config")
 HEAVY = ("torch", "timm", "torchvision", "onnx", "onnxruntime")
 
