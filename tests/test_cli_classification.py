@@ -119,9 +119,11 @@ def test_wrong_arch_checkpoint(shapes, tmp_path, capsys):
 
 def test_pretrained_offline_message(shapes, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
     assert main(["train", *common(shapes, tmp_path), "model.name=resnet10t", "model.pretrained=true"]) == 2
     err = capsys.readouterr().err
-    assert "could not fetch pretrained weights for 'resnet10t'" in err and "model.checkpoint=" in err
+    assert "HF_HUB_OFFLINE is set and the pretrained weights of 'resnet10t' are not cached" in err
+    assert "model.checkpoint=<file>" in err and "model.pretrained=false" in err
 
 
 def test_resume_applies_the_keys_given_also_when_they_equal_the_defaults(shapes, tmp_path, capsys):

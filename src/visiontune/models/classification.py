@@ -13,6 +13,7 @@ from typing import Any
 
 import timm
 import torch
+from huggingface_hub import try_to_load_from_cache
 from torch import nn
 
 from visiontune.models.loading import (
@@ -25,6 +26,7 @@ from visiontune.models.loading import (
     read_weights,
 )
 from visiontune.registry import suggest
+from visiontune.utils import hub
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +94,9 @@ def create_timm_model(name: str, *, num_classes: int, pretrained: bool = False, 
                       drop_path_rate: float | None = None, **kwargs: Any) -> nn.Module:
     """``timm.create_model`` with readable errors (unknown name, pretrained download failure).
 
+    With ``pretrained``, weights already in the Hugging Face or torch.hub cache are loaded from there; otherwise
+    :func:`cached_pretrained_file` checks in seconds that the hub can be reached before timm downloads.
+
     Raises:
         ValueError: unknown model name (with the closest timm names).
         WeightLoadError: pretrained weights could not be fetched (the message says how to use a local file).
@@ -104,6 +109,9 @@ def create_timm_model(name: str, *, num_classes: int, pretrained: bool = False, 
         options["drop_path_rate"] = drop_path_rate
     if not pretrained:
         return timm.create_model(name, pretrained=False, **options)
+    cached = cached_pretrained_file(name)
+    if cached is not None:  # load the cached download directly: no hub request, no retries without network
+        options["pretrained_cfg_overlay"] = {"file": str(cached)}
     try:
         return timm.create_model(name, pretrained=True, **options)
     except Exception as error:  # noqa: BLE001 - hub/network errors come in many types
@@ -112,6 +120,47 @@ def create_timm_model(name: str, *, num_classes: int, pretrained: bool = False, 
             "Without network access, download the weights elsewhere and pass the file instead: "
             "model.pretrained=false model.checkpoint=/path/to/weights.pth (or .safetensors / MindSpore .ckpt)"
         ) from None
+
+
+def cached_pretrained_file(name: str) -> Path | None:
+    """The cached download of timm's pretrained weights for ``name``, or None when timm must download them.
+
+    Looks in the Hugging Face hub cache (the model's ``hf_hub_id``) and the torch.hub cache (its ``url``). When
+    the weights are in neither, the hub host is probed once (:func:`~visiontune.utils.hub.hub_reachable`, a few
+    seconds at most) instead of letting the download retry for a minute without network.
+
+    Raises:
+        WeightLoadError: not cached, and ``HF_HUB_OFFLINE`` is set or the hub host cannot be reached; one line
+            naming the model, the cache folder and the fixes (``model.checkpoint=<file>`` or
+            ``model.pretrained=false``).
+    """
+    config = timm.models.get_pretrained_cfg(name)
+    if config is None or config.file or not (config.hf_hub_id or config.url):
+        return None  # a local file, or no pretrained weights: timm says so itself
+    cache = hub.hf_hub_cache_dir()
+    if config.hf_hub_id:
+        repo_id, _, revision = config.hf_hub_id.partition("@")
+        for filename in ([config.hf_hub_filename] if config.hf_hub_filename else
+                         ["model.safetensors", "pytorch_model.bin"]):
+            found = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=revision or None)
+            if isinstance(found, str):
+                return Path(found)
+    if config.url:
+        found_file = hub.torch_hub_cached_file(config.url)
+        if found_file is not None:
+            return found_file
+    host = "huggingface.co" if config.hf_hub_id else hub.url_host(config.url)
+    if hub.hf_hub_offline():
+        reason = "HF_HUB_OFFLINE is set"
+    elif not hub.hub_reachable(host):
+        reason = f"{host} cannot be reached"
+    else:
+        return None
+    where = f"{config.hf_hub_id} in {cache}" if config.hf_hub_id else f"{config.url} in {hub.torch_hub_dir()}"
+    raise WeightLoadError(
+        f"model.pretrained: {reason} and the pretrained weights of {name!r} are not cached ({where}): pass a local "
+        "weight file with model.checkpoint=<file> (.pth, .safetensors or MindSpore .ckpt), or start from random "
+        "weights with model.pretrained=false")
 
 
 def load_classifier_weights(model: ImageClassifier, path: str, *, key: str | None = None,
