@@ -145,18 +145,19 @@ def cached_pretrained_file(name: str) -> Path | None:
             found = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=revision or None)
             if isinstance(found, str):
                 return Path(found)
-    if config.url:
-        found_file = hub.torch_hub_cached_file(config.url)
+    url = config.url if isinstance(config.url, str) else (config.url or [""])[0]  # a URL or a list of mirrors
+    if url:
+        found_file = hub.torch_hub_cached_file(url)
         if found_file is not None:
             return found_file
-    host = "huggingface.co" if config.hf_hub_id else hub.url_host(config.url)
+    host = "huggingface.co" if config.hf_hub_id else hub.url_host(url)
     if hub.hf_hub_offline():
         reason = "HF_HUB_OFFLINE is set"
     elif not hub.hub_reachable(host):
         reason = f"{host} cannot be reached"
     else:
         return None
-    where = f"{config.hf_hub_id} in {cache}" if config.hf_hub_id else f"{config.url} in {hub.torch_hub_dir()}"
+    where = f"{config.hf_hub_id} in {cache}" if config.hf_hub_id else f"{url} in {hub.torch_hub_dir()}"
     raise WeightLoadError(
         f"model.pretrained: {reason} and the pretrained weights of {name!r} are not cached ({where}): pass a local "
         "weight file with model.checkpoint=<file> (.pth, .safetensors or MindSpore .ckpt), or start from random "
