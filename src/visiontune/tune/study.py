@@ -34,7 +34,7 @@ from visiontune.engine.hooks import HookBase
 from visiontune.engine.run_dir import new_run_dir, newest_run_dir
 from visiontune.tasks import create_task
 from visiontune.tune.space import ParamSpec, apply_params, check_space, grid_values, parse_space
-from visiontune.tune.trials import RunOutcome, TrialPruning, run_training, training_config
+from visiontune.tune.trials import RunOutcome, TrialPruning, one_line, run_training, training_config
 from visiontune.utils import comm as dist_utils
 
 logger = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def _record(study: optuna.Study, trial: optuna.Trial, search: Search, outcome: R
     """Rank 0: tell the study how the trial ended; returns its state's name."""
     trial.set_user_attr("epochs", outcome.epochs)
     trial.set_user_attr("seconds", round(outcome.seconds, 3))
-    trial.set_user_attr("run_dir", str(outcome.run_dir))
+    trial.set_user_attr("run_dir", str(outcome.run_dir) if outcome.run_dir is not None else "")
     result = outcome.result
     if result is not None and result.stopped_by_signal:
         trial.set_user_attr(INTERRUPTED, f"stopped by {result.stopped_by_signal}")
@@ -253,11 +253,14 @@ def run_trial(study: optuna.Study | None, trial: optuna.Trial | None, search: Se
     """Every rank: train trial ``number`` with ``params``; rank 0 (which holds ``study`` and ``trial``) records it
     in the study, also when training raises."""
     pruning = TrialPruning(trial, search.metric_key)
-    config = apply_params(search.train_config, params)
-    object.__setattr__(config, "preset_file", search.config.preset_file)  # the trial's report shows its changes
     try:
+        config = apply_params(search.train_config, params)
+        object.__setattr__(config, "preset_file", search.config.preset_file)  # the trial's report shows its changes
         outcome = run_training(config, [*search.hooks, pruning], tune_dir=search.folder, group="trials",
                                name=f"trial-{number:04d}")
+    except ConfigError as error:  # a combination of values that the config refuses (a cross-field check)
+        outcome = RunOutcome(run_dir=None, reason=one_line(error))
+        logger.warning("trial %d failed: %s", number, outcome.reason)
     except BaseException as error:
         if study is not None and trial is not None:
             trial.set_user_attr(REASON, f"{type(error).__name__}: {error}")

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TRIAL_ERRORS", "RunOutcome", "TrialPruning", "run_training", "training_config"]
+__all__ = ["TRIAL_ERRORS", "RunOutcome", "TrialPruning", "one_line", "run_training", "training_config"]
 
 TRIAL_ERRORS: tuple[type[BaseException], ...] = (ValueError, FloatingPointError, NonFiniteLossError, RuntimeError,
                                                  UnknownNameError, FileNotFoundError)
@@ -77,7 +77,8 @@ class TrialPruning(HookBase):
 class RunOutcome:
     """How one run of the search ended."""
 
-    run_dir: Path
+    run_dir: Path | None
+    """``None`` when the run never started (its values refused by the config)."""
     result: TrainResult | None = None
     """``None`` when training raised."""
     reason: str | None = None
