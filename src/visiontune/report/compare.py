@@ -64,8 +64,9 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> tuple[str, str]:
                      str(len(run.training_rows())),
                      fmt_number(run.images_per_s(), 1) if run.images_per_s() is not None else "–",
                      format_duration(wall) + ("" if run.wall_time_s else "*") if wall else "–"])
+    groups = _metric_groups(runs)
     finite = [s for s in scores if not math.isnan(s)]
-    winner = scores.index(max(finite)) if finite else None
+    winner = scores.index(max(finite)) if finite and len(groups) == 1 else None
     detail_header = ["metric at the best epoch", *labels]
     detail_rows = [[column.removeprefix("val_"),
                     *(_value(column, run.best_row()[0]) for run in runs)] for column in metric_columns]
@@ -74,8 +75,9 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> tuple[str, str]:
     diff_rows = [[key, *(_short(v) for v in values)] for key, values in differences]
 
     console = ["runs:", _console_table(header, rows)]
-    if winner is not None and len(runs) > 1:
-        console.append(f"best main metric: {labels[winner]}")
+    verdict = _verdict(groups, labels, winner) if len(runs) > 1 else ""
+    if verdict:
+        console.append(verdict)
     if detail_rows:
         console += ["", _console_table(detail_header, detail_rows)]
     console += ["", "config differences:" if diff_rows else "config: identical (apart from the name)"]
@@ -87,8 +89,9 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> tuple[str, str]:
     page = Page(f"Comparison of {len(runs)} runs", ", ".join(labels))
     classes = ["best" if index == winner else "" for index in range(len(runs))]
     page.section("Runs", table(header, rows, numeric=False, row_classes=classes)
-                 + note("best: the main metric's best epoch (train.metric or the task default); the green row has "
-                        "the best value; * wall time summed from epoch times (no train.log)."))
+                 + note("best: the main metric's best epoch (train.metric or the task default; epoch 0: no epoch "
+                        "beat the baseline); the green row has the best value; * wall time summed from epoch times "
+                        "(no train.log).") + (note(verdict) if verdict else ""))
     if detail_rows:
         page.section("Metrics", table(detail_header, detail_rows, numeric=False))
     page.section("Config differences", table(["key", *labels], diff_rows, numeric=False) if diff_rows
@@ -98,6 +101,24 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> tuple[str, str]:
                       + "</li>" for label, run in zip(labels, runs))
     page.section("Folders", f"<ul>{folders}</ul>")
     return "\n".join(console) + "\n", page.render()
+
+
+def _metric_groups(runs: Sequence[RunFiles]) -> dict[str, list[int]]:
+    """Indices of the runs per main metric and mode (``ap_hard (max)``): only runs of one group can be ranked."""
+    groups: dict[str, list[int]] = {}
+    for index, run in enumerate(runs):
+        _best, key, mode = run.best_row()
+        name = (key or "none").lower().removeprefix("val_")
+        groups.setdefault(f"{name} ({mode})", []).append(index)
+    return groups
+
+
+def _verdict(groups: dict[str, list[int]], labels: Sequence[str], winner: int | None) -> str:
+    """The line naming the best run, or saying why none is named."""
+    if len(groups) > 1:
+        listed = "; ".join(f"{metric}: {', '.join(labels[i] for i in members)}" for metric, members in groups.items())
+        return f"no best main metric: the runs are not comparable on one metric ({listed})"
+    return f"best main metric: {labels[winner]}" if winner is not None else ""
 
 
 def _labels(runs: Sequence[RunFiles]) -> list[str]:

@@ -105,13 +105,44 @@ class RunFiles:
         return rows[-1] if rows else None
 
     def best_row(self) -> tuple[dict[str, float] | None, str | None, str]:
-        """The trained row with the best main metric, the metric column and its mode (``max``/``min``)."""
+        """The row of ``best.pt`` (the epoch with the best main metric), the metric column and its mode.
+
+        The one answer every view gives (report, compare, the engine's console table): ``summary.json``'s
+        ``best_epoch`` and ``best`` values when the run finished; otherwise (an older or running run) the engine's
+        rule over metrics.csv: the baseline (epoch-0 row) counts as a candidate, a later epoch wins only by beating
+        the best so far, so the first of equal values wins. Epoch 0 means no epoch beat the baseline.
+        """
         key, mode = main_metric(self)
-        rows = [row for row in self.training_rows() if key and not math.isnan(row.get(key, math.nan))]
-        if not rows or key is None:
-            return None, key, mode
-        pick = max if mode == "max" else min
-        return pick(rows, key=lambda row: row[key]), key, mode
+        recorded = self._recorded_best()
+        if recorded is not None:
+            return recorded, key, mode
+        best: dict[str, float] | None = None
+        for row in self.rows:
+            value = row.get(key, math.nan) if key else math.nan
+            if math.isnan(value):
+                continue
+            if best is None or (value > best[str(key)] if mode == "max" else value < best[str(key)]):
+                best = row
+        return best, key, mode
+
+    def _recorded_best(self) -> dict[str, float] | None:
+        """The best row as ``summary.json`` records it (its metrics.csv row, with the summary's values), or None
+        without a usable summary: absent, without a best epoch, or older than metrics.csv (training went on)."""
+        summary = self.summary or {}
+        epoch, values = summary.get("best_epoch"), summary.get("best")
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
+            return None
+        last = summary.get("last_epoch")
+        evaluated = [row.get("epoch", math.nan) for row in self.rows
+                     if any(not math.isnan(v) for k, v in row.items() if k.startswith("val_"))]
+        if isinstance(last, (int, float)) and any(e > last for e in evaluated):
+            return None
+        row = dict(next((row for row in self.rows if row.get("epoch") == epoch), {}))
+        row.update({str(k): to_float(v) for k, v in (values if isinstance(values, Mapping) else {}).items()})
+        if not row:
+            return None
+        row["epoch"] = float(epoch)
+        return row
 
     def images_per_s(self) -> float | None:
         values = [v for v in self.column("images_per_s") if not math.isnan(v)]

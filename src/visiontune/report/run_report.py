@@ -194,6 +194,8 @@ def _metrics_table(run: RunFiles) -> str:
     text = table(header, rows, numeric=False, row_classes=classes)
     if before is None:
         text += note("before: not measured (metrics.csv has no epoch-0 row).")
+    elif best is not None and best.get("epoch") == 0 and run.training_rows():
+        text += note("no epoch beat the baseline: best.pt is the model before training (epoch 0).")
     return text
 
 

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from visiontune.data.widerface import read_annotations
 from visiontune.report import figures
 from visiontune.report.html import esc, image_data_uri, img_tag, note, table
 from visiontune.report.run_files import RunFiles, read_csv_dicts
-from visiontune.utils.boxes import xywh_to_xyxy
+from visiontune.utils.boxes import xywh_to_xyxy, xyxy_to_xywh
 from visiontune.utils.drawing import caption_image, draw_labeled_boxes, draw_landmarks, load_thumbnail
 from visiontune.utils.plots import confusion_figure, figure_uri
 
@@ -205,11 +206,22 @@ def face_detection_view(run: RunFiles) -> str:
 
 
 def _face_labels(run: RunFiles) -> dict[str, np.ndarray]:
+    """The labelled faces of the validation split, ``{key: [N, 4] xywh}``: a RetinaFace ``label.txt``, or an
+    official ``wider_face_val_bbx_gt.txt`` (``data.format=official``); empty when unreadable."""
     root, split = run.get("data.root"), run.get("data.val_split")
     if not root or not split:
         return {}
     path = _resolve(str(Path(str(root)) / str(split)), run)
-    return read_retinaface_labels(path) if path and path.is_file() else {}
+    if path is None or not path.is_file():
+        return {}
+    if run.get("data.format") != "official":
+        return read_retinaface_labels(path)
+    try:
+        records = read_annotations(path, "official").records
+    except (OSError, ValueError):  # WiderFaceFormatError and unreadable text: the examples go without labels
+        return {}
+    return {str(Path(record.relative_path).with_suffix("").as_posix()): xyxy_to_xywh(record.boxes).astype(float)
+            for record in records}
 
 
 def _face_image(run: RunFiles, key: str) -> Path | None:

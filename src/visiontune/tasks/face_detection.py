@@ -336,7 +336,7 @@ class FaceDetectionTask(Task):
             return [f"{split}: error: {error}"], True
         images_root = self.images_root(train=train)
         check.samples[split] = [{"path": str(images_root / record.relative_path), "boxes": record.boxes.tolist(),
-                                 "labels": [1] * len(record.boxes),
+                                 "labels": ["face"] * len(record.boxes),
                                  "landmarks": [points.tolist() if valid else None  # 5 [x, y] or None per face
                                                for points, valid in zip(record.landmarks, record.landmarks_valid)]}
                                 for record in annotations.records]

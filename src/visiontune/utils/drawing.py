@@ -14,8 +14,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 from pycocotools import mask as mask_utils
+
+from visiontune.utils.image import DECODE_ERRORS, TRANSPOSING_ORIENTATIONS, exif_orientation, to_rgb
 
 __all__ = ["BOX_COLOR", "LANDMARK_COLORS", "PALETTE", "caption_image", "color_of", "contrast_color", "draw_caption",
            "draw_faces", "draw_instances", "draw_labeled_boxes", "label_color", "line_width", "load_thumbnail"]
@@ -136,13 +138,17 @@ def caption_image(image: Image.Image, text: str, color: Color = (31, 59, 87), *,
 
 
 def load_thumbnail(path: str, max_side: int = 256) -> tuple[Image.Image, float] | None:
-    """Open ``path`` as RGB, shrunk to ``max_side``; returns the image and the scale applied, None if unreadable."""
+    """Open ``path`` as training does (EXIF orientation applied, 16-bit and float images scaled to 8 bit:
+    :func:`visiontune.utils.image.to_rgb`), shrunk to ``max_side``; returns the image and the scale applied (to
+    pixels of the upright original), None if unreadable."""
     try:
         with Image.open(path) as opened:
-            original = opened.size
+            orientation = exif_orientation(opened)
+            width, height = opened.size
+            original = (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height)
             opened.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced size, much faster
-            image = opened.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError):
+            image = to_rgb(ImageOps.exif_transpose(opened) if orientation != 1 else opened, path)
+    except DECODE_ERRORS:
         return None
     if max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)

@@ -53,8 +53,9 @@ _NO_COUNTERPART = {
     "nnpu": _TORCHRUN,
     "device_id": "choose the GPU with CUDA_VISIBLE_DEVICES",
     "num_anchor": "visiontune generates the priors for each input size from face.min_sizes and face.steps",
-    "val_model": "visiontune eval takes a visiontune checkpoint (checkpoint=run/best.pt); convert a MindSpore .ckpt "
-                 "with `visiontune convert`, or fine-tune from it with model.checkpoint",
+    "val_model": "visiontune eval reads a MindSpore .ckpt directly: visiontune eval -c <this config.yaml> "
+                 "checkpoint=<model.ckpt> (as well as a visiontune checkpoint, checkpoint=run/best.pt); fine-tune "
+                 "from it with model.checkpoint=<model.ckpt>",
     "val_save_result": "visiontune eval always writes its predictions and metrics (to `output`, by default next to "
                        "the checkpoint)",
     "T_max": "not read by MindFace's train.py (its adjust_learning_rate implements dynamic_lr and the decay1/decay2 "
