@@ -41,6 +41,7 @@ __all__ = [
     "PretrainedWeightsUnavailableError",
     "StateDictLoadReport",
     "create_maskrcnn",
+    "drop_preset_weights",
     "freeze_backbone_layers",
     "load_backbone_weights",
     "load_detector_weights",
@@ -353,6 +354,43 @@ def load_initial_weights(
     if init != "none":
         raise ValueError(f"unknown init {init!r}; expected one of {_INIT_MODES}")
     return None
+
+
+def drop_preset_weights(
+    init: InitMode,
+    checkpoint: str | None,
+    backbone_checkpoint: str | None,
+    *,
+    preset_init: str | None,
+    preset_checkpoint: str | None = None,
+    preset_backbone_checkpoint: str | None = None,
+) -> tuple[str | None, str | None]:
+    """``(checkpoint, backbone_checkpoint)`` without the weight files a preset names for the ``model.init`` it chose.
+
+    A preset written for ``init: coco`` names a COCO ``model.checkpoint``; choosing ``model.init=backbone`` (or
+    ``none``) on the command line makes that file irrelevant, so it is dropped with one note line, and likewise a
+    preset's ``model.backbone_checkpoint`` when another init is chosen. A file the command line gives itself (one
+    that differs from the preset's) is kept, and :meth:`load_initial_weights`'s caller reports the contradiction.
+
+    Args:
+        init: The resolved ``model.init``.
+        checkpoint: The resolved ``model.checkpoint``.
+        backbone_checkpoint: The resolved ``model.backbone_checkpoint``.
+        preset_init: The preset's ``model.init`` (None without a preset file).
+        preset_checkpoint: The preset's ``model.checkpoint``.
+        preset_backbone_checkpoint: The preset's ``model.backbone_checkpoint``.
+    """
+    if preset_init is None or preset_init == init:
+        return checkpoint, backbone_checkpoint
+    if init != "coco" and checkpoint is not None and checkpoint == preset_checkpoint:
+        logger.info("model.init=%s: not using the preset's model.checkpoint=%s (a COCO Mask R-CNN, for "
+                    "model.init=coco)", init, checkpoint)
+        checkpoint = None
+    if init != "backbone" and backbone_checkpoint is not None and backbone_checkpoint == preset_backbone_checkpoint:
+        logger.info("model.init=%s: not using the preset's model.backbone_checkpoint=%s (for model.init=backbone)",
+                    init, backbone_checkpoint)
+        backbone_checkpoint = None
+    return checkpoint, backbone_checkpoint
 
 
 def resolve_batchnorm(

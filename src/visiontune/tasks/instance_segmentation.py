@@ -39,7 +39,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from visiontune.config import Config
+from visiontune.config import Config, ModelConfig, load_config
 from visiontune.data.coco import CocoFormatError, CocoInstanceDataset, check_coco_data, parse_coco_instances
 from visiontune.data.detection_transforms import (
     collate_detection,
@@ -56,6 +56,7 @@ from visiontune.models.maskrcnn import (
     MaskRCNNVariant,
     StateDictLoadReport,
     create_maskrcnn,
+    drop_preset_weights,
     load_initial_weights,
     resolve_batchnorm,
 )
@@ -235,12 +236,19 @@ class InstanceSegmentationTask(Task):
     def _initial_weights(self) -> tuple[str, str | None, str | None]:
         """``(init, checkpoint, backbone_checkpoint)`` from the ``model`` section, checked for consistency."""
         model_config = self.config.model
-        init, checkpoint, backbone = model_config.init, model_config.checkpoint, model_config.backbone_checkpoint
+        init = model_config.init
+        preset = self._preset_model_config()
+        checkpoint, backbone = drop_preset_weights(
+            init, model_config.checkpoint, model_config.backbone_checkpoint,
+            preset_init=preset.init if preset else None, preset_checkpoint=preset.checkpoint if preset else None,
+            preset_backbone_checkpoint=preset.backbone_checkpoint if preset else None)
         if checkpoint and init != "coco":
             raise ValueError(f"model.checkpoint is a Mask R-CNN state dict and needs model.init=coco (got "
-                             f"model.init={init}); ImageNet ResNet-50 weights go in model.backbone_checkpoint")
+                             f"model.init={init}): to start without {checkpoint}, add model.checkpoint=null; ImageNet "
+                             "ResNet-50 weights (.pth, or a MindSpore .ckpt) go in model.backbone_checkpoint")
         if backbone and init != "backbone":
-            raise ValueError(f"model.backbone_checkpoint needs model.init=backbone (got model.init={init})")
+            raise ValueError(f"model.backbone_checkpoint needs model.init=backbone (got model.init={init}): to start "
+                             f"without {backbone}, add model.backbone_checkpoint=null")
         if init == "coco" and not checkpoint and not model_config.pretrained:
             raise ValueError("model.init=coco: set model.checkpoint to a local COCO Mask R-CNN file (e.g. "
                              "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth), or model.pretrained=true to download it")
@@ -251,6 +259,17 @@ class InstanceSegmentationTask(Task):
             raise ValueError("model.pretrained=true with model.init=none: choose model.init=coco (COCO detector) or "
                              "model.init=backbone (ImageNet ResNet-50)")
         return init, checkpoint, backbone
+
+    def _preset_model_config(self) -> ModelConfig | None:
+        """The ``model`` section of the ``-c`` preset file alone (what the command line changed shows against it), or
+        None without a readable preset."""
+        preset = self.config.preset_file
+        if preset is None or not Path(preset).is_file():
+            return None
+        try:
+            return load_config(preset).model
+        except ValueError:
+            return None
 
     def _structure(self, *, load_weights: bool) -> dict[str, Any]:
         """BatchNorm and freezing settings of the model: from the config for new weights, else from the meta."""
