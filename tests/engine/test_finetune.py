@@ -15,6 +15,7 @@ from visiontune.engine.finetune import (
     frozen_batchnorm_names,
     set_frozen_batchnorm_eval,
     warn_frozen_random_weights,
+    warn_unused_unfreeze,
 )
 
 
@@ -191,3 +192,25 @@ def test_trainer_warns_for_frozen_random_layers_not_for_loaded_weights(tiny_conf
     with caplog.at_level(logging.WARNING):
         Trainer(tiny_config("finetune.freeze=backbone", f"model.checkpoint={weights}", "name=loaded")).setup()
     assert not [m for m in caplog.messages if "never learn" in m]
+
+
+def test_unfreeze_at_epoch_that_does_nothing_warns(caplog):
+    with caplog.at_level(logging.WARNING, logger="visiontune.engine.finetune"):
+        assert not warn_unused_unfreeze(None, epochs=5, frozen_names=[])
+        assert not warn_unused_unfreeze(2, epochs=5, frozen_names=["stem.0.weight"])
+        assert caplog.messages == []
+        assert warn_unused_unfreeze(2, epochs=5, frozen_names=[])
+        assert warn_unused_unfreeze(5, epochs=5, frozen_names=["stem.0.weight"])
+    assert caplog.messages == [
+        "finetune.unfreeze_at_epoch=2 has no effect: finetune.freeze froze no layer (set finetune.freeze, or remove "
+        "the key)",
+        "finetune.unfreeze_at_epoch=5 has no effect: the run ends after epoch 4 (train.epochs=5), so the frozen "
+        "layers never train"]
+
+
+def test_trainer_warns_for_unfreeze_without_freeze(tiny_config, caplog):
+    from visiontune.engine.trainer import Trainer
+
+    with caplog.at_level(logging.WARNING):
+        Trainer(tiny_config("finetune.unfreeze_at_epoch=1")).setup()
+    assert "finetune.unfreeze_at_epoch=1 has no effect: finetune.freeze froze no layer" in caplog.text

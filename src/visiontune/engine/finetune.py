@@ -159,6 +159,26 @@ def warn_frozen_random_weights(model: nn.Module, frozen_names: Sequence[str], *,
     return True
 
 
+def warn_unused_unfreeze(unfreeze_at_epoch: int | None, *, epochs: int, frozen_names: Sequence[str]) -> bool:
+    """Warn (one line) when ``finetune.unfreeze_at_epoch`` would do nothing: ``finetune.freeze`` froze nothing, or
+    the run ends before that epoch.
+
+    Returns:
+        Whether it warned.
+    """
+    if unfreeze_at_epoch is None:
+        return False
+    if not frozen_names:
+        logger.warning("finetune.unfreeze_at_epoch=%d has no effect: finetune.freeze froze no layer (set "
+                       "finetune.freeze, or remove the key)", unfreeze_at_epoch)
+        return True
+    if unfreeze_at_epoch >= epochs:
+        logger.warning("finetune.unfreeze_at_epoch=%d has no effect: the run ends after epoch %d (train.epochs=%d), "
+                       "so the frozen layers never train", unfreeze_at_epoch, epochs - 1, epochs)
+        return True
+    return False
+
+
 def unfreeze_all(model: nn.Module) -> None:
     """Make every parameter trainable again (gradual unfreezing)."""
     for parameter in model.parameters():

@@ -64,6 +64,7 @@ from visiontune.engine.finetune import (
     set_frozen_batchnorm_eval,
     unfreeze_all,
     warn_frozen_random_weights,
+    warn_unused_unfreeze,
 )
 from visiontune.engine.hooks import Hook, HookBase, default_hooks
 from visiontune.engine.run_dir import RunLock, check_run_name, is_run_dir, mark_run_dir, new_run_dir
@@ -346,6 +347,9 @@ class Trainer:
         self.frozen_names = freeze_parameters(self.model, mode, argument, self.parts)
         warn_frozen_random_weights(self.model, self.frozen_names, random_weights=load_weights and not any(
             key in self.task.meta for key in ("load_report", "backbone_load_report")))  # no report: random weights
+        if load_weights:
+            warn_unused_unfreeze(config.finetune.unfreeze_at_epoch, epochs=config.train.epochs,
+                                 frozen_names=self.frozen_names)
 
     def _build_optimization(self) -> list[dict[str, Any]]:
         """Loaders, optimizer, scheduler, loss scaler and EMA; returns the parameter groups."""
