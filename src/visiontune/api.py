@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ class EvalResult:
 
     metrics: dict[str, float]
     output_dir: Path | None
+    intervals: dict[str, list[float | None]] | None = None
+    """``eval.intervals`` (rank 0): ``val_<metric>`` -> its 95% bootstrap interval over the evaluated images."""
 
 
 def train(config: Config, hooks: Iterable[HookBase] = ()) -> TrainResult:
@@ -192,6 +195,7 @@ def evaluate(config: Config, *, checkpoint: str | Path | None = None) -> EvalRes
     evaluator = task.build_evaluator(dataset)
     metrics = {f"val_{k}": v for k, v in run_evaluation(model, loader, evaluator, device=device,
                                                           progress=config.train.progress and info.is_main).items()}
+    intervals = evaluation_intervals(config, evaluator) if info.is_main else None
     output_dir = None
     if info.is_main:
         folder_name = f"eval-{Path(config.data.val_split).stem}"
@@ -210,8 +214,22 @@ def evaluate(config: Config, *, checkpoint: str | Path | None = None) -> EvalRes
         metrics.update({f"val_ema_{k}": v for k, v in run_evaluation(model, loader, ema_evaluator,
                                                                       device=device).items()})
     if output_dir is not None:
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    return EvalResult(metrics=metrics, output_dir=output_dir)
+        written = {**metrics, "intervals": intervals} if intervals is not None else metrics
+        (output_dir / "metrics.json").write_text(json.dumps(written, indent=2), encoding="utf-8")
+    return EvalResult(metrics=metrics, output_dir=output_dir, intervals=intervals)
+
+
+def evaluation_intervals(config: Config, evaluator: Any) -> dict[str, list[float | None]] | None:
+    """``val_<metric>`` -> ``[lo, hi]``, the bootstrap interval (``eval.resamples``, ``eval.seed``; 95%) of every
+    metric the evaluator keeps per-image results for; ``None`` with ``eval.intervals=false`` or without them."""
+    from visiontune.evaluation.bootstrap import bootstrap_intervals, evaluator_per_image
+
+    per_image = evaluator_per_image(evaluator) if config.eval.intervals else None
+    if per_image is None:
+        return None
+    found = bootstrap_intervals(per_image, resamples=config.eval.resamples, seed=config.eval.seed)
+    return {f"val_{name}": [bound if math.isfinite(bound) else None for bound in interval]
+            for name, interval in found.items()}
 
 
 def predict(config: Config, *, checkpoint: str | Path | None = None, source: str | None = None) -> list[Path]:
@@ -302,14 +320,18 @@ def check_data(config: Config, *, report: bool = False) -> tuple[str, bool, Path
     return check.text, check.has_errors, page
 
 
-def metrics_table(metrics: dict[str, float]) -> str:
-    """Two-column text table of metrics."""
+def metrics_table(metrics: dict[str, float], intervals: dict[str, list[float | None]] | None = None) -> str:
+    """Two-column text table of metrics; a metric with an interval reads ``0.9400 [0.8900, 0.9800]``."""
     if not metrics:
         return "(no metrics)"
     width = max(len(key) for key in metrics)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -------"]
     for key, value in metrics.items():
-        lines.append(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        interval = (intervals or {}).get(key)
+        if interval is not None and None not in interval:
+            text += f" [{interval[0]:.4f}, {interval[1]:.4f}]"
+        lines.append(f"{key:<{width}}  {text}")
     return "\n".join(lines)
 
 
@@ -318,6 +340,67 @@ def _significant(value: Any, sign: str = "") -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "-" if value is None else str(value)
     return format(float(value), f"{sign}#.4g")
+
+
+def _with_interval(value: Any, interval: Any, sign: str = "") -> str:
+    """``0.9400 [0.8900, 0.9800]`` (the value alone without an interval)."""
+    text = _significant(value, sign)
+    if not isinstance(interval, list) or len(interval) != 2 or None in interval:
+        return text
+    return f"{text} [{_significant(interval[0], sign)}, {_significant(interval[1], sign)}]"
+
+
+def _metric_table(summary: dict[str, Any]) -> list[str]:
+    """The rows of :func:`format_summary`: per validation metric the baseline, best, last, change (with their
+    intervals where ``summary["intervals"]`` has them; "within noise" when the change's interval contains 0) and the
+    test split's value."""
+    best, baseline, last = summary.get("best") or {}, summary.get("baseline"), summary.get("last") or {}
+    metric, test = summary.get("metric"), summary.get("test")
+    intervals, change = summary.get("intervals") or {}, summary.get("change") or {}
+    names: list[str] = []
+    for values in (best, last, baseline):
+        names.extend(key for key in values or {} if key not in names)
+    if metric in names:
+        names.remove(metric)
+        names.insert(0, metric)
+    header = ["metric", "baseline (epoch 0)" if baseline else "baseline", f"best (epoch {summary.get('best_epoch')})",
+              f"last (epoch {summary.get('last_epoch')})", "change (best - baseline)"]
+    header += [f"test ({summary.get('test_checkpoint', 'best.pt')})"] if test is not None else []
+    rows = []
+    for name in names:
+        spans = intervals.get(name) or {}
+        changed = "-"
+        if name in change:
+            changed = _with_interval(change[name], spans.get("change"), "+")
+            span = spans.get("change")
+            if isinstance(span, list) and None not in span and span[0] <= 0 <= span[1]:
+                changed += " within noise"
+        test_name = "test_" + name.removeprefix("val_")
+        tested = [_with_interval(test.get(test_name), intervals.get(test_name))] if test is not None else []
+        rows.append([f"{name} *" if name == metric else name,
+                     _with_interval(baseline.get(name), spans.get("baseline")) if baseline else "not measured",
+                     _with_interval(best.get(name), spans.get("best")),
+                     _with_interval(last.get(name), spans.get("last")), changed, *tested])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+            for row in [header, ["-" * width for width in widths], *rows]]
+
+
+def _selection_notes(summary: dict[str, Any]) -> list[str]:
+    """Where the best epoch was selected, and what the intervals are."""
+    notes = []
+    intervals = summary.get("intervals") or {}
+    if any(isinstance(value, dict) for value in intervals.values()):
+        notes.append(f"[lo, hi]: {intervals.get('level', 0.95):.0%} bootstrap interval over "
+                     f"{intervals.get('resamples')} resamples of the evaluated images; the change's is paired (the "
+                     "same resampled images for both), \"within noise\" when it contains 0")
+    if summary.get("test") is not None:
+        notes.append(f"best epoch selected on val; test: {summary.get('test_checkpoint', 'best.pt')} evaluated once "
+                     "on data.test_split (the headline)")
+    else:
+        notes.append("best epoch selected on val (an optimistic estimate: set data.test_split to measure it once on "
+                     "held-out images)")
+    return notes
 
 
 def _duration(seconds: float) -> str:
@@ -345,25 +428,10 @@ def format_summary(summary: dict[str, Any] | None) -> str:
     if not best and not last:
         lines.append("no validation metrics (data.val_split is not set)")
     else:
-        names: list[str] = []
-        for values in (best, last, baseline):
-            names.extend(key for key in values or {} if key not in names)
-        if metric in names:
-            names.remove(metric)
-            names.insert(0, metric)
-        change = summary.get("change") or {}
-        header = ["metric", "baseline (epoch 0)" if baseline else "baseline",
-                  f"best (epoch {summary.get('best_epoch')})", f"last (epoch {summary.get('last_epoch')})",
-                  "change (best - baseline)"]
-        rows = [[f"{name} *" if name == metric else name,
-                 _significant(baseline.get(name)) if baseline else "not measured",
-                 _significant((best or {}).get(name)), _significant((last or {}).get(name)),
-                 _significant(change[name], "+") if name in change else "-"] for name in names]
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-        for row in [header, ["-" * width for width in widths], *rows]:
-            lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        lines += _metric_table(summary)
         lines.append("")
         lines.append(f"* {metric} ({summary.get('mode')}) picks best.pt (the first epoch of equal values)")
+        lines += _selection_notes(summary)
         if baseline is None:
             lines.append("baseline not measured: train.eval_before=false, or a resumed run that started without it")
         elif summary.get("best_epoch") == 0 and summary.get("epochs"):

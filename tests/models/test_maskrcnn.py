@@ -22,6 +22,7 @@ from visiontune.models.maskrcnn import (
     create_maskrcnn,
     load_backbone_weights,
 )
+from visiontune.utils import hub
 
 # Small sampling budgets keep a CPU step short; they are MaskRCNN keyword arguments passed through.
 FAST = {"min_size": 128, "max_size": 160, "rpn_pre_nms_top_n_train": 300, "rpn_post_nms_top_n_train": 100,
@@ -138,10 +139,36 @@ def test_coco_init_without_network_explains_the_local_file(tmp_path: Path, monke
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setattr(hub, "hub_reachable", lambda host, **kwargs: True)  # the download itself fails
     with pytest.raises(PretrainedWeightsUnavailableError, match=r"could not fetch torchvision weights "
                        r"MaskRCNN_ResNet50_FPN_Weights\.COCO_V1 .*pass its local path as `checkpoint` "
                        r"\(e\.g\. checkpoint=/path/to/maskrcnn_resnet50_fpn_coco-bf2d0c1e\.pth\)"):
         create_maskrcnn("v1", num_classes=3, init="coco")
+
+
+def test_unreachable_download_host_fails_in_seconds_without_downloading(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached weights
+    probed: list[str] = []
+
+    def unreachable(host: str, **kwargs: object) -> bool:
+        probed.append(host)
+        return False
+
+    def download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("no download may start when the host cannot be reached")
+
+    monkeypatch.setattr(hub, "hub_reachable", unreachable)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    start = time.perf_counter()
+    with pytest.raises(PretrainedWeightsUnavailableError) as caught:
+        create_maskrcnn("v1", num_classes=3, init="backbone")
+    assert time.perf_counter() - start < 5.0 and probed == ["download.pytorch.org"]
+    assert str(caught.value) == (
+        "could not fetch torchvision weights ResNet50_Weights.IMAGENET1K_V1 from "
+        "https://download.pytorch.org/models/resnet50-0676ba61.pth (download.pytorch.org cannot be reached and "
+        f"{tmp_path / 'hub' / 'checkpoints'} holds no copy). Without network access, download that file elsewhere "
+        "and pass its local path as `backbone_checkpoint` (e.g. backbone_checkpoint=/path/to/resnet50-0676ba61.pth).")
 
 
 def test_invalid_arguments() -> None:

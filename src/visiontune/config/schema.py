@@ -74,6 +74,13 @@ class DataConfig:
     """``list``/``retinaface``/``official``/``coco`` formats: image folder relative to ``root``."""
     val_images_dir: str | None = None
     """Image folder of the validation split when it differs from ``images_dir``."""
+    test_split: str | None = None
+    """Test split, as ``val_split``; ``null``: none. When set, training evaluates ``best.pt`` on it once at the end:
+    the headline of ``summary.json`` (``test``) and of the before/after table, as the best epoch was selected on the
+    validation split (an optimistic estimate of it)."""
+    test_images_dir: str | None = None
+    """Image folder of the test split when it differs from ``images_dir`` (``list``/``retinaface``/``official``/
+    ``coco`` formats)."""
     image_ext: str = ".jpg"
     """``list`` format: the suffix added to each image id (``images_dir / (id + image_ext)``)."""
     categories: list[str] | None = None
@@ -372,6 +379,25 @@ class ExportConfig:
 
 
 @dataclass
+class EvalConfig:
+    """How certain the reported metrics are: bootstrap intervals over the evaluated images, for ``top1`` and
+    ``macro_f1`` (classification), ``ap`` / ``ap_easy`` / ``ap_medium`` / ``ap_hard`` (face detection) and
+    ``bbox_AP`` / ``segm_AP`` (instance segmentation), in ``summary.json``, the before/after table and the
+    ``metrics.json`` of ``visiontune eval``."""
+
+    intervals: bool = True
+    """Report 95% percentile bootstrap intervals (each resample draws the evaluated images with replacement; the
+    matches are computed once and the metrics recomputed per resample); the change best - baseline gets a paired
+    interval (the same resampled images for both), and the table says "within noise" when it contains 0."""
+    resamples: Annotated[int, Range(10, 100_000)] = 1000
+    """Bootstrap resamples. Classification and WIDER FACE take about 4 s per 1000 on the 3226 WIDER val images;
+    COCO AP costs more (about 6 s per 1000 for 100 images with 20 detections each, growing with the detections):
+    lower it for large COCO sets (``benchmarks/bootstrap_intervals.py`` measures both)."""
+    seed: Annotated[int, Range(0, MAX_SEED)] = 0
+    """Seed of the resampled image sets (the same sets for every evaluation of a run, so changes are paired)."""
+
+
+@dataclass
 class ConvertConfig:
     """``visiontune convert IN OUT`` (MindSpore ``.ckpt`` <-> PyTorch weights) and ``visiontune import-config``."""
 
@@ -466,6 +492,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     face: FaceConfig = field(default_factory=FaceConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     convert: ConvertConfig = field(default_factory=ConvertConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)

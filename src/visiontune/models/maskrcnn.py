@@ -35,6 +35,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, res
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from visiontune.models.loading import WeightLoadError, check_tensors_fit, read_weights, strip_prefixes
+from visiontune.utils import hub
 
 __all__ = [
     "MaskPastingTransform",
@@ -145,15 +146,24 @@ class MaskPastingTransform(GeneralizedRCNNTransform):
 
 
 def _fetch_torchvision_weights(weights: Any, *, local_argument: str) -> dict[str, torch.Tensor]:
-    """Fetch torchvision weights through their enum (hub download or cache); explain how to avoid it on failure."""
+    """Fetch torchvision weights through their enum (hub download or cache); explain how to avoid it on failure.
+
+    Without a cached copy the download host is probed once (:func:`~visiontune.utils.hub.hub_reachable`, a few
+    seconds) so that a machine without network fails at once.
+    """
+    advice = (f"Without network access, download that file elsewhere and pass its local path as `{local_argument}` "
+              f"(e.g. {local_argument}=/path/to/{weights.url.rsplit('/', 1)[-1]}).")
+    host = hub.url_host(weights.url)
+    if hub.torch_hub_cached_file(weights.url) is None and not hub.hub_reachable(host):
+        raise PretrainedWeightsUnavailableError(
+            f"could not fetch torchvision weights {weights} from {weights.url} ({host} cannot be reached and "
+            f"{hub.torch_hub_dir()} holds no copy). {advice}")
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
     except Exception as error:  # URLError, OSError, RuntimeError (hash), ... all mean "not available"
         raise PretrainedWeightsUnavailableError(
             f"could not fetch torchvision weights {weights} from {weights.url} ({type(error).__name__}: {error}). "
-            f"Without network access, download that file elsewhere and pass its local path as "
-            f"`{local_argument}` (e.g. {local_argument}=/path/to/{weights.url.rsplit('/', 1)[-1]})."
-        ) from error
+            f"{advice}") from error
 
 
 def _convert_batchnorm_to_frozen(module: nn.Module) -> nn.Module:

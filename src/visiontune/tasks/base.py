@@ -41,6 +41,17 @@ def lookup_model_name(name: str, models: Mapping[str, str], what: str) -> str:
     return models[name]
 
 
+def split_images_dir(data: Any, split: str | None, *, train: bool) -> str:
+    """The image folder (relative to ``data.root``) of ``split``: ``data.images_dir`` for training,
+    ``data.test_images_dir`` for ``data.test_split`` and ``data.val_images_dir`` for other evaluated splits when
+    they are set."""
+    if train:
+        return str(data.images_dir)
+    if split is not None and split == data.test_split and data.test_images_dir:
+        return str(data.test_images_dir)
+    return str(data.val_images_dir or data.images_dir)
+
+
 @dataclass
 class DataCheck:
     """What ``visiontune check-data`` found.
