@@ -115,7 +115,7 @@ def run_eval(args: argparse.Namespace) -> int:
     config = _checkpoint_config(args)
     result = evaluate(config)
     if is_main_process():
-        print(metrics_table(result.metrics))
+        print(metrics_table(result.metrics, result.intervals))
         print(f"\nresults: {result.output_dir}")
     return 0
 

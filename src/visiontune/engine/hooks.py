@@ -39,6 +39,7 @@ from visiontune.engine.checkpoint import (
     restore_rng_state,
 )
 from visiontune.utils import comm as dist_utils
+from visiontune.utils.plots import format_metric
 from visiontune.utils.timing import TimeShare
 
 if TYPE_CHECKING:
@@ -48,8 +49,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BaselineEval", "BestCheckpointer", "EarlyStopping", "EpochCheckpointer", "EpochLogger", "EvalArtifacts",
-    "EvalHook", "Hook", "HookBase", "MaxStepsStop", "MetricsWriter", "PlotWriter", "ProgressBar", "RunSummary",
-    "StepCheckpointer", "TimeBudget", "default_hooks", "run_summary",
+    "EvalHook", "Hook", "HookBase", "MaxStepsStop", "MetricsWriter", "PerImageKeeper", "PlotWriter", "ProgressBar",
+    "RunSummary", "StepCheckpointer", "TestEvaluation", "TimeBudget", "default_hooks", "run_intervals", "run_summary",
 ]
 
 
@@ -128,7 +129,7 @@ class BaselineEval(HookBase):
         row: dict[str, Any] = {"epoch": 0, "step": 0, **metrics}
         trainer.state.history.insert(0, row)
         trainer.epoch_metrics = trainer.last_metrics = metrics
-        recorders = (BestCheckpointer, MetricsWriter, PlotWriter, EpochLogger, Tracker)
+        recorders = (BestCheckpointer, PerImageKeeper, MetricsWriter, PlotWriter, EpochLogger, Tracker)
         for hook in trainer.hooks:
             if isinstance(hook, recorders):
                 hook.after_epoch(trainer, row)
@@ -174,6 +175,38 @@ class BestCheckpointer(HookBase):
             trainer.pending_best = detached_copy(trainer.checkpoint_dict())  # written before the next last.pt
         else:
             atomic_save(trainer.checkpoint_dict(), trainer.run_dir / "best.pt")
+
+
+class PerImageKeeper(HookBase):
+    """``eval.intervals`` (rank 0): keeps the per-image results of the baseline, best and last evaluations (for the
+    intervals of ``summary.json``) in ``trainer.per_image`` and in ``<run>/eval/per_image_<epoch>.npz`` (a resumed run
+    reads them back: the weights that made them are gone); the files of other epochs are removed."""
+
+    def before_train(self, trainer: Trainer) -> None:
+        from visiontune.evaluation.bootstrap import load_per_image
+
+        trainer.per_image = {}
+        if not trainer.is_main or not trainer.config.eval.intervals:
+            return
+        for path in sorted((trainer.run_dir / "eval").glob("per_image_*.npz")):
+            try:
+                trainer.per_image[int(path.stem.removeprefix("per_image_"))] = load_per_image(path)
+            except (ValueError, OSError) as error:
+                logger.warning("ignoring %s: %s", path, error)
+
+    def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        from visiontune.evaluation.bootstrap import save_per_image
+
+        results, trainer.last_per_image = trainer.last_per_image, None
+        if trainer.epoch_metrics is None or results is None or not trainer.is_main:
+            return
+        epoch = row["epoch"]
+        folder = trainer.run_dir / "eval"
+        trainer.per_image[epoch] = results
+        save_per_image(results, folder / f"per_image_{epoch}.npz")
+        for kept in [kept for kept in trainer.per_image if kept not in (0, trainer.state.best_epoch, epoch)]:
+            del trainer.per_image[kept]
+            (folder / f"per_image_{kept}.npz").unlink(missing_ok=True)
 
 
 class HeadOnlyCheckpointer(HookBase):
@@ -222,6 +255,39 @@ class EvalArtifacts(HookBase):
             trainer.save_eval_artifacts()
 
 
+class TestEvaluation(HookBase):
+    """``data.test_split``, after a finished run: evaluates ``best.pt`` (``last.pt`` without it) once on the test
+    split, into ``trainer.test_metrics`` (``test_*``) and, with ``eval.intervals``, ``trainer.per_image["test"]``
+    (rank 0). The model keeps those weights."""
+
+    def after_train(self, trainer: Trainer) -> None:
+        from visiontune.engine.build import build_val_loader, unwrap
+        from visiontune.engine.evaluation import run_evaluation
+        from visiontune.evaluation.bootstrap import evaluator_per_image
+
+        split = trainer.config.data.test_split
+        if trainer.stop_reason is None or not split:
+            return
+        checkpoint = next((trainer.run_dir / name for name in ("best.pt", "last.pt")
+                           if (trainer.run_dir / name).exists()), None)
+        if checkpoint is None:
+            return
+        dataset = trainer.task.build_dataset(split, train=False)
+        loader = build_val_loader(trainer.task, dataset, trainer.config, trainer.dist)
+        unwrap(trainer.model).load_state_dict(load_checkpoint(checkpoint)["model"])
+        evaluator = trainer.task.build_evaluator(dataset)
+        with trainer.explain_out_of_memory("evaluation"):
+            metrics = run_evaluation(trainer.model, loader, evaluator, device=trainer.device,
+                                     autocast_dtype=trainer.autocast_dtype, description="test")
+        trainer.test_metrics = {f"test_{key}": value for key, value in metrics.items()}
+        trainer.test_checkpoint = checkpoint.name
+        if trainer.is_main and trainer.config.eval.intervals:
+            trainer.per_image["test"] = evaluator_per_image(evaluator)
+        if trainer.is_main:
+            logger.info("%s on the test split %s (evaluated once): %s", checkpoint.name, split,
+                        ", ".join(f"{key} {value:.4g}" for key, value in trainer.test_metrics.items()))
+
+
 class RunSummary(HookBase):
     """After a finished run: ``trainer.summary`` (:func:`run_summary`) and, on rank 0, ``<run>/summary.json``."""
 
@@ -233,8 +299,12 @@ class RunSummary(HookBase):
             state.history, metric=trainer.metric_key, mode=trainer.metric_mode, best_epoch=state.best_epoch,
             stop_reason=trainer.stop_reason, wall_time_s=time.perf_counter() - trainer.fit_started, steps=state.step,
             run_dir=str(trainer.run_dir))
+        if trainer.test_metrics is not None:
+            trainer.summary.update(test=trainer.test_metrics, test_checkpoint=trainer.test_checkpoint)
         if trainer.is_main:
             summary = trainer.summary
+            if trainer.config.eval.intervals:
+                summary["intervals"] = run_intervals(trainer, summary)
             if summary["best"] and summary["metric"] in summary["best"]:
                 before = (summary["baseline"] or {}).get(summary["metric"])
                 logger.info("%s: baseline %s -> best %.4g (epoch %s, best.pt), last %.4g (epoch %s)",
@@ -243,6 +313,24 @@ class RunSummary(HookBase):
                             summary["last"][summary["metric"]], summary["last_epoch"])
             text = json.dumps(_finite_or_none(summary), indent=2) + "\n"
             atomic_write_text(text, trainer.run_dir / "summary.json")
+
+
+def run_intervals(trainer: Trainer, summary: dict[str, Any]) -> dict[str, Any]:
+    """The ``intervals`` of ``summary.json`` (:func:`~visiontune.evaluation.bootstrap.summary_intervals`): per
+    ``val_*`` metric with per-image results, the baseline, best and last evaluations and the paired change best -
+    baseline; ``test_<metric>`` for the test split."""
+    from visiontune.evaluation.bootstrap import bootstrap_intervals, summary_intervals
+
+    settings = trainer.config.eval
+    kept = trainer.per_image
+    roles = {"baseline": kept.get(0) if summary["baseline"] is not None else None,
+             "best": kept.get(summary["best_epoch"]), "last": kept.get(summary["last_epoch"])}
+    intervals = summary_intervals(roles, resamples=settings.resamples, seed=settings.seed)
+    test = kept.get("test")
+    if test is not None:
+        for name, interval in bootstrap_intervals(test, resamples=settings.resamples, seed=settings.seed).items():
+            intervals[f"test_{name}"] = [value if math.isfinite(value) else None for value in interval]
+    return intervals
 
 
 def run_summary(history: list[dict[str, Any]], *, metric: str, mode: str, best_epoch: int | None,
@@ -430,7 +518,7 @@ class EpochLogger(HookBase):
 
     def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
         logger.info("epoch %d: %s", row["epoch"], ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"))
+            f"{k}={format_metric(v)}" for k, v in row.items() if k != "epoch"))
 
 
 # ------------------------------------------------------------------ stop conditions
@@ -486,7 +574,7 @@ def default_hooks(trainer: Trainer, user_hooks: list[HookBase]) -> list[HookBase
     """The built-in hooks for ``trainer.config`` with ``user_hooks`` in their place (see the module docstring)."""
     train = trainer.config.train
     # the checkpoints before the writers: an epoch whose checkpoint could not be written gets no metrics.csv row
-    leading: list[HookBase] = [EvalHook(), BestCheckpointer(), EpochCheckpointer()]
+    leading: list[HookBase] = [EvalHook(), BestCheckpointer(), PerImageKeeper(), EpochCheckpointer()]
     if trainer.is_main:
         leading.append(MetricsWriter())
         leading += [PlotWriter()] if train.plots else []
@@ -505,5 +593,6 @@ def default_hooks(trainer: Trainer, user_hooks: list[HookBase]) -> list[HookBase
         trailing.append(TimeBudget(train.time_budget))
     trailing += [HeadOnlyCheckpointer()] if train.save_head_only and trainer.is_main else []
     trailing.append(EvalArtifacts())
+    trailing.append(TestEvaluation())
     trailing.append(RunSummary())
     return [*leading, *user_hooks, *trailing]

@@ -71,6 +71,7 @@ from visiontune.engine.run_dir import RunLock, check_run_name, is_run_dir, mark_
 from visiontune.engine.run_log import RUN_INFO_FILE, RunLog, environment_lines, run_info
 from visiontune.engine.scheduler import IterationScheduler, build_schedule_spec
 from visiontune.engine.trackers import arrange_trackers
+from visiontune.evaluation.bootstrap import evaluator_per_image
 from visiontune.evaluation.widerface_predictions import NonFinitePredictionError
 from visiontune.tasks import create_task
 from visiontune.tasks.base import Task
@@ -185,6 +186,16 @@ class Trainer:
         self.epoch_metrics: dict[str, float] | None = None
         """The validation metrics of the epoch that just ended (``None``: not evaluated)."""
         self.last_metrics: dict[str, float] = {}
+        self.last_per_image: Any = None
+        """Rank 0, ``eval.intervals``: the per-image results (:mod:`visiontune.evaluation.bootstrap`) of the last
+        :meth:`evaluate`, until a hook keeps them (``None``: none)."""
+        self.test_metrics: dict[str, float] | None = None
+        """``test_*`` metrics of ``best.pt`` on ``data.test_split`` once training finished (``None``: no test split)."""
+        self.test_checkpoint: str | None = None
+        """The checkpoint :attr:`test_metrics` measured (``best.pt``, or ``last.pt`` without a best)."""
+        self.per_image: dict[int | str, Any] = {}
+        """Rank 0, ``eval.intervals``: per-image results kept for ``summary.json``'s intervals, by epoch (and
+        ``"test"``)."""
         self.summary: dict[str, Any] | None = None
         """The run's summary once it finished (the ``RunSummary`` hook; ``summary.json``)."""
         self.run_log: RunLog | None = None
@@ -840,10 +851,12 @@ class Trainer:
     def _evaluate(self) -> dict[str, float]:
         if self.val_loader is None or self.val_dataset is None:
             return {}
+        evaluator = self.task.build_evaluator(self.val_dataset)
         metrics = {f"val_{k}": v for k, v in run_evaluation(
-            self.model, self.val_loader, self.task.build_evaluator(self.val_dataset), device=self.device,
-            autocast_dtype=self.autocast_dtype, progress=self.config.train.progress and self.is_main,
-            description="val").items()}
+            self.model, self.val_loader, evaluator, device=self.device, autocast_dtype=self.autocast_dtype,
+            progress=self.config.train.progress and self.is_main, description="val").items()}
+        if self.config.eval.intervals and self.is_main:
+            self.last_per_image = evaluator_per_image(evaluator)
         if self.ema is not None:
             metrics.update({f"val_ema_{k}": v for k, v in run_evaluation(
                 self.ema.module, self.val_loader, self.task.build_evaluator(self.val_dataset), device=self.device,

@@ -24,7 +24,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 __all__ = [
-    "DEFAULT_LEVEL", "PerImageResults", "bootstrap_intervals", "bootstrap_samples", "full_sample_metrics",
+    "DEFAULT_LEVEL", "PerImageResults", "bootstrap_intervals", "bootstrap_samples", "evaluator_per_image",
+    "full_sample_metrics",
     "load_per_image", "paired_change_intervals", "percentile_interval", "resample_counts", "save_per_image",
     "summary_intervals",
 ]
@@ -109,6 +110,14 @@ def full_sample_metrics(results: PerImageResults) -> dict[str, float]:
     """The metrics of the evaluated images themselves (every multiplicity 1): the evaluator's values."""
     ones = np.ones((1, results.num_images), dtype=np.int64)
     return {name: float(values[0]) for name, values in results.metrics_for_counts(ones).items()}
+
+
+def evaluator_per_image(evaluator: Any) -> PerImageResults | None:
+    """The per-image results of an evaluator after its ``compute`` (its ``per_image_results()``), or ``None`` for an
+    evaluator without them (or without the metrics they need, e.g. no AP)."""
+    method = getattr(evaluator, "per_image_results", None)
+    results: PerImageResults | None = method() if callable(method) else None
+    return results
 
 
 def percentile_interval(samples: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float]:

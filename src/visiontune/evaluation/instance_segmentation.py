@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
-from visiontune.evaluation.coco import CocoEvaluator
+from visiontune.evaluation.coco import CocoEvaluator, CocoPerImage
 from visiontune.utils import comm
 from visiontune.utils.drawing import draw_instances
 from visiontune.utils.files import atomic_write_json
@@ -112,6 +112,11 @@ class InstanceSegmentationEvaluator:
         if getattr(self, "_gathered_on_main", False) and comm.current_info().world_size > 1:
             return comm.main_process_result(self.coco.compute)
         return self.coco.compute()
+
+    def per_image_results(self) -> CocoPerImage:
+        """The per-image matches behind ``bbox_AP`` / ``segm_AP`` (:meth:`CocoEvaluator.per_image_results`; on rank
+        0 after a distributed :meth:`synchronize`)."""
+        return self.coco.per_image_results()
 
     def save_artifacts(self, out_dir: Path) -> list[Path]:
         """Write ``coco_results.json`` and ``overlays/<image>.png`` for the first evaluated images.

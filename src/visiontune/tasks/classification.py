@@ -38,7 +38,7 @@ from visiontune.models.classification import (
     transfer_pretrained,
 )
 from visiontune.models.parts import ModelParts
-from visiontune.tasks.base import DataCheck, Task
+from visiontune.tasks.base import DataCheck, Task, split_images_dir
 from visiontune.utils.image import open_rgb
 
 logger = logging.getLogger(__name__)
@@ -122,13 +122,14 @@ class ClassificationTask(Task):
             raise ValueError("data.root is not set: point it at the dataset folder (e.g. data.root=path/to/data)")
         root = Path(data.root)
         if data.format == "folder":
-            setting = {data.val_split: "data.val_split", data.train_split: "data.train_split"}.get(split)
-            other = [name for name in (data.train_split, data.val_split) if name and name != split]
+            setting = {data.test_split: "data.test_split", data.val_split: "data.val_split",
+                       data.train_split: "data.train_split"}.get(split)
+            other = [name for name in (data.train_split, data.val_split, data.test_split) if name and name != split]
             hint = f"data.root + {setting}" if setting else f"data.root + split {split!r}"
             return scan_image_folder(root / split, classes=classes, hint=hint, setting=setting, split=split,
                                      exclude=other)
         if data.format == "list":
-            images = root / (data.val_images_dir if classes is not None and data.val_images_dir else data.images_dir)
+            images = root / split_images_dir(data, split, train=classes is None)
             return read_annotation_list(root / split, images, image_ext=data.image_ext, classes=classes)
         if data.format == "csv":
             return read_csv_list(root / split, root=root, classes=classes)

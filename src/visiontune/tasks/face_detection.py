@@ -57,7 +57,7 @@ from visiontune.models.retinaface import (
     postprocess_detections,
 )
 from visiontune.registry import suggest
-from visiontune.tasks.base import DataCheck, Task, lookup_model_name
+from visiontune.tasks.base import DataCheck, Task, lookup_model_name, split_images_dir
 from visiontune.utils.drawing import draw_faces
 from visiontune.utils.paths import output_names, safe_output_names
 from visiontune.utils.timing import InferenceTimer, synchronize_device
@@ -120,11 +120,11 @@ class FaceDetectionTask(Task):
                              f"{', '.join(ANNOTATION_FORMATS)}{suggest(data.format, ANNOTATION_FORMATS)}")
         return Path(data.root) / split
 
-    def images_root(self, *, train: bool) -> Path:
-        """Folder the annotation paths are relative to (``data.images_dir``, or ``data.val_images_dir``)."""
+    def images_root(self, *, train: bool, split: str | None = None) -> Path:
+        """Folder the annotation paths are relative to (``data.images_dir``, or ``data.val_images_dir`` /
+        ``data.test_images_dir``: :func:`~visiontune.tasks.base.split_images_dir`)."""
         data = self.config.data
-        folder = data.images_dir if train or not data.val_images_dir else data.val_images_dir
-        return Path(data.root or ".") / folder
+        return Path(data.root or ".") / split_images_dir(data, split, train=train)
 
     def eval_transform(self) -> FaceEvalTransform:
         """Original size (``face.origin_size``) or the 1600 / ``face.max_size`` rescale, minus ``face.rgb_mean``."""
@@ -142,7 +142,7 @@ class FaceDetectionTask(Task):
             transform: Any = RetinaFaceTrainTransform(self.config.data.image_size, mean=tuple(face.rgb_mean))
         else:
             transform = self.eval_transform()
-        dataset = WiderFaceDataset(self.images_root(train=train), annotation_file,
+        dataset = WiderFaceDataset(self.images_root(train=train, split=split), annotation_file,
                                    annotation_format=self.config.data.format, transform=transform)
         num_faces = sum(record.num_faces for record in dataset.records)
         if train and num_faces == 0:

@@ -61,7 +61,7 @@ from visiontune.models.maskrcnn import (
     resolve_batchnorm,
 )
 from visiontune.models.parts import ModelParts
-from visiontune.tasks.base import DataCheck, Task, lookup_model_name
+from visiontune.tasks.base import DataCheck, Task, lookup_model_name, split_images_dir
 from visiontune.utils.drawing import draw_instances
 from visiontune.utils.image import open_rgb
 from visiontune.utils.image_tensors import rgb_to_tensor, tensor_to_rgb
@@ -126,11 +126,11 @@ class InstanceSegmentationTask(Task):
                              "(a COCO instances JSON per split)")
         return Path(data.root) / split
 
-    def images_root(self, *, train: bool) -> Path:
-        """Folder the ``file_name`` entries are relative to (``data.images_dir``, or ``data.val_images_dir``)."""
+    def images_root(self, *, train: bool, split: str | None = None) -> Path:
+        """Folder the ``file_name`` entries are relative to (``data.images_dir``, or ``data.val_images_dir`` /
+        ``data.test_images_dir``: :func:`~visiontune.tasks.base.split_images_dir`)."""
         data = self.config.data
-        folder = data.images_dir if train or not data.val_images_dir else data.val_images_dir
-        return Path(data.root or ".") / folder
+        return Path(data.root or ".") / split_images_dir(data, split, train=train)
 
     def _categories(self) -> list[str] | None:
         """Category names to keep: the trained classes once known, else ``data.categories`` (None: all)."""
@@ -164,7 +164,8 @@ class InstanceSegmentationTask(Task):
                 photometric=bool(data.color_jitter))
         else:
             transforms = make_detection_eval_transforms()
-        dataset = CocoInstanceDataset(self.images_root(train=train), annotation_file, categories=self._categories(),
+        dataset = CocoInstanceDataset(self.images_root(train=train, split=split), annotation_file,
+                                      categories=self._categories(),
                                       empty_images=data.empty_images if train else "keep", transforms=transforms)
         if len(dataset) == 0:
             raise ValueError(f"{annotation_file}: the split has no image to {'train' if train else 'evaluate'} on")
