@@ -130,7 +130,7 @@ def test_every_detection_matches_pytorch(strict_export):
     assert [output.name for output in check.outputs] == ["boxes", "labels", "scores", "mask_probabilities"]
     masks = check.outputs[3]
     assert masks.shape == (check.compared_detections, 1, 28, 28)  # unpasted: the mask head's 28x28 per detection
-    assert masks.scale == 1.0 and masks.allowed == pytest.approx(1e-4)  # absolute, the default for probabilities
+    assert masks.scale == 1.0 and masks.allowed == pytest.approx(1e-2)  # absolute, the default for probabilities
     assert result.metadata.output_names == ["boxes", "labels", "scores", "mask_probabilities"]
     assert result.metadata.output_kind == "maskrcnn_roi_masks"
     assert result.metadata.class_names == ["book", "cup", "ball"]
@@ -257,7 +257,7 @@ def test_predict_on_the_onnx_file_gives_the_masks_of_the_checkpoint(coco_root, s
 
 
 class PerturbedMasksSession:
-    """An ONNX Runtime session whose mask probabilities are off by 5e-4 (within what tolerance=1e-3 accepts)."""
+    """An ONNX Runtime session whose mask probabilities are off by 0.02 (twice the default tolerance)."""
 
     def __init__(self, session):
         self.session = session
@@ -267,7 +267,7 @@ class PerturbedMasksSession:
 
     def run(self, names, feeds):
         boxes, labels, scores, masks = self.session.run(names, feeds)
-        return [boxes, labels, scores, masks + np.float32(5e-4)]
+        return [boxes, labels, scores, masks + np.float32(0.02)]
 
 
 def test_tolerance_decides_the_mask_probability_comparison(coco_root, tmp_path, monkeypatch):
@@ -284,11 +284,11 @@ def test_tolerance_decides_the_mask_probability_comparison(coco_root, tmp_path, 
     with pytest.raises(ParityError) as refused:
         export_model(task, model, tmp_path / "default.onnx", options=ExportOptions(**options))
     message = str(refused.value)
-    assert re.search(r"output 'mask_probabilities' on input 3x96x128: max abs difference 5\.0\d*e-04 > allowed "
-                     r"1\.000e-04 \(tolerance 0\.0001 x scale 1\)", message), message
+    assert re.search(r"output 'mask_probabilities' on input 3x96x128: max abs difference 2\.0\d*e-02 > allowed "
+                     r"1\.000e-02 \(tolerance 0\.01 x scale 1\)", message), message
     assert "'boxes'" not in message and "'scores'" not in message  # they agree within the default tolerance
     suggested = re.search(r"tolerance=(\S+) accepts these numeric differences", message)
-    assert suggested and 5e-4 <= float(suggested.group(1)) <= 5.1e-4, message
+    assert suggested and 0.02 <= float(suggested.group(1)) <= 0.021, message
     assert not (tmp_path / "default.onnx").exists()
     result = export_model(task, model, tmp_path / "suggested.onnx",
                           options=ExportOptions(**options, tolerance=float(suggested.group(1))))

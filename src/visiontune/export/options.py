@@ -40,7 +40,7 @@ class ExportOptions:
             returning the raw head outputs. NMS stays outside the graph.
         tolerance: parity tolerance of every compared output, relative to the output's scale (1 for
             probabilities, so there it is absolute); None: 1e-3 (float32) or 2e-2 (``half``), except for outputs
-            whose recipe sets a tighter default (Mask R-CNN mask probabilities: 1e-4).
+            whose recipe sets another default (Mask R-CNN mask probabilities: 1e-2).
         input_size: ``(height, width)`` of the example input for the detection tasks (default 480x640);
             classification always uses ``data.image_size``.
         sample: an image or folder of images for the parity check; None: synthetic images.
@@ -95,7 +95,7 @@ class ExportOptions:
 
         Args:
             output_names: the graph outputs.
-            defaults: tighter defaults of some outputs (the recipe's, e.g. ``{"mask_probabilities": 1e-4}``).
+            defaults: the recipe's defaults of some outputs (e.g. ``{"mask_probabilities": 1e-2}``).
         """
         if self.tolerance is not None:
             return {name: float(self.tolerance) for name in output_names}
