@@ -74,7 +74,9 @@ def run_final_seeds(study: optuna.Study | None, search: Search, result: TuneResu
     for seed in seeds:
         run = apply_params(search.train_config, {**params, "seed": seed})
         object.__setattr__(run, "preset_file", config.preset_file)
-        outcome = run_training(run, search.hooks, tune_dir=search.folder, group="final", name=f"seed-{seed}")
+        tracker = [search.mlflow.final_tracker(seed)] if search.mlflow is not None else []
+        outcome = run_training(run, [*search.hooks, *tracker], tune_dir=search.folder, group="final",
+                               name=f"seed-{seed}")
         value = outcome.result.best_metric if outcome.result is not None else None
         if outcome.reason is not None or value is None or not math.isfinite(value):
             failures[str(seed)] = outcome.reason or f"no finite {search.metric_key}"

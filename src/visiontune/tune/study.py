@@ -34,6 +34,7 @@ from visiontune.engine.hooks import HookBase
 from visiontune.engine.run_dir import new_run_dir, newest_run_dir
 from visiontune.tasks import create_task
 from visiontune.tune.space import ParamSpec, apply_params, check_space, grid_values, parse_space
+from visiontune.tune.tracking import StudyRun, study_run
 from visiontune.tune.trials import RunOutcome, TrialPruning, one_line, run_training, training_config
 from visiontune.utils import comm as dist_utils
 
@@ -62,6 +63,8 @@ class Search:
     hooks: list[HookBase] = field(default_factory=list)
     folder: Path = Path()
     """The tune folder (set once chosen)."""
+    mlflow: StudyRun | None = None
+    """Rank 0, when ``train.trackers`` lists ``mlflow``: the study's MLflow run (:mod:`.tracking`)."""
 
     @property
     def train_config(self) -> Config:
@@ -253,11 +256,12 @@ def run_trial(study: optuna.Study | None, trial: optuna.Trial | None, search: Se
     """Every rank: train trial ``number`` with ``params``; rank 0 (which holds ``study`` and ``trial``) records it
     in the study, also when training raises."""
     pruning = TrialPruning(trial, search.metric_key)
+    tracker = search.mlflow.trial_tracker(number) if search.mlflow is not None else None
     try:
         config = apply_params(search.train_config, params)
         object.__setattr__(config, "preset_file", search.config.preset_file)  # the trial's report shows its changes
-        outcome = run_training(config, [*search.hooks, pruning], tune_dir=search.folder, group="trials",
-                               name=f"trial-{number:04d}")
+        outcome = run_training(config, [*search.hooks, pruning, *([tracker] if tracker else [])],
+                               tune_dir=search.folder, group="trials", name=f"trial-{number:04d}")
     except ConfigError as error:  # a combination of values that the config refuses (a cross-field check)
         outcome = RunOutcome(run_dir=None, reason=one_line(error))
         logger.warning("trial %d failed: %s", number, outcome.reason)
@@ -265,9 +269,13 @@ def run_trial(study: optuna.Study | None, trial: optuna.Trial | None, search: Se
         if study is not None and trial is not None:
             trial.set_user_attr(REASON, f"{type(error).__name__}: {error}")
             study.tell(trial, state=TrialState.FAIL)
+            if search.mlflow is not None:
+                search.mlflow.end_trial(tracker, number, "failed", one_line(error))
         raise
     if study is not None and trial is not None:
         state = _record(study, trial, search, outcome, pruning)
+        if search.mlflow is not None:
+            search.mlflow.end_trial(tracker, number, state, outcome.reason)
         value = outcome.result.best_metric if outcome.result is not None else None
         logger.info("trial %d %s: %s; %s %s after %d epoch(s), %.1f s", number, state,
                     ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
@@ -311,16 +319,24 @@ def tune(config: Config, hooks: Iterable[HookBase] = ()) -> TuneResult:
     dist_utils.init_distributed(dist_utils.resolve_device(config.device))
     search.folder, resumed = dist_utils.main_process_result(lambda: _choose_folder(config))
     study = open_study(search.folder, search) if dist_utils.is_main_process() else None
+    search.mlflow = study_run(study, search)
     logger.info("%s study in %s: %s (%s), %d trials", "continuing the" if resumed else "a new", search.folder,
                 search.metric_key, search.direction, config.tune.trials)
-    result = TuneResult(folder=search.folder, metric_key=search.metric_key, direction=search.direction,
-                        resumed=resumed, exit_code=_search_loop(study, search, started))
-    if study is not None:
-        write_study_files(study, search)
-        summarize_study(study, search, result)
-    if result.exit_code == 0:
-        result.final = run_final_seeds(study, search, result)
-    result.wall_time_s = time.perf_counter() - started
-    if study is not None:
-        write_tune_report(study, search, result)
+    try:
+        result = TuneResult(folder=search.folder, metric_key=search.metric_key, direction=search.direction,
+                            resumed=resumed, exit_code=_search_loop(study, search, started))
+        if study is not None:
+            write_study_files(study, search)
+            summarize_study(study, search, result)
+        if result.exit_code == 0:
+            result.final = run_final_seeds(study, search, result)
+        result.wall_time_s = time.perf_counter() - started
+        if study is not None:
+            write_tune_report(study, search, result)
+    except BaseException:
+        if search.mlflow is not None:
+            search.mlflow.abort()
+        raise
+    if search.mlflow is not None:
+        search.mlflow.finish_study(result)
     return result
