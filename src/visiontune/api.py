@@ -316,7 +316,8 @@ def check_data(config: Config, *, report: bool = False) -> tuple[str, bool, Path
     folder = new_run_dir(Path(config.project) / config.task, "check-data")
     page = write_data_report(folder / "data_report.html", check.samples, task=config.task,
                              class_names=check.class_names, flagged=check.flagged,
-                             notes=[f"data.root: {config.data.root}", *check.text.splitlines()[-1:]])
+                             notes=[f"data.root: {config.data.root}", *check.text.splitlines()[-1:]],
+                             duplicates=check.duplicates if config.data.duplicates else None, root=config.data.root)
     return check.text, check.has_errors, page
 
 

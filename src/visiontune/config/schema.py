@@ -89,6 +89,10 @@ class DataConfig:
     """Instance segmentation: training images without annotations are kept or dropped."""
     on_corrupt: Literal["error", "skip"] = "error"
     """An unreadable image: stop with an error naming it, or skip it with a warning."""
+    duplicates: bool = True
+    """``check-data`` and ``train`` look for duplicate images within and across the splits: exact (same SHA-1 of the
+    bytes) and near (pHash within 8 of 64 bits: resized or re-encoded copies); hashes are cached in
+    ``<project>/.cache/image_hashes.json``. ``false``: not looked for."""
 
     image_size: Annotated[int, Range(1, MAX_IMAGE_SIZE)] = 224
     """Classification: input size in pixels (square)."""

@@ -495,6 +495,10 @@ class ClassificationDataset(Dataset):
         """Label index of every sample, in sample order."""
         return [label for _, label in self.source.samples]
 
+    def image_paths(self) -> list[Path]:
+        """The image file of every sample, in sample order (duplicate checks hash them)."""
+        return [Path(path) for path, _ in self.source.samples]
+
     @property
     def num_skipped(self) -> int:
         """How many corrupt samples were skipped so far, summed over all worker processes."""

@@ -655,6 +655,10 @@ class CocoInstanceDataset(Dataset):
         """The image entry of item ``index``."""
         return self.annotations.images[self.image_ids[index]]
 
+    def image_paths(self) -> list[Path]:
+        """The image file of every item, in item order (duplicate checks hash them)."""
+        return [self.images_dir / self.image_record(index).file_name for index in range(len(self))]
+
     def aspect_ratios(self) -> list[float]:
         """Width / height of every item, from the annotation file (no image is read)."""
         return [self.annotations.images[image_id].width / self.annotations.images[image_id].height

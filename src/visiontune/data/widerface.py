@@ -602,6 +602,10 @@ class WiderFaceDataset(Dataset):
         """Path of the image of sample ``index``."""
         return self.root / self.records[index].relative_path
 
+    def image_paths(self) -> list[Path]:
+        """The image file of every sample, in sample order (duplicate checks hash them)."""
+        return [self.image_path(index) for index in range(len(self.records))]
+
     def eval_sizes(self, transform: FaceEvalTransform, *, limit: int = 2) -> dict[tuple[int, int], str]:
         """``(height, width)`` after ``transform`` -> the first image of that size, up to ``limit`` sizes.
 

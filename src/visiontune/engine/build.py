@@ -125,6 +125,31 @@ def loader_workers(dataset: Dataset, configured: int) -> int:
     return configured if getattr(dataset, "uses_workers", True) else 0
 
 
+def warn_validation_duplicates(config: Config, train_dataset: Dataset, val_dataset: Dataset | None) -> str | None:
+    """Log one warning line when validation images duplicate training images (exact or near copies, see
+    :func:`visiontune.data.duplicates.find_duplicates`), with the count and the command that shows them; returns it.
+
+    Nothing when ``data.duplicates`` is off, there is no validation split, or a dataset cannot list its image files
+    (``image_paths()``). The hashes are cached in ``<project>/.cache/image_hashes.json``: a second run only hashes new
+    or changed files.
+    """
+    from visiontune.data.duplicates import HashCache, find_duplicates, hash_cache_path, leak_warning
+
+    data = config.data
+    train_paths, val_paths = (getattr(dataset, "image_paths", None) for dataset in (train_dataset, val_dataset))
+    if not data.duplicates or val_dataset is None or not callable(train_paths) or not callable(val_paths):
+        return None
+    train_name, val_name = data.train_split, str(data.val_split)
+    if train_name == val_name:
+        return None  # the same split on purpose: every image would be its own duplicate
+    groups = find_duplicates({train_name: train_paths(), val_name: val_paths()},
+                             cache=HashCache(hash_cache_path(config.project)), num_workers=max(1, data.num_workers))
+    line = leak_warning(groups, val_name, train_name)
+    if line is not None:
+        logger.warning("%s", line)
+    return line
+
+
 def build_train_loader(task: Task, dataset: Dataset, config: Config,
                        info: dist_utils.DistInfo) -> tuple[DataLoader, TrainSampler]:
     """The training loader and its resumable sampler (``sampler.set_epoch(epoch, start=samples_done)``).

@@ -37,6 +37,7 @@ from visiontune.engine.build import (
     resolve_resume,
     scaled_lr,
     unwrap,
+    warn_validation_duplicates,
     wrap_model,
 )
 from visiontune.engine.checkpoint import (
@@ -328,6 +329,8 @@ class Trainer:
         self.train_dataset = self.task.build_dataset(config.data.train_split, train=True)
         self.val_dataset = (self.task.build_dataset(config.data.val_split, train=False)
                             if config.data.val_split else None)
+        if self.is_main:
+            warn_validation_duplicates(config, self.train_dataset, self.val_dataset)
         self.task.check_metric(config.train.metric)  # now that the data tells which metrics exist (top5: > 5 classes)
 
     def _prepare_task_datasets(self) -> None:

@@ -8,10 +8,13 @@ Input, per split, a list of samples (dicts):
   optional ``labels`` (one category index or name per box) and optional ``width`` / ``height`` (image size).
 
 ``flagged`` lists problems found by the check: dicts with ``path``, ``reason`` and optionally ``split``.
+``duplicates`` lists duplicate image groups: ``kind`` (``exact`` / ``near``), ``files`` (relative to ``root``),
+``splits`` and ``distance``; they are drawn side by side and written to ``data_check.json`` beside the page.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import Counter
@@ -29,6 +32,7 @@ __all__ = ["DETECTION_TASKS", "write_data_report"]
 
 DETECTION_TASKS = ("face_detection", "instance_segmentation", "detection")
 MAX_FLAGGED_ROWS = 500
+MAX_DUPLICATE_GROUPS = 60  # groups drawn with thumbnails (all are in data_check.json)
 
 
 def _name(label: Any, class_names: Sequence[str] | None) -> str:
@@ -129,6 +133,9 @@ def _detection_sections(page: Page, splits: Mapping[str, Sequence[Mapping[str, A
     if len(categories) > 1 or (categories and categories != ["object"]):
         body += "<h3>Boxes per category</h3>" + table(
             ["category", *splits], [[c, *(per_category[s].get(c, 0) for s in splits)] for c in categories])
+        chart = figures.bar_chart("boxes per category", categories,
+                                  {split: [per_category[split].get(c, 0) for c in categories] for split in splits})
+        body += f'<div class="grid"><figure>{img_tag(chart, "boxes per category")}</figure></div>'
     graphs = [figures.histogram("box size (sqrt area, px)", [], groups=sides, log_x=True, x_label="pixels"),
               figures.histogram("box aspect (width / height)", [], groups=aspects, log_x=True, x_label="w / h"),
               figures.histogram("boxes per image", [], groups=per_image,
@@ -163,6 +170,25 @@ def _detection_sections(page: Page, splits: Mapping[str, Sequence[Mapping[str, A
     page.section("Samples", f'<div class="grid">{"".join(grid)}</div>' if grid else note("no readable sample image."))
 
 
+def _duplicate_section(page: Page, duplicates: Sequence[Mapping[str, Any]], root: str | Path | None) -> None:
+    """Each duplicate group as a row of thumbnails (split, file and distance under each)."""
+    if not duplicates:
+        page.section("Duplicates", note("no duplicate images found (exact: same bytes; near: pHash distance)."))
+        return
+    rows = []
+    for group in list(duplicates)[:MAX_DUPLICATE_GROUPS]:
+        figures_html = []
+        for name, split in zip(group["files"], group["splits"]):
+            loaded = load_thumbnail(str(Path(root) / name if root is not None else name), 160)
+            thumb = img_tag(image_data_uri(loaded[0], photo=True), name) if loaded else note("unreadable")
+            figures_html.append(f"<figure>{thumb}<figcaption>{esc(split)}: {esc(name)}</figcaption></figure>")
+        leak = " (across splits)" if len(set(group["splits"])) > 1 else ""
+        rows.append(f"<h3>{esc(group['kind'])}, distance {int(group['distance'])}{leak}</h3>"
+                    f'<div class="grid">{"".join(figures_html)}</div>')
+    more = len(duplicates) - MAX_DUPLICATE_GROUPS
+    page.section("Duplicates", "".join(rows) + (note(f"{more} more groups in data_check.json.") if more > 0 else ""))
+
+
 def write_data_report(
     out: str | Path,
     splits: Mapping[str, Sequence[Mapping[str, Any]]],
@@ -173,6 +199,8 @@ def write_data_report(
     title: str | None = None,
     samples_per_split: int = 24,
     notes: Sequence[str] = (),
+    duplicates: Sequence[Mapping[str, Any]] | None = None,
+    root: str | Path | None = None,
 ) -> Path:
     """Write ``data_report.html`` (path ``out``; a folder gets ``data_report.html`` inside) and return its path.
 
@@ -185,6 +213,9 @@ def write_data_report(
         title: Page title (default ``data report: <task>``).
         samples_per_split: Thumbnails per split in the sample grid.
         notes: Free lines shown under the title (e.g. the data root and the check's summary).
+        duplicates: Duplicate groups (see the module docstring); when given (also empty) they get a section and
+            ``data_check.json`` (``{"duplicates": [...]}``) is written beside the page.
+        root: The folder the duplicate ``files`` are relative to (``data.root``).
     """
     started = time.perf_counter()
     page = Page(title or f"data report: {task}", f"{sum(len(s) for s in splits.values())} images in "
@@ -206,10 +237,15 @@ def write_data_report(
     else:
         body = note("no image flagged.")
     page.section("Flagged images", body)
+    if duplicates is not None:
+        _duplicate_section(page, duplicates, root)
     path = Path(out)
     if path.is_dir() or not path.suffix:
         path = path / "data_report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
+    if duplicates is not None:
+        (path.parent / "data_check.json").write_text(json.dumps({"duplicates": list(duplicates)}, indent=1) + "\n",
+                                                     encoding="utf-8")
     path.write_text(page.render().replace("</main>", f"<p class='note'>generated in "
                                           f"{time.perf_counter() - started:.2f} s</p></main>"), encoding="utf-8")
     return path

@@ -63,6 +63,8 @@ class DataCheck:
             ``boxes`` (``[[x1, y1, x2, y2], ...]`` pixels) with optional ``labels`` (detection).
         class_names: Class or category names (labels index them; detection labels start at 1 for the first name).
         flagged: ``{"path", "reason", "split"}`` of every image the check flagged.
+        duplicates: Duplicate image groups (:meth:`visiontune.data.duplicates.DuplicateGroup.to_json`: ``kind``,
+            ``files`` relative to ``data.root``, ``splits``, ``distance``), for ``data_check.json`` and the report.
     """
 
     text: str
@@ -70,6 +72,7 @@ class DataCheck:
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     class_names: list[str] | None = None
     flagged: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Evaluator(Protocol):
@@ -193,6 +196,21 @@ class Task(ABC):
         """``visiontune check-data``: scan the configured splits (the report text, whether it found errors, and the
         samples and flagged images that ``check-data --report`` draws)."""
         raise NotImplementedError(f"check-data is not implemented for task {self.name!r}")
+
+    def check_duplicates(self, check: DataCheck) -> tuple[str, list[str]] | None:
+        """Exact and near duplicate images within and across the splits of ``check.samples`` (training split first),
+        when ``data.duplicates`` is on: fills ``check.duplicates`` and returns the summary line and the warnings
+        (:func:`~visiontune.data.duplicates.duplicate_summary`); None when off. Hashes are cached in
+        ``<project>/.cache/image_hashes.json``."""
+        from visiontune.data.duplicates import HashCache, duplicate_summary, find_duplicates, hash_cache_path
+
+        if not self.config.data.duplicates:
+            return None
+        splits = {split: [Path(sample["path"]) for sample in samples] for split, samples in check.samples.items()}
+        groups = find_duplicates(splits, cache=HashCache(hash_cache_path(self.config.project)),
+                                 num_workers=max(1, self.config.data.num_workers))
+        check.duplicates = [group.to_json(self.config.data.root) for group in groups]
+        return duplicate_summary(groups, list(splits))
 
     def data_problems(self) -> tuple[str, bool]:
         """The report text of :meth:`check_data` and whether it found errors."""

@@ -432,19 +432,25 @@ class ClassificationTask(Task):
 
         data = self.config.data
         splits = {data.train_split: self.read_source(data.train_split, classes=None)}
-        if data.val_split:
-            try:
-                splits[data.val_split] = self.read_source(data.val_split, classes=None)
-            except ValueError as error:
-                return DataCheck(f"{data.val_split}: {error}", True)
+        for split in (data.val_split, data.test_split):
+            if split and split not in splits:
+                try:
+                    splits[split] = self.read_source(split, classes=None)
+                except ValueError as error:
+                    return DataCheck(f"{split}: {error}", True)
         report = check_classification_sources(splits, progress=self.config.train.progress)
-        classes = splits[data.train_split].classes
-        return DataCheck(
-            report.format(), report.has_errors, class_names=classes,
+        check = DataCheck(
+            "", report.has_errors, class_names=splits[data.train_split].classes,
             samples={split: [{"path": str(path), "label": source.classes[label]} for path, label in source.samples]
                      for split, source in splits.items()},
             flagged=[{"path": str(finding.path), "reason": finding.message, "split": split}
                      for split, findings in report.image_findings.items() for finding in findings])
+        duplicates = self.check_duplicates(check)
+        if duplicates is not None:
+            report.notes.append(duplicates[0])
+            report.warnings.extend(duplicates[1])
+        check.text = report.format()
+        return check
 
     def predict(self, model: nn.Module, source: str, output_dir: Path, *, device: torch.device) -> list[Path]:
         """Top-k labels and probabilities per image to ``predictions.csv``; with known labels also ``pred.txt``.

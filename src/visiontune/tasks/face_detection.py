@@ -313,13 +313,17 @@ class FaceDetectionTask(Task):
     def check_data(self) -> DataCheck:
         """Parse the annotation files, decode every image and count faces, empty images and missing landmarks."""
         data = self.config.data
-        splits = [(data.train_split, True)] + ([(data.val_split, False)] if data.val_split else [])
+        splits = [(data.train_split, True)] + [(split, False) for split in dict.fromkeys((data.val_split,
+                                                                                      data.test_split)) if split]
         check = DataCheck(f"face detection data in {data.root} (format {data.format})", False, class_names=["face"])
         lines = [check.text]
         for split, train in splits:
             split_lines, split_errors = self._split_problems(split, train=train, check=check)
             lines.extend(split_lines)
             check.has_errors = check.has_errors or split_errors
+        duplicates = self.check_duplicates(check)
+        if duplicates is not None:
+            lines.extend([duplicates[0], *(f"  warning: {warning}" for warning in duplicates[1])])
         lines.append("errors found" if check.has_errors else "no errors found")
         check.text = "\n".join(lines)
         return check
@@ -334,7 +338,7 @@ class FaceDetectionTask(Task):
             annotations = read_annotations(self._annotation_path(split), data.format)
         except (ValueError, FileNotFoundError) as error:
             return [f"{split}: error: {error}"], True
-        images_root = self.images_root(train=train)
+        images_root = self.images_root(train=train, split=split)
         check.samples[split] = [{"path": str(images_root / record.relative_path), "boxes": record.boxes.tolist(),
                                  "labels": ["face"] * len(record.boxes),
                                  "landmarks": [points.tolist() if valid else None  # 5 [x, y] or None per face

@@ -362,14 +362,17 @@ class InstanceSegmentationTask(Task):
         the validation split lacks, or a training split without any instance.
         """
         data = self.config.data
-        splits = [(data.train_split, True)] + ([(data.val_split, False)] if data.val_split else [])
+        splits = [(data.train_split, True)] + [(split, False) for split in dict.fromkeys((data.val_split,
+                                                                                      data.test_split)) if split]
         lines: list[str] = []
         has_errors = False
         categories = list(data.categories) if data.categories is not None else None
         check = DataCheck("", False)
         for split, train in splits:
-            report = check_coco_data(self.images_root(train=train), self._annotation_path(split), categories=categories)
-            lines.append(f"[{'train' if train else 'val'}] {report.format_report()}")
+            report = check_coco_data(self.images_root(train=train, split=split), self._annotation_path(split),
+                                     categories=categories)
+            role = "train" if train else "val" if split == data.val_split else "test"
+            lines.append(f"[{role}] {report.format_report()}")
             self._report_samples(check, split, train=train, categories=categories, unreadable=report.unreadable_images)
             if not report.ok:
                 has_errors = True
@@ -382,6 +385,9 @@ class InstanceSegmentationTask(Task):
                     lines.append(f"  warning: categories without a training instance: {empty}")
                 if report.ok and categories is None:
                     categories = list(report.instances_per_category)  # the validation split must have them too
+        duplicates = self.check_duplicates(check)
+        if duplicates is not None:
+            lines.extend([duplicates[0], *(f"  warning: {warning}" for warning in duplicates[1])])
         lines.append("errors found" if has_errors else "no errors found")
         check.text, check.has_errors = "\n".join(lines), has_errors
         return check
@@ -395,7 +401,7 @@ class InstanceSegmentationTask(Task):
             return  # a broken file is in the text report; nothing to draw
         if check.class_names is None:
             check.class_names = [entry["name"] for _, entry in sorted(annotations.label_to_category.items())]
-        images_root = self.images_root(train=train)
+        images_root = self.images_root(train=train, split=split)
         check.samples[split] = [
             {"path": str(images_root / record.file_name), "width": record.width, "height": record.height,
              "boxes": [list(instance.box) for instance in annotations.instances.get(image_id, [])],
