@@ -44,22 +44,27 @@ def start_script(arguments: list[str], ready_file: Path | None = None) -> subpro
     return process
 
 
+def files_of(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
 def test_a_second_training_of_a_running_folder_is_refused(tiny_shapes: Path, tmp_path: Path, capsys):
     project, ready, go = tmp_path / "runs", tmp_path / "ready", tmp_path / "go"
     first = start_script(["--pause-after-epoch", "1", "--ready-file", str(ready), "--go-file", str(go),
                           *overrides(tiny_shapes, project)], ready)
     run = project / "classification" / "live"
     try:
-        before = {path.name: path.read_bytes() for path in run.iterdir()}
+        before = files_of(run)
         assert main(["train", *overrides(tiny_shapes, project), "resume=true"]) == 2
         captured = capsys.readouterr().err
         error = captured.strip().splitlines()[-1]
-        assert "Traceback" not in captured
+        assert "Traceback" not in captured and "resumed from" not in captured  # it never says it continues the run
         assert error.startswith(f"visiontune train: error: the run folder {run} is in use by pid {first.pid} on host "
                                 f"{socket.gethostname()} since ")
         assert error.endswith(f": another training writes it (it holds {RUN_LOCK}); wait until it ends or stop it, "
                               "or train under another name=")
-        assert {path.name: path.read_bytes() for path in run.iterdir()} == before  # the refused one wrote nothing
+        assert files_of(run) == before  # the refused training wrote nothing
     finally:
         go.touch()
         output = first.communicate(timeout=START_LIMIT_S)[0]

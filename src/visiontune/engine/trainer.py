@@ -307,7 +307,6 @@ class Trainer:
         param_groups = self._build_optimization()
         if checkpoint is not None:
             self._restore(checkpoint)
-            logger.info("resumed from %s at epoch %d, step %d", resume_path, self.state.epoch, self.state.step)
             if self.state.epoch >= self.config.train.epochs and self.is_main:
                 logger.warning("%s already finished its %d epochs: nothing left to train (raise train.epochs to "
                                "continue it, or use another name to start a new run)", resume_path,
@@ -315,6 +314,8 @@ class Trainer:
         self.train_model = self._wrap_model()
         # every rank agrees on the folder that rank 0 creates; nothing was written before this point
         self.run_dir = dist_utils.main_process_result(lambda: self._choose_run_dir(resume_path))
+        if checkpoint is not None:  # said once the run folder is ours (a training still running there refuses this)
+            logger.info("resumed from %s at epoch %d, step %d", resume_path, self.state.epoch, self.state.step)
         assert self.run_log is not None
         self.run_log.open(self.run_dir / "train.log")
         self._prepare_task_datasets()
