@@ -16,8 +16,9 @@ from tests.tune.test_tune import SCRIPT, overrides, read_trials
 from visiontune.config import load_config
 from visiontune.engine.hooks import HookBase
 from visiontune.engine.trainer import NonFiniteLossError
-from visiontune.tune import tune
-from visiontune.tune.tracking import REASON_TAG, RUN_ID_ATTR, STATE_TAG, TRIAL_TAG
+from visiontune.tune import parse_space, tune
+from visiontune.tune.study import Search
+from visiontune.tune.tracking import REASON_TAG, RUN_ID_ATTR, STATE_TAG, TRIAL_TAG, study_run
 
 mlflow = pytest.importorskip("mlflow")
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")  # MLflow's SQL store
@@ -120,3 +121,23 @@ def test_an_unreachable_store_is_one_warning_and_the_search_goes_on(tiny_shapes,
     (warning,) = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
     assert warning.startswith("tracker mlflow failed at the start of the study run, training goes on without it: ")
     assert "\n" not in warning and "127.0.0.1" in warning
+
+
+def test_a_trial_that_never_trained_gets_a_failed_run_with_its_reason(tiny_shapes, tmp_path, mlflow_store):
+    import optuna
+
+    config = load_config(None, overrides(tiny_shapes, tmp_path, "train.trackers=[mlflow]"))
+    search = Search(config=config, specs=parse_space(config.tune.space), metric_key="val_top1",
+                    direction="maximize", folder=tmp_path / "search")
+    assert study_run(optuna.create_study(), Search(config=load_config(None, overrides(tiny_shapes, tmp_path)),
+                                                   specs=search.specs, metric_key="val_top1",
+                                                   direction="maximize")) is None  # train.trackers without mlflow
+    study = optuna.create_study()
+    run = study_run(study, search)
+    assert run is not None and study.user_attrs[RUN_ID_ATTR] == run.run_id
+    reason = "ConfigError: finetune.freeze: expected {first_n: N}, got {'first': 3}"
+    run.end_trial(run.trial_tracker(4), 4, "failed", reason)  # its values were refused: no training, no tracker run
+    child = runs_by_name(mlflow_store)["trial-0004"]
+    assert child.info.status == "FAILED" and child.data.tags["mlflow.parentRunId"] == run.run_id
+    assert (child.data.tags[TRIAL_TAG], child.data.tags[STATE_TAG], child.data.tags[REASON_TAG]) == (
+        "4", "failed", reason)

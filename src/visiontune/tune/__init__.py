@@ -2,7 +2,8 @@
 
 :func:`tune` runs the study of ``config.tune`` (the ``tune`` section of the schema); :mod:`.space` parses the
 distribution specs, :mod:`.trials` runs one trial (with the pruning hook), :mod:`.final` retrains the best values
-with other seeds, :mod:`.report` writes ``trials.csv``, ``best.yaml`` and ``report.html``.
+with other seeds, :mod:`.report` writes ``trials.csv``, ``best.yaml`` and ``report.html``, :mod:`.tracking` logs the
+study to MLflow (``train.trackers`` with ``mlflow``).
 """
 
 from visiontune.tune.report import format_tune_summary

@@ -12,6 +12,9 @@ trials have finished (completed, pruned, or failed with a reason).
 
 Under ``torchrun`` every process runs every trial; rank 0 alone opens the study, asks for the values and
 broadcasts them (:func:`visiontune.utils.comm.broadcast_object`).
+
+When ``train.trackers`` lists ``mlflow``, the study is one MLflow run with a nested run per trial and final seed
+(:mod:`visiontune.tune.tracking`).
 """
 
 from __future__ import annotations
@@ -319,9 +322,9 @@ def tune(config: Config, hooks: Iterable[HookBase] = ()) -> TuneResult:
     dist_utils.init_distributed(dist_utils.resolve_device(config.device))
     search.folder, resumed = dist_utils.main_process_result(lambda: _choose_folder(config))
     study = open_study(search.folder, search) if dist_utils.is_main_process() else None
-    search.mlflow = study_run(study, search)
     logger.info("%s study in %s: %s (%s), %d trials", "continuing the" if resumed else "a new", search.folder,
                 search.metric_key, search.direction, config.tune.trials)
+    search.mlflow = study_run(study, search)
     try:
         result = TuneResult(folder=search.folder, metric_key=search.metric_key, direction=search.direction,
                             resumed=resumed, exit_code=_search_loop(study, search, started))

@@ -104,6 +104,7 @@ class StudyRun(Tracker):
             logger.warning("the study's MLflow run %s is not in the store: logging to a new run", run_id)
             return False
         self.client.update_run(run_id, status="RUNNING")
+        self.experiment = self.client.get_experiment(run.info.experiment_id).name  # the trials nest in its experiment
         left = self.client.search_runs([run.info.experiment_id], filter_string=(
             f"tags.`mlflow.parentRunId` = '{run_id}' and attributes.status = 'RUNNING'"))
         for child in left:
