@@ -44,7 +44,7 @@ def test_train_eval_predict(shapes, tmp_path, capsys):
     assert len(predictions) == 9
     assert {p["label1"] for p in predictions} <= {p.name for p in (shapes / "train").iterdir()}
     assert 0.0 <= float(predictions[0]["prob1"]) <= 1.0
-    assert len((out_dir / "pred.txt").read_text().splitlines()) == 9
+    assert len((out_dir / "pred.txt").read_text().splitlines()) == 1 + 9  # the header, then one line per image
 
     single = tmp_path / "single"
     image = next(next((shapes / "val").iterdir()).iterdir())

@@ -21,6 +21,7 @@ from visiontune.engine.run_dir import check_output_path, is_run_dir, new_run_dir
 from visiontune.engine.trainer import Trainer, TrainResult
 from visiontune.tasks import create_task
 from visiontune.utils import comm as dist_utils
+from visiontune.utils.plots import format_metric, missing_metric_text
 
 logger = logging.getLogger(__name__)
 
@@ -328,23 +329,20 @@ def metrics_table(metrics: dict[str, float], intervals: dict[str, list[float | N
     width = max(len(key) for key in metrics)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -------"]
     for key, value in metrics.items():
-        text = f"{value:.4f}" if isinstance(value, float) else str(value)
-        interval = (intervals or {}).get(key)
-        if interval is not None and None not in interval:
-            text += f" [{interval[0]:.4f}, {interval[1]:.4f}]"
+        text = _with_interval(value, (intervals or {}).get(key), missing=missing_metric_text(key))
         lines.append(f"{key:<{width}}  {text}")
     return "\n".join(lines)
 
 
 def _significant(value: Any, sign: str = "") -> str:
-    """A metric value for people: 4 significant digits (``0.9167``, ``91.67``, ``1.000``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "-" if value is None else str(value)
-    return format(float(value), f"{sign}#.4g")
+    """A metric value for people (:func:`~visiontune.utils.plots.format_metric`): ``0.9167``, ``91.67``, ``1.000``."""
+    return format_metric(value, sign)
 
 
-def _with_interval(value: Any, interval: Any, sign: str = "") -> str:
-    """``0.9400 [0.8900, 0.9800]`` (the value alone without an interval)."""
+def _with_interval(value: Any, interval: Any, sign: str = "", missing: str = "-") -> str:
+    """``0.9400 [0.8900, 0.9800]`` (the value alone without an interval); ``missing`` for None or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
     text = _significant(value, sign)
     if not isinstance(interval, list) or len(interval) != 2 or None in interval:
         return text
@@ -370,18 +368,20 @@ def _metric_table(summary: dict[str, Any]) -> list[str]:
     rows = []
     for name in names:
         spans = intervals.get(name) or {}
+        missing = missing_metric_text(name)  # COCO APs of an empty size range: "no objects"
         changed = "-"
         if name in change:
-            changed = _with_interval(change[name], spans.get("change"), "+")
+            changed = _with_interval(change[name], spans.get("change"), "+", missing)
             span = spans.get("change")
             if isinstance(span, list) and None not in span and span[0] <= 0 <= span[1]:
                 changed += " within noise"
         test_name = "test_" + name.removeprefix("val_")
         tested = [_with_interval(test.get(test_name), intervals.get(test_name))] if test is not None else []
         rows.append([f"{name} *" if name == metric else name,
-                     _with_interval(baseline.get(name), spans.get("baseline")) if baseline else "not measured",
-                     _with_interval(best.get(name), spans.get("best")),
-                     _with_interval(last.get(name), spans.get("last")), changed, *tested])
+                     _with_interval(baseline.get(name), spans.get("baseline"), missing=missing) if baseline
+                     else "not measured",
+                     _with_interval(best.get(name), spans.get("best"), missing=missing),
+                     _with_interval(last.get(name), spans.get("last"), missing=missing), changed, *tested])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
             for row in [header, ["-" * width for width in widths], *rows]]

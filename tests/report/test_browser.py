@@ -79,3 +79,63 @@ def test_data_report_renders(tmp_path: Path, shapes_dir: Path):
     assert len(screenshot.getcolors(1 << 20) or []) > 200
     assert "<h2>Samples</h2>" in dom and "<h2>Flagged images</h2>" in dom
     assert check_images(dom) >= 10
+
+
+def glyph_distances(shown: Image.Image, expected: Image.Image, other: Image.Image) -> tuple[int, int]:
+    """How far ``shown`` is from ``expected`` and from ``other`` on the pixels where those two differ."""
+    import numpy as np
+
+    image, first, second = (np.asarray(picture.convert("RGB"), dtype=int) for picture in (shown, expected, other))
+    mask = np.abs(first - second).sum(axis=2) > 60
+    assert mask.any()
+    return int(np.abs(image - first)[mask].sum()), int(np.abs(image - second)[mask].sum())
+
+
+def caption_pixels(path: str, text: str) -> Image.Image:
+    """The report's confused-pair thumbnail of ``path`` with ``text`` as its caption."""
+    from visiontune.report.task_views import PRED_COLOR, THUMB
+    from visiontune.utils.drawing import caption_image, load_thumbnail
+
+    loaded = load_thumbnail(path, THUMB)
+    assert loaded is not None
+    return caption_image(loaded[0], text, PRED_COLOR)
+
+
+def test_confused_pair_captions_show_the_arrow(tmp_path: Path, shapes_dir: Path):
+    """The report's confused-pair thumbnails, as the browser shows them: the caption band holds the arrow glyph,
+    not the missing-glyph box."""
+    report = write_run_report(make_classification_run(tmp_path, shapes_dir))
+    _screenshot, dom = render(report, tmp_path)
+    assert "Examples of the most confused pairs" in dom and check_images(dom) >= 6
+    captions = re.findall(r'<img src="data:image/[a-z]+;base64,([^"]+)" alt="([^"]*): true star, predicted triangle',
+                          dom)
+    assert captions, "the confused-pair examples"
+    payload, path = captions[0]
+    shown = Image.open(io.BytesIO(base64.b64decode(payload))).convert("RGB")
+    band = (0, 0, shown.width, shown.height // 3)
+    with_arrow = caption_pixels(path, "star → triangle 0.61").crop(band)
+    with_box = caption_pixels(path, "star \ue000 triangle 0.61").crop(band)
+    to_arrow, to_box = glyph_distances(shown.crop(band), with_arrow, with_box)
+    assert to_arrow < to_box / 2
+
+
+def test_crowded_face_example_renders_with_labels_apart(tmp_path: Path):
+    """A crowd of small faces drawn as the face report draws them, shown in the browser: the label rectangles the
+    drawing returns never overlap, and the page shows the drawing."""
+    from PIL import ImageDraw
+
+    from visiontune.report.html import image_data_uri, img_tag
+    from visiontune.utils.drawing import draw_box_labels
+
+    canvas = Image.new("RGB", (320, 240), (120, 120, 120))
+    boxes = [[10 + 12 * i, 50 + (i % 3) * 6, 30 + 12 * i, 74 + (i % 3) * 6] for i in range(15)]
+    rects = draw_box_labels(ImageDraw.Draw(canvas), boxes, [f"0.{99 - i}" for i in range(15)], [(230, 25, 75)] * 15,
+                            size=10, bounds=canvas.size, fit=True)
+    assert rects and all(a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1]
+                         for index, a in enumerate(rects) for b in rects[index + 1:])
+    page = tmp_path / "crowd.html"
+    page.write_text(f"<html><body style='margin:0'>{img_tag(image_data_uri(canvas), 'crowd of faces')}</body></html>")
+    screenshot, dom = render(page, tmp_path)
+    assert check_images(dom) == 1
+    label = screenshot.crop(tuple(round(v) for v in rects[0]))
+    assert any(colour == (230, 25, 75) for _count, colour in label.getcolors(1 << 16) or [])

@@ -99,7 +99,9 @@ def test_predict_reads_every_training_source_and_writes_metrics(tmp_path):
         # 2 classes: top-2 would always be 1, so only top-1 is reported (as in evaluation)
         assert metrics["num_images"] == 4 and set(metrics) == {"source", "top1", "num_images"}
         assert metrics["top1"] == task.predict_metrics["top1"]
-        predicted = [line.split("\t") for line in (out / "pred.txt").read_text().splitlines()]
+        header, *lines = (out / "pred.txt").read_text().splitlines()
+        assert header == "path\tpred\treal"
+        predicted = [line.split("\t") for line in lines]
         assert metrics["top1"] == sum(row[1] == row[2] for row in predicted) / 4
         results[name] = metrics["top1"]
     assert results["images_variant_test.txt"] == results["test.csv"]  # same images, same labels

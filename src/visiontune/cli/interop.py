@@ -365,8 +365,10 @@ def _print_conversion(report: ConversionReport, *, output: Path, list_all: bool)
 
 
 def _print_export(export: MindSporeExport) -> None:
-    origin = f"task {export.task}" if export.task else "plain weights"
-    print(f"read {export.source} ({origin}, {export.weights} weights)")
+    kinds = {"model": "its model weights", "ema": "its EMA weights"}
+    origin = (f"a visiontune {export.task} checkpoint, {kinds.get(export.weights, export.weights)}" if export.task
+              else "plain weights (a state dict)")
+    print(f"read {export.source} ({origin})")
     print(f"exported {export.exported} tensors with the parameter names of {export.mindspore_model}, "
           f"arch {export.architecture}")
     counters = [name for name, reason in export.dropped.items() if name.endswith("num_batches_tracked")]

@@ -7,6 +7,7 @@ Every option is a config key (``key=value``, checked against the schema like a Y
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,13 +52,33 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.resume:
         overrides.append(f"resume={args.resume}")
-    config = load_config(args.config, overrides)
+    config = cap_workers(load_config(args.config, overrides))
     result = train(config)
     if is_main_process():
         print()
         print(format_summary(result.summary))
         _print_report(result.run_dir)
     return result.exit_code  # 0, or 143 / 130 when SIGTERM / SIGINT stopped the run (after writing last.pt)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, as PyTorch's DataLoader counts them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity mask on macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def cap_workers(config: Config) -> Config:
+    """``data.num_workers`` capped at :func:`available_cpus` (a preset's 4 workers on a 2-CPU machine would make
+    PyTorch warn at every loader), with one note line when it lowers them; returns ``config``."""
+    cpus = available_cpus()
+    if config.data.num_workers > cpus:
+        if is_main_process():
+            print(f"note: data.num_workers={config.data.num_workers} is more than the {cpus} CPU(s) available: using "
+                  f"{cpus} loader worker(s)")
+        config.data.num_workers = cpus
+    return config
 
 
 def _requested_config(args: argparse.Namespace) -> tuple[Config, list[str]]:
@@ -112,7 +133,7 @@ def _checkpoint_config(args: argparse.Namespace) -> Config:
 def run_eval(args: argparse.Namespace) -> int:
     from visiontune.api import evaluate, metrics_table
 
-    config = _checkpoint_config(args)
+    config = cap_workers(_checkpoint_config(args))
     result = evaluate(config)
     if is_main_process():
         print(metrics_table(result.metrics, result.intervals))
@@ -147,7 +168,7 @@ def run_predict(args: argparse.Namespace) -> int:
     else:
         from visiontune.api import predict
 
-        files = predict(_checkpoint_config(args))
+        files = predict(cap_workers(_checkpoint_config(args)))
     for path in files:
         print(path)
     return 0

@@ -165,7 +165,7 @@ def export_model(task: Task, model: nn.Module, output: str | Path, *, options: E
     onnx.helper.set_model_props(graph, metadata.to_props())
     tolerances = options.output_tolerances(spec.output_names, spec.default_tolerances)
     checks = run_parity(graph.SerializeToString(), spec, tolerance=tolerances)
-    logger.info("parity with PyTorch (ONNX Runtime, CPU):\n%s", format_parity(checks))
+    logger.debug("parity with PyTorch (ONNX Runtime, CPU):\n%s", format_parity(checks))  # the CLI prints it
     if not all(check.ok for check in checks):
         raise ParityError(parity_failure_message(checks))
     if spec.detections is not None and not any(check.compared_detections for check in checks):

@@ -136,15 +136,19 @@ def _detection_sections(page: Page, splits: Mapping[str, Sequence[Mapping[str, A
         chart = figures.bar_chart("boxes per category", categories,
                                   {split: [per_category[split].get(c, 0) for c in categories] for split in splits})
         body += f'<div class="grid"><figure>{img_tag(chart, "boxes per category")}</figure></div>'
-    graphs = [figures.histogram("box size (sqrt area, px)", [], groups=sides, log_x=True, x_label="pixels"),
-              figures.histogram("box aspect (width / height)", [], groups=aspects, log_x=True, x_label="w / h"),
-              figures.histogram("boxes per image", [], groups=per_image,
-                                bins=list(range(max(max(v, default=0) for v in per_image.values()) + 2)),
-                                x_label="boxes")]
+    graphs = [("box size (sqrt area, px)", figures.histogram("box size (sqrt area, px)", [], groups=sides,
+                                                              log_x=True, x_label="pixels")),
+              ("box aspect (width / height)", figures.histogram("box aspect (width / height)", [], groups=aspects,
+                                                                log_x=True, x_label="w / h")),
+              ("boxes per image", figures.histogram("boxes per image", [], groups=per_image, x_label="boxes",
+                                                    bins=list(range(max(max(v, default=0)
+                                                                        for v in per_image.values()) + 2))))]
     if any(relative.values()):
-        graphs.append(figures.histogram("box size relative to the image", [], groups=relative, log_x=True,
-                                        x_label="sqrt(box area / image area)"))
-    body += '<div class="grid">' + "".join(f"<figure>{img_tag(uri, 'histogram')}</figure>" for uri in graphs) + "</div>"
+        graphs.append(("box size relative to the image (sqrt(box area / image area))",
+                       figures.histogram("box size relative to the image", [], groups=relative, log_x=True,
+                                         x_label="sqrt(box area / image area)")))
+    body += '<div class="grid">' + "".join(f"<figure>{img_tag(uri, f'histogram of the {what} per split')}</figure>"
+                                           for what, uri in graphs) + "</div>"
     page.section("Counts", body)
     grid = []
     for split, samples in splits.items():

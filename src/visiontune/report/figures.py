@@ -4,21 +4,37 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from visiontune.utils.plots import figure_uri, new_figure, style_axes
 
-__all__ = ["DPI", "bar_chart", "histogram"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["DPI", "MAX_X_TICKS", "bar_chart", "histogram", "histogram_figure"]
 
 DPI = 80
 """Resolution of the report's figures."""
 
 
+MAX_X_TICKS = 6
+"""Most labelled ticks on a histogram's linear x axis: more overlap at the report's figure width."""
+
+
 def histogram(title: str, values: Sequence[float], *, bins: int | Sequence[float] = 30, x_label: str = "",
               log_x: bool = False, groups: Mapping[str, Sequence[float]] | None = None) -> str:
-    """A histogram (or several overlaid, ``groups``), PNG data URI."""
+    """A histogram (or several overlaid, ``groups``), PNG data URI (:func:`histogram_figure`)."""
+    return figure_uri(histogram_figure(title, values, bins=bins, x_label=x_label, log_x=log_x, groups=groups))
+
+
+def histogram_figure(title: str, values: Sequence[float], *, bins: int | Sequence[float] = 30, x_label: str = "",
+                     log_x: bool = False, groups: Mapping[str, Sequence[float]] | None = None) -> Figure:
+    """A histogram (or several overlaid, ``groups``) with at most :data:`MAX_X_TICKS` x tick labels on a linear
+    axis, so they never run into each other."""
+    from matplotlib.ticker import MaxNLocator
+
     figure = new_figure(3.6, 2.5, dpi=DPI)
     axes = figure.add_subplot()
     data = dict(groups) if groups else {"": list(values)}
@@ -38,8 +54,10 @@ def histogram(title: str, values: Sequence[float], *, bins: int | Sequence[float
                       label=name or None, color=None if groups else "#2b6ca3")
         if groups:
             axes.legend(fontsize=7)
+    if axes.get_xscale() == "linear":
+        axes.xaxis.set_major_locator(MaxNLocator(nbins=MAX_X_TICKS, steps=[1, 2, 2.5, 5, 10]))
     style_axes(axes, title, x_label=x_label, y_label="count")
-    return figure_uri(figure)
+    return figure
 
 
 def bar_chart(title: str, labels: Sequence[str], groups: Mapping[str, Sequence[float]], *, y_label: str = "count"

@@ -16,6 +16,7 @@ from visiontune.report.html import (
     details,
     esc,
     fmt_number,
+    img_tag,
     key_value_table,
     note,
     pre,
@@ -31,7 +32,7 @@ from visiontune.report.run_files import (
 )
 from visiontune.report.task_views import eval_folders_view, task_view
 from visiontune.utils.files import atomic_write_text
-from visiontune.utils.plots import curve_figure, curve_panels, figure_uri
+from visiontune.utils.plots import CurvePanel, curve_figure, curve_panels, figure_uri, missing_metric_text
 
 __all__ = ["default_config", "format_duration", "main_metric_columns", "metric_cell", "run_summary", "write_run_report"]
 
@@ -173,7 +174,7 @@ def metric_cell(column: str, row: dict[str, float] | None) -> str:
         return "not measured"
     value = row.get(column, math.nan)
     if math.isnan(value):
-        return "–"
+        return missing_metric_text(column)
     return f"{100 * value:.2f}%" if is_percent_metric(column) and column.startswith("val_") else fmt_number(value)
 
 
@@ -204,16 +205,18 @@ def _curves(run: RunFiles) -> str:
         return note("no epoch finished yet: no curves.")
     best, _key, _mode = run.best_row()
     mark = best.get("epoch") if best else None
-    panels = [figure_uri(curve_figure([panel], mark_x=None if panel.kind == "lr" else mark, dpi=DPI))
+    panels = [(panel, figure_uri(curve_figure([panel], mark_x=None if panel.kind == "lr" else mark, dpi=DPI)))
               for panel in curve_panels({c: run.column(c) for c in run.columns}, num_classes=run.num_classes)]
-    body = "".join(f"<figure>{_img(uri, 'curve')}</figure>" for uri in panels)
+    body = "".join(f"<figure>{img_tag(uri, _curve_alt(panel))}</figure>" for panel, uri in panels)
     return (f'<div class="grid">{body}</div>'
             + note("one panel per metric family; each line has its own marker and dash, the legend gives the last "
                    "value; the dotted green line marks the best epoch."))
 
 
-def _img(uri: str, alt: str) -> str:
-    return f'<img src="{esc(uri)}" alt="{esc(alt)}">'
+def _curve_alt(panel: CurvePanel) -> str:
+    """What a curve panel shows, for its ``alt`` text: the title, the lines and the x axis."""
+    names = ", ".join(str(name) for name in panel.series)
+    return f"{panel.title}: {names} by {panel.x_label or 'epoch'}" if names else panel.title
 
 
 def _preset_difference(run: RunFiles) -> str:

@@ -275,9 +275,10 @@ def _face_examples(run: RunFiles, predictions: dict[str, np.ndarray], labels: di
         canvas = draw_labeled_boxes(image, (xywh_to_xyxy(gt) * scale).tolist(), None, [GT_COLOR] * len(gt), width=1)
         keep = xyxy[key][:, 4] >= threshold
         detections = xyxy[key][keep]
-        canvas = draw_labeled_boxes(canvas, (detections[:, :4] * scale).tolist(),
-                                    [f"{s:.2f}" for s in detections[:, 4]], [PRED_COLOR] * len(detections),
-                                    width=2, font_size=10)
+        order = np.argsort(-detections[:, 4], kind="stable")  # labels of the highest scores placed first
+        canvas = draw_labeled_boxes(canvas, (detections[order, :4] * scale).tolist(),
+                                    [f"{s:.2f}" for s in detections[order, 4]], [PRED_COLOR] * len(detections),
+                                    width=2, font_size=10, fit=True)
         if key in landmarks:
             draw_landmarks(canvas, landmarks[key][keep] * scale, radius=2)
         drawn = " with their 5 landmarks" if key in landmarks else ""
@@ -305,8 +306,8 @@ def instance_segmentation_view(run: RunFiles) -> str:
     if per_category:
         parts.append("<h3>AP per category (best epoch)</h3>")
         parts.append(table(["category", "mask AP", "box AP"],
-                           [[name, values.get("segm", math.nan), values.get("bbox", math.nan)]
-                            for name, values in sorted(per_category.items())]))
+                           [[name, _percent(values.get("segm", math.nan)), _percent(values.get("bbox", math.nan))]
+                            for name, values in sorted(per_category.items())], numeric=False))
     else:
         parts.append(note("metrics.csv has no per-category AP columns (val_segm_AP_<category>)."))
     results = eval_dir / "coco_results.json"
@@ -345,6 +346,11 @@ def instance_segmentation_view(run: RunFiles) -> str:
     else:
         parts.append(note("eval/overlays/ has no images."))
     return "".join(parts)
+
+
+def _percent(value: float) -> str:
+    """An AP of the per-category table as the metrics table shows it: ``12.34%``; "no objects" when undefined."""
+    return "no objects" if math.isnan(value) else f"{100 * value:.2f}%"
 
 
 def eval_folders_view(run: RunFiles) -> str:

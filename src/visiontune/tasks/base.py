@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from visiontune.config import Config
 from visiontune.models.parts import ModelParts
 from visiontune.registry import suggest
+from visiontune.utils.plots import format_metric
 
 logger = logging.getLogger(__name__)
 
@@ -229,9 +230,10 @@ class Task(ABC):
         Returns:
             The ``metrics.json`` path.
         """
-        self.predict_metrics = {key: float(value) for key, value in metrics.items()}
+        self.predict_metrics = {key: value if isinstance(value, int) and not isinstance(value, bool) else float(value)
+                                for key, value in metrics.items()}  # counts stay integers
         logger.info("metrics of the predictions on %s: %s", source,
-                    ", ".join(f"{key} {value:.4f}" for key, value in self.predict_metrics.items()))
+                    ", ".join(f"{key} {format_metric(value)}" for key, value in self.predict_metrics.items()))
         values = {key: value if math.isfinite(value) else None for key, value in self.predict_metrics.items()}
         path = Path(output_dir) / "metrics.json"
         path.write_text(json.dumps({"source": str(source), **extra, **values}, indent=1), encoding="utf-8")

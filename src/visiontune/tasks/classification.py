@@ -505,6 +505,7 @@ class ClassificationTask(Task):
         if any(label is not None for _, label, _ in rows):
             pred_path = output_dir / "pred.txt"
             with pred_path.open("w", encoding="utf-8") as stream:
+                stream.write(PRED_TXT_HEADER)
                 for path, label, top in rows:
                     stream.write(f"{path}\t{top[0][0]}\t{label}\n")
             labelled = sum(1 for _, label, _ in rows if label is not None)
@@ -513,9 +514,13 @@ class ClassificationTask(Task):
                 logger.warning("%d label(s) of %s are not classes of the model (counted as wrong): %s", len(unknown),
                                source, ", ".join(unknown[:10]))
             metrics = {"top1": hits[1] / labelled, f"top{topk_all}": hits[topk_all] / labelled,
-                       "num_images": float(labelled)}
+                       "num_images": labelled}
             written.extend([pred_path, self.save_predict_metrics(metrics, output_dir, source)])
         return written
+
+
+PRED_TXT_HEADER = "path\tpred\treal\n"
+"""The first line of ``pred.txt``: its tab-separated columns (image path, top-1 prediction, the known label)."""
 
 
 def collect_prediction_inputs(source: str, class_names: list[str], *, images_dir: Path | None = None,

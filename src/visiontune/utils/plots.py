@@ -36,9 +36,11 @@ __all__ = [
     "draw_curves",
     "figure_png",
     "figure_uri",
+    "format_metric",
     "is_percent_metric",
     "is_saturated_topk",
     "metric_family",
+    "missing_metric_text",
     "new_figure",
     "plot_confusion_matrix",
     "plot_training_curves",
@@ -54,6 +56,7 @@ LOWER_IS_BETTER = ("loss", "nme", "error", "fpr")
 _X_COLUMNS = ("epoch", "step", "iteration")
 _NON_METRIC_WORDS = ("time", "sec", "seconds", "throughput", "memory", "mem", "count", "samples", "images")
 _TOPK = re.compile(r"^top(\d+)$")
+_COCO_METRIC = re.compile(r"^(segm|bbox)_A[PR]")
 _MAX_ANNOTATED_CLASSES = 30  # confusion matrices up to this size get a number in each cell
 _MAX_SERIES = 8  # series per curve panel, one style each
 _STYLES = (("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", (0, (5, 1))), ("P", (0, (3, 1, 1, 1, 1, 1))),
@@ -140,6 +143,23 @@ def is_percent_metric(column: str) -> bool:
     """Fractions 0-1 shown as percent: accuracies, precisions, recalls, F1, AP; not losses or NME."""
     name = column.lower()
     return not any(word in name for word in LOWER_IS_BETTER)
+
+
+def format_metric(value: Any, sign: str = "") -> str:
+    """A metric value for people, the one format of every console table and log line: 4 significant digits
+    (``0.9167``, ``91.67``, ``1.000``), counts (ints) as integers, ``-`` for None; ``sign="+"`` for changes."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return "-" if value is None else str(value)
+    if isinstance(value, (int, np.integer)):
+        return format(int(value), f"{sign}d")
+    return format(float(value), f"{sign}#.4g")
+
+
+def missing_metric_text(column: str) -> str:
+    """How a table shows a metric without a value (NaN or not recorded): "no objects" for a COCO AP / AR
+    (``segm_APs``, ``bbox_AP_<category>``...), undefined where the split has no object of that size range or
+    category; "–" for the others."""
+    return "no objects" if _COCO_METRIC.match(column.removeprefix("val_").removeprefix("test_")) else "–"
 
 
 def is_saturated_topk(column: str, num_classes: int | None) -> bool:

@@ -243,7 +243,7 @@ def save_mindspore_checkpoint(
             _write_tensor(file, tensor, max_slice_bytes=max_slice_bytes)
 
     atomic_write(path, write)
-    logger.info("wrote %d tensors to MindSpore checkpoint %s", len(prepared), path)
+    logger.debug("wrote %d tensors to MindSpore checkpoint %s", len(prepared), path)  # callers report the file
 
 
 # --------------------------------------------------------------------------------------------------
