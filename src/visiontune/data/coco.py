@@ -760,6 +760,7 @@ class CocoDataReport:
         num_images: Number of valid image entries.
         num_annotations: Number of entries in ``annotations``.
         instances_per_category: Training (non-crowd, kept) instances per category name, in label order.
+        images_per_category: Images holding at least one such instance, per category name, in label order.
         crowd_per_category: Crowd instances per category name, in label order.
         images_without_annotations: File names of images without a training instance.
         unreadable_images: ``"<path>: <reason>"`` for missing, undecodable or wrongly sized images.
@@ -773,6 +774,7 @@ class CocoDataReport:
     num_images: int = 0
     num_annotations: int = 0
     instances_per_category: dict[str, int] = field(default_factory=dict)
+    images_per_category: dict[str, int] = field(default_factory=dict)
     crowd_per_category: dict[str, int] = field(default_factory=dict)
     images_without_annotations: list[str] = field(default_factory=list)
     unreadable_images: list[str] = field(default_factory=list)
@@ -796,11 +798,12 @@ class CocoDataReport:
             f"COCO data check: {self.annotation_file}",
             f"  images folder: {self.images_dir}",
             f"  images: {self.num_images}, annotations: {self.num_annotations}",
-            "  instances per category (crowd regions in brackets):",
+            "  instances per category, images holding it, (crowd regions in brackets):",
         ]
         width = max((len(name) for name in self.instances_per_category), default=0)
         for name, count in self.instances_per_category.items():
-            lines.append(f"    {name:<{width}}  {count:>7}  [{self.crowd_per_category.get(name, 0)}]")
+            lines.append(f"    {name:<{width}}  {count:>7}  {self.images_per_category.get(name, 0):>7}  "
+                         f"[{self.crowd_per_category.get(name, 0)}]")
         lines.append(f"  images without annotations: {len(self.images_without_annotations)}")
         if self.dropped_summary:
             lines.append(f"  warning: {self.dropped_summary}")
@@ -873,6 +876,9 @@ def check_coco_data(
     instance_counts = Counter(record.label for records in parsed.instances.values() for record in records)
     crowd_counts = Counter(record.label for records in parsed.crowd_instances.values() for record in records)
     report.instances_per_category = {name: instance_counts.get(label, 0) for label, name in names.items()}
+    image_counts = Counter(label for records in parsed.instances.values()
+                           for label in {record.label for record in records})
+    report.images_per_category = {name: image_counts.get(label, 0) for label, name in names.items()}
     report.crowd_per_category = {name: crowd_counts.get(label, 0) for label, name in names.items()}
     report.images_without_annotations = [
         record.file_name for image_id, record in parsed.images.items() if image_id not in parsed.instances

@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from visiontune.data.classification import ClassificationSource, too_few_classes
+from visiontune.data.samplers import imbalance_summary
 from visiontune.data.validation import file_kind, orientation_note
 from visiontune.utils.image import DECODE_ERRORS, ImageModeError, exif_orientation, high_bit_depth_note
 
@@ -318,8 +319,9 @@ def check_classification_sources(
     two classes, corrupt or unreadable images, classes of a later split that the reference lacks or ordered
     differently, paths listed more than once with different labels. Warnings: files a folder scan left out (other
     extensions, not regular files), non-RGB or multi-frame images, reference classes without samples in a split,
-    paths listed more than once in a split, paths shared between splits (train/val leakage). Note: images with an
-    EXIF orientation (turned upright when loaded).
+    paths listed more than once in a split, paths shared between splits (train/val leakage), a reference split whose
+    largest class has more than 10x the images of its smallest. Notes: the reference split's class imbalance
+    (largest / smallest), images with an EXIF orientation (turned upright when loaded).
 
     Args:
         splits: Split name -> source, e.g. ``{"train": ..., "val": ...}``.
@@ -350,6 +352,10 @@ def check_classification_sources(
 
         if name != reference_name:
             _compare_classes(reference_name, reference, name, source, report)
+        else:
+            balance, imbalanced = imbalance_summary(counts)
+            report.notes.append(f"split {name!r}: {balance}")
+            report.warnings.extend([f"split {name!r}: {imbalanced}"] if imbalanced else [])
         empty = [cls for cls, count in counts.items() if count == 0]
         if empty:
             report.warnings.append(f"split {name!r} has no images for {len(empty)} class(es): "

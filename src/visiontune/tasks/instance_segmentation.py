@@ -47,6 +47,7 @@ from visiontune.data.detection_transforms import (
     make_detection_eval_transforms,
     make_detection_train_transforms,
 )
+from visiontune.data.samplers import imbalance_summary
 from visiontune.data.sources import collect_images
 from visiontune.data.validation import read_utf8_text
 from visiontune.evaluation.coco import results_to_coco_json
@@ -383,6 +384,10 @@ class InstanceSegmentationTask(Task):
                     has_errors = True
                 elif empty:
                     lines.append(f"  warning: categories without a training instance: {empty}")
+                for counts, what in ((report.instances_per_category, "instances"),
+                                     (report.images_per_category, "images")):
+                    balance, imbalanced = imbalance_summary(counts, what=what)
+                    lines.extend([f"  {balance}", *([f"  warning: {imbalanced}"] if imbalanced else [])])
                 if report.ok and categories is None:
                     categories = list(report.instances_per_category)  # the validation split must have them too
         duplicates = self.check_duplicates(check)
