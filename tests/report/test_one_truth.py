@@ -149,3 +149,22 @@ def test_compare_ranks_only_runs_of_one_metric(tmp_path):
                                                                    for row in rows], metric="ap_hard", best_epoch=3)
     console, _html = compare_runs([hard, other])
     assert "best main metric: face_hard2" in console
+
+
+def test_later_evaluations_read_like_the_metrics_table(tmp_path):
+    """eval-<split>/metrics.json of best.pt (``visiontune eval``) shows its values as the before/best/last table."""
+    values, epoch = SCENARIOS["baseline wins"]
+    config = config_to_dict(Config())
+    config.update(task="instance_segmentation", name="mask")
+    rows = [{**{("val_segm_AP" if k == "val_main" else k): v for k, v in row.items()}}
+            for row in epoch_rows(values, {"val_bbox_AP": 0.5})]
+    run_dir = fabricate(tmp_path / "mask", config, rows, metric="segm_AP", best_epoch=epoch)
+    evaluated = run_dir / "eval-val"
+    evaluated.mkdir()
+    (evaluated / "metrics.json").write_text(json.dumps({"val_segm_AP": values[epoch], "val_segm_APs": None,
+                                                        "num_images": 12}))
+    html = build_run_page(read_run(run_dir))
+    later = html.split("Later evaluations")[1].split("</table>")[0]
+    best_cell = f"{100 * values[epoch]:.2f}%"
+    assert f"<td>val_segm_AP</td><td>{best_cell}</td>" in later and f"best (epoch {epoch})" in html
+    assert "<td>val_segm_APs</td><td>no objects</td>" in later and "<td>num_images</td><td>12</td>" in later

@@ -26,13 +26,12 @@ from visiontune.report.run_files import (
     RunFiles,
     config_difference,
     flatten,
-    is_percent_metric,
     metric_family,
     read_run,
 )
-from visiontune.report.task_views import eval_folders_view, task_view
+from visiontune.report.task_views import eval_folders_view, metric_text, task_view
 from visiontune.utils.files import atomic_write_text
-from visiontune.utils.plots import CurvePanel, curve_figure, curve_panels, figure_uri, missing_metric_text
+from visiontune.utils.plots import CurvePanel, curve_figure, curve_panels, figure_uri
 
 __all__ = ["default_config", "format_duration", "main_metric_columns", "metric_cell", "run_summary", "write_run_report"]
 
@@ -172,10 +171,7 @@ def metric_cell(column: str, row: dict[str, float] | None) -> str:
     """A metric of a metrics.csv row for a table: validation fractions as percent, "–" when missing."""
     if row is None:
         return "not measured"
-    value = row.get(column, math.nan)
-    if math.isnan(value):
-        return missing_metric_text(column)
-    return f"{100 * value:.2f}%" if is_percent_metric(column) and column.startswith("val_") else fmt_number(value)
+    return metric_text(column, row.get(column, math.nan))
 
 
 def _metrics_table(run: RunFiles) -> str:

@@ -16,14 +16,20 @@ from PIL import Image
 
 from visiontune.data.widerface import read_annotations
 from visiontune.report import figures
-from visiontune.report.html import esc, image_data_uri, img_tag, note, table
+from visiontune.report.html import esc, fmt_number, image_data_uri, img_tag, note, table
 from visiontune.report.run_files import RunFiles, read_csv_dicts
 from visiontune.utils.boxes import xywh_to_xyxy, xyxy_to_xywh
 from visiontune.utils.drawing import caption_image, draw_labeled_boxes, draw_landmarks, load_thumbnail
-from visiontune.utils.plots import confusion_figure, figure_uri
+from visiontune.utils.plots import (
+    confusion_figure,
+    figure_uri,
+    is_percent_metric,
+    missing_metric_text,
+    to_float,
+)
 
 __all__ = ["classification_view", "eval_folders_view", "face_detection_view", "instance_segmentation_view",
-           "task_view"]
+           "metric_text", "task_view"]
 
 MAX_EXAMPLES = 8
 THUMB = 224
@@ -353,6 +359,18 @@ def _percent(value: float) -> str:
     return "no objects" if math.isnan(value) else f"{100 * value:.2f}%"
 
 
+def metric_text(column: str, value: Any) -> str:
+    """A validation metric as every table of the report shows it: fractions (``val_*`` accuracies, AP...) in percent
+    with 2 decimals, others with 4 significant digits; "no objects" / "–" when there is no value
+    (:func:`~visiontune.utils.plots.missing_metric_text`)."""
+    number = to_float(value)
+    if math.isnan(number):
+        return missing_metric_text(column)
+    if is_percent_metric(column) and column.startswith("val_"):
+        return f"{100 * number:.2f}%"
+    return fmt_number(value if isinstance(value, int) and not isinstance(value, bool) else number)
+
+
 def eval_folders_view(run: RunFiles) -> str:
     """``eval*/metrics.json`` of later evaluations (``visiontune eval`` writes ``eval-<split>/``)."""
     rows = []
@@ -366,8 +384,9 @@ def eval_folders_view(run: RunFiles) -> str:
             continue
         if isinstance(metrics, dict):
             for key, value in metrics.items():
-                rows.append([folder.name, key, value if isinstance(value, (int, float)) else str(value)])
-    return table(["folder", "metric", "value"], rows) if rows else ""
+                shown = metric_text(key, value) if isinstance(value, (int, float)) or value is None else str(value)
+                rows.append([folder.name, key, shown])
+    return table(["folder", "metric", "value"], rows, numeric=False) if rows else ""
 
 
 def task_view(run: RunFiles) -> str:
