@@ -93,6 +93,14 @@ class DataConfig:
     """``check-data`` and ``train`` look for duplicate images within and across the splits: exact (same SHA-1 of the
     bytes) and near (pHash within 8 of 64 bits: resized or re-encoded copies); hashes are cached in
     ``<project>/.cache/image_hashes.json``. ``false``: not looked for."""
+    sampler: Literal["random", "balanced", "repeat_factor"] = "random"
+    """Training order. ``random``: a permutation per epoch. ``balanced`` (classification): draws with replacement,
+    weights inversely proportional to the class frequency, same epoch length. ``repeat_factor`` (detection,
+    segmentation): LVIS repeat-factor sampling, an image repeats ``max(1, sqrt(data.repeat_thresh / f(c)))`` times
+    for its rarest category ``c`` (``f``: fraction of training images holding ``c``), rounded stochastically per
+    epoch. Every rank takes its share of one draw seeded by ``seed`` and the epoch; resumes continue mid-epoch."""
+    repeat_thresh: Annotated[float, Range(0, 1, low_open=True)] = 0.001
+    """``data.sampler=repeat_factor``: categories in fewer than this fraction of the training images repeat."""
 
     image_size: Annotated[int, Range(1, MAX_IMAGE_SIZE)] = 224
     """Classification: input size in pixels (square)."""

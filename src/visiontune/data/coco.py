@@ -659,6 +659,11 @@ class CocoInstanceDataset(Dataset):
         """The image file of every item, in item order (duplicate checks hash them)."""
         return [self.images_dir / self.image_record(index).file_name for index in range(len(self))]
 
+    def image_categories(self) -> list[list[int]]:
+        """The labels of the (non-crowd) instances of every item, in item order (``data.sampler=repeat_factor``)."""
+        return [[instance.label for instance in self.annotations.instances.get(image_id, [])]
+                for image_id in self.image_ids]
+
     def aspect_ratios(self) -> list[float]:
         """Width / height of every item, from the annotation file (no image is read)."""
         return [self.annotations.images[image_id].width / self.annotations.images[image_id].height

@@ -606,6 +606,10 @@ class WiderFaceDataset(Dataset):
         """The image file of every sample, in sample order (duplicate checks hash them)."""
         return [self.image_path(index) for index in range(len(self.records))]
 
+    def image_categories(self) -> list[list[int]]:
+        """``[1]`` (face) for a sample with faces, ``[]`` without, in sample order (``data.sampler=repeat_factor``)."""
+        return [[1] if record.num_faces else [] for record in self.records]
+
     def eval_sizes(self, transform: FaceEvalTransform, *, limit: int = 2) -> dict[tuple[int, int], str]:
         """``(height, width)`` after ``transform`` -> the first image of that size, up to ``limit`` sizes.
 

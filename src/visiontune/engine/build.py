@@ -3,6 +3,7 @@ model wrapping and EMA. :meth:`visiontune.engine.trainer.Trainer.setup` calls th
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -15,7 +16,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from visiontune.config import Config
 from visiontune.engine.checkpoint import CheckpointError, find_valid_checkpoint
-from visiontune.engine.data import GroupedTrainBatchSampler, SeededDataset, ShardSampler, TrainSampler, build_loader
+from visiontune.engine.data import (
+    DrawTrainSampler,
+    GroupedTrainBatchSampler,
+    SeededDataset,
+    ShardSampler,
+    TrainSampler,
+    build_loader,
+)
 from visiontune.engine.run_dir import newest_run_dir
 from visiontune.tasks.base import Task
 from visiontune.utils import comm as dist_utils
@@ -150,6 +158,49 @@ def warn_validation_duplicates(config: Config, train_dataset: Dataset, val_datas
     return line
 
 
+def build_train_sampler(dataset: Dataset, config: Config, info: dist_utils.DistInfo) -> TrainSampler:
+    """The training order of ``data.sampler``: ``random`` (:class:`TrainSampler`), ``balanced`` (classification:
+    class-balanced draws, the dataset's length per epoch) or ``repeat_factor`` (detection, segmentation: LVIS repeat
+    factors with ``data.repeat_thresh``, ``round(sum of the factors)`` samples per epoch), both a
+    :class:`DrawTrainSampler` (:mod:`visiontune.data.samplers`).
+
+    Raises:
+        ConfigError: ``balanced`` for a dataset without class labels, ``repeat_factor`` for one without categories.
+    """
+    from visiontune.config import ConfigError
+    from visiontune.data.samplers import balanced_draw, balanced_weights, repeat_factor_draw, repeat_factors
+
+    data = config.data
+    size = len(dataset)  # type: ignore[arg-type]  # map-style
+    place = {"seed": config.seed, "rank": info.rank, "world_size": info.world_size}
+    if data.sampler == "random":
+        return TrainSampler(size, shuffle=True, **place)
+    if data.sampler == "balanced":
+        labels = getattr(dataset, "labels", None)
+        if labels is None:
+            raise ConfigError(f"data.sampler=balanced draws classes evenly: classification only, not task "
+                              f"{config.task!r} (use data.sampler=repeat_factor for detection and segmentation)")
+        return DrawTrainSampler(functools.partial(_draw_with, balanced_draw, balanced_weights(labels)), size, size,
+                                **place)
+    categories = getattr(dataset, "image_categories", None)
+    if not callable(categories):
+        raise ConfigError(f"data.sampler=repeat_factor repeats images of rare categories: detection and segmentation "
+                          f"only, not task {config.task!r} (use data.sampler=balanced for classification)")
+    factors = repeat_factors(categories(), data.repeat_thresh)
+    epoch_length = max(1, round(float(factors.sum())))
+    if info.is_main:
+        logger.info("data.sampler=repeat_factor (data.repeat_thresh=%g): %d of %d images repeat (largest factor %.2f); "
+                    "%d samples per epoch", data.repeat_thresh, int((factors > 1).sum()), size, float(factors.max()),
+                    epoch_length)
+    return DrawTrainSampler(functools.partial(_draw_with, repeat_factor_draw, factors), size, epoch_length, **place)
+
+
+def _draw_with(draw: Any, weights: Any, seed: int, length: int) -> list[int]:
+    """``draw(weights, length, seed)``: the :class:`DrawTrainSampler` interface over the draws of
+    :mod:`visiontune.data.samplers`."""
+    return draw(weights, length, seed)
+
+
 def build_train_loader(task: Task, dataset: Dataset, config: Config,
                        info: dist_utils.DistInfo) -> tuple[DataLoader, TrainSampler]:
     """The training loader and its resumable sampler (``sampler.set_epoch(epoch, start=samples_done)``).
@@ -159,8 +210,7 @@ def build_train_loader(task: Task, dataset: Dataset, config: Config,
     batch that can be is drawn from one group, with the same number of batches per epoch.
     """
     data = config.data
-    sampler = TrainSampler(len(dataset), seed=config.seed, shuffle=True,  # type: ignore[arg-type]  # map-style
-                           rank=info.rank, world_size=info.world_size)
+    sampler = build_train_sampler(dataset, config, info)
     group_ids = task.train_group_ids(dataset)
     batch_sampler = None
     if group_ids is not None:

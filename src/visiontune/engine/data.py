@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import signal
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -102,12 +103,63 @@ class TrainSampler(Sampler):
         indices += indices[: total - len(indices)]
         return indices[self.rank:total:self.world_size]
 
+    def seeded_order(self) -> list[tuple[int, int]]:
+        """``(sample_seed, index)`` of every sample this rank visits in the current epoch (before skipping
+        ``start``): what the loader gets, for :class:`SeededDataset`."""
+        return [(sample_seed(self.seed, self.epoch, index), index) for index in self.order()]
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in self.order()[self.start:]:
-            yield sample_seed(self.seed, self.epoch, index), index
+        yield from self.seeded_order()[self.start:]
 
     def __len__(self) -> int:
         return self.per_rank - self.start
+
+
+class DrawTrainSampler(TrainSampler):
+    """Training order from one seeded global draw per epoch, with replacement (``data.sampler=balanced`` or
+    ``repeat_factor``): ``draw(seed, epoch_length)`` returns the epoch's dataset indices for all ranks together,
+    seeded by the run seed and the epoch, and rank ``r`` takes every ``world_size``-th position starting at ``r``
+    (padded like :class:`TrainSampler`), so the shares are disjoint and their union is the draw. The draw depends
+    only on ``(seed, epoch)``, so ``set_epoch(epoch, start)`` resumes mid-epoch with the same remaining samples.
+
+    A sample drawn ``k`` times in one epoch gets a different augmentation seed each time
+    (``sample_seed(seed, epoch, index + k * num_samples)``; the first draw's seed is :class:`TrainSampler`'s).
+
+    Args:
+        draw: ``(seed, length) -> indices`` (:func:`visiontune.data.samplers.balanced_draw`, ...).
+        num_samples: Dataset length.
+        epoch_length: Samples per epoch, all ranks together.
+        seed: Run seed.
+        rank: This process's rank.
+        world_size: Number of processes.
+    """
+
+    def __init__(self, draw: Callable[[int, int], list[int]], num_samples: int, epoch_length: int, *, seed: int,
+                 rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(num_samples, seed=seed, shuffle=True, rank=rank, world_size=world_size)
+        if epoch_length < 1:
+            raise ValueError(f"the epoch must draw at least one sample, got {epoch_length}")
+        self.draw = draw
+        self.epoch_length = epoch_length
+        self.per_rank = (epoch_length + world_size - 1) // world_size
+
+    def global_order(self) -> list[int]:
+        """The current epoch's draw for all ranks, padded to ``per_rank * world_size``."""
+        indices = list(self.draw(sample_seed(self.seed, self.epoch, _PERMUTATION_STREAM), self.epoch_length))
+        total = self.per_rank * self.world_size
+        return (indices + indices[: total - len(indices)])[:total]
+
+    def order(self) -> list[int]:
+        return self.global_order()[self.rank::self.world_size]
+
+    def seeded_order(self) -> list[tuple[int, int]]:
+        drawn: Counter[int] = Counter()
+        pairs = []
+        for position, index in enumerate(self.global_order()):
+            if position % self.world_size == self.rank:
+                pairs.append((sample_seed(self.seed, self.epoch, index + drawn[index] * self.num_samples), index))
+            drawn[index] += 1
+        return pairs
 
 
 class GroupedTrainBatchSampler(Sampler):
@@ -138,10 +190,14 @@ class GroupedTrainBatchSampler(Sampler):
 
     def epoch_batches(self) -> list[list[int]]:
         """Dataset indices of every batch of the current epoch on this rank (before skipping ``start``)."""
-        order = self.sampler.order()
-        batches: list[list[int]] = []
+        return [[index for _, index in batch] for batch in self._seeded_batches()]
+
+    def _seeded_batches(self) -> list[list[tuple[int, int]]]:
+        """:meth:`epoch_batches` as ``(sample_seed, index)`` pairs (the sampler's :meth:`TrainSampler.seeded_order`)."""
+        order = self.sampler.seeded_order()
+        batches: list[list[tuple[int, int]]] = []
         buffers: dict[int, list[int]] = {}
-        for position, index in enumerate(order):
+        for position, (_, index) in enumerate(order):
             buffer = buffers.setdefault(self.group_ids[index], [])
             buffer.append(position)
             if len(buffer) == self.batch_size:
@@ -159,9 +215,7 @@ class GroupedTrainBatchSampler(Sampler):
         return self.sampler.start // self.batch_size
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        seed, epoch = self.sampler.seed, self.sampler.epoch
-        for batch in self.epoch_batches()[self._skipped_batches():]:
-            yield [(sample_seed(seed, epoch, index), index) for index in batch]
+        yield from self._seeded_batches()[self._skipped_batches():]
 
     def __len__(self) -> int:
         return max(0, self.sampler.per_rank // self.batch_size - self._skipped_batches())
