@@ -154,6 +154,18 @@ class DataConfig:
 
 
 @dataclass
+class LossConfig:
+    """The training loss (classification's cross-entropy; ``data.label_smoothing`` smooths it)."""
+
+    class_weights: Literal["none", "inverse", "effective"] = "none"
+    """Classification: per-class weights of the cross-entropy, from the training split's class counts ``n_c``.
+    ``inverse``: ``1 / n_c``; ``effective``: the effective number of samples (Cui et al. 2019),
+    ``(1 - beta) / (1 - beta ** n_c)``. Normalised to average 1 over the classes; the log lists them."""
+    class_weights_beta: Annotated[float, Range(0, 1, high_open=True)] = 0.999
+    """``loss.class_weights=effective``: ``beta`` (0: equal weights; towards 1: ``inverse``)."""
+
+
+@dataclass
 class FinetuneConfig:
     """Which layers train and at which learning rate."""
 
@@ -499,6 +511,7 @@ class Config:
     """Classification: labels per image written by ``predict``."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from visiontune.config import parse_freeze
+from visiontune.config import ConfigError, parse_freeze
 from visiontune.data.classification import (
     ClassificationDataset,
     ClassificationSource,
@@ -24,6 +24,7 @@ from visiontune.data.classification import (
     too_few_classes,
 )
 from visiontune.data.feature_cache import FeatureDataset, cache_key, cached_features
+from visiontune.data.samplers import class_loss_weights
 from visiontune.data.sources import list_image_files
 from visiontune.data.validation import file_problem, read_utf8_text
 from visiontune.evaluation.classification import ClassificationEvaluator
@@ -113,6 +114,8 @@ class ClassificationTask(Task):
         super().__init__(config)
         self._mixup: Callable | None = None
         self._weights_classes: int | None = None
+        self._train_class_counts: list[int] | None = None
+        """Training images per class index, once the training dataset is built (``loss.class_weights``)."""
 
     # ------------------------------------------------------------------ data
     def read_source(self, split: str, *, classes: list[str] | None) -> ClassificationSource:
@@ -212,6 +215,8 @@ class ClassificationTask(Task):
             self.meta["class_names"] = list(source.classes)
             logger.info("%d classes from %s: %s", len(source.classes), source.origin,
                         ", ".join(source.classes[:10]) + (" ..." if len(source.classes) > 10 else ""))
+        if train:
+            self._train_class_counts = list(source.class_counts().values())
         return ClassificationDataset(source, self.build_transform(train=train), on_corrupt=self.config.data.on_corrupt)
 
     def collate_fn(self, *, train: bool) -> Callable:
@@ -237,11 +242,32 @@ class ClassificationTask(Task):
 
     def build_criterion(self) -> nn.Module:
         data = self.config.data
+        weight = self.class_weights()
         if data.mixup > 0 or data.cutmix > 0:
             from timm.loss import SoftTargetCrossEntropy
 
+            if weight is not None:
+                raise ConfigError(f"loss.class_weights={self.config.loss.class_weights} weighs hard labels: not with "
+                                  f"data.mixup={data.mixup} / data.cutmix={data.cutmix} (set loss.class_weights=none "
+                                  "or turn mixup and CutMix off)")
             return SoftTargetCrossEntropy()
-        return nn.CrossEntropyLoss(label_smoothing=data.label_smoothing)
+        if weight is None:
+            return nn.CrossEntropyLoss(label_smoothing=data.label_smoothing)
+        return ClassWeightedCrossEntropy(weight, label_smoothing=data.label_smoothing)
+
+    def class_weights(self) -> torch.Tensor | None:
+        """``loss.class_weights`` from the training split's class counts (:func:`~visiontune.data.samplers.
+        class_loss_weights`; average 1), logged in one line naming each class; None for ``none`` or before the
+        training dataset is built (evaluation, prediction: the loss is not used)."""
+        loss = self.config.loss
+        if loss.class_weights == "none" or self._train_class_counts is None:
+            return None
+        weights = class_loss_weights(self._train_class_counts, loss.class_weights, beta=loss.class_weights_beta)
+        names = self.meta.get("class_names") or [str(index) for index in range(len(weights))]
+        beta = f", beta {loss.class_weights_beta:g}" if loss.class_weights == "effective" else ""
+        logger.info("loss.class_weights=%s%s (class: weight, average 1): %s", loss.class_weights, beta,
+                    ", ".join(f"{name} {weight:.3f}" for name, weight in zip(names, weights)))
+        return torch.tensor(weights, dtype=torch.float32)
 
     def build_model(self, *, load_weights: bool = True) -> nn.Module:
         model_config = self.config.model
@@ -590,3 +616,24 @@ def _annotation_list_items(path: Path, images_dir: Path, image_ext: str) -> list
     """The ``(image, label)`` pairs of an annotation list (:func:`read_annotation_list`'s checks, file order)."""
     source = read_annotation_list(path, images_dir, image_ext=image_ext, classes=None)
     return [(image, source.classes[label]) for image, label in source.samples]
+
+
+class ClassWeightedCrossEntropy(nn.Module):
+    """Cross-entropy with per-class weights (``loss.class_weights``) that are not saved in the model's state dict
+    (checkpoints stay loadable without them).
+
+    Args:
+        weight: ``(num_classes,)`` float32 weight per class.
+        label_smoothing: As :class:`torch.nn.CrossEntropyLoss`.
+    """
+
+    weight: torch.Tensor
+
+    def __init__(self, weight: torch.Tensor, *, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight, persistent=False)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Weighted mean loss of ``logits`` ``(B, C)`` for class indices ``targets`` ``(B,)`` int64."""
+        return nn.functional.cross_entropy(logits, targets, weight=self.weight, label_smoothing=self.label_smoothing)
