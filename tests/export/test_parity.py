@@ -122,6 +122,25 @@ def test_mask_probabilities_are_compared_with_an_absolute_tolerance():
                         detections=DETECTIONS)
 
 
+def test_values_at_the_graphs_detections_replace_the_reference_rows():
+    reference = detection_set()
+    order = np.array([2, 0, 1, 3])
+    actual = [output[order] for output in reference]
+    actual[3] = actual[3] + 0.05  # the graph's masks differ from PyTorch's at PyTorch's boxes ...
+    at_graph = {"mask_probabilities": actual[3] + 2e-5}  # ... but not from PyTorch's mask head at the graph's boxes
+    check = compare_outputs(NAMES, reference, actual, tolerance=1e-4, input_shape=(3, 64, 64),
+                            detections=DETECTIONS, at_graph_detections=at_graph)
+    assert check.ok and check.outputs[3].max_abs_diff == pytest.approx(2e-5, rel=1e-2)
+    assert check.outputs[3].shape == (3, 1, 2, 2)  # the confident detections, in the graph's rows
+    without = compare_outputs(NAMES, reference, actual, tolerance=1e-4, input_shape=(3, 64, 64),
+                              detections=DETECTIONS)
+    assert not without.ok and without.outputs[3].max_abs_diff == pytest.approx(0.05)
+    at_graph["mask_probabilities"][0] += 0.01  # the first graph row (PyTorch's detection 2) is off
+    wrong = compare_outputs(NAMES, reference, actual, tolerance=1e-4, input_shape=(3, 64, 64),
+                            detections=DETECTIONS, at_graph_detections=at_graph)
+    assert not wrong.ok and wrong.outputs[3].max_abs_diff == pytest.approx(0.01, rel=1e-2)
+
+
 def test_the_failure_message_names_the_tolerance_that_accepts_the_differences():
     reference = detection_set()
     actual = [output.copy() for output in reference]

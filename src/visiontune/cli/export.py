@@ -16,8 +16,8 @@ opset       17           ONNX opset
 half        false        float16 weights and input (outputs stay float32)
 softmax     false        classification: probabilities instead of logits
 decode      false        face detection: boxes / scores / landmarks in pixels instead of raw head outputs
-tolerance   1e-3         parity tolerance of every compared output, relative to its scale (2e-2 with ``half=true``,
-                         1e-2 for Mask R-CNN mask probabilities, whose scale is 1)
+tolerance   1e-3         parity tolerance of every compared output, relative to its scale (1 for probabilities);
+                         2e-2 with ``half=true``
 input_size  480x640      detection tasks: example input ``HxW`` (or one number for a square)
 sample                   an image or a folder of images for the parity check (default: synthetic images)
 ==========  ===========  ======================================================================================

@@ -394,7 +394,7 @@ class ExportConfig:
     """Face detection: boxes, scores and landmarks in pixels instead of the raw head outputs (NMS stays outside)."""
     tolerance: Annotated[float | None, NonNegative] = None
     """Parity tolerance of every compared output, relative to its scale (1 for probabilities); ``null``: 1e-3
-    (float32) or 2e-2 (``half``), and 1e-2 for Mask R-CNN mask probabilities."""
+    (float32) or 2e-2 (``half``)."""
     input_size: Annotated[list[int] | str | None, AtLeastOne] = None
     """Detection tasks: the example input, ``HxW`` (``480x640``), ``[H, W]`` or one number for a square;
     ``null``: 480x640. Classification always uses ``data.image_size``."""

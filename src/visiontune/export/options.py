@@ -6,7 +6,6 @@ options; they live here so that neither of those modules imports the other's cal
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,8 +38,7 @@ class ExportOptions:
         decode: face detection: decode the priors in the graph (boxes, scores, landmarks in pixels) instead of
             returning the raw head outputs. NMS stays outside the graph.
         tolerance: parity tolerance of every compared output, relative to the output's scale (1 for
-            probabilities, so there it is absolute); None: 1e-3 (float32) or 2e-2 (``half``), except for outputs
-            whose recipe sets another default (Mask R-CNN mask probabilities: 1e-2).
+            probabilities, so there it is absolute); None: 1e-3 (float32) or 2e-2 (``half``).
         input_size: ``(height, width)`` of the example input for the detection tasks (default 480x640);
             classification always uses ``data.image_size``.
         sample: an image or folder of images for the parity check; None: synthetic images.
@@ -87,16 +85,3 @@ class ExportOptions:
         if self.tolerance is not None:
             return float(self.tolerance)
         return HALF_TOLERANCE if self.half else FLOAT_TOLERANCE
-
-    def output_tolerances(self, output_names: Sequence[str], defaults: Mapping[str, float] | None = None
-                          ) -> dict[str, float]:
-        """The parity tolerance of each output: ``tolerance`` for all of them when given, else ``defaults[name]``
-        or the precision's default.
-
-        Args:
-            output_names: the graph outputs.
-            defaults: the recipe's defaults of some outputs (e.g. ``{"mask_probabilities": 1e-2}``).
-        """
-        if self.tolerance is not None:
-            return {name: float(self.tolerance) for name in output_names}
-        return {name: float((defaults or {}).get(name, self.resolved_tolerance)) for name in output_names}

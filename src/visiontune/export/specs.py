@@ -43,11 +43,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DETECTION_SIZE: tuple[int, int] = (480, 640)
 """``(height, width)`` of the example input for the detection tasks when ``input_size`` is not given."""
-MASK_PROBABILITY_TOLERANCE = 1e-2
-"""Default parity tolerance of the mask probabilities (absolute: probabilities have scale 1). The mask head samples
-its features in the frame of each box, so the boxes' rounding-level differences (up to ~7e-3 px for a ResNet-50 at
-480x640) move the 28x28 probabilities by up to ~2e-3 near the mask edges (median ~5e-5); a wrong graph (another
-class's mask, a shifted frame) differs by 0.1 and more."""
 
 
 @dataclass
@@ -67,8 +62,9 @@ class ExportSpec:
         preprocessing: how an image becomes the input (stored in the metadata).
         detections: for outputs that form a set of detections, which outputs they are and the score from which
             detections must match (see :mod:`visiontune.export.parity`); None for plain tensors.
-        default_tolerances: parity tolerances of some outputs when the export has no ``tolerance=`` (instead of
-            the precision's default), by output name.
+        at_graph_detections: ``(input, graph outputs) -> {output name: PyTorch's values for the graph's
+            detections}`` for outputs that depend on each detection's box (Mask R-CNN mask probabilities), compared
+            in place of the reference's; None for none.
     """
 
     module: nn.Module
@@ -82,7 +78,7 @@ class ExportSpec:
     class_names: list[str] | None = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
     detections: DetectionOutputs | None = None
-    default_tolerances: dict[str, float] = field(default_factory=dict)
+    at_graph_detections: Callable[[Tensor, list[np.ndarray]], dict[str, np.ndarray]] | None = None
 
     def input_shape(self, *, dynamic: bool) -> list[int | str]:
         """Shape of the graph input, a name for each dynamic axis."""
@@ -242,9 +238,10 @@ def instance_segmentation_spec(task: Task, model: nn.Module, options: ExportOpti
     probabilities of one image (:class:`~visiontune.export.wrappers.MaskRCNNExport`).
 
     Detections scoring at least ``segmentation.vis_thresh`` must match in the parity check; their mask probabilities
-    are compared with an absolute tolerance of :data:`MASK_PROBABILITY_TOLERANCE` unless ``tolerance=`` is given.
+    are compared with PyTorch's mask head applied at the graph's boxes (the tolerance is absolute for them: 1e-3 by
+    default; a ResNet-50 at 480x640 differs by ~1e-4, a wrong graph by 0.1 and more).
     """
-    from visiontune.export.wrappers import MaskRCNNExport, MaskRCNNReference
+    from visiontune.export.wrappers import MaskRCNNExport, MaskRCNNReference, mask_probabilities_at
 
     _check_options(task.name, options, softmax=False, decode=False)
     if options.half:
@@ -271,7 +268,8 @@ def instance_segmentation_spec(task: Task, model: nn.Module, options: ExportOpti
         dynamic_axes=dynamic_axes, output_kind=MASKRCNN_ROI_MASKS, class_names=task.meta.get("class_names"),
         detections=DetectionOutputs(boxes="boxes", labels="labels", scores="scores", masks=masks,
                                     min_score=float(task.config.segmentation.vis_thresh)),
-        default_tolerances={masks: MASK_PROBABILITY_TOLERANCE},
+        at_graph_detections=lambda image, outputs: {masks: mask_probabilities_at(
+            model, image, torch.from_numpy(outputs[0]), torch.from_numpy(outputs[1])).numpy()},
         preprocessing={"color": "RGB", "value_range": [0.0, 1.0], "layout": "CHW (one image)",
                        "inside_graph": "resize to min_size/max_size and normalisation",
                        "image_mean": [float(value) for value in transform.image_mean],

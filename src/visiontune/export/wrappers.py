@@ -207,6 +207,37 @@ class MaskRCNNExport(nn.Module):
         return boxes, detection["labels"], detection["scores"], detection["masks"]
 
 
+def mask_probabilities_at(model: nn.Module, image: Tensor, boxes: Tensor, labels: Tensor) -> Tensor:
+    """The eager Mask R-CNN's mask probabilities for given detections: its mask head applied at ``boxes``.
+
+    The parity check compares a graph's mask probabilities with these, computed at the graph's own boxes: the mask
+    head samples its features in each box's frame, so comparing at PyTorch's boxes would mix the boxes' (separately
+    compared) rounding-level differences into the masks.
+
+    Args:
+        model: a torchvision Mask R-CNN in eval mode.
+        image: ``Tensor[3, H, W]`` float32 RGB in [0, 1].
+        boxes: ``Tensor[N, 4]`` float32 xyxy pixels of ``image``.
+        labels: ``Tensor[N]`` int64 labels (1..K) whose mask is taken.
+
+    Returns:
+        ``Tensor[N, 1, M, M]`` float32 probabilities.
+    """
+    from torchvision.models.detection.roi_heads import maskrcnn_inference
+    from torchvision.models.detection.transform import resize_boxes
+
+    net: Any = model
+    images, _ = net.transform([image])
+    features = net.backbone(images.tensors)
+    if isinstance(features, Tensor):
+        features = OrderedDict([("0", features)])
+    resized_boxes = resize_boxes(boxes, (image.shape[-2], image.shape[-1]), images.image_sizes[0])
+    roi_heads = net.roi_heads
+    mask_features = roi_heads.mask_head(roi_heads.mask_roi_pool(features, [resized_boxes], images.image_sizes))
+    (probabilities,) = maskrcnn_inference(roi_heads.mask_predictor(mask_features), [labels])
+    return probabilities
+
+
 class MaskRCNNReference(nn.Module):
     """The PyTorch prediction path the Mask R-CNN graph is checked against: ``model([image])``, as a tuple, with the
     mask probabilities the model pasted (taken from its RoI heads) in place of the pasted masks.
