@@ -3,9 +3,9 @@
 Each floating output is compared by its largest absolute difference, allowed up to ``tolerance`` times the output's
 scale (its largest absolute reference value), so one relative tolerance serves logits, boxes in pixels and scores.
 Outputs with a known range are given that scale instead: mask probabilities have scale 1, so their tolerance is
-absolute. Integer outputs (labels) must match exactly. The tolerance may differ per output (the exporter's defaults);
-``tolerance=`` sets it for every compared output, and a failed check names the tolerance that would accept the
-numeric differences it found.
+absolute. Integer outputs (labels) must match exactly. ``tolerance=`` applies to every compared floating output (a
+mapping may give one per output), and a failed check names the tolerance that would accept the numeric differences
+it found.
 
 Detection sets (Mask R-CNN) are compared detection by detection: the two sets are matched one to one (same label,
 IoU >= 0.5, optimal assignment), and every detection scoring at least ``min_score`` in either runtime must have a
@@ -14,10 +14,9 @@ the PyTorch model's own function) agree within the tolerance. The mask head samp
 frame, so the mask probabilities are compared with PyTorch's computed at the graph's own boxes
 (``at_graph_detections``): at PyTorch's boxes, the boxes' rounding-level differences (~7e-3 px for a ResNet-50 at
 480x640, compared on their own) would move probabilities near mask edges by up to ~2e-2. Lower-scoring detections
-may differ: the RPN keeps
-~1000 proposals by NMS among near-equal objectness scores, and rounding-level differences (different convolution
-kernels) flip some of those decisions; what survives at the bottom of the ranking then differs, while confident
-detections do not.
+may differ: the RPN keeps ~1000 proposals by NMS among near-equal objectness scores, and rounding-level differences
+(different convolution kernels) flip some of those decisions; what survives at the bottom of the ranking then
+differs, while confident detections do not.
 """
 
 from __future__ import annotations
