@@ -7,6 +7,7 @@ import logging
 import types
 import typing
 
+import mlflow  # a core dependency: never skipped
 import pytest
 
 import visiontune
@@ -26,7 +27,6 @@ from visiontune.engine.trackers import (
     start_mlflow_run,
 )
 
-mlflow = pytest.importorskip("mlflow")
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")  # MLflow's SQL store
 
 
