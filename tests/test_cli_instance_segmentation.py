@@ -66,6 +66,9 @@ def test_check_data_train_eval_predict(tmp_path: Path, capsys) -> None:
     assert main(["eval", f"checkpoint={run_dir / 'last.pt'}", "train.progress=false"]) == 0
     assert "val_segm_AP" in capsys.readouterr().out
     evaluated = json.loads((run_dir / "eval-instances_val" / "metrics.json").read_text())
+    intervals = evaluated.pop("intervals")  # 95% bootstrap intervals over the 4 images (eval.intervals)
+    assert set(intervals) == {"val_bbox_AP", "val_segm_AP"}
+    assert all(0.0 <= low <= high <= 1.0 for low, high in intervals.values())
     assert same_metrics(evaluated, validation)  # one evaluation code path: the same numbers for the same weights
 
     output = tmp_path / "predictions"

@@ -9,6 +9,8 @@ import visiontune.engine.evaluation as engine_evaluation
 from tests.helpers import train
 from visiontune.api import evaluate, format_summary
 from visiontune.cli import main
+from visiontune.report.run_files import read_run
+from visiontune.report.task_views import eval_folders_view
 
 FAST = "eval.resamples=200"
 
@@ -66,6 +68,9 @@ def test_eval_metrics_json_has_intervals(tiny_config, capsys):
     assert written["intervals"] == result.intervals
     low, high = written["intervals"]["val_top1"]
     assert low <= written["val_top1"] <= high and set(written["intervals"]) == {"val_top1", "val_macro_f1"}
+    view = eval_folders_view(read_run(run))  # the run report's "later evaluations" table
+    assert f"<td>val_top1</td><td>{100 * written['val_top1']:.2f}% [{100 * low:.2f}%, {100 * high:.2f}%]</td>" in view
+    assert "<td>intervals</td>" not in view
 
 
 def test_test_split_is_evaluated_once_at_the_end(tiny_config, monkeypatch):
@@ -99,3 +104,24 @@ def test_cli_eval_prints_intervals(tiny_config, capsys):
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("val_top1"))
     value, low, high = (float(part.strip("[],")) for part in line.split()[1:4])
     assert low <= value <= high
+
+
+def test_resamples_out_of_range_is_one_error_line(tiny_config, capsys):
+    config = tiny_config()
+    assert main(["train", f"data.root={config.data.root}", "device=cpu", "eval.resamples=5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("visiontune train: error:") and "eval.resamples" in err[0]
+    assert "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize(("split", "train", "expected"), [
+    ("train.txt", True, "images"), ("val.txt", False, "val_images"), ("test.txt", False, "test_images"),
+    ("other.txt", False, "val_images")])
+def test_each_split_reads_its_image_folder(tiny_config, split, train, expected):
+    from visiontune.tasks.base import split_images_dir
+
+    data = tiny_config("data.val_split=val.txt", "data.val_images_dir=val_images", "data.test_split=test.txt",
+                       "data.test_images_dir=test_images").data
+    assert split_images_dir(data, split, train=train) == expected
+    data.test_images_dir = None
+    assert split_images_dir(data, "test.txt", train=False) == "val_images"  # as every evaluated split before

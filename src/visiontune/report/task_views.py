@@ -383,8 +383,14 @@ def eval_folders_view(run: RunFiles) -> str:
         except (OSError, ValueError):
             continue
         if isinstance(metrics, dict):
+            intervals = metrics.get("intervals") if isinstance(metrics.get("intervals"), dict) else {}
             for key, value in metrics.items():
+                if key == "intervals":
+                    continue
                 shown = metric_text(key, value) if isinstance(value, (int, float)) or value is None else str(value)
+                span = intervals.get(key)
+                if isinstance(span, list) and len(span) == 2 and all(isinstance(bound, (int, float)) for bound in span):
+                    shown += f" [{metric_text(key, span[0])}, {metric_text(key, span[1])}]"  # 95% bootstrap interval
                 rows.append([folder.name, key, shown])
     return table(["folder", "metric", "value"], rows, numeric=False) if rows else ""
 
