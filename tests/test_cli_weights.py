@@ -48,7 +48,8 @@ def _wider_val(root: Path, fixtures_dir: Path) -> list:
 
 
 def _printed_metrics(text: str) -> dict[str, float]:
-    return {name: float(value) for name, value in re.findall(r"^(val_\w+)\s+(-?[0-9.]+)$", text, re.MULTILINE)}
+    return {name: float(value) for name, value in re.findall(r"^(val_\w+)\s+(-?[0-9.]+)(?: \[[^]]*\])?$", text,
+                                                             re.MULTILINE)}  # the value, then its interval
 
 
 def test_eval_released_weights_gives_the_reference_wider_ap(fixtures_dir: Path, tmp_path: Path, capsys):
