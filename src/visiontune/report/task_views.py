@@ -383,7 +383,8 @@ def eval_folders_view(run: RunFiles) -> str:
         except (OSError, ValueError):
             continue
         if isinstance(metrics, dict):
-            intervals = metrics.get("intervals") if isinstance(metrics.get("intervals"), dict) else {}
+            found = metrics.get("intervals")
+            intervals: dict[str, Any] = found if isinstance(found, dict) else {}
             for key, value in metrics.items():
                 if key == "intervals":
                     continue
