@@ -19,13 +19,18 @@ from visiontune.data.synthetic import SHAPES, render_shape_image
 
 
 def write_images(folder: Path, count: int) -> list[Path]:
-    """``count`` photo-like 640x480 JPEGs (quality 90): a shape on a textured gradient background."""
+    """``count`` photo-like 640x480 JPEGs (quality 90, about 100 kB as a camera photo of that size): a shape on a
+    textured gradient background, plus sensor-like noise (which makes the JPEG's entropy decoding as costly as a
+    photo's)."""
+    from PIL import Image
+
     paths = []
     for index in range(count):
         rng = np.random.default_rng(index)
         image = render_shape_image(list(SHAPES)[index % len(SHAPES)], image_size=240, rng=rng).resize((640, 480))
+        noisy = np.asarray(image, dtype=np.int16) + rng.integers(-12, 13, size=(480, 640, 3), dtype=np.int16)
         paths.append(folder / f"{index:05d}.jpg")
-        image.save(paths[-1], quality=90)
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(paths[-1], quality=90)
     return paths
 
 
@@ -53,7 +58,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         paths = write_images(Path(folder), args.images)
-        print(f"wrote {len(paths)} 640x480 JPEGs in {time.perf_counter() - started:.1f} s")
+        size = sum(path.stat().st_size for path in paths) / len(paths) / 1000
+        print(f"wrote {len(paths)} 640x480 JPEGs ({size:.0f} kB each) in {time.perf_counter() - started:.1f} s")
         cache = HashCache(Path(folder) / "cache" / "image_hashes.json")
         started = time.perf_counter()
         hash_images(paths, cache=cache, num_workers=args.workers)
