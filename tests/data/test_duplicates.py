@@ -215,6 +215,7 @@ def test_instance_segmentation_check_data_finds_a_validation_copy_of_a_training_
                                 "data.val_images_dir=val", f"project={tmp_path / 'runs'}", "data.num_workers=0",
                                 "train.progress=false"])
     check = create_task(config).check_data()
-    assert "1 'annotations/instances_val.json' image(s) duplicate 'annotations/instances_train.json' images" in check.text
+    assert ("1 'annotations/instances_val.json' image(s) duplicate 'annotations/instances_train.json' images"
+            in check.text)
     assert [(group["kind"], group["files"]) for group in check.duplicates] == [
         ("exact", [f"train/{train_image.name}", f"val/{val_image.name}"])]

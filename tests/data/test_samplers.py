@@ -210,7 +210,7 @@ def test_repeat_factor_epoch_length_and_fresh_augmentation_seeds_for_repeats() -
     assert sampler.epoch_length == 22 and len(sampler) == 22
     sampler.set_epoch(0)
     pairs = list(sampler)
-    assert sorted(index for _, index in pairs) == list(range(18)) + [18, 18, 19, 19]  # whole factors: exact
+    assert sorted(index for _, index in pairs) == [*range(18), 18, 18, 19, 19]  # whole factors: exact
     seeds_of_18 = {seed for seed, index in pairs if index == 18}
     assert len(seeds_of_18) == 2  # each repeat is augmented differently
 

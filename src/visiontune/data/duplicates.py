@@ -8,10 +8,11 @@ optimistic. :func:`find_duplicates` hashes every image of every split once and g
   lowest 8x8 DCT frequencies of a 32x32 thumbnail) differ in at most :data:`NEAR_DUPLICATE_BITS` bits, linked
   transitively (a group is a connected component of such pairs) and not byte-identical to each other.
 
-:data:`NEAR_DUPLICATE_BITS` = 8 of 64 bits: on generated 640x480 photos-like images (smooth gradients, shapes and
-noise) a copy resized to 0.5x and re-saved as JPEG quality 70 differs from its original by 0-4 bits (``tests/data/
-test_duplicates.py`` measures it), while two different images differ by about 32 bits (at least 18 in that
-measurement), so 8 keeps copies together and different images apart.
+:data:`NEAR_DUPLICATE_BITS` = 8 of 64 bits: on generated 640x480 photo-like images (a shape on a textured gradient,
+``benchmarks/image_hashing.py``; ``tests/data/test_duplicates.py`` checks the same on smaller ones) a copy resized to
+0.5x and re-saved as JPEG quality 70 differs from its original by 0-2 bits, while two different images differ by 30
+bits typically and by 10 at the least (two images of the same shape), so 8 keeps copies together and different
+images apart.
 
 Hashes are cached per file (absolute path, size, modification time) in a JSON file (:class:`HashCache`, by default
 ``<project>/.cache/image_hashes.json``; never inside the dataset), so a second check or training run only hashes
@@ -57,7 +58,7 @@ __all__ = [
 
 NEAR_DUPLICATE_BITS = 8
 """Largest pHash Hamming distance (of 64 bits) of a near duplicate: survives a 0.5x resize plus JPEG quality 70
-(0-4 bits measured) and stays far below the distance of different images (about 32)."""
+(0-2 bits measured) and stays below the distance of different images (30 typically, 10 at the least)."""
 
 _CACHE_VERSION = 1
 _BLOCK = 1024  # rows of the pairwise distance matrix computed at once (1024 x N uint8)
