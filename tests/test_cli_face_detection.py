@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +87,10 @@ def test_train_eval_predict(fixtures_dir: Path, tmp_path: Path, capsys):
     assert main(["eval", f"checkpoint={run_dir / 'best.pt'}", "train.progress=false"]) == 0
     eval_dir = run_dir / "eval-label"
     eval_metrics = json.loads((eval_dir / "metrics.json").read_text())
+    low, high = eval_metrics.pop("intervals")["val_ap"]  # the 95% bootstrap interval over the 4 images
     assert eval_metrics == train_metrics  # one evaluation code path: identical numbers for the same weights
-    assert "val_ap" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert 0.0 <= low <= high <= 1.0 and re.search(r"^val_ap +[0-9.]+ \[[0-9.]+, [0-9.]+\]$", printed, re.MULTILINE)
 
     source = data_root / "images" / EVENT
     output = tmp_path / "predictions"
