@@ -27,6 +27,14 @@ def find_shared_dir() -> Path | None:
 
 
 @pytest.fixture(autouse=True)
+def run_in_a_temporary_folder(tmp_path_factory, monkeypatch):
+    """Run every test in a folder of its own: what a command writes under its defaults (``project=runs``, the image
+    hash cache ``runs/.cache``) lands there, never in the repository. Tests name repository files by absolute paths
+    (:data:`REPO_ROOT`)."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(autouse=True)
 def restore_root_logging():
     """Give every test the root logger it found: the CLI's ``logging.basicConfig(force=True)`` replaces its handlers
     and level, which would leak from an in-process ``main([...])`` test into the next tests."""
