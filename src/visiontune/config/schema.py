@@ -412,7 +412,8 @@ class EvalConfig:
     intervals: bool = True
     """Report 95% percentile bootstrap intervals (each resample draws the evaluated images with replacement; the
     matches are computed once and the metrics recomputed per resample); the change best - baseline gets a paired
-    interval (the same resampled images for both), and the table says "within noise" when it contains 0."""
+    interval (the same resampled images for both), and the table says "within noise" when it contains 0. The EMA's
+    ``val_ema_*`` metrics get none."""
     resamples: Annotated[int, Range(10, 100_000)] = 1000
     """Bootstrap resamples (the same default for every task). 1000 resamples of WIDER FACE AP on the 3226 val images
     (100k boxes) take about 1 s on 2 cores; COCO AP costs more per image, about 1.5 s for 100 images with 20
