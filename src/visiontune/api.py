@@ -180,11 +180,11 @@ def evaluate(config: Config, *, checkpoint: str | Path | None = None) -> EvalRes
     """
     weights = resolve_weights(config, checkpoint)
     config, path, state = weights.config, weights.path, weights.checkpoint
+    check_eval_output(config, path, in_run=state is not None and is_run_dir(path.parent))
     info = dist_utils.env_dist_info()
     device = dist_utils.resolve_device(config.device, info)
     dist_utils.init_distributed(device)
     task = create_task(config)
-    check_eval_output(config, path, in_run=state is not None and is_run_dir(path.parent))
     if state is not None:
         task.load_meta(state.get("meta", {}))
     if not config.data.val_split:
@@ -233,10 +233,6 @@ def evaluation_intervals(config: Config, evaluator: Any) -> dict[str, list[float
             for name, interval in found.items()}
 
 
-def predict(config: Config, *, checkpoint: str | Path | None = None, source: str | None = None) -> list[Path]:
-    """Run weights (a visiontune checkpoint or plain weights, see :data:`WEIGHTS_RULE`) on ``source`` (image,
-    folder or list) and write the task's prediction files (in ``output``, else a new ``<project>/<task>/predict``
-    folder)."""
 def check_eval_output(config: Config, weights: str | Path, *, in_run: bool) -> None:
     """Refuse, before evaluating, an ``output`` of ``eval`` that would write over what it reads or into another
     run's folder (:func:`~visiontune.engine.run_dir.check_output_path`).
@@ -277,16 +273,20 @@ def check_predict_output(config: Config, weights: str | Path, source: str | Path
         check_output_path(config.project, command="predict", writes="folder", key="project", own_run=own_run)
 
 
+def predict(config: Config, *, checkpoint: str | Path | None = None, source: str | None = None) -> list[Path]:
+    """Run weights (a visiontune checkpoint or plain weights, see :data:`WEIGHTS_RULE`) on ``source`` (image,
+    folder or list) and write the task's prediction files (in ``output``, else a new ``<project>/<task>/predict``
+    folder)."""
     source = source or config.source
     if not source:
         raise ValueError("predict needs a source: source=path/to/image_or_folder")
     weights = resolve_weights(config, checkpoint)
     config = weights.config
+    check_predict_output(config, weights.path, source)
     device = dist_utils.resolve_device(config.device)
     task = create_task(config)
     if weights.checkpoint is not None:
         task.load_meta(weights.checkpoint.get("meta", {}))
-    check_predict_output(config, weights.path, source)
     model = build_model_for_weights(task, weights)
     model.to(device).eval()
     output_dir = Path(config.output) if config.output else new_run_dir(Path(config.project) / config.task, "predict")
@@ -306,12 +306,12 @@ def check_data(config: Config, *, report: bool = False) -> tuple[str, bool, Path
     Returns:
         The report text, whether it found errors, and the page's path (None without ``report``).
     """
+    if report:
+        check_output_path(config.project, command="check-data", writes="folder", key="project")
     check = create_task(config).check_data()
     if not report:
         return check.text, check.has_errors, None
     from visiontune.engine.run_dir import new_run_dir
-    if report:
-        check_output_path(config.project, command="check-data", writes="folder", key="project")
     from visiontune.report import write_data_report
 
     folder = new_run_dir(Path(config.project) / config.task, "check-data")
