@@ -315,8 +315,9 @@ def test_data_problems_report_counts_and_fail_on_problems(coco_root: Path, tmp_p
     text, has_errors = make_task(coco_root, "data.categories=[book, ball]").data_problems()
     assert not has_errors and text.endswith("no errors found")
     raw = raw_annotations(coco_root, "train")
-    books = sum(1 for a in raw["annotations"] if a["category_id"] == 10 and not a["iscrowd"])
-    assert f"book  {books:>7}  [0]" in text and text.count("result: OK") == 2
+    books = [a for a in raw["annotations"] if a["category_id"] == 10 and not a["iscrowd"]]
+    holding = len({a["image_id"] for a in books})
+    assert f"book  {len(books):>7}  {holding:>7}  [0]" in text and text.count("result: OK") == 2
 
     text, has_errors = make_task(coco_root, "data.val_split=annotations/instances_val_no_ball.json",
                                  "data.val_images_dir=val_no_ball").data_problems()
