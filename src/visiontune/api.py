@@ -21,7 +21,8 @@ from visiontune.engine.run_dir import check_output_path, is_run_dir, new_run_dir
 from visiontune.engine.trainer import Trainer, TrainResult
 from visiontune.tasks import create_task
 from visiontune.utils import comm as dist_utils
-from visiontune.utils.plots import format_metric, missing_metric_text
+from visiontune.utils.plots import missing_metric_text
+from visiontune.utils.summary_table import summary_table, value_with_interval
 
 logger = logging.getLogger(__name__)
 
@@ -329,59 +330,18 @@ def metrics_table(metrics: dict[str, float], intervals: dict[str, list[float | N
     width = max(len(key) for key in metrics)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -------"]
     for key, value in metrics.items():
-        text = _with_interval(value, (intervals or {}).get(key), missing=missing_metric_text(key))
+        text = value_with_interval(value, (intervals or {}).get(key), missing=missing_metric_text(key))
         lines.append(f"{key:<{width}}  {text}")
     return "\n".join(lines)
 
 
-def _significant(value: Any, sign: str = "") -> str:
-    """A metric value for people (:func:`~visiontune.utils.plots.format_metric`): ``0.9167``, ``91.67``, ``1.000``."""
-    return format_metric(value, sign)
-
-
-def _with_interval(value: Any, interval: Any, sign: str = "", missing: str = "-") -> str:
-    """``0.9400 [0.8900, 0.9800]`` (the value alone without an interval); ``missing`` for None or NaN."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return missing
-    text = _significant(value, sign)
-    if not isinstance(interval, list) or len(interval) != 2 or None in interval:
-        return text
-    return f"{text} [{_significant(interval[0], sign)}, {_significant(interval[1], sign)}]"
-
-
 def _metric_table(summary: dict[str, Any]) -> list[str]:
-    """The rows of :func:`format_summary`: per validation metric the baseline, best, last, change (with their
-    intervals where ``summary["intervals"]`` has them; "within noise" when the change's interval contains 0) and the
-    test split's value."""
-    best, baseline, last = summary.get("best") or {}, summary.get("baseline"), summary.get("last") or {}
-    metric, test = summary.get("metric"), summary.get("test")
-    intervals, change = summary.get("intervals") or {}, summary.get("change") or {}
-    names: list[str] = []
-    for values in (best, last, baseline):
-        names.extend(key for key in values or {} if key not in names)
-    if metric in names:
-        names.remove(metric)
-        names.insert(0, metric)
-    header = ["metric", "baseline (epoch 0)" if baseline else "baseline", f"best (epoch {summary.get('best_epoch')})",
-              f"last (epoch {summary.get('last_epoch')})", "change (best - baseline)"]
-    header += [f"test ({summary.get('test_checkpoint', 'best.pt')})"] if test is not None else []
-    rows = []
-    for name in names:
-        spans = intervals.get(name) or {}
-        missing = missing_metric_text(name)  # COCO APs of an empty size range: "no objects"
-        changed = "-"
-        if name in change:
-            changed = _with_interval(change[name], spans.get("change"), "+", missing)
-            span = spans.get("change")
-            if isinstance(span, list) and None not in span and span[0] <= 0 <= span[1]:
-                changed += " within noise"
-        test_name = "test_" + name.removeprefix("val_")
-        tested = [_with_interval(test.get(test_name), intervals.get(test_name))] if test is not None else []
-        rows.append([f"{name} *" if name == metric else name,
-                     _with_interval(baseline.get(name), spans.get("baseline"), missing=missing) if baseline
-                     else "not measured",
-                     _with_interval(best.get(name), spans.get("best"), missing=missing),
-                     _with_interval(last.get(name), spans.get("last"), missing=missing), changed, *tested])
+    """The rows of :func:`format_summary`: the cells of :func:`~visiontune.utils.summary_table.summary_table` (the
+    report's table shows the same strings) as aligned text columns, the main metric marked ``*``."""
+    cells = summary_table(summary)
+    header = ["metric", *cells.header]
+    rows = [[f"{name} *" if name == summary.get("metric") else name, *row]
+            for name, row in zip(cells.names, cells.rows)]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
             for row in [header, ["-" * width for width in widths], *rows]]
