@@ -22,7 +22,7 @@ from visiontune.engine.trainer import Trainer, TrainResult
 from visiontune.tasks import create_task
 from visiontune.utils import comm as dist_utils
 from visiontune.utils.plots import missing_metric_text
-from visiontune.utils.summary_table import summary_table, value_with_interval
+from visiontune.utils.summary_table import interval_note, summary_table, value_with_interval
 
 logger = logging.getLogger(__name__)
 
@@ -349,12 +349,8 @@ def _metric_table(summary: dict[str, Any]) -> list[str]:
 
 def _selection_notes(summary: dict[str, Any]) -> list[str]:
     """Where the best epoch was selected, and what the intervals are."""
-    notes = []
-    intervals = summary.get("intervals") or {}
-    if any(isinstance(value, dict) for value in intervals.values()):
-        notes.append(f"[lo, hi]: {intervals.get('level', 0.95):.0%} bootstrap interval over "
-                     f"{intervals.get('resamples')} resamples of the evaluated images; the change's is paired (the "
-                     "same resampled images for both), \"within noise\" when it contains 0")
+    interval_text = interval_note(summary)
+    notes = [interval_text] if interval_text else []
     if summary.get("test") is not None:
         notes.append(f"best epoch selected on val; test: {summary.get('test_checkpoint', 'best.pt')} evaluated once "
                      "on data.test_split (the headline)")

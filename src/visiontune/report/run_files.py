@@ -125,6 +125,14 @@ class RunFiles:
                 best = row
         return best, key, mode
 
+    def current_summary(self) -> dict[str, Any] | None:
+        """``summary.json`` when it describes metrics.csv as it is (a finished run not trained further since, with
+        a best or last evaluation), else None."""
+        summary = self.summary or {}
+        if not (summary.get("best") or summary.get("last")) or self._recorded_best() is None:
+            return None
+        return summary
+
     def _recorded_best(self) -> dict[str, float] | None:
         """The best row as ``summary.json`` records it (its metrics.csv row, with the summary's values), or None
         without a usable summary: absent, without a best epoch, or older than metrics.csv (training went on)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from visiontune.report.figures import DPI
+from visiontune.report.figures import DPI, MAX_INTERVAL_PANELS, interval_figure, interval_points
 from visiontune.report.html import (
     Page,
     details,
@@ -32,6 +32,7 @@ from visiontune.report.run_files import (
 from visiontune.report.task_views import eval_folders_view, metric_text, task_view
 from visiontune.utils.files import atomic_write_text
 from visiontune.utils.plots import CurvePanel, curve_figure, curve_panels, figure_uri
+from visiontune.utils.summary_table import interval_note, summary_table
 
 __all__ = ["default_config", "format_duration", "main_metric_columns", "metric_cell", "run_summary", "write_run_report"]
 
@@ -174,7 +175,41 @@ def metric_cell(column: str, row: dict[str, float] | None) -> str:
     return metric_text(column, row.get(column, math.nan))
 
 
+def _summary_table(summary: dict[str, Any]) -> str:
+    """The before -> after table of ``summary.json``: the very cells the console prints (``format_summary``, from
+    :func:`~visiontune.utils.summary_table.summary_table`) with their intervals, then their error-bar figure."""
+    cells = summary_table(summary)
+    metric = summary.get("metric")
+    rows = [[name.removeprefix("val_"), *row] for name, row in zip(cells.names, cells.rows)]
+    text = table(["metric", *cells.header], rows, numeric=False,
+                 row_classes=["best" if name == metric else "" for name in cells.names])
+    if summary.get("baseline") is None:
+        text += note("baseline: not measured (train.eval_before=false, or a resumed run that started without it).")
+    elif summary.get("best_epoch") == 0 and summary.get("epochs"):
+        text += note("no epoch beat the baseline: best.pt is the model before training (epoch 0).")
+    explained = interval_note(summary)
+    if explained is None:
+        return text + note("values as summary.json records them; no intervals (eval.intervals was off, or the run "
+                           "predates them).")
+    return text + note(explained) + _interval_figure(summary, cells.names)
+
+
+def _interval_figure(summary: dict[str, Any], names: list[str]) -> str:
+    """The error-bar figure of the metrics with intervals (:func:`~visiontune.report.figures.interval_figure`)."""
+    intervals = summary.get("intervals") or {}
+    shown = [name for name in names if isinstance(intervals.get(name), dict)][:MAX_INTERVAL_PANELS]
+    if not shown:
+        return ""
+    labels = list(dict.fromkeys(label for name in shown for label, _value, _bounds in interval_points(summary, name)))
+    alt = (f"{intervals.get('level', 0.95):.0%} bootstrap intervals as error bars of "
+           f"{', '.join(name.removeprefix('val_') for name in shown)}: {', '.join(labels)}")
+    return f"<figure>{img_tag(figure_uri(interval_figure(summary, shown)), alt)}</figure>"
+
+
 def _metrics_table(run: RunFiles) -> str:
+    summary = run.current_summary()
+    if summary is not None:
+        return _summary_table(summary)
     before, last = run.before_row(), run.last_row()
     best, key, _mode = run.best_row()
     columns = main_metric_columns(run)

@@ -14,7 +14,8 @@ from typing import Any
 
 from visiontune.utils.plots import format_metric, missing_metric_text
 
-__all__ = ["WITHIN_NOISE", "SummaryTable", "interval_contains_zero", "summary_table", "value_with_interval"]
+__all__ = ["WITHIN_NOISE", "SummaryTable", "interval_contains_zero", "interval_note", "summary_table",
+           "value_with_interval"]
 
 WITHIN_NOISE = "within noise"
 """Appended to a change whose interval contains 0."""
@@ -38,6 +39,16 @@ def value_with_interval(value: Any, interval: Any, sign: str = "", missing: str 
 def interval_contains_zero(interval: Any) -> bool:
     """Whether a complete ``[lo, hi]`` interval contains 0 (a change within the noise of the evaluation set)."""
     return _is_interval(interval) and interval[0] <= 0 <= interval[1]
+
+
+def interval_note(summary: Mapping[str, Any]) -> str | None:
+    """What the ``[lo, hi]`` of the table are (level, resamples, paired change), or None without intervals."""
+    intervals = summary.get("intervals") or {}
+    if not any(isinstance(value, dict) for value in intervals.values()):
+        return None
+    return (f"[lo, hi]: {intervals.get('level', 0.95):.0%} bootstrap interval over {intervals.get('resamples')} "
+            "resamples of the evaluated images; the change's is paired (the same resampled images for both), "
+            f"\"{WITHIN_NOISE}\" when it contains 0")
 
 
 @dataclass(frozen=True)
