@@ -112,7 +112,8 @@ def test_bad_inputs_are_reported() -> None:
         evaluator.update(torch.zeros(2, 3), torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="labels must be integer class indices, got dtype torch.float32"):
         evaluator.update(torch.zeros(2, 3), torch.tensor([0.0, 1.0]))
-    with pytest.raises(ValueError, match="logits contain 1 NaN values"):
+    with pytest.raises(ValueError, match="predictions of image #0 of the evaluated split have a NaN or infinite value: "
+                                         "logits of class 1 of 3 is nan"):
         evaluator.update(torch.tensor([[0.0, float("nan"), 1.0]]), torch.tensor([0]))
     with pytest.raises(ValueError, match=r"outputs\[1\] must be a dict with key 'logits', got dict with keys \['s'\]"):
         evaluator.update([{"logits": torch.zeros(3)}, {"s": torch.zeros(3)}], torch.tensor([0, 1]))

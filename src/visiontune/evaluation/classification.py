@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from visiontune.evaluation.widerface_predictions import NonFinitePredictionError
+from visiontune.utils.paths import relative_posix
 from visiontune.utils.plots import plot_confusion_matrix
 
 logger = logging.getLogger(__name__)
@@ -109,7 +111,9 @@ class ClassificationEvaluator:
         topk: The ``k`` of the top-k accuracies reported (``top{k}``); ``k >= num_classes`` is not reported, as it is
             always 1 (``top5`` needs at least 6 classes).
         samples: ``(image path, label index)`` of every sample of the evaluated split, in dataset order (e.g.
-            ``ClassificationDataset.source.samples``); None: no ``predictions.csv``.
+            ``ClassificationDataset.source.samples``); None: no ``predictions.csv``, and NaN logits name the
+            sample's position instead of its file.
+        root: The folder (``data.root``) that messages name image files relative to.
 
     Raises:
         ValueError: ``num_classes`` < 1, ``class_names`` has the wrong length, or a ``k`` is < 1.
@@ -122,6 +126,7 @@ class ClassificationEvaluator:
         topk: Sequence[int] = (1, 5),
         *,
         samples: Sequence[tuple[str | Path, int]] | None = None,
+        root: str | Path | None = None,
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -133,6 +138,7 @@ class ClassificationEvaluator:
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         self.topk = tuple(sorted({k for k in topk if k == 1 or k < num_classes}))  # top-k of k classes is always 1
         self.samples = [(str(path), int(label)) for path, label in samples] if samples is not None else None
+        self.root = root
         self.reset()
 
     def reset(self) -> None:
@@ -161,7 +167,9 @@ class ClassificationEvaluator:
             labels: ``Tensor[B]`` int64 class indices in ``[0, C)`` (or a sequence of ints).
 
         Raises:
-            ValueError: Shapes disagree, the logits hold NaN, or a label is outside ``[0, C)``.
+            ValueError: Shapes disagree, or a label is outside ``[0, C)``.
+            NonFinitePredictionError: The logits of an image hold NaN or infinite values (named by its file
+                relative to ``root`` when ``samples`` are given and arrive in dataset order).
             RuntimeError: Called after :meth:`synchronize` without :meth:`reset`.
         """
         if self._synchronized:
@@ -180,8 +188,7 @@ class ClassificationEvaluator:
         if out_of_range.numel():
             raise ValueError(f"label {int(out_of_range[0])} is outside [0, {self.num_classes}) "
                              f"({out_of_range.numel()} such labels in the batch)")
-        if torch.isnan(logits).any():
-            raise ValueError(f"logits contain {int(torch.isnan(logits).sum())} NaN values (diverged model?)")
+        self._check_finite(logits, labels)
 
         predictions = logits.argmax(dim=1)
         scores = logits.softmax(dim=1).gather(1, predictions[:, None])[:, 0]
@@ -194,6 +201,30 @@ class ClassificationEvaluator:
             hits = top_indices == labels[:, None]
             correct = [hits[:, :k].any(dim=1).sum() for k in self.topk]
             self._topk_correct += torch.stack(correct).cpu()
+
+    def _check_finite(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Refuse NaN / infinite logits, naming the image (:meth:`sample_file`) and the first such class."""
+        broken = ~torch.isfinite(logits)
+        if not bool(broken.any()):
+            return
+        row = int(broken.any(dim=1).nonzero()[0])
+        column = int(broken[row].nonzero()[0])
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
+            else (0, 1)
+        index = (sum(len(part) for part in self._records) + row) * world + rank  # dataset order, rank r: r, r + W...
+        image = self.sample_file(index, int(labels[row]))
+        raise NonFinitePredictionError(
+            f"predictions of image {f'{image!r}' if image else f'#{index} of the evaluated split'} have a NaN or "
+            f"infinite value: logits of class {column} of {self.num_classes} is {float(logits[row, column])}",
+            image=image or "")
+
+    def sample_file(self, index: int, label: int) -> str | None:
+        """The image file of the evaluated split's sample ``index`` relative to ``root`` (``/``-separated), or
+        None without ``samples`` or when the sample there is not of class ``label`` (samples not in dataset
+        order, or a corrupt image skipped)."""
+        if self.samples is None or not 0 <= index < len(self.samples) or self.samples[index][1] != label:
+            return None
+        return relative_posix(self.samples[index][0], self.root)
 
     def _as_logits(self, outputs: torch.Tensor | Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:
         """``Tensor[B, C]`` from logits or a list of per-image ``{"logits": Tensor[C]}`` dicts."""

@@ -26,6 +26,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from visiontune.evaluation.widerface_predictions import NonFinitePredictionError
+
 __all__ = ["CocoEvaluator", "CocoPerImage", "masks_to_rle", "results_to_coco_json"]
 
 logger = logging.getLogger(__name__)
@@ -357,6 +359,8 @@ class CocoEvaluator:
         Raises:
             ValueError: Lengths differ, an image id is not in the ground truth, or masks are missing while
                 ``"segm"`` is evaluated.
+            NonFinitePredictionError: An image's boxes, scores or masks hold NaN or infinite values (names the
+                image's ``file_name`` and the first such detection).
         """
         if len(outputs) != len(targets):
             raise ValueError(f"got {len(outputs)} outputs for {len(targets)} targets")
@@ -366,12 +370,32 @@ class CocoEvaluator:
                 raise ValueError(f"image id {image_id} is not in the ground truth")
             if "segm" in self.iou_types and "masks" not in output:
                 raise ValueError(f"image id {image_id}: output has no 'masks' but 'segm' is evaluated")
+            self._check_finite(output, image_id)
         results = results_to_coco_json(outputs, image_ids, mask_threshold=self.mask_threshold)
         per_image: dict[int, list[dict[str, Any]]] = {image_id: [] for image_id in image_ids}
         for result in results:
             per_image[result["image_id"]].append(result)
         # An image seen twice (e.g. DistributedSampler padding) keeps one set of detections.
         self._results.update(per_image)
+
+    def _check_finite(self, output: Mapping[str, torch.Tensor], image_id: int) -> None:
+        """Refuse NaN / infinite ``boxes``, ``scores`` or ``masks``, naming the image by its ``file_name`` and the
+        first such detection (its values; for a mask, how many of its pixels)."""
+        count = len(output["boxes"]) if "boxes" in output else 0
+        for field_name in ("boxes", "scores", "masks"):
+            if field_name not in output or not len(output[field_name]):
+                continue
+            values = torch.as_tensor(output[field_name]).detach().reshape(len(output[field_name]), -1)
+            broken = (~torch.isfinite(values)).any(dim=1).nonzero()
+            if not len(broken):
+                continue
+            row = int(broken[0])
+            image = str(self.coco_gt.imgs[image_id].get("file_name", f"#{image_id}"))
+            detail = (f"is {values[row].tolist()}" if field_name != "masks" else
+                      f"has {int((~torch.isfinite(values[row])).sum())} NaN or infinite of {values.shape[1]} pixels")
+            raise NonFinitePredictionError(
+                f"predictions of image {image!r} have a NaN or infinite value: {field_name} of detection {row} of "
+                f"{count or len(values)} {detail}", image=image)
 
     def synchronize(self) -> None:
         """Gather detections from every rank when ``torch.distributed`` is initialised; no-op otherwise."""

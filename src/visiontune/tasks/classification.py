@@ -450,7 +450,8 @@ class ClassificationTask(Task):
     def build_evaluator(self, dataset: Dataset) -> ClassificationEvaluator:
         names = self.meta.get("class_names")
         samples = dataset.source.samples if isinstance(dataset, ClassificationDataset) else None  # predictions.csv
-        return ClassificationEvaluator(num_classes=self.num_classes, class_names=names, samples=samples)
+        return ClassificationEvaluator(num_classes=self.num_classes, class_names=names, samples=samples,
+                                       root=self.config.data.root)
 
     def check_data(self) -> DataCheck:
         """Decode every image of the splits; classes, counts, duplicates and train/val leakage."""

@@ -14,12 +14,23 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path, PurePath, PurePosixPath
 
-__all__ = ["flatten_name", "output_names", "safe_output_names"]
+__all__ = ["flatten_name", "output_names", "relative_posix", "safe_output_names"]
 
 logger = logging.getLogger(__name__)
 
 _DRIVE = re.compile(r"^(?:[A-Za-z]:)+")
 """Windows drive prefixes of a component (``C:``, also ``C:name``, drive-relative)."""
+
+
+def relative_posix(path: str | PurePath, root: str | PurePath | None) -> str:
+    """``path`` relative to ``root`` (``/``-separated; both made absolute first) when inside it, else as given:
+    how messages name a file of a dataset (relative to ``data.root``)."""
+    if root is not None:
+        try:
+            return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+        except ValueError:
+            pass
+    return str(path)
 
 
 def output_names(images: Sequence[Path], source: Path) -> list[PurePosixPath]:
