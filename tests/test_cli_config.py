@@ -58,7 +58,8 @@ def test_unknown_section_says_did_you_mean(capsys):
     assert main(["config", "keys", "optm"]) == 2
     err = capsys.readouterr().err
     assert "visiontune config: error: unknown config section or key 'optm' (did you mean 'optim'" in err
-    assert "sections: model, data, finetune, optim, sched, train, face, segmentation, export, convert, tune" in err
+    assert ("sections: model, data, loss, finetune, optim, sched, train, face, segmentation, eval, export, convert, "
+            "tune") in err
 
 
 def test_docs_come_from_the_attribute_docstrings():

@@ -227,7 +227,7 @@ def test_atomic_path_failed_rename_is_one_line(tmp_path, monkeypatch):
 def test_feature_cache_build_is_atomic_and_cleans_its_temporary_files(tmp_path):
     import torch
 
-    from visiontune.data.feature_cache import _build_file
+    from visiontune.data.feature_cache import CACHE_FORMAT, _build_file
 
     dataset = [(torch.full((3,), float(index)), index % 2) for index in range(6)]
     options = {"batch_size": 2, "num_workers": 0, "progress": False, "name": "train"}
@@ -238,7 +238,7 @@ def test_feature_cache_build_is_atomic_and_cleans_its_temporary_files(tmp_path):
     assert names(tmp_path) == ["train.json", "train.npy"]
     assert np.load(npy).tolist() == [[index, index] for index in range(6)]
     assert json.loads(meta.read_text(encoding="utf-8")) == {"key": "key-1", "rows": 6, "dim": 2, "skipped": [],
-                                                             "format": 1}
+                                                             "format": CACHE_FORMAT}
     calls = []
 
     def interrupted(images):

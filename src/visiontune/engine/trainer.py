@@ -318,6 +318,8 @@ class Trainer:
             logger.info("resumed from %s at epoch %d, step %d", resume_path, self.state.epoch, self.state.step)
         assert self.run_log is not None
         self.run_log.open(self.run_dir / "train.log")
+        if self.is_main:  # once the start cannot fail for bad settings: a failed start writes nothing (no hash cache)
+            warn_validation_duplicates(self.config, self.train_dataset, self.val_dataset)
         self._prepare_task_datasets()
         if self.is_main:
             save_config(self.config, self.run_dir / "config.yaml")
@@ -330,8 +332,6 @@ class Trainer:
         self.train_dataset = self.task.build_dataset(config.data.train_split, train=True)
         self.val_dataset = (self.task.build_dataset(config.data.val_split, train=False)
                             if config.data.val_split else None)
-        if self.is_main:
-            warn_validation_duplicates(config, self.train_dataset, self.val_dataset)
         self.task.check_metric(config.train.metric)  # now that the data tells which metrics exist (top5: > 5 classes)
 
     def _prepare_task_datasets(self) -> None:
