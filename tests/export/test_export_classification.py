@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx  # the dev install brings it: never skipped
+import onnxruntime  # the dev install brings it: never skipped
 import pytest
 import timm
 import torch
@@ -18,9 +20,6 @@ from visiontune.api import config_for_checkpoint, predict
 from visiontune.engine.checkpoint import load_checkpoint
 from visiontune.export import ExportOptions, export_checkpoint, predict_onnx
 from visiontune.export.exporter import model_from_checkpoint
-
-onnx = pytest.importorskip("onnx")
-onnxruntime = pytest.importorskip("onnxruntime")
 
 
 def shapes_batch(task, shapes_dir: Path) -> torch.Tensor:

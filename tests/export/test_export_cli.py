@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime  # the dev install brings it: never skipped
 import pytest
 import torch
 from PIL import Image
@@ -12,8 +13,6 @@ from visiontune.cli.export import load_export_config
 from visiontune.config import parse_image_size
 from visiontune.engine.checkpoint import load_checkpoint
 from visiontune.export.exporter import ExportOptions, model_from_checkpoint
-
-onnxruntime = pytest.importorskip("onnxruntime")
 
 
 def test_export_is_registered_as_a_command():

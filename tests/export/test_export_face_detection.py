@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnxruntime  # the dev install brings it: never skipped
 import pytest
 import torch
 from PIL import Image
@@ -16,9 +17,6 @@ from visiontune.data.face_transforms import to_normalized_tensor
 from visiontune.engine.checkpoint import load_checkpoint
 from visiontune.export import ExportOptions, export_checkpoint, predict_onnx
 from visiontune.export.exporter import model_from_checkpoint
-
-onnx = pytest.importorskip("onnx")
-onnxruntime = pytest.importorskip("onnxruntime")
 
 PREDICTED_IMAGES = ("selfie.jpg", "mindface_0000.jpg")
 RESCALE = {"face.origin_size": False, "face.target_size": 480, "face.max_size": 640}

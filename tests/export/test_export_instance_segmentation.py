@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx  # the dev install brings it: never skipped
+import onnxruntime  # the dev install brings it: never skipped
 import pytest
 import torch
 from pycocotools import mask as mask_utils
@@ -30,9 +32,6 @@ from visiontune.data.synthetic_coco import make_synthetic_coco
 from visiontune.export import ExportOptions, export_model, predict_onnx
 from visiontune.export.wrappers import resize_like_torchvision
 from visiontune.tasks import create_task
-
-onnx = pytest.importorskip("onnx")
-onnxruntime = pytest.importorskip("onnxruntime")
 
 IMAGE_SIZE = (96, 128)
 """Synthetic image size, equal to ``min_size`` x ``max_size``: the model keeps it, so eager and ONNX Runtime see

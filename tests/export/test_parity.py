@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx  # noqa: F401  # the dev install brings it: never skipped
+import onnxruntime  # noqa: F401  # the dev install brings it: never skipped
 import pytest
 
 from visiontune.export import ExportOptions, ParityError, export_checkpoint
@@ -18,9 +20,6 @@ from visiontune.export.parity import (
     tolerance_text,
 )
 from visiontune.utils.boxes import box_iou
-
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
 
 
 def test_compare_output_is_relative_to_the_output_scale():

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx  # the dev install brings it: never skipped
+import onnxruntime  # noqa: F401  # the dev install brings it: never skipped
 import pytest
 import torch
 
 from visiontune.export.runtime import OnnxModel, execution_providers, predict_onnx, select_face_detections
 from visiontune.models.retinaface import RetinaFacePostprocessConfig
-
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
 
 
 def test_execution_providers():

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow  # the dev install brings it: never skipped
 import pytest
 
 from tests.helpers import one_thread
@@ -20,7 +21,6 @@ from visiontune.tune import parse_space, tune
 from visiontune.tune.study import Search
 from visiontune.tune.tracking import REASON_TAG, RUN_ID_ATTR, STATE_TAG, TRIAL_TAG, study_run
 
-mlflow = pytest.importorskip("mlflow")
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")  # MLflow's SQL store
 
 
