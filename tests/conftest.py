@@ -26,6 +26,19 @@ def find_shared_dir() -> Path | None:
     return None
 
 
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    """A local MLflow store (SQLite, artifacts in ``tmp_path``) with the experiment ``classification``; its client."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    client = mlflow.MlflowClient()
+    client.create_experiment("classification", artifact_location=(tmp_path / "artifacts").as_uri())
+    return client
+
+
 @pytest.fixture(autouse=True)
 def run_in_a_temporary_folder(tmp_path_factory, monkeypatch):
     """Run every test in a folder of its own: what a command writes under its defaults (``project=runs``, the image

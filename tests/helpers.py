@@ -91,3 +91,35 @@ def script_metric(monkeypatch: Any, task_class: type, key: str, values: Sequence
 
     monkeypatch.setattr(task_class, "build_evaluator", scripted_build)
     return handed
+
+
+class FixedMaskModel(torch.nn.Module):
+    """A stand-in Mask R-CNN: one detection per image, of class ``label``, score 0.8, the left half of the image as its
+    box and mask (probability 0.9); eval-mode outputs (``list[dict]``: boxes xyxy pixels, labels, scores, masks
+    ``[1, 1, H, W]``)."""
+
+    def __init__(self, label: int = 1) -> None:
+        super().__init__()
+        self.label = label
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        outputs = []
+        for image in images:
+            height, width = image.shape[-2:]
+            masks = torch.zeros(1, 1, height, width)
+            masks[..., : width // 2] = 0.9
+            outputs.append({"boxes": torch.tensor([[0.0, 0.0, width / 2, float(height)]]),
+                            "labels": torch.tensor([self.label]), "scores": torch.tensor([0.8]), "masks": masks})
+        return outputs
+
+
+def identity_onnx_model(path: Path) -> Path:
+    """Write a one-node ONNX model (``y = x``) at ``path``: a file that is an ONNX model, not weights."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph, producer_name="pytorch"), str(path))
+    return path

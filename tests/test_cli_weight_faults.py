@@ -15,6 +15,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from tests.conftest import REPO_ROOT
+from tests.helpers import identity_onnx_model
 from visiontune.cli import main
 from visiontune.config import config_to_dict, load_config
 from visiontune.engine.checkpoint import atomic_save
@@ -116,19 +117,8 @@ def test_a_visiontune_checkpoint_with_nan_is_refused(checkpoint_state, tmp_path,
     assert not (tmp_path / "runs").exists()
 
 
-def _onnx_model(path: Path) -> Path:
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    onnx.save(helper.make_model(graph, producer_name="pytorch"), str(path))
-    return path
-
-
 def test_resume_and_eval_of_an_onnx_model_say_what_it_is(tiny_shapes, tmp_path, capsys):
-    path = _onnx_model(tmp_path / "model.onnx")
+    path = identity_onnx_model(tmp_path / "model.onnx")
     assert main(["train", "--resume", str(path)]) == 2
     assert _error(capsys) == (
         f"visiontune train: error: cannot read checkpoint {path}: it is an ONNX model, not a visiontune checkpoint "

@@ -7,7 +7,6 @@ import logging
 import types
 import typing
 
-import mlflow  # a core dependency: never skipped
 import pytest
 
 import visiontune
@@ -28,17 +27,6 @@ from visiontune.engine.trackers import (
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")  # MLflow's SQL store
-
-
-@pytest.fixture
-def mlflow_store(tmp_path, monkeypatch):
-    """A local MLflow store (SQLite, artifacts in ``tmp_path``) with the experiment ``classification``; its client."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    client = mlflow.MlflowClient()
-    client.create_experiment("classification", artifact_location=(tmp_path / "artifacts").as_uri())
-    return client
 
 
 def only_run(client, experiment="classification"):

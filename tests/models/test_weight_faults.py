@@ -12,6 +12,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from tests.helpers import identity_onnx_model
 from visiontune.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from visiontune.interop.mindspore import read_mindspore_checkpoint, save_mindspore_checkpoint
 from visiontune.models.classification import ImageClassifier, load_classifier_weights
@@ -190,20 +191,9 @@ def test_maskrcnn_loaders_refuse_integer_and_nan_tensors():
     assert "converted to the model's dtype 1 ['rpn.head.conv.0.0.weight float16->float32']" in report.summary()
 
 
-def _onnx_model(path: Path) -> Path:
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    onnx.save(helper.make_model(graph, producer_name="pytorch"), str(path))
-    return path
-
-
 @pytest.mark.parametrize("name", ["model.onnx", "model.pt"])
 def test_an_onnx_model_is_named_never_with_weights_only_advice(tmp_path: Path, name: str):
-    path = _onnx_model(tmp_path / name)
+    path = identity_onnx_model(tmp_path / name)
     with pytest.raises(CheckpointError) as caught:
         load_checkpoint(path)
     assert str(caught.value) == (
@@ -262,6 +252,6 @@ def test_a_truncated_checkpoint_is_damaged_not_foreign(tmp_path: Path):
 def test_the_mindspore_reader_names_an_onnx_model(tmp_path: Path):
     from visiontune.interop.mindspore import NotAMindSporeCheckpointError
 
-    path = _onnx_model(tmp_path / "model.ckpt")
+    path = identity_onnx_model(tmp_path / "model.ckpt")
     with pytest.raises(NotAMindSporeCheckpointError, match=r"model.ckpt is an ONNX model, not a MindSpore checkpoint"):
         read_mindspore_checkpoint(path)

@@ -88,7 +88,7 @@ def test_report_table_shows_the_console_cells_with_intervals(tmp_path, shapes_di
     console = console_rows(summary)
     assert header == ["metric", "baseline (epoch 0)", "best (epoch 3)", "last (epoch 3)", "change (best - baseline)",
                       "test (best.pt)"]
-    assert rows == console and list(rows)[0] == "top1"
+    assert rows == console and next(iter(rows)) == "top1"
     assert rows["top1"] == ["0.2000 [0.05000, 0.4000]", "0.8000 [0.6200, 0.9500]", "0.8000 [0.6000, 0.9300]",
                             "+0.6000 [+0.3100, +0.7700]", "0.7400 [0.5500, 0.9100]"]
     assert rows["macro_f1"][3] == "+0.6000 [-0.02000, +0.7000] within noise"  # its interval contains 0

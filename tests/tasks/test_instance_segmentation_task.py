@@ -19,6 +19,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from tests.helpers import FixedMaskModel
 from visiontune.config import load_config
 from visiontune.data.coco import CocoFormatError
 from visiontune.data.synthetic_coco import make_synthetic_coco
@@ -259,26 +260,12 @@ def test_overlay_blends_the_label_colour_into_mask_pixels() -> None:
     assert np.array_equal(np.asarray(below), np.asarray(image))
 
 
-class FixedMaskModel(nn.Module):
-    """Returns one detection per image: label 2, score 0.8, the left half of the image as mask."""
-
-    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        outputs = []
-        for image in images:
-            height, width = image.shape[-2:]
-            masks = torch.zeros(1, 1, height, width)
-            masks[..., : width // 2] = 0.9
-            outputs.append({"boxes": torch.tensor([[0.0, 0.0, width / 2, float(height)]]),
-                            "labels": torch.tensor([2]), "scores": torch.tensor([0.8]), "masks": masks})
-        return outputs
-
-
 def test_predict_writes_coco_results_with_original_ids_and_overlays(coco_root: Path, tmp_path: Path) -> None:
     task = make_task(coco_root, "data.categories=[book, ball]", "segmentation.vis_thresh=0.5")
     task.build_dataset("annotations/instances_train.json", train=True)
     listing = tmp_path / "list.txt"
     listing.write_text(f"{coco_root / 'val' / '000002.png'}\n\n{coco_root / 'val' / '000004.png'}\n")
-    written = task.predict(FixedMaskModel(), str(listing), tmp_path / "out", device=torch.device("cpu"))
+    written = task.predict(FixedMaskModel(label=2), str(listing), tmp_path / "out", device=torch.device("cpu"))
     assert [path.name for path in written] == ["results.json", "images.json", "000002.png", "000004.png"]
     header = json.loads((tmp_path / "out" / "images.json").read_text())
     assert [(image["id"], image["file_name"], image["height"], image["width"]) for image in header["images"]] == [
@@ -297,7 +284,7 @@ def test_predict_writes_coco_results_with_original_ids_and_overlays(coco_root: P
 
     with pytest.raises(ValueError, match=r"list.txt:1: image not found: .*nothing.png"):
         (tmp_path / "list.txt").write_text("nothing.png\n")
-        task.predict(FixedMaskModel(), str(listing), tmp_path / "out", device=torch.device("cpu"))
+        task.predict(FixedMaskModel(label=2), str(listing), tmp_path / "out", device=torch.device("cpu"))
 
 
 def test_prepare_train_batch_warns_once_about_removed_boxes(coco_root: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -419,18 +406,18 @@ def test_predict_on_coco_files_without_annotations_or_in_the_coco_layout(coco_ro
     misplaced = root / "annotations" / "image_info_val.json"
     misplaced.write_text(json.dumps(info))
     with pytest.raises(ValueError, match=r"image_info_val.json: image 000001.png not found in"):
-        task.predict(FixedMaskModel(), str(misplaced), tmp_path / "info", device=torch.device("cpu"))
+        task.predict(FixedMaskModel(label=2), str(misplaced), tmp_path / "info", device=torch.device("cpu"))
     images_only = root / "images_only.json"
     images_only.write_text(json.dumps(info))
     shutil.copytree(root / "val", root / "images")  # images/ next to the file
-    written = task.predict(FixedMaskModel(), str(images_only), tmp_path / "info", device=torch.device("cpu"))
+    written = task.predict(FixedMaskModel(label=2), str(images_only), tmp_path / "info", device=torch.device("cpu"))
     assert [path.name for path in written[:2]] == ["results.json", "images.json"] and task.predict_metrics == {}
     assert not (tmp_path / "info" / "metrics.json").exists()
     results = json.loads((tmp_path / "info" / "results.json").read_text())
     assert sorted({result["image_id"] for result in results}) == [entry["id"] for entry in raw["images"][:2]]
 
     # data.root unset: the images of annotations/instances_val.json are found in <root>/val (the COCO layout)
-    task.predict(FixedMaskModel(), str(root / "annotations" / "instances_val.json"), tmp_path / "val",
+    task.predict(FixedMaskModel(label=2), str(root / "annotations" / "instances_val.json"), tmp_path / "val",
                  device=torch.device("cpu"))
     assert set(task.predict_metrics) >= {"segm_AP", "bbox_AP"} and (tmp_path / "val" / "metrics.json").is_file()
 

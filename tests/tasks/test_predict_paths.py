@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from tests.helpers import FixedMaskModel
 from visiontune.config import load_config
 from visiontune.data.synthetic_coco import make_synthetic_coco
 from visiontune.data.widerface import WiderFaceRecord
@@ -222,20 +223,6 @@ def test_face_evaluation_artifacts_refuse_an_event_link_leading_out(tmp_path: Pa
 # --------------------------------------------------------------------------------------------- instance segmentation
 
 
-class FixedMaskModel(nn.Module):
-    """One detection per image: label 1, score 0.8, the left half of the image as mask."""
-
-    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        outputs = []
-        for image in images:
-            height, width = image.shape[-2:]
-            masks = torch.zeros(1, 1, height, width)
-            masks[..., : width // 2] = 0.9
-            outputs.append({"boxes": torch.tensor([[0.0, 0.0, width / 2, float(height)]]),
-                            "labels": torch.tensor([1]), "scores": torch.tensor([0.8]), "masks": masks})
-        return outputs
-
-
 @pytest.fixture()
 def segmenter(tmp_path: Path) -> tuple[InstanceSegmentationTask, Path]:
     """A task with the categories of a synthetic COCO set under ``tmp_path/a/b/coco`` (two 48 x 64 images in
@@ -272,7 +259,7 @@ def test_coco_source_file_names_leading_out_are_flattened(segmenter, tmp_path: P
     output = root / "out"
     before = snapshot(tmp_path)
     with caplog.at_level(logging.WARNING):
-        task.predict(FixedMaskModel(), str(source), output, device=CPU)
+        task.predict(FixedMaskModel(label=1), str(source), output, device=CPU)
     new = assert_only_inside(before, tmp_path, output)
     relative_user_image = user_image.relative_to("/").with_suffix("").as_posix()
     assert sorted(path.relative_to(output).as_posix() for path in new) == sorted([
@@ -294,7 +281,7 @@ def test_coco_source_names_that_flatten_to_one_are_refused_before_writing(segmen
     output = tmp_path / "out"
     before = snapshot(tmp_path)
     with pytest.raises(ValueError) as error:
-        task.predict(FixedMaskModel(), str(source), output, device=CPU)
+        task.predict(FixedMaskModel(label=1), str(source), output, device=CPU)
     assert str(error.value) == (f"{source}: images 'sub/v.png' and '../sub/v.png' would both be written as "
                                 f"overlays/sub/v.* in {output}; rename one or predict them separately")
     assert assert_only_inside(before, tmp_path, output) == [] and not output.exists()
@@ -316,7 +303,7 @@ def test_segmentation_output_with_an_overlay_link_leading_out_is_refused(segment
     with pytest.raises(ValueError, match=rf"^{output / 'overlays' / '000002.png'} is a symbolic link to "
                                          rf"{victim.resolve()}, outside the output folder {output}: remove the link "
                                          "or choose another output folder$"):
-        task.predict(FixedMaskModel(), str(sources[source_format]), output, device=CPU)
+        task.predict(FixedMaskModel(label=1), str(sources[source_format]), output, device=CPU)
     assert assert_only_inside(before, tmp_path, output) == []
 
 
@@ -326,7 +313,7 @@ def test_segmentation_list_source_names_outside_images_by_their_file_name(segmen
     (root / "list.txt").write_text(f"../../../elsewhere/v.png\n{root / 'val' / '000001.png'}\n")
     output = tmp_path / "out"
     before = snapshot(tmp_path)
-    task.predict(FixedMaskModel(), str(root / "list.txt"), output, device=CPU)
+    task.predict(FixedMaskModel(label=1), str(root / "list.txt"), output, device=CPU)
     new = assert_only_inside(before, tmp_path, output)
     assert sorted(path.relative_to(output).as_posix() for path in new) == [
         "images.json", "overlays/v.png", "overlays/val/000001.png", "results.json"]
@@ -343,7 +330,7 @@ def test_evaluation_overlays_never_overwrite_an_image_of_the_same_name(segmenter
     dataset = task.build_dataset("annotations/instances_same.json", train=False)
     evaluator = task.build_evaluator(dataset)
     evaluator.reset()
-    evaluator.update(FixedMaskModel()([dataset.load_image(0), dataset.load_image(1)]),
+    evaluator.update(FixedMaskModel(label=1)([dataset.load_image(0), dataset.load_image(1)]),
                      [{"image_id": image_id} for image_id in dataset.image_ids])
     evaluator.compute()
     outside = tmp_path / "outside"

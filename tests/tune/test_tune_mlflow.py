@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow  # the dev install brings it: never skipped
 import pytest
 
 from tests.helpers import one_thread
@@ -22,17 +21,6 @@ from visiontune.tune.study import Search
 from visiontune.tune.tracking import REASON_TAG, RUN_ID_ATTR, STATE_TAG, TRIAL_TAG, study_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")  # MLflow's SQL store
-
-
-@pytest.fixture
-def mlflow_store(tmp_path, monkeypatch):
-    """A local MLflow store (SQLite, artifacts in ``tmp_path``) with the experiment ``classification``; its client."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    client = mlflow.MlflowClient()
-    client.create_experiment("classification", artifact_location=(tmp_path / "artifacts").as_uri())
-    return client
 
 
 def runs_by_name(client):

@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from PIL import Image
 
 from visiontune.utils.files import FileWriteError, atomic_write_json
 from visiontune.utils.image import DECODE_ERRORS
+from visiontune.utils.paths import relative_posix
 
 logger = logging.getLogger(__name__)
 
@@ -228,17 +228,8 @@ class DuplicateGroup:
 
     def to_json(self, root: str | Path | None = None) -> dict[str, Any]:
         """``{"kind", "files", "splits", "distance"}`` with the files relative to ``root`` (POSIX) when inside it."""
-        return {"kind": self.kind, "files": [_relative(path, root) for path in self.files],
+        return {"kind": self.kind, "files": [relative_posix(path, root) for path in self.files],
                 "splits": list(self.splits), "distance": self.distance}
-
-
-def _relative(path: Path, root: str | Path | None) -> str:
-    if root is not None:
-        try:
-            return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
-        except ValueError:
-            pass
-    return str(path)
 
 
 def _components(count: int, pairs: Iterable[tuple[int, int]]) -> list[list[int]]:

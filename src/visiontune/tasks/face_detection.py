@@ -59,7 +59,7 @@ from visiontune.models.retinaface import (
 from visiontune.registry import suggest
 from visiontune.tasks.base import DataCheck, Task, lookup_model_name, split_images_dir
 from visiontune.utils.drawing import draw_faces
-from visiontune.utils.paths import output_names, safe_output_names
+from visiontune.utils.paths import output_names, relative_posix, safe_output_names
 from visiontune.utils.timing import InferenceTimer, synchronize_device
 
 __all__ = ["RETINAFACE_MODELS", "FaceDetectionEvaluator", "FaceDetectionTask", "FaceDetector"]
@@ -81,14 +81,6 @@ DRAWN_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 FaceDetector = Callable[[Tensor], tuple[dict[str, Tensor], float, float]]
 """Detects faces in one preprocessed image ``Tensor[3, H, W]``: the detections in pixels of that image (``boxes``,
 ``scores``, ``landmarks [K, 5, 2]``) and the seconds spent in the network and in post-processing."""
-
-
-def _relative_to_root(folder: Path, root: str | None) -> str:
-    """``folder`` relative to ``data.root`` when inside it (``/``-separated), else as given."""
-    try:
-        return Path(folder).relative_to(root or ".").as_posix()
-    except ValueError:
-        return Path(folder).as_posix()
 
 
 class FaceDetectionTask(Task):
@@ -307,7 +299,7 @@ class FaceDetectionTask(Task):
                                       ground_truth_source=f"face.gt_dir={self.config.face.gt_dir}",
                                       landmark_score_threshold=self.config.face.vis_thresh, timer=self.timer,
                                       wider_boxes=self.config.face.wider_boxes,
-                                      image_folder=_relative_to_root(dataset.root, self.config.data.root))
+                                      image_folder=relative_posix(dataset.root, self.config.data.root))
 
     # ------------------------------------------------------------------ check-data
     def check_data(self) -> DataCheck:
