@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from visiontune.data.sources import IMAGE_SUFFIXES, list_image_files
+from visiontune.data.validation import file_kind
 from visiontune.utils.image import open_rgb
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def synthetic_photo(height: int, width: int, *, seed: int = 0) -> Image.Image:
@@ -52,17 +52,21 @@ def synthetic_photo(height: int, width: int, *, seed: int = 0) -> Image.Image:
 
 
 def collect_sample_images(source: str | Path) -> list[Path]:
-    """Image files of ``source`` (one image, or a folder searched recursively, sorted).
+    """Image files of ``source`` (one image, or a folder searched recursively, sorted): regular files only (a named
+    pipe is never opened; what a folder holds besides images is named in one warning line per kind).
 
     Raises:
-        ValueError: the path does not exist or holds no image.
+        ValueError: the path does not exist, is not a regular file or folder, or holds no image.
     """
     path = Path(source)
     if not path.exists():
         raise ValueError(f"sample: {path} does not exist (give an image or a folder of images)")
-    if path.is_file():
+    if path.is_dir():
+        images = list_image_files(path)
+    elif (kind := file_kind(path)) is not None:
+        raise ValueError(f"sample: {path} is {kind}, not a regular file (give an image or a folder of images)")
+    else:
         return [path]
-    images = sorted(item for item in path.rglob("*") if item.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise ValueError(f"sample: no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
     return images
