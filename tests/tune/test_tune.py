@@ -18,6 +18,7 @@ from visiontune.config import ConfigError, load_config
 from visiontune.engine.hooks import HookBase
 from visiontune.engine.trainer import NonFiniteLossError
 from visiontune.tune import SPEC_SYNTAX, parse_space, parse_spec, tune
+from visiontune.utils.plots import format_metric
 
 SCRIPT = Path(__file__).parent / "scripts" / "tune_killed_in_trial.py"
 SPACE = "tune.space={optim.lr: 'loguniform(1e-3, 0.3)', optim.weight_decay: 'loguniform(1e-6, 1e-2)'}"
@@ -56,7 +57,7 @@ def test_search_writes_its_files_and_best_yaml_trains(tiny_shapes, tmp_path, cap
     assert final["trial"] == int(best["number"]) and final["seeds"] == [43, 44] and len(final["values"]) == 2
     assert sorted((folder / "final").iterdir()) == [folder / "final" / "seed-43", folder / "final" / "seed-44"]
     assert f"best trial       {best['number']}" in out
-    assert f"final seeds (2)  {final['mean']:.4g} ± {final['std']:.2g}" in out
+    assert f"final seeds (2)  {format_metric(final['mean'])} ± {final['std']:.2g}" in out
     assert "trials           3 completed, 0 pruned, 0 failed" in out and f"tune folder      {folder}" in out
     page = (folder / "report.html").read_text()
     assert "<script" not in page and page.count("data:image/png;base64,") >= 4  # history, importance, 2 params
@@ -103,7 +104,7 @@ def test_pruned_and_failed_trials_are_recorded_and_the_search_goes_on(tiny_shape
     assert result.counts == {"complete": 1, "pruned": 2, "failed": 1, "interrupted": 0}
     assert result.best_number == 0
     assert "trial-0001 failed: NonFiniteLossError: non-finite loss at epoch 0, step 0: scripted" in caplog.text
-    assert "pruned: val_top1 0.1 after epoch 1 (tune.pruner)" in caplog.text
+    assert "pruned: val_top1 0.1000 after epoch 1 (tune.pruner)" in caplog.text
 
 
 def test_resume_after_sigkill_continues_to_the_number_of_trials(tiny_shapes, tmp_path, caplog):

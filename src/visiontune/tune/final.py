@@ -19,6 +19,7 @@ from visiontune.tune.space import apply_params
 from visiontune.tune.trials import run_training
 from visiontune.utils import comm as dist_utils
 from visiontune.utils.files import atomic_write_json
+from visiontune.utils.plots import format_metric
 
 if TYPE_CHECKING:
     import optuna
@@ -82,7 +83,8 @@ def run_final_seeds(study: optuna.Study | None, search: Search, result: TuneResu
             failures[str(seed)] = outcome.reason or f"no finite {search.metric_key}"
             value = None
         values.append(value)
-        logger.info("final run, seed %d: %s %s", seed, search.metric_key, "failed" if value is None else f"{value:.4g}")
+        logger.info("final run, seed %d: %s %s", seed, search.metric_key,
+                    "failed" if value is None else format_metric(value))
     mean, std = spread([value for value in values if value is not None])
     final = {"trial": number, "params": params, "metric": search.metric_key, "seeds": seeds, "values": values,
              "failures": failures, "mean": mean, "std": std, "search_best": result.best_value}

@@ -24,7 +24,7 @@ from visiontune.report.figures import DPI, bar_chart
 from visiontune.report.html import Page, esc, fmt_number, img_tag, key_value_table, note, pre, table
 from visiontune.tune.space import ParamSpec, apply_params
 from visiontune.utils.files import atomic_write_text
-from visiontune.utils.plots import figure_uri, new_figure, style_axes
+from visiontune.utils.plots import figure_uri, format_metric, new_figure, style_axes
 
 if TYPE_CHECKING:
     from visiontune.tune.study import Search, TuneResult
@@ -105,12 +105,12 @@ def format_tune_summary(result: TuneResult) -> str:
         ("metric", f"{result.metric_key} ({result.direction})"),
         ("best trial", "none completed" if result.best_number is None else str(result.best_number)),
         ("best params", ", ".join(f"{key}={_short(value)}" for key, value in result.best_params.items()) or "-"),
-        (f"best {result.metric_key}", "-" if result.best_value is None else f"{result.best_value:.4g}"),
+        (f"best {result.metric_key}", format_metric(result.best_value)),
     ]
     if final.get("mean") is not None:
-        values = ", ".join("failed" if value is None else f"{value:.4g}" for value in final["values"])
+        values = ", ".join("failed" if value is None else format_metric(value) for value in final["values"])
         lines.append((f"final seeds ({len(final['seeds'])})",
-                      f"{final['mean']:.4g} ± {final['std']:.2g}  ({values}; seeds {final['seeds']})"))
+                      f"{format_metric(final['mean'])} ± {final['std']:.2g}  ({values}; seeds {final['seeds']})"))
     elif final:
         lines.append(("final seeds", "every run failed: see final.json"))
     lines += [("wall time", _duration(result.wall_time_s)), ("tune folder", str(result.folder)),

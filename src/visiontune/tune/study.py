@@ -40,6 +40,7 @@ from visiontune.tune.space import ParamSpec, apply_params, check_space, grid_val
 from visiontune.tune.tracking import StudyRun, study_run
 from visiontune.tune.trials import RunOutcome, TrialPruning, one_line, run_training, training_config
 from visiontune.utils import comm as dist_utils
+from visiontune.utils.plots import format_metric
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +284,7 @@ def run_trial(study: optuna.Study | None, trial: optuna.Trial | None, search: Se
         logger.info("trial %d %s: %s; %s %s after %d epoch(s), %.1f s", number, state,
                     ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
                               for key, value in params.items()),
-                    search.metric_key, "-" if value is None or state != "complete" else f"{value:.4g}",
+                    search.metric_key, "-" if value is None or state != "complete" else format_metric(value),
                     outcome.epochs, outcome.seconds)
     return outcome
 

@@ -23,6 +23,7 @@ from visiontune.engine.run_dir import new_run_dir
 from visiontune.engine.trainer import NonFiniteLossError, Trainer, TrainResult
 from visiontune.registry import UnknownNameError
 from visiontune.utils import comm as dist_utils
+from visiontune.utils.plots import format_metric
 
 if TYPE_CHECKING:
     import optuna
@@ -70,7 +71,7 @@ class TrialPruning(HookBase):
 
         if dist_utils.main_process_result(decide):
             self.pruned_at = epoch
-            trainer.propose_stop(f"pruned: {self.metric_key} {value:.4g} after epoch {epoch} (tune.pruner)")
+            trainer.propose_stop(f"pruned: {self.metric_key} {format_metric(value)} after epoch {epoch} (tune.pruner)")
 
 
 @dataclass
