@@ -203,9 +203,9 @@ class Trainer:
         self._announce_proposed_stop = True
         self._end_epoch_requested = False
         self.signals = SignalStop(self.request_stop)
+        """SIGINT/SIGTERM while :meth:`fit` trains: the first requests a stop with a checkpoint, a second exits."""
         self.run_lock = RunLock()
         """Rank 0: the run folder's lock, claimed before anything is written there and held until :meth:`fit` ends."""
-        """SIGINT/SIGTERM while :meth:`fit` trains: the first requests a stop with a checkpoint, a second exits."""
         self.stop_signal: str | None = None
         """The signal (``SIGTERM`` wins over ``SIGINT``) received by any rank when the ranks agreed to stop."""
         self._loss_names: list[str] | None = None
