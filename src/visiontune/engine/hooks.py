@@ -285,7 +285,7 @@ class TestEvaluation(HookBase):
             trainer.per_image["test"] = evaluator_per_image(evaluator)
         if trainer.is_main:
             logger.info("%s on the test split %s (evaluated once): %s", checkpoint.name, split,
-                        ", ".join(f"{key} {value:.4g}" for key, value in trainer.test_metrics.items()))
+                        ", ".join(f"{key} {format_metric(value)}" for key, value in trainer.test_metrics.items()))
 
 
 class RunSummary(HookBase):
