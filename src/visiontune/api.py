@@ -15,7 +15,7 @@ import torch
 
 from visiontune.config import Config, config_from_dict, config_to_dict, load_config
 from visiontune.engine.checkpoint import check_checkpoint_task, load_checkpoint, merge_checkpoint_config
-from visiontune.engine.evaluation import build_eval_loader, run_evaluation
+from visiontune.engine.inference import build_eval_loader, run_evaluation
 from visiontune.engine.hooks import Hook, HookBase
 from visiontune.engine.run_dir import check_output_path, is_run_dir, new_run_dir, run_folder_of
 from visiontune.engine.trainer import Trainer, TrainResult

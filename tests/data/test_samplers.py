@@ -216,7 +216,7 @@ def test_repeat_factor_epoch_length_and_fresh_augmentation_seeds_for_repeats() -
 
 
 def test_grouped_batches_follow_the_draw_and_resume() -> None:
-    from visiontune.engine.data import GroupedTrainBatchSampler
+    from visiontune.engine.loaders import GroupedTrainBatchSampler
 
     dataset = _Annotated([[1]] * 18 + [[2]] * 2)
     sampler = _sampler(dataset, "data.sampler=repeat_factor", "data.repeat_thresh=0.4")

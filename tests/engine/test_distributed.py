@@ -28,7 +28,7 @@ from visiontune.api import config_for_checkpoint, evaluate
 from visiontune.config import load_config
 from visiontune.data.widerface import WiderFaceRecord
 from visiontune.engine.checkpoint import load_checkpoint
-from visiontune.engine.data import ShardSampler, TrainSampler, build_loader
+from visiontune.engine.loaders import ShardSampler, TrainSampler, build_loader
 from visiontune.engine.trainer import (
     Trainer,
     amp_dtype,

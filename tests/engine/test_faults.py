@@ -20,7 +20,7 @@ import torch
 from tests.helpers import one_thread, train
 from visiontune.config import load_config
 from visiontune.engine.checkpoint import load_checkpoint
-from visiontune.engine.data import SeededDataset
+from visiontune.engine.loaders import SeededDataset
 from visiontune.engine.trainer import REPEATED_SIGNAL_GRACE_S, Hook, Trainer
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_with_faults.py"

@@ -20,7 +20,7 @@ from tests.helpers import set_up_with_nan_at_step, train
 from visiontune.config import load_config
 from visiontune.data.prefetch import DevicePrefetcher, normalize_uint8
 from visiontune.engine.build import is_conv_net, resolve_channels_last, wrap_model
-from visiontune.engine.evaluation import outputs_to_host
+from visiontune.engine.inference import outputs_to_host
 from visiontune.engine.trainer import NonFiniteLossError, Trainer
 from visiontune.tasks import create_task
 

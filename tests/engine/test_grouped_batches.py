@@ -7,7 +7,7 @@ import torch
 
 from tests.helpers import train
 from visiontune.engine.checkpoint import load_checkpoint
-from visiontune.engine.data import GroupedTrainBatchSampler, SeededDataset, TrainSampler, sample_seed
+from visiontune.engine.loaders import GroupedTrainBatchSampler, SeededDataset, TrainSampler, sample_seed
 from visiontune.engine.trainer import Hook, Trainer
 from visiontune.tasks.classification import ClassificationTask
 

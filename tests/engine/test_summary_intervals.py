@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-import visiontune.engine.evaluation as engine_evaluation
+import visiontune.engine.inference as engine_inference
 from tests.helpers import train
 from visiontune.api import evaluate, format_summary
 from visiontune.cli import main
@@ -77,13 +77,13 @@ def test_test_split_is_evaluated_once_at_the_end(tiny_config, monkeypatch):
     """The test split here holds the validation images: best.pt on it gives the best epoch's value and, with the same
     resampled images, the same interval."""
     calls = []
-    original = engine_evaluation.run_evaluation
+    original = engine_inference.run_evaluation
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("description"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(engine_evaluation, "run_evaluation", counting)
+    monkeypatch.setattr(engine_inference, "run_evaluation", counting)
     result = train(tiny_config("train.epochs=1", FAST, "data.test_split=val"))
     assert calls.count("test") == 1
     summary = json.loads((result.run_dir / "summary.json").read_text())

@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests.report.conftest import CLASSES, make_classification_run, make_face_run, write_metrics
 from visiontune.config import load_config
-from visiontune.engine.evaluation import build_eval_loader, run_evaluation
+from visiontune.engine.inference import build_eval_loader, run_evaluation
 from visiontune.report import (
     compare_runs,
     write_comparison,

@@ -16,7 +16,7 @@ from tests.helpers import evaluate_one_by_one
 from visiontune.config import load_config
 from visiontune.data.sources import collect_images
 from visiontune.data.widerface import WiderFaceRecord, collate_faces
-from visiontune.engine.data import ShardSampler, build_loader
+from visiontune.engine.loaders import ShardSampler, build_loader
 from visiontune.engine.trainer import run_evaluation
 from visiontune.evaluation import face_detection as face_evaluation_module
 from visiontune.evaluation.face_detection import FaceDetectionEvaluator, FacePredictions

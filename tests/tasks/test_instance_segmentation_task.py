@@ -359,7 +359,7 @@ def same_metrics(first: dict[str, float], second: dict[str, Any]) -> bool:
 
 
 def test_predict_on_a_coco_file_reports_the_validation_metrics(coco_root: Path, tmp_path: Path) -> None:
-    from visiontune.engine.evaluation import build_eval_loader, run_evaluation
+    from visiontune.engine.inference import build_eval_loader, run_evaluation
 
     task = make_task(coco_root, "data.batch_size=2")
     task.build_dataset("annotations/instances_train.json", train=True)

@@ -1,7 +1,7 @@
 """Detection data pipeline: transforms v2 augmentations, collation and aspect-ratio groups.
 
 The groups of :func:`create_aspect_ratio_groups` feed the engine's
-:class:`~visiontune.engine.data.GroupedTrainBatchSampler` (through ``Task.train_group_ids``).
+:class:`~visiontune.engine.loaders.GroupedTrainBatchSampler` (through ``Task.train_group_ids``).
 
 Samples are ``(image, target)`` pairs as produced by :class:`visiontune.data.coco.CocoInstanceDataset`:
 ``tv_tensors.Image`` ``[3, H, W]`` and a dict holding ``boxes`` (``tv_tensors.BoundingBoxes``),

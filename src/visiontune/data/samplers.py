@@ -11,7 +11,7 @@
 * :func:`class_loss_weights` (``loss.class_weights``): inverse frequency or the effective number of samples
   (Cui et al. 2019), normalised to average 1.
 
-The draws are pure functions of a seed: the engine's samplers (:mod:`visiontune.engine.data`) seed them with the run
+The draws are pure functions of a seed: the engine's samplers (:mod:`visiontune.engine.loaders`) seed them with the run
 seed and the epoch, and every rank takes its share of the same global draw.
 """
 

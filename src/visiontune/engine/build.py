@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from visiontune.config import Config
 from visiontune.engine.checkpoint import CheckpointError, find_valid_checkpoint
-from visiontune.engine.data import (
+from visiontune.engine.loaders import (
     DrawTrainSampler,
     GroupedTrainBatchSampler,
     SeededDataset,

@@ -262,7 +262,7 @@ class TestEvaluation(HookBase):
 
     def after_train(self, trainer: Trainer) -> None:
         from visiontune.engine.build import build_val_loader, unwrap
-        from visiontune.engine.evaluation import run_evaluation
+        from visiontune.engine.inference import run_evaluation
         from visiontune.evaluation.bootstrap import evaluator_per_image
 
         split = trainer.config.data.test_split

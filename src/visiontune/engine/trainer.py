@@ -49,8 +49,8 @@ from visiontune.engine.checkpoint import (
     remove_stale_temp_files,
     restore_rng_state,
 )
-from visiontune.engine.data import sample_seed, seed_everything
-from visiontune.engine.evaluation import build_eval_loader, run_evaluation, to_device
+from visiontune.engine.loaders import sample_seed, seed_everything
+from visiontune.engine.inference import build_eval_loader, run_evaluation, to_device
 from visiontune.engine.faults import (
     REPEATED_SIGNAL_GRACE_S,
     SIGNAL_EXIT_CODES,
