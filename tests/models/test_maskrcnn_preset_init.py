@@ -12,7 +12,7 @@ import torchvision
 
 from visiontune.config import load_config
 from visiontune.data.synthetic_coco import make_synthetic_coco
-from visiontune.interop.mindspore.checkpoint import save_mindspore_checkpoint
+from visiontune.interop.mindspore import save_mindspore_checkpoint
 from visiontune.interop.mindspore.mapping import to_mindspore_state_dict
 from visiontune.models.maskrcnn import drop_preset_weights
 from visiontune.tasks import create_task

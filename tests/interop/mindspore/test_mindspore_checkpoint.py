@@ -15,11 +15,11 @@ from visiontune.interop.mindspore import (
     CorruptCheckpointError,
     NotAMindSporeCheckpointError,
     UnsupportedTensorTypeError,
+    checkpoint_writer,
     list_mindspore_checkpoint,
     read_mindspore_checkpoint,
     save_mindspore_checkpoint,
 )
-from visiontune.interop.mindspore import checkpoint as checkpoint_module
 from visiontune.interop.mindspore.protobuf_wire import (
     WIRE_TYPE_LENGTH_DELIMITED,
     encode_length_delimited_field,
@@ -234,7 +234,7 @@ def test_failed_write_leaves_the_existing_file_and_no_temporary_file(
             raise OSError("disk full")
         file.write(b"partial data")
 
-    monkeypatch.setattr(checkpoint_module, "_write_tensor", failing_write)
+    monkeypatch.setattr(checkpoint_writer, "_write_tensor", failing_write)
     with pytest.raises(FileWriteError, match=f"^cannot write to {re.escape(str(path))}: disk full$"):
         save_mindspore_checkpoint(path, {"b": np.zeros(2, dtype=np.float32), "c": np.zeros(2, dtype=np.float32)})
     assert calls == ["b", "c"]

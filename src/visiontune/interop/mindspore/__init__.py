@@ -18,14 +18,13 @@ MindCV's MobileNetV3 pads strided depthwise convolutions differently from timm; 
 """
 
 from visiontune.interop.mindspore.adapt import match_mindspore_padding
-from visiontune.interop.mindspore.checkpoint import (
+from visiontune.interop.mindspore.checkpoint_format import (
     SUPPORTED_TENSOR_TYPES,
     CheckpointTensorInfo,
     describe_file_format,
-    list_mindspore_checkpoint,
-    read_mindspore_checkpoint,
-    save_mindspore_checkpoint,
 )
+from visiontune.interop.mindspore.checkpoint_reader import list_mindspore_checkpoint, read_mindspore_checkpoint
+from visiontune.interop.mindspore.checkpoint_writer import save_mindspore_checkpoint
 from visiontune.interop.mindspore.errors import (
     ArchitectureMismatchError,
     CorruptCheckpointError,

@@ -39,7 +39,7 @@ from visiontune.interop.mindspore._rules import (
     plan_to_torch,
     split_parameter_name,
 )
-from visiontune.interop.mindspore.checkpoint import read_mindspore_checkpoint
+from visiontune.interop.mindspore.checkpoint_reader import read_mindspore_checkpoint
 from visiontune.interop.mindspore.errors import ArchitectureMismatchError, UnknownArchitectureError
 from visiontune.interop.mindspore.mindcv import (
     MindCvConvNextRules,
