@@ -8,7 +8,14 @@ import onnxruntime  # noqa: F401  # the dev install brings it: never skipped
 import pytest
 import torch
 
-from visiontune.export.runtime import OnnxModel, execution_providers, predict_onnx, select_face_detections
+from visiontune.config import FaceConfig
+from visiontune.export.runtime import (
+    OnnxFaceDetector,
+    OnnxModel,
+    execution_providers,
+    predict_onnx,
+    select_face_detections,
+)
 from visiontune.models.retinaface import RetinaFacePostprocessConfig
 
 
@@ -66,3 +73,9 @@ def test_select_face_detections_hand_computed():
     kept_one = select_face_detections(boxes, scores, landmarks,
                                       config=RetinaFacePostprocessConfig(max_detections=1, pre_nms_top_k=2))
     assert kept_one["scores"].tolist() == pytest.approx([0.9])
+
+
+def test_the_onnx_face_detector_refuses_a_graph_of_another_task(classification_onnx):
+    model = OnnxModel(classification_onnx.path)
+    with pytest.raises(ValueError, match=r"model\.onnx: output_kind 'logits' is not a RetinaFace graph"):
+        OnnxFaceDetector(model, FaceConfig(), RetinaFacePostprocessConfig())

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from visiontune.models.retinaface import RetinaFacePostprocessConfig
     from visiontune.tasks.base import Task
 
-__all__ = ["OnnxClassifier", "OnnxMaskRCNN", "OnnxModel", "predict_onnx", "select_face_detections"]
+__all__ = ["OnnxClassifier", "OnnxFaceDetector", "OnnxMaskRCNN", "OnnxModel", "predict_onnx", "select_face_detections"]
 
 logger = logging.getLogger(__name__)
 
@@ -267,8 +267,11 @@ def select_face_detections(boxes: Tensor, scores: Tensor, landmarks: Tensor, *,
             "labels": torch.ones(len(keep), dtype=torch.int64)}
 
 
-class FaceDetector:
+class OnnxFaceDetector:
     """Runs a RetinaFace graph (raw or decoded) on one preprocessed image and post-processes as the PyTorch model.
+
+    An instance is a :data:`~visiontune.tasks.face_detection.FaceDetector` (the callable the face task's prediction
+    loop takes), like the PyTorch model's.
 
     Args:
         model: the ONNX model.
@@ -335,7 +338,7 @@ def _predict_faces(model: OnnxModel, task: Task, source: str, output_dir: Path) 
 
     if not isinstance(task, FaceDetectionTask):
         raise TypeError(f"{model.path}: a face detection graph needs the face detection task, got {task.name!r}")
-    detector = FaceDetector(model, task.config.face, task.postprocess_config())  # the PyTorch path's settings
+    detector = OnnxFaceDetector(model, task.config.face, task.postprocess_config())  # the PyTorch path's settings
     return task.predict_with(detector, source, output_dir, detector_name=str(model.path))
 
 
