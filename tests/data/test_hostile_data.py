@@ -18,11 +18,13 @@ from PIL import Image
 from visiontune.cli import main
 from visiontune.config import load_config
 from visiontune.data.classification import ClassificationDataset, read_csv_list, scan_image_folder
-from visiontune.data.coco import CocoFormatError, check_coco_data, parse_coco_instances
+from visiontune.data.coco_check import check_coco_data
+from visiontune.data.coco_format import CocoFormatError, parse_coco_instances
 from visiontune.data.image_check import check_classification_sources, inspect_image
 from visiontune.data.sources import collect_images
 from visiontune.data.widerface import WiderFaceFormatError, parse_retinaface_labels
-from visiontune.tasks.classification import ClassificationTask, collect_prediction_inputs
+from visiontune.tasks.classification import ClassificationTask
+from visiontune.tasks.classification_predict import collect_prediction_inputs
 from visiontune.utils.image import EXIF_ORIENTATION
 
 COLOURS = ((200, 30, 30), (30, 200, 30), (30, 30, 200))
@@ -249,7 +251,7 @@ def test_coco_box_beyond_float32_is_malformed(tmp_path: Path):
 
 
 def test_coco_named_pipe_is_never_opened(tmp_path: Path):
-    from visiontune.data.coco import CocoInstanceDataset
+    from visiontune.data.coco_dataset import CocoInstanceDataset
 
     images = [{"id": 1, "file_name": "a.png", "height": 32, "width": 32},
               {"id": 2, "file_name": "pipe.png", "height": 32, "width": 32}]
@@ -267,7 +269,7 @@ def test_coco_named_pipe_is_never_opened(tmp_path: Path):
 
 
 def test_coco_images_are_read_upright_and_check_data_names_the_rotated_ones(tmp_path: Path):
-    from visiontune.data.coco import CocoInstanceDataset
+    from visiontune.data.coco_dataset import CocoInstanceDataset
 
     (tmp_path / "images").mkdir()
     rotated_jpeg(tmp_path / "images" / "phone.jpg")  # stored 20 x 40, displayed 40 x 20

@@ -5,7 +5,8 @@ import torch
 from PIL import Image
 
 from visiontune.config import load_config
-from visiontune.tasks.classification import ClassificationTask, collect_prediction_inputs
+from visiontune.tasks.classification import ClassificationTask
+from visiontune.tasks.classification_predict import collect_prediction_inputs
 
 
 @pytest.mark.parametrize("policy, expected", [

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import timm
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from visiontune.config import ConfigError, parse_freeze
+from visiontune.config import ConfigError
 from visiontune.data.classification import (
     ClassificationDataset,
     ClassificationSource,
@@ -23,15 +21,11 @@ from visiontune.data.classification import (
     scan_image_folder,
     too_few_classes,
 )
-from visiontune.data.feature_cache import FeatureDataset, cache_key, cached_features
 from visiontune.data.samplers import class_loss_weights
-from visiontune.data.sources import list_image_files
-from visiontune.data.validation import file_problem, read_utf8_text
 from visiontune.evaluation.classification import ClassificationEvaluator
 from visiontune.models.classification import (
     ImageClassifier,
     apply_mindspore_padding,
-    backbone_sha256,
     classes_in_weights,
     classifier_head_prefixes,
     create_timm_model,
@@ -40,60 +34,21 @@ from visiontune.models.classification import (
 )
 from visiontune.models.parts import ModelParts
 from visiontune.tasks.base import DataCheck, Task, split_images_dir
+from visiontune.tasks.classification_features import feature_datasets
+from visiontune.tasks.classification_predict import (
+    PredictionRow,
+    collect_prediction_inputs,
+    write_pred_txt,
+    write_predictions_csv,
+)
+from visiontune.tasks.classification_transforms import (
+    create_classification_transform,
+    normalization_settings,
+    random_train_transform_keys,
+)
 from visiontune.utils.image import open_rgb
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
-
-
-TRIVIAL_AUGMENT_NAMES = ("trivialaugment", "ta_wide")
-"""``data.auto_augment`` values that select torchvision's TrivialAugmentWide (timm has no such policy)."""
-
-
-def with_trivial_augment(transform: Callable) -> Callable:
-    """Insert ``torchvision.transforms.TrivialAugmentWide`` before the tensor conversion of a timm pipeline."""
-    from torchvision import transforms as tv_transforms
-
-    steps = list(cast(Any, transform).transforms)  # a torchvision Compose
-    first_tensor_step = next(i for i, step in enumerate(steps) if "ToTensor" in type(step).__name__)
-    steps.insert(first_tensor_step, tv_transforms.TrivialAugmentWide())
-    return tv_transforms.Compose(steps)
-
-
-def random_train_transform_keys(data: Any) -> list[str]:
-    """The ``data.*`` settings that make the training transform (or batch) random, each as ``key=value`` to set."""
-    keys = []
-    if list(data.scale) != [1.0, 1.0]:
-        keys.append("data.scale=[1,1]")
-    if list(data.ratio) != [1.0, 1.0]:
-        keys.append("data.ratio=[1,1]")
-    for name in ("hflip", "vflip", "reprob", "mixup", "cutmix"):
-        if getattr(data, name):
-            keys.append(f"data.{name}=0")
-    if data.color_jitter:
-        keys.append("data.color_jitter=0")
-    if data.auto_augment:
-        keys.append("data.auto_augment=null")
-    return keys
-
-
-def stochastic_backbone_modules(net: nn.Module) -> list[str]:
-    """Modules of ``net`` outside the classifier that are random in train mode (dropout, drop path, drop block),
-    except a dropout of ``net.drop_rate`` in the classifier's parent (timm's head dropout, kept when cached)."""
-    classifier = cast(Any, net).get_classifier()
-    names = {id(module): name for name, module in net.named_modules()}
-    head_parent = names.get(id(classifier), "").rpartition(".")[0]
-    found = []
-    for name, module in net.named_modules():
-        if isinstance(module, nn.modules.dropout._DropoutNd):
-            if module.p > 0 and not (name.rpartition(".")[0] == head_parent and head_parent
-                                     and module.p == getattr(net, "drop_rate", None)):
-                found.append(name)
-        elif float(getattr(module, "drop_prob", 0.0) or 0.0) > 0:
-            found.append(name)
-    return found
-
 
 class ClassificationTask(Task):
     """Fine-tune any timm model on ImageFolder trees, annotation lists or CSV files."""
@@ -138,47 +93,15 @@ class ClassificationTask(Task):
             return read_csv_list(root / split, root=root, classes=classes)
         raise ValueError(f"data.format: {data.format!r} is not a classification format; use folder, list or csv")
 
-    def _data_config(self) -> dict[str, Any]:
-        data = self.config.data
-        pretrained = timm.models.get_pretrained_cfg(self.config.model.name) if timm.is_model(self.config.model.name) \
-            else None
-        mean = tuple(data.mean) if data.mean else (getattr(pretrained, "mean", None) or timm.data.IMAGENET_DEFAULT_MEAN)
-        std = tuple(data.std) if data.std else (getattr(pretrained, "std", None) or timm.data.IMAGENET_DEFAULT_STD)
-        crop_pct = data.crop_pct or getattr(pretrained, "crop_pct", None) or timm.data.DEFAULT_CROP_PCT
-        return {"mean": mean, "std": std, "crop_pct": crop_pct}
-
     def build_transform(self, *, train: bool, uint8: bool = False) -> Callable:
-        """timm's ``create_transform`` with the ``data`` section's options.
+        """timm's ``create_transform`` with the ``data`` section's options
+        (:func:`~visiontune.tasks.classification_transforms.create_classification_transform`).
 
         ``uint8``: the pipeline of the device prefetcher (:meth:`device_train_dataset`): the same steps up to a
-        uint8 ``Tensor[3, H, W]`` (timm's ``use_prefetcher=True``); normalisation and random erasing run on the
-        device (:class:`~visiontune.data.prefetch.DevicePrefetcher`).
-
-        A training transform without any augmentation (:func:`random_train_transform_keys` finds none: ``data.scale``
-        and ``data.ratio`` ``[1, 1]``, no flips, jitter, auto-augment, random erasing, mixup, cutmix) is the
-        evaluation transform (resize to ``image_size / crop_pct``, center crop): deterministic, as the MobileNetV2
-        tutorial's feature extraction, so a frozen backbone's features can be cached (``finetune.cache_features``).
+        uint8 ``Tensor[3, H, W]``; normalisation and random erasing run on the device. A training transform without
+        any augmentation is the deterministic evaluation transform (cacheable features).
         """
-        from timm.data import create_transform
-
-        data = self.config.data
-        resolved = self._data_config()
-        if train and not random_train_transform_keys(data):
-            train = False  # no augmentation configured: the deterministic evaluation transform (cacheable features)
-        if train:
-            trivial = data.auto_augment in TRIVIAL_AUGMENT_NAMES
-            transform = create_transform(
-                data.image_size, is_training=True, scale=(data.scale[0], data.scale[1]),
-                ratio=(data.ratio[0], data.ratio[1]),
-                hflip=data.hflip, vflip=data.vflip, color_jitter=data.color_jitter or 0.0,
-                auto_augment=None if trivial else data.auto_augment, interpolation=data.interpolation,
-                mean=resolved["mean"], std=resolved["std"], re_prob=data.reprob, re_mode=data.remode,
-                use_prefetcher=uint8,
-            )
-            return with_trivial_augment(transform) if trivial else transform
-        return create_transform(data.image_size, is_training=False, interpolation=data.interpolation,
-                                mean=resolved["mean"], std=resolved["std"], crop_pct=resolved["crop_pct"],
-                                use_prefetcher=uint8)
+        return create_classification_transform(self.config, train=train, uint8=uint8)
 
     def device_train_dataset(self, dataset: Dataset, *, device: torch.device) -> Dataset:
         """The training images as uint8 for the device prefetcher (:meth:`device_prefetcher`): on CUDA with
@@ -199,7 +122,7 @@ class ClassificationTask(Task):
             return None
         from visiontune.data.prefetch import DevicePrefetcher
 
-        data, resolved = self.config.data, self._data_config()
+        data, resolved = self.config.data, normalization_settings(self.config)
         random = bool(random_train_transform_keys(data))  # no augmentation: the evaluation transform, no erasing
         return DevicePrefetcher(loader, device=device, mean=resolved["mean"], std=resolved["std"],
                                 channels_last=channels_last, re_prob=data.reprob if random else 0.0,
@@ -338,113 +261,13 @@ class ClassificationTask(Task):
         return torch.cat([mixed_images, images[even:]]), torch.cat([mixed_targets, last_target])
 
     # ------------------------------------------------------------------ cached backbone features
-    def feature_cache_obstacles(self, model: nn.Module) -> list[str]:
-        """Why the frozen backbone's features cannot stand in for the images during training (empty: they can)."""
-        config = self.config
-        obstacles = []
-        mode, _ = parse_freeze(config.finetune.freeze)
-        if mode != "backbone":
-            return [f"finetune.freeze is {config.finetune.freeze!r}, not backbone"]
-        unfreeze_at = config.finetune.unfreeze_at_epoch
-        if unfreeze_at is not None and unfreeze_at < config.train.epochs:
-            obstacles.append(f"finetune.unfreeze_at_epoch={unfreeze_at} trains the backbone later (set it to null)")
-        net: Any = model.net  # a timm model
-        if not (hasattr(net, "forward_head") and hasattr(net, "get_classifier")):
-            return [*obstacles, f"model {config.model.name} has no timm forward_head/get_classifier"]
-        classifier = {id(p) for p in net.get_classifier().parameters()}
-        trainable = [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in classifier]
-        if trainable:
-            obstacles.append(f"{len(trainable)} trainable tensors outside the classifier ({', '.join(trainable[:3])})")
-        stochastic = stochastic_backbone_modules(net)
-        if stochastic:
-            obstacles.append(f"the backbone is random in train mode ({', '.join(stochastic[:3])}): set "
-                             "model.drop_path_rate=0")
-        if config.train.channels_last is True:  # auto: off for features
-            obstacles.append("train.channels_last=true (set it to false: it does not apply to features)")
-        random_keys = random_train_transform_keys(config.data)
-        if random_keys:
-            obstacles.append("the training transform is random: set " + " ".join(random_keys))
-        return obstacles
-
     def prepare_training(self, model: nn.Module, train_dataset: Dataset, val_dataset: Dataset | None, *,
                          device: torch.device, autocast_dtype: torch.dtype | None,
                          run_dir: Path) -> tuple[Dataset, Dataset | None]:
-        """``finetune.cache_features``: replace the image datasets with the frozen backbone's pooled features."""
-        setting = self.config.finetune.cache_features
-        if setting is False:
-            return train_dataset, val_dataset
-        obstacles = self.feature_cache_obstacles(model)
-        classifier = cast(ImageClassifier, model)  # this task's model
-        if not obstacles:
-            mismatch = self._head_decomposition_error(classifier, train_dataset, device)
-            obstacles += [mismatch] if mismatch else []
-        if obstacles:
-            if setting is True:
-                raise ValueError("finetune.cache_features=true, but " + "; ".join(obstacles)
-                                 + " (or set finetune.cache_features=auto)")
-            logger.info("finetune.cache_features=auto: training on images, not cached features: %s",
-                        "; ".join(obstacles))
-            return train_dataset, val_dataset
-        return self._cache(classifier, train_dataset, device, autocast_dtype, run_dir, "train"), \
-            (self._cache(classifier, val_dataset, device, autocast_dtype, run_dir, "val") if val_dataset is not None
-             else None)
-
-    def _encoder(self, model: ImageClassifier, device: torch.device,
-                 autocast_dtype: torch.dtype | None) -> Callable[[torch.Tensor], torch.Tensor]:
-        def encode(images: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad(), torch.autocast(device_type=device.type, dtype=autocast_dtype or torch.float32,
-                                                 enabled=autocast_dtype is not None):
-                return model.pooled_features(images.to(device, non_blocking=True))
-        return encode
-
-    def _head_decomposition_error(self, model: ImageClassifier, dataset: Dataset,
-                                  device: torch.device) -> str | None:
-        """Check on a few images that classifier(pooled features) is the model's output (eval mode)."""
-        samples = [dataset[index] for index in range(min(4, len(dataset)))]  # type: ignore[arg-type]
-        images = [sample[0] for sample in samples if sample is not None]
-        if not images:
-            return None
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                batch = torch.stack(images).to(device)
-                direct = model.net(batch)
-                split = model.head_on_features(model.pooled_features(batch))
-        finally:
-            model.train(was_training)
-        if direct.shape != split.shape or not torch.allclose(direct, split, rtol=1e-4, atol=1e-4):
-            return (f"model {self.config.model.name} computes more than dropout + classifier after its pooled "
-                    "features")
-        return None
-
-    def _cache(self, model: ImageClassifier, dataset: Dataset, device: torch.device, autocast_dtype: torch.dtype | None,
-               run_dir: Path, name: str) -> FeatureDataset:
-        from visiontune.utils import comm
-
-        data, finetune = self.config.data, self.config.finetune
-        source = dataset.source  # type: ignore[attr-defined]  # a ClassificationDataset
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                probe = next(sample for sample in (dataset[i] for i in range(len(dataset)))  # type: ignore[arg-type]
-                             if sample is not None)
-                encode = self._encoder(model, device, autocast_dtype)
-                feature_dim = encode(probe[0][None]).shape[1]
-                key = cache_key(backbone_digest=backbone_sha256(model), transform=dataset.transform,  # type: ignore[attr-defined]
-                                samples=source.samples, extra={"model": self.config.model.name,
-                                                               "autocast": str(autocast_dtype)})
-                info = comm.current_info()
-                return cached_features(
-                    encode, dataset, [label for _, label in source.samples], name=name, key=key,
-                    feature_dim=feature_dim, cache_dir=run_dir / "feature_cache",
-                    memory_limit_bytes=finetune.cache_memory_limit_mb * 2**20,
-                    batch_size=data.eval_batch_size or data.batch_size, num_workers=data.num_workers,
-                    progress=self.config.train.progress and info.is_main, is_main=info.is_main,
-                    barrier=comm.barrier, shard=(info.rank, info.world_size), gather=comm.all_gather_objects)
-        finally:
-            model.train(was_training)
+        """``finetune.cache_features``: replace the image datasets with the frozen backbone's pooled features
+        (:func:`~visiontune.tasks.classification_features.feature_datasets`)."""
+        return feature_datasets(self.config, model, train_dataset, val_dataset, device=device,
+                                autocast_dtype=autocast_dtype, run_dir=run_dir)
 
     # ------------------------------------------------------------------ evaluation and prediction
     def build_evaluator(self, dataset: Dataset) -> ClassificationEvaluator:
@@ -496,15 +319,29 @@ class ClassificationTask(Task):
         items = collect_prediction_inputs(source, names, images_dir=images_dir, image_ext=data.image_ext)
         self.predict_metrics = {}
         topk_all = 5 if len(names) > 5 else 1  # as in evaluation: top-k of k classes (always 1) is not reported
-        hits = {1: 0, topk_all: 0}
-        transform = self.build_transform(train=False)
         output_dir.mkdir(parents=True, exist_ok=True)
         topk = min(self.config.topk, len(names))
-        rows = []
-        batch_size = self.config.data.eval_batch_size or self.config.data.batch_size
-        model.eval()
+        rows, hits = self._predict_rows(model, items, names, topk=topk, topk_all=topk_all, device=device)
+        written = [write_predictions_csv(rows, output_dir, topk=topk)]
+        if any(label is not None for _, label, _ in rows):
+            pred_path = write_pred_txt(rows, output_dir, names, source)
+            labelled = sum(1 for _, label, _ in rows if label is not None)
+            metrics = {"top1": hits[1] / labelled, f"top{topk_all}": hits[topk_all] / labelled,
+                       "num_images": labelled}
+            written.extend([pred_path, self.save_predict_metrics(metrics, output_dir, source)])
+        return written
+
+    def _predict_rows(self, model: nn.Module, items: list[tuple[Path, str | None]], names: list[str], *, topk: int,
+                      topk_all: int, device: torch.device) -> tuple[list[PredictionRow], dict[int, int]]:
+        """The top-``topk`` classes of every image of ``items`` and, over the labelled ones, the top-1 and
+        top-``topk_all`` hit counts (``{1: hits, topk_all: hits}``)."""
         from tqdm import tqdm
 
+        hits = {1: 0, topk_all: 0}
+        transform = self.build_transform(train=False)
+        rows: list[PredictionRow] = []
+        batch_size = self.config.data.eval_batch_size or self.config.data.batch_size
+        model.eval()
         with torch.no_grad():
             for start in tqdm(range(0, len(items), batch_size), desc="predict", disable=not self.config.train.progress):
                 chunk = items[start:start + batch_size]
@@ -520,103 +357,7 @@ class ClassificationTask(Task):
                         hits[1] += int(ranked_names[0] == label)
                         if topk_all > 1:
                             hits[topk_all] += int(label in ranked_names)
-        csv_path = output_dir / "predictions.csv"
-        with csv_path.open("w", newline="", encoding="utf-8") as stream:
-            writer = csv.writer(stream)
-            header = ["path"] + [f"{kind}{rank + 1}" for rank in range(topk) for kind in ("label", "prob")]
-            writer.writerow(header + (["true_label"] if any(label is not None for _, label, _ in rows) else []))
-            for path, label, top in rows:
-                row = [str(path)] + [value for name, prob in top for value in (name, f"{prob:.6f}")]
-                writer.writerow(row + ([label] if label is not None else []))
-        written = [csv_path]
-        if any(label is not None for _, label, _ in rows):
-            pred_path = output_dir / "pred.txt"
-            with pred_path.open("w", encoding="utf-8") as stream:
-                stream.write(PRED_TXT_HEADER)
-                for path, label, top in rows:
-                    stream.write(f"{path}\t{top[0][0]}\t{label}\n")
-            labelled = sum(1 for _, label, _ in rows if label is not None)
-            unknown = sorted({label for _, label, _ in rows if label is not None and label not in names})
-            if unknown:
-                logger.warning("%d label(s) of %s are not classes of the model (counted as wrong): %s", len(unknown),
-                               source, ", ".join(unknown[:10]))
-            metrics = {"top1": hits[1] / labelled, f"top{topk_all}": hits[topk_all] / labelled,
-                       "num_images": labelled}
-            written.extend([pred_path, self.save_predict_metrics(metrics, output_dir, source)])
-        return written
-
-
-PRED_TXT_HEADER = "path\tpred\treal\n"
-"""The first line of ``pred.txt``: its tab-separated columns (image path, top-1 prediction, the known label)."""
-
-
-def collect_prediction_inputs(source: str, class_names: list[str], *, images_dir: Path | None = None,
-                              image_ext: str = ".jpg") -> list[tuple[Path, str | None]]:
-    """Expand ``source`` into ``(image path, known label or None)`` pairs.
-
-    A ``.txt`` file is a list of image paths (relative to the file's folder, or absolute), or an annotation list
-    in the ``list`` layout, ``<image id> <label words>`` per line with the image at ``images_dir/<id><image_ext>``
-    (read when its first line's image is found there; every line then needs a label).
-
-    Raises:
-        ValueError: the source does not exist or holds no images.
-    """
-    path = Path(source)
-    if not path.exists():
-        raise ValueError(f"source not found: {path}")
-    problem = None if path.is_dir() else file_problem(path, "source")
-    if problem is not None:
-        raise ValueError(problem)
-    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        return [(path, None)]
-    if path.is_file() and path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as stream:
-            reader = csv.DictReader(stream)
-            if reader.fieldnames is None or "path" not in reader.fieldnames:
-                raise ValueError(f"{path}: expected a CSV header with a 'path' column (and optionally 'label')")
-            rows: list[tuple[Path, str | None]] = []
-            for row in reader:
-                image = path.parent / (row["path"] or "")
-                problem = file_problem(image)
-                if problem is not None:
-                    raise ValueError(f"{path}:{reader.line_num}: {problem}")
-                rows.append((image, row.get("label") or None))
-            return rows
-    if path.is_file() and images_dir is not None and _is_annotation_list(path, images_dir, image_ext):
-        return _annotation_list_items(path, images_dir, image_ext)
-    if path.is_file():
-        items: list[tuple[Path, str | None]] = []
-        for number, line in enumerate(read_utf8_text(path, "image list").splitlines(), start=1):
-            if line.strip():
-                image = Path(line.strip())
-                image = image if image.is_absolute() else path.parent / image
-                problem = file_problem(image)
-                if problem is not None:
-                    raise ValueError(f"{path}:{number}: {problem}")
-                items.append((image, None))
-        return items
-    subfolders = sorted(child for child in path.iterdir() if child.is_dir())
-    if subfolders and all(child.name in class_names for child in subfolders):
-        items = [(image, child.name) for child in subfolders for image in list_image_files(child, IMAGE_SUFFIXES)]
-    else:
-        items = [(image, None) for image in list_image_files(path, IMAGE_SUFFIXES)]
-    if not items:
-        raise ValueError(f"no images found in {path}")
-    return items
-
-
-def _is_annotation_list(path: Path, images_dir: Path, image_ext: str) -> bool:
-    """Whether the first line of ``path`` is ``<image id> <label>`` with ``images_dir/<id><image_ext>`` existing."""
-    with path.open(encoding="utf-8") as stream:
-        first = next((line.strip() for line in stream if line.strip()), "")
-    parts = first.split(maxsplit=1)
-    return len(parts) == 2 and (images_dir / f"{parts[0]}{image_ext}").is_file()
-
-
-def _annotation_list_items(path: Path, images_dir: Path, image_ext: str) -> list[tuple[Path, str | None]]:
-    """The ``(image, label)`` pairs of an annotation list (:func:`read_annotation_list`'s checks, file order)."""
-    source = read_annotation_list(path, images_dir, image_ext=image_ext, classes=None)
-    return [(image, source.classes[label]) for image, label in source.samples]
+        return rows, hits
 
 
 class ClassWeightedCrossEntropy(nn.Module):
