@@ -20,7 +20,7 @@ from pathlib import Path
 from coco_eval import make_outputs
 from widerface_eval import DEFAULT_GT_DIR, synthetic_predictions
 
-from visiontune.data.coco import CocoInstanceDataset
+from visiontune.data.coco_dataset import CocoInstanceDataset
 from visiontune.data.synthetic_coco import make_synthetic_coco, synthetic_images_dir
 from visiontune.evaluation.bootstrap import PerImageResults, bootstrap_intervals, full_sample_metrics
 from visiontune.evaluation.coco import CocoEvaluator

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from visiontune.data.coco import CocoInstanceDataset
+from visiontune.data.coco_dataset import CocoInstanceDataset
 from visiontune.data.synthetic_coco import make_synthetic_coco, synthetic_images_dir
 from visiontune.evaluation.coco import CocoEvaluator
 

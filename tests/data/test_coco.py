@@ -14,13 +14,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from torchvision import tv_tensors
 
-from visiontune.data.coco import (
-    CocoFormatError,
-    CocoInstanceDataset,
-    check_coco_data,
-    decode_compressed_rle_counts,
-    parse_coco_instances,
-)
+from visiontune.data.coco_check import check_coco_data
+from visiontune.data.coco_dataset import CocoInstanceDataset
+from visiontune.data.coco_format import CocoFormatError, parse_coco_instances
+from visiontune.data.coco_rle import decode_compressed_rle_counts
 from visiontune.data.detection_transforms import (
     SanitizeDetectionTarget,
     collate_detection,
@@ -209,9 +206,9 @@ def test_degenerate_boxes_and_empty_masks_are_dropped_with_one_warning(
         annotation(5, bbox=[-1, 2, 5, 4]),  # partly outside: clamped
     ]
     path = write_coco(tmp_path, annotations)
-    with caplog.at_level(logging.WARNING, logger="visiontune.data.coco"):
+    with caplog.at_level(logging.WARNING, logger="visiontune.data.coco_dataset"):
         dataset = CocoInstanceDataset(tmp_path, path)
-    records = [record for record in caplog.records if record.name == "visiontune.data.coco"]
+    records = [record for record in caplog.records if record.name == "visiontune.data.coco_dataset"]
     assert len(records) == 1
     message = records[0].getMessage()
     assert str(path) in message
@@ -227,9 +224,9 @@ def test_no_warning_for_clean_data(
     synthetic: tuple[Path, Path, dict[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
     images_dir, annotation_file, _ = synthetic
-    with caplog.at_level(logging.WARNING, logger="visiontune.data.coco"):
+    with caplog.at_level(logging.WARNING, logger="visiontune.data.coco_dataset"):
         CocoInstanceDataset(images_dir, annotation_file)
-    assert not [record for record in caplog.records if record.name == "visiontune.data.coco"]
+    assert not [record for record in caplog.records if record.name == "visiontune.data.coco_dataset"]
 
 
 BROKEN_ANNOTATIONS = [

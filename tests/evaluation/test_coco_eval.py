@@ -13,7 +13,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 import visiontune.evaluation.coco as coco_eval
-from visiontune.data.coco import CocoInstanceDataset
+from visiontune.data.coco_dataset import CocoInstanceDataset
 from visiontune.data.synthetic_coco import make_synthetic_coco, synthetic_images_dir
 from visiontune.evaluation.coco import CocoEvaluator, masks_to_rle, results_to_coco_json
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from visiontune.data.coco import CocoInstanceDataset
+from visiontune.data.coco_dataset import CocoInstanceDataset
 from visiontune.data.synthetic_coco import make_synthetic_coco, synthetic_images_dir
 from visiontune.evaluation.coco import CocoEvaluator
 

@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from visiontune.data.coco import CocoInstanceDataset
+from visiontune.data.coco_dataset import CocoInstanceDataset
 from visiontune.data.detection_transforms import collate_detection
 from visiontune.data.synthetic_coco import make_synthetic_coco, synthetic_images_dir
 from visiontune.models.loading import read_weights

@@ -21,7 +21,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from tests.helpers import FixedMaskModel
 from visiontune.config import load_config
-from visiontune.data.coco import CocoFormatError
+from visiontune.data.coco_format import CocoFormatError
 from visiontune.data.synthetic_coco import make_synthetic_coco
 from visiontune.engine.finetune import freeze_parameters
 from visiontune.tasks import create_task

@@ -3,7 +3,7 @@
 The groups of :func:`create_aspect_ratio_groups` feed the engine's
 :class:`~visiontune.engine.loaders.GroupedTrainBatchSampler` (through ``Task.train_group_ids``).
 
-Samples are ``(image, target)`` pairs as produced by :class:`visiontune.data.coco.CocoInstanceDataset`:
+Samples are ``(image, target)`` pairs as produced by :class:`visiontune.data.coco_dataset.CocoInstanceDataset`:
 ``tv_tensors.Image`` ``[3, H, W]`` and a dict holding ``boxes`` (``tv_tensors.BoundingBoxes``),
 ``labels``, ``masks`` (``tv_tensors.Mask``) and per-instance ``area`` / ``iscrowd`` tensors.
 

@@ -6,8 +6,11 @@
 * :func:`read_utf8_text`: an annotation file as text (an optional UTF-8 byte-order mark is accepted); invalid UTF-8 is
   an error naming the file and line.
 * :func:`fits_float32`: a number that stays finite once stored as float32 (``1e39`` does not).
+* :func:`is_json_int` / :func:`is_json_number`: a JSON value that is an int / a float32-finite number (``true`` is
+  neither).
 * :func:`repeated_names`: names (file names, category names) used by more than one id.
-* :func:`orientation_note`: one line naming the images that carry an EXIF orientation.
+* :func:`orientation_note`: one line naming the images that carry an EXIF orientation; :func:`upright_note` the
+  fragment a size message adds for one such image.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -145,6 +149,16 @@ def fits_float32(value: float) -> bool:
     return bool(np.isfinite(value)) and abs(value) <= FLOAT32_MAX
 
 
+def is_json_int(value: Any) -> TypeGuard[int]:
+    """Whether a decoded JSON value is an int (``True``/``False`` are not, though Python counts them as ints)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_json_number(value: Any) -> bool:
+    """Whether a decoded JSON value is an int or float (not a bool) that stays finite as float32 (``1e39`` does not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and fits_float32(value)
+
+
 def repeated_names(entries: Iterable[tuple[int, str]]) -> dict[str, list[int]]:
     """``name -> ids`` (in entry order) of the names that more than one ``(id, name)`` entry uses."""
     ids_by_name: dict[str, list[int]] = {}
@@ -167,3 +181,8 @@ def orientation_note(orientations: dict[Path, int], *, limit: int = 3) -> str | 
     more = f" (+{len(orientations) - limit} more)" if len(orientations) > limit else ""
     return (f"{len(orientations)} image(s) carry an EXIF orientation and are turned upright when loaded (in "
             f"training, evaluation and prediction alike), e.g. {examples}{more}")
+
+
+def upright_note(orientation: int) -> str:
+    """``", upright by its EXIF orientation 6"`` for a size message, or ``""`` for an upright file (orientation 1)."""
+    return f", upright by its EXIF orientation {orientation}" if orientation != 1 else ""

@@ -27,7 +27,7 @@ class _ImageEntry(Protocol):
 
 
 class CocoSplit(Protocol):
-    """The evaluated split (:class:`~visiontune.data.coco.CocoInstanceDataset`)."""
+    """The evaluated split (:class:`~visiontune.data.coco_dataset.CocoInstanceDataset`)."""
 
     image_ids: list[int]
     """COCO image id of every item."""
@@ -53,7 +53,7 @@ def with_category_ids(detections: Sequence[Mapping[str, Any]], label_to_category
 
 
 class InstanceSegmentationEvaluator:
-    """COCO box and mask AP of a Mask R-CNN over one :class:`~visiontune.data.coco.CocoInstanceDataset`.
+    """COCO box and mask AP of a Mask R-CNN over one :class:`~visiontune.data.coco_dataset.CocoInstanceDataset`.
 
     ``update`` takes the model's eval outputs (one dict per image: ``boxes`` float ``[N, 4]`` xyxy in pixels of the
     original image, ``labels`` int64 ``[N]`` in ``1..K``, ``scores`` float ``[N]``, ``masks`` float ``[N, 1, H, W]``

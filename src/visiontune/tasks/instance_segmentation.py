@@ -2,7 +2,7 @@
 
 The task wires the Mask R-CNN components into the shared engine:
 
-* data: :class:`~visiontune.data.coco.CocoInstanceDataset` (``data.format: coco``); ``data.train_split`` and
+* data: :class:`~visiontune.data.coco_dataset.CocoInstanceDataset` (``data.format: coco``); ``data.train_split`` and
   ``data.val_split`` are COCO instances files relative to ``data.root``, the images live in ``data.images_dir``
   (``data.val_images_dir`` for the validation split). ``data.categories`` keeps a subset of the categories, remapped
   to labels ``1..K`` in the given order (all categories by ascending id when unset). Training applies
@@ -40,7 +40,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from visiontune.config import Config, ModelConfig, load_config
-from visiontune.data.coco import CocoFormatError, CocoInstanceDataset, check_coco_data, parse_coco_instances
+from visiontune.data.coco_check import check_coco_data
+from visiontune.data.coco_dataset import CocoInstanceDataset
+from visiontune.data.coco_format import CocoFormatError, parse_coco_instances
 from visiontune.data.detection_transforms import (
     collate_detection,
     create_aspect_ratio_groups,
@@ -152,7 +154,7 @@ class InstanceSegmentationTask(Task):
         return create_aspect_ratio_groups(cast(CocoInstanceDataset, dataset).aspect_ratios())
 
     def build_dataset(self, split: str, *, train: bool) -> Dataset:
-        """A :class:`~visiontune.data.coco.CocoInstanceDataset` of the annotation file ``data.root / split``.
+        """A :class:`~visiontune.data.coco_dataset.CocoInstanceDataset` of the annotation file ``data.root / split``.
 
         The first training split sets ``meta["class_names"]`` and ``meta["label_to_category"]``; every later split
         is read with the same category names, so a category missing from it is an error naming the file.
