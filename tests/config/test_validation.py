@@ -11,16 +11,9 @@ import pytest
 
 from visiontune.config import Config, ConfigError, load_config
 from visiontune.config.constraints import Pattern, Range
-from visiontune.config.loader import (
-    DuplicateKeyError,
-    config_from_dict,
-    config_to_dict,
-    copy_config,
-    field_constraints,
-    load_yaml,
-    overlay_changed,
-    validate_config,
-)
+from visiontune.config.loader import config_from_dict, config_to_dict, copy_config, overlay_changed
+from visiontune.config.validation import field_constraints, validate_config
+from visiontune.config.yaml_io import DuplicateKeyError, load_yaml
 
 # the input and the exact message (the loader adds " (override '<input>')")
 OUT_OF_RANGE = [
@@ -155,7 +148,7 @@ def test_yaml_semantics_are_otherwise_those_of_safe_load():
                                                      "sequence; expected ',' or ']', but got ':'")):
         load_yaml("a: [1, 2\nb: 3\n", "t.yaml")
     with pytest.raises(yaml.constructor.ConstructorError):
-        yaml.load("!!python/object:os.system {}", Loader=__import__("visiontune.config.loader",
+        yaml.load("!!python/object:os.system {}", Loader=__import__("visiontune.config.yaml_io",
                                                                          fromlist=["x"]).UniqueKeyLoader)
 
 
@@ -229,7 +222,7 @@ def test_a_text_key_in_a_file_takes_the_text_and_a_choice_matches_it(tmp_path):
 
 
 def test_parse_override_reads_yaml_and_refuses_a_broken_flow_collection():
-    from visiontune.config.loader import parse_override
+    from visiontune.config.overrides import parse_override
 
     assert parse_override("flag=off") == ("flag", False) and parse_override("size=[1, 2]") == ("size", [1, 2])
     assert parse_override("name=a #b") == ("name", "a #b")  # an unquoted string stays as given

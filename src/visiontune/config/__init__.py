@@ -1,16 +1,15 @@
 """Typed configuration: YAML files + dotted overrides -> :class:`Config`."""
 
+from visiontune.config.errors import ConfigError
 from visiontune.config.loader import (
-    ConfigError,
     config_from_dict,
     config_to_dict,
     copy_config,
     load_config,
-    parse_freeze,
-    parse_image_size,
     save_config,
     valid_keys,
 )
+from visiontune.config.parsers import parse_freeze, parse_image_size
 from visiontune.config.schema import (
     Config,
     ConvertConfig,

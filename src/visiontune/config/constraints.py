@@ -1,7 +1,7 @@
 """Value constraints declared next to the schema fields: ``lr: Annotated[float, Positive] = 0.01``.
 
 The loader checks every value it sets against its field's constraints (the error names the key, the allowed range
-and, for a YAML file, the file and line); :func:`~visiontune.config.loader.validate_config` checks a whole config
+and, for a YAML file, the file and line); :func:`~visiontune.config.validation.validate_config` checks a whole config
 (one built in code too); ``visiontune config keys`` shows them. Non-finite floats (``.inf``, ``.nan``) are refused in
 every field unless its :class:`Range` says ``finite=False``.
 

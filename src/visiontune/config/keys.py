@@ -17,8 +17,10 @@ from typing import Any
 
 import yaml
 
-from visiontune.config.loader import ConfigError, describe_constraints, describe_type
+from visiontune.config.coerce import describe_type
+from visiontune.config.errors import ConfigError
 from visiontune.config.schema import Config
+from visiontune.config.validation import describe_constraints
 from visiontune.registry import suggest
 
 __all__ = ["KeyInfo", "attribute_docs", "format_keys", "schema_keys", "sections"]

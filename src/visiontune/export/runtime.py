@@ -373,7 +373,7 @@ def predict_onnx(onnx_path: str | Path, source: str | Path, output_dir: str | Pa
             or an input does not fit a graph exported with fixed sizes.
         MissingExportDependencyError: onnxruntime is not installed.
     """
-    from visiontune.config.loader import parse_override
+    from visiontune.config.overrides import parse_override
 
     values: dict[str, Any] = dict(parse_override(text) for text in overrides)
     values.update(options)

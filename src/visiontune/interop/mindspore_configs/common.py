@@ -19,8 +19,10 @@ from typing import Any
 
 import yaml
 
-from visiontune.config.loader import ConfigError, config_from_dict, load_yaml
+from visiontune.config.errors import ConfigError
+from visiontune.config.loader import config_from_dict
 from visiontune.config.schema import Config
+from visiontune.config.yaml_io import load_yaml
 from visiontune.utils.files import atomic_write_text
 
 _COMMENT_WIDTH = 118
