@@ -82,14 +82,16 @@ def test_cli_exports_half_precision_and_prints_the_parity_table(classification_c
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["format=tflite"], "format: 'tflite' is not supported; use one of onnx"),
-    (["opset=9"], "opset: expected an integer >= 11, got 9"),
+    (["format=tflite"], "export.format: expected one of 'onnx', got 'tflite'"),
+    (["opset=9"], "export.opset: expected an integer >= 11, got 9"),
+    (["input_size=16x16"], "export.input_size: expected a list of integers >= 32, got [16, 16]"),
     (["decode=true"], "decode=true applies to face_detection only"),
 ])
 def test_cli_reports_bad_options(classification_checkpoint, tmp_path, capsys, arguments, message):
     assert main(["export", f"checkpoint={classification_checkpoint}", f"output={tmp_path / 'x.onnx'}",
                  *arguments]) == 2
-    assert message in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert error.startswith("visiontune export: error: ") and error.count("\n") == 1 and message in error
     assert not (tmp_path / "x.onnx").exists()
 
 

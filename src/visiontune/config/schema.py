@@ -379,7 +379,7 @@ class ExportConfig:
     """``visiontune export``: write ``checkpoint`` as ONNX to ``output`` (default: the checkpoint's path with suffix
     ``.onnx``), checked against PyTorch with ONNX Runtime."""
 
-    format: str = "onnx"
+    format: Literal["onnx"] = "onnx"
     """Export format (only ``onnx``)."""
     dynamic: bool = True
     """Dynamic batch size (and image height / width for the detectors); ``false`` fixes every axis to the example
@@ -395,9 +395,9 @@ class ExportConfig:
     tolerance: Annotated[float | None, NonNegative] = None
     """Parity tolerance of every compared output, relative to its scale (1 for probabilities); ``null``: 1e-3
     (float32) or 2e-2 (``half``)."""
-    input_size: Annotated[list[int] | str | None, AtLeastOne] = None
-    """Detection tasks: the example input, ``HxW`` (``480x640``), ``[H, W]`` or one number for a square;
-    ``null``: 480x640. Classification always uses ``data.image_size``."""
+    input_size: Annotated[list[int] | str | None, Range(32)] = None
+    """Detection tasks: the example input, ``HxW`` (``480x640``), ``[H, W]`` or one number for a square, each side
+    at least 32 pixels; ``null``: 480x640. Classification always uses ``data.image_size``."""
     sample: str | None = None
     """An image or a folder of images for the parity check; ``null``: synthetic images."""
 

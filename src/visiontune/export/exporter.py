@@ -32,7 +32,7 @@ from torch import nn
 from visiontune import __version__
 from visiontune.export._dependencies import import_onnx, import_onnxruntime
 from visiontune.export.metadata import ExportMetadata, json_safe_meta
-from visiontune.export.options import DEFAULT_OPSET, FLOAT_TOLERANCE, HALF_TOLERANCE, MIN_OPSET, ExportOptions
+from visiontune.export.options import ExportOptions
 from visiontune.export.parity import (
     ParityCheck,
     ParityError,
@@ -47,8 +47,7 @@ from visiontune.utils.files import atomic_write_bytes
 if TYPE_CHECKING:
     from visiontune.tasks.base import Task
 
-__all__ = ["DEFAULT_OPSET", "FLOAT_TOLERANCE", "HALF_TOLERANCE", "MIN_OPSET", "ExportOptions", "ExportResult",
-           "export_checkpoint", "export_model", "model_from_checkpoint"]
+__all__ = ["ExportOptions", "ExportResult", "export_checkpoint", "export_model", "model_from_checkpoint"]
 
 logger = logging.getLogger(__name__)
 

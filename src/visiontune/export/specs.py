@@ -139,8 +139,8 @@ def classification_spec(task: Task, model: nn.Module, options: ExportOptions, sa
     """``images [B, 3, S, S]`` (the eval transform's output, ``S = data.image_size``) -> logits or probabilities."""
     _check_options(task.name, options, softmax=True, decode=False)
     size = task.config.data.image_size
-    if options.input_size is not None and tuple(options.input_size) != (size, size):
-        raise ValueError(f"input_size={options.input_size[0]}x{options.input_size[1]}: classification exports at the "
+    if options.image_size is not None and options.image_size != (size, size):
+        raise ValueError(f"input_size={options.image_size[0]}x{options.image_size[1]}: classification exports at the "
                          f"checkpoint's data.image_size ({size}x{size}), which its eval transform produces")
     net = getattr(model, "net", None)
     if not isinstance(net, nn.Module):
@@ -195,7 +195,7 @@ def face_detection_spec(task: Task, model: nn.Module, options: ExportOptions, sa
     if not isinstance(model, RetinaFace):
         raise ValueError(f"face detection export expects a RetinaFace, got {type(model).__name__}")
     face = task.config.face
-    height, width = options.input_size or DEFAULT_DETECTION_SIZE
+    height, width = options.image_size or DEFAULT_DETECTION_SIZE
     sizes = [(height, width), second_size(height, width)] if options.dynamic else [(height, width)]
     photos = sample_photos(samples, 3, height=height, width=width)
 
@@ -250,7 +250,7 @@ def instance_segmentation_spec(task: Task, model: nn.Module, options: ExportOpti
     transform = getattr(model, "transform", None)
     if transform is None or not hasattr(model, "roi_heads"):
         raise ValueError(f"instance segmentation export expects a torchvision Mask R-CNN, got {type(model).__name__}")
-    height, width = options.input_size or DEFAULT_DETECTION_SIZE
+    height, width = options.image_size or DEFAULT_DETECTION_SIZE
     sizes = [(height, width), second_size(height, width)] if options.dynamic else [(height, width)]
     photos = sample_photos(samples, len(sizes), height=height, width=width)
     parity_inputs = [
