@@ -306,6 +306,55 @@ def _compare_classes(reference_name: str, reference: ClassificationSource, name:
                              "label index means different classes")
 
 
+def _check_split(name: str, source: ClassificationSource, reference_name: str, reference: ClassificationSource,
+                 report: CheckReport) -> None:
+    """Add the summary of one split and its split-level findings to ``report``.
+
+    Findings: classes that differ from the reference split (or, for the reference, its class balance), classes
+    without samples, paths listed more than once (with different labels: an error), files and folder links a scan
+    left out.
+    """
+    counts = source.class_counts()
+    duplicates = source.duplicate_paths()
+    report.splits.append(SplitSummary(name, source.origin, len(source.samples), counts, duplicates))
+    if name != reference_name:
+        _compare_classes(reference_name, reference, name, source, report)
+    else:
+        balance, imbalanced = imbalance_summary(counts)
+        report.notes.append(f"split {name!r}: {balance}")
+        report.warnings.extend([f"split {name!r}: {imbalanced}"] if imbalanced else [])
+    empty = [cls for cls, count in counts.items() if count == 0]
+    if empty:
+        report.warnings.append(f"split {name!r} has no images for {len(empty)} class(es): "
+                               f"{', '.join(empty[:_MAX_LISTED])}")
+    if duplicates:
+        examples = ", ".join(str(path) for path in list(duplicates)[:3])
+        report.warnings.append(f"split {name!r} lists {len(duplicates)} image path(s) more than once "
+                               f"({sum(duplicates.values()) - len(duplicates)} extra entries), e.g. {examples}")
+    report.warnings.extend(f"split {name!r}: {line}" for line in source.skipped_files.lines(source.origin))
+    for link, target in source.skipped_links:
+        report.warnings.append(f"split {name!r}: folder link {link} -> {target} not followed: that folder is "
+                               "already scanned (a link loop or a second route to the same images)")
+    for path, labels in source.conflicting_labels().items():
+        report.errors.append(f"split {name!r}: {path} is listed with different labels: {', '.join(labels)}")
+
+
+def _check_shared_paths(name: str, source: ClassificationSource, seen_in: dict[Path, str], report: CheckReport) -> None:
+    """Warn about image paths of split ``name`` that an earlier split already lists (train/val leakage).
+
+    Args:
+        seen_in: Path -> the first split listing it; updated with the paths of ``name``.
+    """
+    shared: dict[str, int] = {}
+    for path in dict.fromkeys(path for path, _ in source.samples):
+        if path in seen_in and seen_in[path] != name:
+            shared[seen_in[path]] = shared.get(seen_in[path], 0) + 1
+        else:
+            seen_in.setdefault(path, name)
+    for other, count in shared.items():
+        report.warnings.append(f"{count} image path(s) appear in both {other!r} and {name!r}")
+
+
 def check_classification_sources(
     splits: dict[str, ClassificationSource],
     *,
@@ -346,40 +395,8 @@ def check_classification_sources(
     checked: set[Path] = set()
     orientations: dict[Path, int] = {}
     for name, source in splits.items():
-        counts = source.class_counts()
-        duplicates = source.duplicate_paths()
-        report.splits.append(SplitSummary(name, source.origin, len(source.samples), counts, duplicates))
-
-        if name != reference_name:
-            _compare_classes(reference_name, reference, name, source, report)
-        else:
-            balance, imbalanced = imbalance_summary(counts)
-            report.notes.append(f"split {name!r}: {balance}")
-            report.warnings.extend([f"split {name!r}: {imbalanced}"] if imbalanced else [])
-        empty = [cls for cls, count in counts.items() if count == 0]
-        if empty:
-            report.warnings.append(f"split {name!r} has no images for {len(empty)} class(es): "
-                                   f"{', '.join(empty[:_MAX_LISTED])}")
-        if duplicates:
-            examples = ", ".join(str(path) for path in list(duplicates)[:3])
-            report.warnings.append(f"split {name!r} lists {len(duplicates)} image path(s) more than once "
-                                   f"({sum(duplicates.values()) - len(duplicates)} extra entries), e.g. {examples}")
-        report.warnings.extend(f"split {name!r}: {line}" for line in source.skipped_files.lines(source.origin))
-        for link, target in source.skipped_links:
-            report.warnings.append(f"split {name!r}: folder link {link} -> {target} not followed: that folder is "
-                                   "already scanned (a link loop or a second route to the same images)")
-        for path, labels in source.conflicting_labels().items():
-            report.errors.append(f"split {name!r}: {path} is listed with different labels: {', '.join(labels)}")
-
-        shared: dict[str, int] = {}
-        for path in dict.fromkeys(path for path, _ in source.samples):
-            if path in seen_in and seen_in[path] != name:
-                shared[seen_in[path]] = shared.get(seen_in[path], 0) + 1
-            else:
-                seen_in.setdefault(path, name)
-        for other, count in shared.items():
-            report.warnings.append(f"{count} image path(s) appear in both {other!r} and {name!r}")
-
+        _check_split(name, source, reference_name, reference, report)
+        _check_shared_paths(name, source, seen_in, report)
         if check_images:
             paths = [path for path, _ in source.samples if path not in checked]
             findings = scan_images(paths, desc=f"checking {name}", num_workers=num_workers, progress=progress,

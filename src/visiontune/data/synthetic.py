@@ -205,6 +205,68 @@ def _read_manifest(out_dir: Path) -> dict[str, Any] | None:
     return manifest if isinstance(manifest, dict) and manifest.get("generator") == __name__ else None
 
 
+def _check_shapes_arguments(num_classes: int, train_per_class: int, val_per_class: int, image_size: int) -> None:
+    """Raise ``ValueError`` naming the first argument of :func:`make_shapes_dataset` that is out of range."""
+    if not 2 <= num_classes <= len(SHAPES):
+        raise ValueError(f"num_classes must be between 2 and {len(SHAPES)} ({', '.join(SHAPES)}), got {num_classes}")
+    for name, value in (("train_per_class", train_per_class), ("val_per_class", val_per_class)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if image_size < 16:
+        raise ValueError(f"image_size must be >= 16 pixels, got {image_size}")
+
+
+def _reusable(out_dir: Path, parameters: dict[str, int], files: list[Path]) -> bool:
+    """Whether ``out_dir`` holds the complete dataset of ``parameters``; a stale shapes dataset there is removed.
+
+    Raises:
+        ValueError: ``out_dir`` is a non-empty folder without a shapes manifest (never overwritten).
+    """
+    manifest = _read_manifest(out_dir)
+    if manifest is not None:
+        if (
+            manifest.get("complete")
+            and manifest.get("version") == GENERATOR_VERSION
+            and manifest.get("parameters") == parameters
+            and all(path.is_file() for path in files)
+        ):
+            return True
+        logger.info("regenerating shapes dataset in %s (parameters or generator version changed)", out_dir)
+        for split in SPLITS:
+            shutil.rmtree(out_dir / split, ignore_errors=True)
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(
+            f"{out_dir} is not empty and holds no shapes dataset ({MANIFEST_NAME} missing); "
+            "choose an empty or new folder"
+        )
+    return False
+
+
+def _write_images(out_dir: Path, classes: list[str], counts: dict[str, int], *, image_size: int, seed: int) -> None:
+    """Render and save every image; each is seeded from ``(seed, split index, class index, image index)``."""
+    for split_index, split in enumerate(SPLITS):
+        for class_index, name in enumerate(classes):
+            class_dir = out_dir / split / name
+            class_dir.mkdir(parents=True, exist_ok=True)
+            for index in range(counts[split]):
+                rng = np.random.default_rng([seed, split_index, class_index, index])
+                image = render_shape_image(name, image_size=image_size, rng=rng)
+                image.save(class_dir / f"{name}_{index:04d}.png")
+
+
+def _write_readme(out_dir: Path, classes: list[str], counts: dict[str, int], *, image_size: int, seed: int) -> None:
+    """``out_dir/README.txt``: what the dataset is and the parameters it was made with."""
+    (out_dir / "README.txt").write_text(
+        "Synthetic shapes classification dataset written by visiontune.data.synthetic.make_shapes_dataset.\n"
+        f"Classes ({len(classes)}): {', '.join(classes)}.\n"
+        f"train: {counts['train']} images per class, val: {counts['val']} images per class, "
+        f"{image_size}x{image_size} RGB PNG, seed {seed}.\n"
+        "Each image shows one large light shape (the label) with random position, size, rotation and tint on a\n"
+        "dark random-colour textured noisy background with small distractor blobs and lines.\n",
+        encoding="utf-8",
+    )
+
+
 def make_shapes_dataset(
     out_dir: str | Path,
     *,
@@ -234,62 +296,22 @@ def make_shapes_dataset(
     Raises:
         ValueError: A parameter is out of range, or ``out_dir`` is a non-empty folder that holds no shapes dataset.
     """
-    if not 2 <= num_classes <= len(SHAPES):
-        raise ValueError(f"num_classes must be between 2 and {len(SHAPES)} ({', '.join(SHAPES)}), got {num_classes}")
-    for name, value in (("train_per_class", train_per_class), ("val_per_class", val_per_class)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if image_size < 16:
-        raise ValueError(f"image_size must be >= 16 pixels, got {image_size}")
-
+    _check_shapes_arguments(num_classes, train_per_class, val_per_class, image_size)
     out_dir = Path(out_dir)
     classes = list(SHAPES)[:num_classes]
     counts = {"train": train_per_class, "val": val_per_class}
     parameters = _parameters(num_classes, train_per_class, val_per_class, image_size, seed)
     files = _expected_files(out_dir, classes, counts)
-
-    manifest = _read_manifest(out_dir)
-    if manifest is not None:
-        if (
-            manifest.get("complete")
-            and manifest.get("version") == GENERATOR_VERSION
-            and manifest.get("parameters") == parameters
-            and all(path.is_file() for path in files)
-        ):
-            logger.info("reusing shapes dataset in %s", out_dir)
-            return out_dir
-        logger.info("regenerating shapes dataset in %s (parameters or generator version changed)", out_dir)
-        for split in SPLITS:
-            shutil.rmtree(out_dir / split, ignore_errors=True)
-    elif out_dir.exists() and any(out_dir.iterdir()):
-        raise ValueError(
-            f"{out_dir} is not empty and holds no shapes dataset ({MANIFEST_NAME} missing); "
-            "choose an empty or new folder"
-        )
+    if _reusable(out_dir, parameters, files):
+        logger.info("reusing shapes dataset in %s", out_dir)
+        return out_dir
 
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"generator": __name__, "version": GENERATOR_VERSION, "parameters": parameters, "classes": classes,
               "counts": counts, "complete": False}
     (out_dir / MANIFEST_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-
-    for split_index, split in enumerate(SPLITS):
-        for class_index, name in enumerate(classes):
-            class_dir = out_dir / split / name
-            class_dir.mkdir(parents=True, exist_ok=True)
-            for index in range(counts[split]):
-                rng = np.random.default_rng([seed, split_index, class_index, index])
-                image = render_shape_image(name, image_size=image_size, rng=rng)
-                image.save(class_dir / f"{name}_{index:04d}.png")
-
-    (out_dir / "README.txt").write_text(
-        "Synthetic shapes classification dataset written by visiontune.data.synthetic.make_shapes_dataset.\n"
-        f"Classes ({num_classes}): {', '.join(classes)}.\n"
-        f"train: {train_per_class} images per class, val: {val_per_class} images per class, "
-        f"{image_size}x{image_size} RGB PNG, seed {seed}.\n"
-        "Each image shows one large light shape (the label) with random position, size, rotation and tint on a\n"
-        "dark random-colour textured noisy background with small distractor blobs and lines.\n",
-        encoding="utf-8",
-    )
+    _write_images(out_dir, classes, counts, image_size=image_size, seed=seed)
+    _write_readme(out_dir, classes, counts, image_size=image_size, seed=seed)
     record["complete"] = True
     (out_dir / MANIFEST_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     logger.info("wrote shapes dataset to %s (%d images)", out_dir, len(files))

@@ -177,6 +177,69 @@ def _place_crowd(
     return None
 
 
+def _checked_empty_count(
+    num_images: int,
+    image_size: tuple[int, int],
+    categories: Sequence[str],
+    num_empty_images: int | None,
+    max_objects_per_image: int,
+) -> int:
+    """Check the arguments of :func:`make_synthetic_coco`; return the number of empty images (None resolved).
+
+    Raises:
+        ValueError: An argument is out of range.
+    """
+    height, width = image_size
+    if height < _MIN_IMAGE_SIDE or width < _MIN_IMAGE_SIDE:
+        raise ValueError(f"image_size must be at least {_MIN_IMAGE_SIDE} pixels per side, got {image_size}")
+    if not categories or len(set(categories)) != len(categories):
+        raise ValueError(f"categories must be non-empty and unique, got {list(categories)}")
+    if num_images < 1 or max_objects_per_image < 1:
+        raise ValueError(f"num_images and max_objects_per_image must be >= 1, got {num_images}, "
+                         f"{max_objects_per_image}")
+    if num_empty_images is None:
+        num_empty_images = max(1, num_images // 4) if num_images > 1 else 0
+    if not 0 <= num_empty_images < num_images:
+        raise ValueError(f"num_empty_images must be in [0, num_images), got {num_empty_images}")
+    return num_empty_images
+
+
+def _draw_objects(
+    rng: np.random.Generator, image: np.ndarray, *, max_objects: int, num_categories: int, with_crowd: bool
+) -> list[dict[str, Any]]:
+    """Paint the objects of one non-empty image (in place) and return their partial annotations.
+
+    A crowd image holds one object plus the crowd region (of the last category); any other image 1 to
+    ``max_objects`` objects.
+
+    Raises:
+        RuntimeError: The crowd region finds no room beside the object.
+    """
+    occupied: list[list[float]] = []
+    count = 1 if with_crowd else int(rng.integers(1, max_objects + 1))
+    objects = _place_objects(rng, image, count, num_categories, occupied)
+    if with_crowd:
+        crowd = _place_crowd(rng, image, num_categories - 1, occupied)
+        if crowd is None:
+            height, width = image.shape[:2]
+            raise RuntimeError(f"no room for the crowd region in a {width}x{height} image")
+        objects.append(crowd)
+    return objects
+
+
+def _annotation_entry(annotation_id: int, image_id: int, category_id: int, item: dict[str, Any]) -> dict[str, Any]:
+    """The COCO ``annotations`` entry of one drawn object (``item`` from :func:`_draw_objects`)."""
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": item["bbox"],
+        "area": item["area"],
+        "iscrowd": item["iscrowd"],
+        "segmentation": item["segmentation"],
+    }
+
+
 def make_synthetic_coco(
     out_dir: str | Path,
     *,
@@ -213,18 +276,8 @@ def make_synthetic_coco(
         ValueError: An argument is out of range.
     """
     height, width = image_size
-    if height < _MIN_IMAGE_SIDE or width < _MIN_IMAGE_SIDE:
-        raise ValueError(f"image_size must be at least {_MIN_IMAGE_SIDE} pixels per side, got {image_size}")
-    if not categories or len(set(categories)) != len(categories):
-        raise ValueError(f"categories must be non-empty and unique, got {list(categories)}")
-    if num_images < 1 or max_objects_per_image < 1:
-        raise ValueError(f"num_images and max_objects_per_image must be >= 1, got {num_images}, "
-                         f"{max_objects_per_image}")
-    if num_empty_images is None:
-        num_empty_images = max(1, num_images // 4) if num_images > 1 else 0
-    if not 0 <= num_empty_images < num_images:
-        raise ValueError(f"num_empty_images must be in [0, num_images), got {num_empty_images}")
-
+    num_empty_images = _checked_empty_count(num_images, image_size, categories, num_empty_images,
+                                            max_objects_per_image)
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     images_dir = out_dir / split
@@ -242,28 +295,14 @@ def make_synthetic_coco(
         image = _background(rng, height, width)
         objects: list[dict[str, Any]] = []
         if index not in empty_indices:
-            occupied: list[list[float]] = []
-            is_crowd_image = with_crowd and index == crowd_index
-            count = 1 if is_crowd_image else int(rng.integers(1, max_objects_per_image + 1))
-            objects = _place_objects(rng, image, count, len(categories), occupied)
-            if is_crowd_image:
-                crowd = _place_crowd(rng, image, len(categories) - 1, occupied)
-                if crowd is None:
-                    raise RuntimeError(f"no room for the crowd region in a {width}x{height} image")
-                objects.append(crowd)
+            objects = _draw_objects(rng, image, max_objects=max_objects_per_image, num_categories=len(categories),
+                                    with_crowd=with_crowd and index == crowd_index)
         file_name = f"{image_id:06d}.png"
         PILImage.fromarray(image).save(images_dir / file_name)
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
         for item in objects:
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": category_ids[item["category_index"]],
-                "bbox": item["bbox"],
-                "area": item["area"],
-                "iscrowd": item["iscrowd"],
-                "segmentation": item["segmentation"],
-            })
+            annotations.append(_annotation_entry(len(annotations) + 1, image_id, category_ids[item["category_index"]],
+                                                 item))
     document = {
         "info": {"description": f"visiontune synthetic COCO ({split}, seed {seed})"},
         "images": images,

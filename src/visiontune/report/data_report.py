@@ -19,6 +19,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,80 +98,126 @@ def _classification_sections(page: Page, splits: Mapping[str, Sequence[Mapping[s
     page.section("Samples", f'<div class="grid">{"".join(grid)}</div>' if grid else note("no readable sample image."))
 
 
-def _detection_sections(page: Page, splits: Mapping[str, Sequence[Mapping[str, Any]]],
-                        class_names: Sequence[str] | None, samples_per_split: int) -> None:
-    rows, per_category = [], {}
-    sides: dict[str, list[float]] = {}
-    aspects: dict[str, list[float]] = {}
-    relative: dict[str, list[float]] = {}
-    per_image: dict[str, list[int]] = {}
+@dataclass
+class _BoxStatistics:
+    """What the detection counts section shows, per split (in split order).
+
+    Attributes:
+        rows: One row of the counts table per split.
+        per_category: Boxes per category name (``"object"`` for a box without a label).
+        sides: ``sqrt(width * height)`` of every non-empty box, pixels.
+        aspects: ``width / height`` of every non-empty box.
+        relative: ``sqrt(box area / image area)`` of every non-empty box of a sample with ``width`` and ``height``.
+        per_image: Number of boxes of every sample.
+    """
+
+    rows: list[list[Any]] = field(default_factory=list)
+    per_category: dict[str, Counter[str]] = field(default_factory=dict)
+    sides: dict[str, list[float]] = field(default_factory=dict)
+    aspects: dict[str, list[float]] = field(default_factory=dict)
+    relative: dict[str, list[float]] = field(default_factory=dict)
+    per_image: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _add_boxes(stats: _BoxStatistics, split: str, sample: Mapping[str, Any], class_names: Sequence[str] | None,
+               category_counts: Counter[str]) -> None:
+    """Count the boxes of one sample into ``stats`` (split ``split``) and ``category_counts``."""
+    boxes = list(sample.get("boxes") or [])
+    labels = list(sample.get("labels") or [])
+    stats.per_image[split].append(len(boxes))
+    for index, box in enumerate(boxes):
+        x1, y1, x2, y2 = (float(v) for v in box[:4])
+        w, h = max(0.0, x2 - x1), max(0.0, y2 - y1)
+        category_counts[_name(labels[index], class_names) if index < len(labels) else "object"] += 1
+        if w > 0 and h > 0:
+            stats.sides[split].append(math.sqrt(w * h))
+            stats.aspects[split].append(w / h)
+            if sample.get("width") and sample.get("height"):
+                stats.relative[split].append(math.sqrt(w * h / (float(sample["width"]) * float(sample["height"]))))
+
+
+def _box_statistics(splits: Mapping[str, Sequence[Mapping[str, Any]]],
+                    class_names: Sequence[str] | None) -> _BoxStatistics:
+    """Box counts, sizes and aspects of every split."""
+    stats = _BoxStatistics()
     for split, samples in splits.items():
-        boxes_total, empty = 0, 0
         category_counts: Counter[str] = Counter()
-        sides[split], aspects[split], relative[split], per_image[split] = [], [], [], []
+        stats.sides[split], stats.aspects[split], stats.relative[split], stats.per_image[split] = [], [], [], []
         for sample in samples:
-            boxes = list(sample.get("boxes") or [])
-            labels = list(sample.get("labels") or [])
-            per_image[split].append(len(boxes))
-            boxes_total += len(boxes)
-            empty += not boxes
-            for index, box in enumerate(boxes):
-                x1, y1, x2, y2 = (float(v) for v in box[:4])
-                w, h = max(0.0, x2 - x1), max(0.0, y2 - y1)
-                category_counts[_name(labels[index], class_names) if index < len(labels) else "object"] += 1
-                if w > 0 and h > 0:
-                    sides[split].append(math.sqrt(w * h))
-                    aspects[split].append(w / h)
-                    if sample.get("width") and sample.get("height"):
-                        relative[split].append(math.sqrt(w * h / (float(sample["width"]) * float(sample["height"]))))
-        per_category[split] = category_counts
-        rows.append([split, len(samples), boxes_total, empty, boxes_total / len(samples) if samples else math.nan,
-                     max(per_image[split], default=0)])
-    body = table(["split", "images", "boxes", "images without boxes", "boxes per image", "most per image"], rows)
+            _add_boxes(stats, split, sample, class_names, category_counts)
+        stats.per_category[split] = category_counts
+        boxes_total = sum(stats.per_image[split])
+        empty = sum(1 for count in stats.per_image[split] if count == 0)
+        stats.rows.append([split, len(samples), boxes_total, empty,
+                           boxes_total / len(samples) if samples else math.nan, max(stats.per_image[split], default=0)])
+    return stats
+
+
+def _category_counts(splits: Sequence[str], per_category: Mapping[str, Counter[str]],
+                     class_names: Sequence[str] | None) -> str:
+    """The boxes-per-category table and chart, or ``""`` when every box is an unlabelled ``"object"``."""
     categories = sorted(set().union(*per_category.values())) if per_category else []
     if class_names:
         categories = [n for n in class_names if n in categories] + [n for n in categories if n not in class_names]
-    if len(categories) > 1 or (categories and categories != ["object"]):
-        body += "<h3>Boxes per category</h3>" + table(
-            ["category", *splits], [[c, *(per_category[s].get(c, 0) for s in splits)] for c in categories])
-        chart = figures.bar_chart("boxes per category", categories,
-                                  {split: [per_category[split].get(c, 0) for c in categories] for split in splits})
-        body += f'<div class="grid"><figure>{img_tag(chart, "boxes per category")}</figure></div>'
-    graphs = [("box size (sqrt area, px)", figures.histogram("box size (sqrt area, px)", [], groups=sides,
+    if not (len(categories) > 1 or (categories and categories != ["object"])):
+        return ""
+    body = "<h3>Boxes per category</h3>" + table(
+        ["category", *splits], [[c, *(per_category[s].get(c, 0) for s in splits)] for c in categories])
+    chart = figures.bar_chart("boxes per category", categories,
+                              {split: [per_category[split].get(c, 0) for c in categories] for split in splits})
+    return body + f'<div class="grid"><figure>{img_tag(chart, "boxes per category")}</figure></div>'
+
+
+def _box_histograms(stats: _BoxStatistics) -> str:
+    """A grid of per-split histograms: box size, aspect, boxes per image and (when known) size relative to the image."""
+    per_image = stats.per_image
+    graphs = [("box size (sqrt area, px)", figures.histogram("box size (sqrt area, px)", [], groups=stats.sides,
                                                               log_x=True, x_label="pixels")),
-              ("box aspect (width / height)", figures.histogram("box aspect (width / height)", [], groups=aspects,
-                                                                log_x=True, x_label="w / h")),
+              ("box aspect (width / height)", figures.histogram("box aspect (width / height)", [],
+                                                                groups=stats.aspects, log_x=True, x_label="w / h")),
               ("boxes per image", figures.histogram("boxes per image", [], groups=per_image, x_label="boxes",
                                                     bins=list(range(max(max(v, default=0)
                                                                         for v in per_image.values()) + 2))))]
-    if any(relative.values()):
+    if any(stats.relative.values()):
         graphs.append(("box size relative to the image (sqrt(box area / image area))",
-                       figures.histogram("box size relative to the image", [], groups=relative, log_x=True,
+                       figures.histogram("box size relative to the image", [], groups=stats.relative, log_x=True,
                                          x_label="sqrt(box area / image area)")))
-    body += '<div class="grid">' + "".join(f"<figure>{img_tag(uri, f'histogram of the {what} per split')}</figure>"
-                                           for what, uri in graphs) + "</div>"
+    return '<div class="grid">' + "".join(f"<figure>{img_tag(uri, f'histogram of the {what} per split')}</figure>"
+                                          for what, uri in graphs) + "</div>"
+
+
+def _detection_figure(split: str, sample: Mapping[str, Any], class_names: Sequence[str] | None) -> str | None:
+    """One sample drawn with its boxes (and face landmarks) as a ``<figure>``, or None when the image is unreadable."""
+    loaded = load_thumbnail(str(sample.get("path")), 320)
+    if loaded is None:
+        return None
+    image, scale = loaded
+    boxes = [[float(v) * scale for v in box[:4]] for box in sample.get("boxes") or []]
+    labels = list(sample.get("labels") or [])
+    named = bool(labels) and (class_names is None or len(class_names) > 1)
+    captions = [_name(labels[i], class_names) if named and i < len(labels) else "" for i in range(len(boxes))]
+    colors = [color_of(_index(labels[i], class_names)) if i < len(labels) else color_of(0)
+              for i in range(len(boxes))]
+    drawn = draw_labeled_boxes(image, boxes, captions, colors, width=2, font_size=11)
+    points = [face for face in sample.get("landmarks") or [] if face is not None]
+    if points:  # five-point face landmarks, one colour per point: a swapped left / right shows at once
+        draw_landmarks(drawn, np.asarray(points, dtype=float) * scale, radius=2)
+    with_points = f", {len(points)} with landmarks" if "landmarks" in sample else ""
+    return (f"<figure>{img_tag(image_data_uri(drawn, photo=True), str(sample.get('path')))}"
+            f"<figcaption>{esc(split)}: {esc(Path(str(sample.get('path'))).name)} ({len(boxes)} boxes"
+            f"{with_points})</figcaption></figure>")
+
+
+def _detection_sections(page: Page, splits: Mapping[str, Sequence[Mapping[str, Any]]],
+                        class_names: Sequence[str] | None, samples_per_split: int) -> None:
+    """The "Counts" (boxes per split and category, box histograms) and "Samples" sections of a detection task."""
+    stats = _box_statistics(splits, class_names)
+    body = table(["split", "images", "boxes", "images without boxes", "boxes per image", "most per image"], stats.rows)
+    body += _category_counts(list(splits), stats.per_category, class_names)
+    body += _box_histograms(stats)
     page.section("Counts", body)
-    grid = []
-    for split, samples in splits.items():
-        for sample in _pick_samples(samples, samples_per_split, None):
-            loaded = load_thumbnail(str(sample.get("path")), 320)
-            if loaded is None:
-                continue
-            image, scale = loaded
-            boxes = [[float(v) * scale for v in box[:4]] for box in sample.get("boxes") or []]
-            labels = list(sample.get("labels") or [])
-            named = bool(labels) and (class_names is None or len(class_names) > 1)
-            captions = [_name(labels[i], class_names) if named and i < len(labels) else "" for i in range(len(boxes))]
-            colors = [color_of(_index(labels[i], class_names)) if i < len(labels) else color_of(0)
-                      for i in range(len(boxes))]
-            drawn = draw_labeled_boxes(image, boxes, captions, colors, width=2, font_size=11)
-            points = [face for face in sample.get("landmarks") or [] if face is not None]
-            if points:  # five-point face landmarks, one colour per point: a swapped left / right shows at once
-                draw_landmarks(drawn, np.asarray(points, dtype=float) * scale, radius=2)
-            with_points = f", {len(points)} with landmarks" if "landmarks" in sample else ""
-            grid.append(f"<figure>{img_tag(image_data_uri(drawn, photo=True), str(sample.get('path')))}"
-                        f"<figcaption>{esc(split)}: {esc(Path(str(sample.get('path'))).name)} ({len(boxes)} boxes"
-                        f"{with_points})</figcaption></figure>")
+    grid = [figure for split, samples in splits.items() for sample in _pick_samples(samples, samples_per_split, None)
+            if (figure := _detection_figure(split, sample, class_names)) is not None]
     page.section("Samples", f'<div class="grid">{"".join(grid)}</div>' if grid else note("no readable sample image."))
 
 
