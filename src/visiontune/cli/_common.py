@@ -45,8 +45,10 @@ def add_verbose(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, full tracebacks")
 
 
-def is_main_process() -> bool:
-    """Rank 0 of a ``torchrun`` launch (or no launcher): the process that prints results."""
+def launched_as_main_rank() -> bool:
+    """Whether the launcher's ``RANK`` environment variable says rank 0 (``torchrun``), or there is none: the process
+    that prints results. Read before (or without) any process group, and without importing torch;
+    :func:`visiontune.utils.comm.is_main_process` asks the initialised process group instead."""
     return int(os.environ.get("RANK", 0)) == 0
 
 

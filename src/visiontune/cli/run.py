@@ -17,7 +17,7 @@ from visiontune.cli._common import (
     Command,
     add_config_arguments,
     expand_shortcuts,
-    is_main_process,
+    launched_as_main_rank,
     override_keys,
 )
 
@@ -54,7 +54,7 @@ def run_train(args: argparse.Namespace) -> int:
         overrides.append(f"resume={args.resume}")
     config = cap_workers(load_config(args.config, overrides))
     result = train(config)
-    if is_main_process():
+    if launched_as_main_rank():
         print()
         print(format_summary(result.summary))
         _print_report(result.run_dir)
@@ -74,7 +74,7 @@ def cap_workers(config: Config) -> Config:
     PyTorch warn at every loader), with one note line when it lowers them; returns ``config``."""
     cpus = available_cpus()
     if config.data.num_workers > cpus:
-        if is_main_process():
+        if launched_as_main_rank():
             print(f"note: data.num_workers={config.data.num_workers} is more than the {cpus} CPU(s) available: using "
                   f"{cpus} loader worker(s)")
         config.data.num_workers = cpus
@@ -135,7 +135,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     config = cap_workers(_checkpoint_config(args))
     result = evaluate(config)
-    if is_main_process():
+    if launched_as_main_rank():
         print(metrics_table(result.metrics, result.intervals))
         print(f"\nresults: {result.output_dir}")
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from visiontune.cli._common import Command, add_config_arguments, is_main_process
+from visiontune.cli._common import Command, add_config_arguments, launched_as_main_rank
 
 
 def run_tune(args: argparse.Namespace) -> int:
@@ -17,7 +17,7 @@ def run_tune(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     result = tune(config)
-    if is_main_process():
+    if launched_as_main_rank():
         print()
         print(format_tune_summary(result))
         if result.exit_code:

@@ -103,6 +103,7 @@ def current_info() -> DistInfo:
 
 
 def is_main_process() -> bool:
+    """Whether this process is rank 0 of the initialised process group (``True`` in a single process)."""
     return current_info().is_main
 
 
