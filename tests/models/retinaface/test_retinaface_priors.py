@@ -62,4 +62,7 @@ def test_prior_cache_reuses_and_evicts() -> None:
     cache.get((64, 64), device=torch.device("cpu"))  # refresh: (32, 64) is now the least recently used
     cache.get((96, 64), device=torch.device("cpu"))
     assert cache.get((64, 64), device=torch.device("cpu")) is first
-    assert len(cache._entries) == 2
+    assert len(cache) == 2
+    assert cache.keys() == [(96, 64, "cpu", torch.float32), (64, 64, "cpu", torch.float32)]  # (32, 64) evicted
+    cache.clear()
+    assert len(cache) == 0 and cache.keys() == []

@@ -136,6 +136,14 @@ class PriorCache:
             self._entries.move_to_end(key)
         return priors
 
+    def __len__(self) -> int:
+        """The number of cached prior tensors (at most ``max_entries``)."""
+        return len(self._entries)
+
+    def keys(self) -> list[tuple[int, int, str, torch.dtype]]:
+        """The cached ``(height, width, device, dtype)`` keys, least recently used first."""
+        return list(self._entries)
+
     def clear(self) -> None:
         """Forget every cached prior tensor."""
         self._entries.clear()
