@@ -220,26 +220,29 @@ def test_packed_dims_are_accepted(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_failed_write_leaves_the_existing_file_and_no_temporary_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_writer_goes_through_the_atomic_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Old file kept and no temporary file on a failed write: tested once, on ``visiontune.utils.files.atomic_write``
+    (tests/utils/test_files.py); here only that the writer uses it, and that its failure reaches the caller."""
     path = tmp_path / "model.ckpt"
-    save_mindspore_checkpoint(path, {"a": np.ones(3, dtype=np.float32)})
-    original = path.read_bytes()
     calls = []
+    real_atomic_write = checkpoint_writer.atomic_write
 
-    def failing_write(file, tensor, *, max_slice_bytes):
-        calls.append(tensor.name)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        file.write(b"partial data")
+    def recording(target, write, **kwargs):
+        calls.append(Path(target))
+        return real_atomic_write(target, write, **kwargs)
 
-    monkeypatch.setattr(checkpoint_writer, "_write_tensor", failing_write)
-    with pytest.raises(FileWriteError, match=f"^cannot write to {re.escape(str(path))}: disk full$"):
-        save_mindspore_checkpoint(path, {"b": np.zeros(2, dtype=np.float32), "c": np.zeros(2, dtype=np.float32)})
-    assert calls == ["b", "c"]
-    assert path.read_bytes() == original
-    assert os.listdir(tmp_path) == ["model.ckpt"]
+    monkeypatch.setattr(checkpoint_writer, "atomic_write", recording)
+    save_mindspore_checkpoint(path, {"a": np.ones(3, dtype=np.float32)})
+    assert calls == [path] and os.listdir(tmp_path) == ["model.ckpt"]
+
+    def disk_full(target, write, **kwargs):
+        raise FileWriteError(f"no space left on device while writing {target}")
+
+    monkeypatch.setattr(checkpoint_writer, "atomic_write", disk_full)
+    with pytest.raises(FileWriteError, match=f"^no space left on device while writing {re.escape(str(path))}$"):
+        save_mindspore_checkpoint(path, {"b": np.zeros(2, dtype=np.float32)})
+    monkeypatch.undo()
+    np.testing.assert_array_equal(read_mindspore_checkpoint(path)["a"], np.ones(3, dtype=np.float32))
 
 
 def test_invalid_tensors_are_rejected_before_anything_is_written(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pytest
 
-from visiontune.engine.checkpoint import CheckpointError, CheckpointWriteError
 from visiontune.utils import files
 from visiontune.utils.files import (
     TEMP_FILE_PATTERN,
@@ -22,6 +21,14 @@ from visiontune.utils.files import (
     temp_files_of,
     temp_name,
 )
+
+
+class ToolError(Exception):
+    """The error family of a caller (as the engine's ``CheckpointError``)."""
+
+
+class ToolWriteError(ToolError, FileWriteError):
+    """A caller's failed write: both its own error and a :class:`FileWriteError`."""
 
 
 def names(folder):
@@ -121,9 +128,9 @@ def test_unwritable_folder_is_one_line(tmp_path, monkeypatch):
 
 def test_error_type_is_honoured(tmp_path):
     path = tmp_path / "last.pt"
-    with pytest.raises(CheckpointWriteError) as raised:
-        atomic_write(path, disk_full, error_type=CheckpointWriteError)
-    assert isinstance(raised.value, CheckpointError) and isinstance(raised.value, FileWriteError)
+    with pytest.raises(ToolWriteError) as raised:
+        atomic_write(path, disk_full, error_type=ToolWriteError)
+    assert isinstance(raised.value, ToolError) and isinstance(raised.value, FileWriteError)
     assert str(raised.value) == f"no space left on device while writing {path}"
 
 
@@ -132,8 +139,8 @@ def test_error_type_is_honoured(tmp_path):
 def test_error_type_is_honoured_by_every_writer(tmp_path, write, content):
     (tmp_path / "taken").write_text("a file, not a folder")
     path = tmp_path / "taken" / "x"
-    with pytest.raises(CheckpointWriteError, match=f"^cannot write to {re.escape(str(path))}: "):
-        write(content, path, error_type=CheckpointWriteError)
+    with pytest.raises(ToolWriteError, match=f"^cannot write to {re.escape(str(path))}: "):
+        write(content, path, error_type=ToolWriteError)
     assert names(tmp_path) == ["taken"]
 
 
@@ -222,32 +229,3 @@ def test_atomic_path_failed_rename_is_one_line(tmp_path, monkeypatch):
         temp.write_bytes(b"data")
     monkeypatch.undo()
     assert names(tmp_path) == []
-
-
-def test_feature_cache_build_is_atomic_and_cleans_its_temporary_files(tmp_path):
-    import torch
-
-    from visiontune.data.feature_cache import CACHE_FORMAT, _build_file
-
-    dataset = [(torch.full((3,), float(index)), index % 2) for index in range(6)]
-    options = {"batch_size": 2, "num_workers": 0, "progress": False, "name": "train"}
-    npy, meta = tmp_path / "train.npy", tmp_path / "train.json"
-    (tmp_path / ".train.npy.0a1b2c3d.tmp").write_bytes(b"x" * 100)  # left by a killed build
-    (tmp_path / "train.npy.tmp.npy").write_bytes(b"x" * 100)  # the temporary name of older versions
-    _build_file(lambda images: images[:, :2], dataset, npy, meta, "key-1", **options)
-    assert names(tmp_path) == ["train.json", "train.npy"]
-    assert np.load(npy).tolist() == [[index, index] for index in range(6)]
-    assert json.loads(meta.read_text(encoding="utf-8")) == {"key": "key-1", "rows": 6, "dim": 2, "skipped": [],
-                                                             "format": CACHE_FORMAT}
-    calls = []
-
-    def interrupted(images):
-        calls.append(len(images))
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return images[:, :2] + 100
-
-    with pytest.raises(KeyboardInterrupt):
-        _build_file(interrupted, dataset, npy, meta, "key-2", **options)
-    assert names(tmp_path) == ["train.npy"]  # no temporary file; no key: the cache is invalid, not half written
-    assert np.load(npy).tolist() == [[index, index] for index in range(6)]
