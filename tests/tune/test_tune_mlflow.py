@@ -17,8 +17,8 @@ from visiontune.config import load_config
 from visiontune.engine.hooks import HookBase
 from visiontune.engine.trainer import NonFiniteLossError
 from visiontune.tune import parse_space, tune
-from visiontune.tune.study import Search
 from visiontune.tune.tracking import REASON_TAG, RUN_ID_ATTR, STATE_TAG, TRIAL_TAG, study_run
+from visiontune.tune.types import Search
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")  # MLflow's SQL store
 

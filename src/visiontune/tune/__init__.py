@@ -8,8 +8,9 @@ study to MLflow (``train.trackers`` with ``mlflow``).
 
 from visiontune.tune.report import format_tune_summary
 from visiontune.tune.space import SPEC_SYNTAX, ParamSpec, parse_space, parse_spec
-from visiontune.tune.study import TuneResult, tune
+from visiontune.tune.study import tune
 from visiontune.tune.trials import TrialPruning
+from visiontune.tune.types import TuneResult
 
 __all__ = ["SPEC_SYNTAX", "ParamSpec", "TrialPruning", "TuneResult", "format_tune_summary", "parse_space",
            "parse_spec", "tune"]

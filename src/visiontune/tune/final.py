@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from visiontune.tune.space import apply_params
 from visiontune.tune.trials import run_training
+from visiontune.tune.types import Search, TuneResult
 from visiontune.utils import comm as dist_utils
 from visiontune.utils.files import atomic_write_json
 from visiontune.utils.plots import format_metric
 
 if TYPE_CHECKING:
     import optuna
-
-    from visiontune.tune.study import Search, TuneResult
 
 logger = logging.getLogger(__name__)
 

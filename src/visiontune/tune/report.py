@@ -14,7 +14,7 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -23,11 +23,9 @@ from visiontune.config import save_config
 from visiontune.report.figures import DPI, bar_chart
 from visiontune.report.html import Page, esc, fmt_number, img_tag, key_value_table, note, pre, table
 from visiontune.tune.space import ParamSpec, apply_params
+from visiontune.tune.types import Search, TuneResult
 from visiontune.utils.files import atomic_write_text
 from visiontune.utils.plots import figure_uri, format_metric, new_figure, style_axes
-
-if TYPE_CHECKING:
-    from visiontune.tune.study import Search, TuneResult
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,6 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +35,16 @@ from visiontune.config import Config, ConfigError, config_to_dict, save_config
 from visiontune.engine.hooks import HookBase
 from visiontune.engine.run_dir import new_run_dir, newest_run_dir
 from visiontune.tasks import create_task
-from visiontune.tune.space import ParamSpec, apply_params, check_space, grid_values, parse_space
-from visiontune.tune.tracking import StudyRun, study_run
-from visiontune.tune.trials import RunOutcome, TrialPruning, one_line, run_training, training_config
+from visiontune.tune.space import apply_params, check_space, grid_values, parse_space
+from visiontune.tune.tracking import study_run
+from visiontune.tune.trials import RunOutcome, TrialPruning, one_line, run_training
+from visiontune.tune.types import Search, TuneResult
 from visiontune.utils import comm as dist_utils
 from visiontune.utils.plots import format_metric
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RESUME_IGNORED_KEYS", "STUDY_FILE", "Search", "TuneResult", "counted_trials", "tune"]
+__all__ = ["RESUME_IGNORED_KEYS", "STUDY_FILE", "counted_trials", "tune"]
 
 STUDY_FILE = "study.db"
 RESUME_IGNORED_KEYS = ("tune.trials", "tune.timeout_s", "tune.final_seeds", "tune.resume", "device",
@@ -52,47 +52,6 @@ RESUME_IGNORED_KEYS = ("tune.trials", "tune.timeout_s", "tune.final_seeds", "tun
 """Keys that may change between the invocations of one study (how long it runs, where, how it prints)."""
 REASON, INTERRUPTED = "reason", "interrupted"
 """User attributes of failed trials: the one-line error, or why the trial never ended (not counted)."""
-
-
-@dataclass
-class Search:
-    """What one search runs: the config, the parsed space and the metric."""
-
-    config: Config
-    specs: list[ParamSpec]
-    metric_key: str
-    """``val_<metric>``, the objective (the best value of a run, as its ``best.pt``)."""
-    direction: str
-    """``maximize`` or ``minimize``."""
-    hooks: list[HookBase] = field(default_factory=list)
-    folder: Path = Path()
-    """The tune folder (set once chosen)."""
-    mlflow: StudyRun | None = None
-    """Rank 0, when ``train.trackers`` lists ``mlflow``: the study's MLflow run (:mod:`.tracking`)."""
-
-    @property
-    def train_config(self) -> Config:
-        return training_config(self.config, self.metric_key.removeprefix("val_"))
-
-
-@dataclass
-class TuneResult:
-    """What :func:`tune` returns (rank 0 has every field; other ranks the folder and the exit code)."""
-
-    folder: Path
-    metric_key: str
-    direction: str
-    resumed: bool = False
-    counts: dict[str, int] = field(default_factory=dict)
-    """``complete``, ``pruned``, ``failed`` (with a reason) and ``interrupted`` trials of the study."""
-    best_number: int | None = None
-    best_params: dict[str, Any] = field(default_factory=dict)
-    best_value: float | None = None
-    final: dict[str, Any] | None = None
-    """The content of ``final.json`` (``None``: ``tune.final_seeds=0`` or no completed trial)."""
-    wall_time_s: float = 0.0
-    exit_code: int = 0
-    """0, or 130 / 143 when SIGINT / SIGTERM stopped a run (the study continues with the same command)."""
 
 
 def _flat(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,11 +27,10 @@ from visiontune.engine.trackers import (
     mlflow_params,
     start_mlflow_run,
 )
+from visiontune.tune.types import Search, TuneResult
 
 if TYPE_CHECKING:
     import optuna
-
-    from visiontune.tune.study import Search, TuneResult
 
 logger = logging.getLogger(__name__)
 
