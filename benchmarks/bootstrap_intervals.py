@@ -24,7 +24,8 @@ from visiontune.data.coco_dataset import CocoInstanceDataset
 from visiontune.data.synthetic_coco import make_synthetic_coco, synthetic_images_dir
 from visiontune.evaluation.bootstrap import PerImageResults, bootstrap_intervals, full_sample_metrics
 from visiontune.evaluation.coco import CocoEvaluator
-from visiontune.evaluation.widerface import evaluate_widerface, load_widerface_ground_truth
+from visiontune.evaluation.widerface import evaluate_widerface
+from visiontune.evaluation.widerface_ground_truth import load_widerface_ground_truth
 
 
 def report(name: str, results: PerImageResults, reported: dict[str, float], resamples: int) -> None:

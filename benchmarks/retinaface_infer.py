@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from visiontune.config import load_config
-from visiontune.data.face_transforms import compute_eval_scale, resize_image, to_normalized_tensor
-from visiontune.data.widerface import load_bgr_image
+from visiontune.data.face_geometry import resize_image
+from visiontune.data.face_transforms import compute_eval_scale, to_normalized_tensor
+from visiontune.data.widerface_dataset import load_bgr_image
 from visiontune.tasks import create_task
 
 REPO = Path(__file__).resolve().parents[1]

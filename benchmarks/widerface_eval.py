@@ -20,13 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from visiontune.evaluation.widerface import (
-    WiderFaceGroundTruth,
-    evaluate_widerface,
-    load_widerface_ground_truth,
-    read_widerface_predictions,
-    write_widerface_predictions,
-)
+from visiontune.evaluation.widerface import evaluate_widerface
+from visiontune.evaluation.widerface_ground_truth import WiderFaceGroundTruth, load_widerface_ground_truth
+from visiontune.evaluation.widerface_predictions import read_widerface_predictions, write_widerface_predictions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GT_DIR = REPO_ROOT.parent / "shared" / "fixtures" / "widerface_gt"

@@ -51,11 +51,11 @@ def demo(work: Path) -> Path:
 
 def face_data(root: Path) -> None:
     """``root/{images,label.txt}``: the fixture photos and their official boxes in the RetinaFace layout."""
-    from visiontune.data.widerface import parse_official_annotations
+    from visiontune.data.widerface_annotations import read_annotations
 
     fixtures = SHARED / "retinaface"
     lines = []
-    for record in parse_official_annotations(fixtures / "wider_face_val_bbx_gt_subset.txt"):
+    for record in read_annotations(fixtures / "wider_face_val_bbx_gt_subset.txt", "official").records:
         image = root / "images" / record.relative_path
         image.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(fixtures / "images" / Path(record.relative_path).name, image)

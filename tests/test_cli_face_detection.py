@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from visiontune.cli import main
-from visiontune.evaluation.widerface import read_widerface_predictions
+from visiontune.evaluation.widerface_predictions import read_widerface_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = REPO / "configs" / "face_detection" / "retinaface_mobilenet025_finetune.yaml"

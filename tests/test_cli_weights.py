@@ -32,10 +32,10 @@ def _photos(folder: Path, fixtures_dir: Path) -> Path:
 def _wider_val(root: Path, fixtures_dir: Path) -> list:
     """``root`` laid out as the fine-tuning preset expects (``val/label.txt``, ``val/images/<event>/<file>``) with
     the 7 fixture WIDER val photos; the label file derived from ``wider_face_val_bbx_gt_subset.txt`` (x y w h)."""
-    from visiontune.data.widerface import parse_official_annotations
+    from visiontune.data.widerface_annotations import read_annotations
 
     retinaface = fixtures_dir / "retinaface"
-    records = parse_official_annotations(retinaface / "wider_face_val_bbx_gt_subset.txt")
+    records = read_annotations(retinaface / "wider_face_val_bbx_gt_subset.txt", "official").records
     lines = []
     for record in records:
         image = root / "val" / "images" / record.relative_path
@@ -58,11 +58,8 @@ def test_eval_released_weights_gives_the_reference_wider_ap(fixtures_dir: Path, 
     ``test_released_weights_give_the_reference_wider_ap``); results go to a new folder under ``<project>/<task>``."""
     from tests.tasks.test_face_detection_task import _reference_line
     from visiontune.config import load_config
-    from visiontune.evaluation.widerface import (
-        DIFFICULTIES,
-        evaluate_widerface,
-        load_widerface_ground_truth,
-    )
+    from visiontune.evaluation.widerface import evaluate_widerface
+    from visiontune.evaluation.widerface_ground_truth import DIFFICULTIES, load_widerface_ground_truth
     from visiontune.tasks import create_task
 
     weights = fixtures_dir / "retinaface" / "mobilenet0.25_Final.pth"

@@ -1,4 +1,5 @@
-"""Tests for visiontune.data.face_transforms: crop, photometric distortion, flip, pad, resize, composed transforms."""
+"""Tests for the face transforms: crop, flip, pad, resize (face_geometry), photometric distortion
+(face_photometric), the faces (face_instances) and the composed transforms (face_transforms)."""
 
 from __future__ import annotations
 
@@ -6,22 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from visiontune.data.face_transforms import (
-    BGR_MEAN,
-    FaceEvalTransform,
-    FaceInstances,
+from visiontune.data.face_geometry import BGR_MEAN, horizontal_flip, pad_to_square, random_square_crop, resize_image
+from visiontune.data.face_instances import FaceInstances
+from visiontune.data.face_photometric import (
     PhotometricParams,
-    RetinaFaceTrainTransform,
     apply_photometric,
     bgr_to_hsv,
-    compute_eval_scale,
-    horizontal_flip,
     hsv_to_bgr,
-    pad_to_square,
-    random_square_crop,
-    resize_image,
     sample_photometric_params,
 )
+from visiontune.data.face_transforms import FaceEvalTransform, RetinaFaceTrainTransform, compute_eval_scale
 
 
 def make_faces(boxes: list[list[float]], landmarks: list[list[list[float]]] | None = None) -> FaceInstances:

@@ -22,10 +22,11 @@ from visiontune.data.coco_check import check_coco_data
 from visiontune.data.coco_format import CocoFormatError, parse_coco_instances
 from visiontune.data.image_check import check_classification_sources, inspect_image
 from visiontune.data.sources import collect_images
-from visiontune.data.widerface import WiderFaceFormatError, parse_retinaface_labels
+from visiontune.data.widerface_annotations import read_annotations
 from visiontune.tasks.classification import ClassificationTask
 from visiontune.tasks.classification_predict import collect_prediction_inputs
 from visiontune.utils.image import EXIF_ORIENTATION
+from visiontune.utils.widerface_format import WiderFaceFormatError
 
 COLOURS = ((200, 30, 30), (30, 200, 30), (30, 30, 200))
 
@@ -321,7 +322,7 @@ def test_wider_value_beyond_float32_names_file_and_line(tmp_path: Path, line: st
     message = (f"{root / 'label.txt'}:4: '1e39' in a face line is outside the float32 range (|x| <= 3.4e38): it "
                "would become inf")
     with pytest.raises(WiderFaceFormatError) as raised:
-        parse_retinaface_labels(root / "label.txt")
+        read_annotations(root / "label.txt", "retinaface")
     assert str(raised.value) == message
     text, has_errors = face_check(root)
     assert has_errors and f"label.txt: error: {message}" in text and text.endswith("errors found")
@@ -329,7 +330,7 @@ def test_wider_value_beyond_float32_names_file_and_line(tmp_path: Path, line: st
 
 def test_wider_label_file_with_a_byte_order_mark_is_read(tmp_path: Path):
     root = wider_data(tmp_path, f"\ufeff# party/a.jpg\n{face_line()}\n# party/b.jpg\n".encode())
-    records = parse_retinaface_labels(root / "label.txt")
+    records = read_annotations(root / "label.txt", "retinaface").records
     assert [record.relative_path for record in records] == ["party/a.jpg", "party/b.jpg"]
     assert records[0].num_faces == 1
 
@@ -339,14 +340,14 @@ def test_wider_invalid_utf8_names_file_and_line(tmp_path: Path):
     message = (f"{root / 'label.txt'}:3: not UTF-8 text: byte 0xff at column 9 (invalid start byte); save the file "
                "as UTF-8")
     with pytest.raises(WiderFaceFormatError) as raised:
-        parse_retinaface_labels(root / "label.txt")
+        read_annotations(root / "label.txt", "retinaface")
     assert str(raised.value) == message and raised.value.line_number == 3
     text, has_errors = face_check(root)
     assert has_errors and message in text
 
 
 def test_wider_named_pipe_is_never_opened(tmp_path: Path):
-    from visiontune.data.widerface import WiderFaceDataset
+    from visiontune.data.widerface_dataset import WiderFaceDataset
 
     root = wider_data(tmp_path, f"# party/a.jpg\n{face_line()}\n# party/pipe.jpg\n".encode())
     pipe = root / "images" / "party" / "pipe.jpg"

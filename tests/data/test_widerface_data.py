@@ -1,4 +1,5 @@
-"""Tests for visiontune.data.widerface: the three annotation parsers, the dataset and collate_faces."""
+"""Tests for the WIDER FACE data: the three annotation layouts (visiontune.data.widerface_annotations), the dataset
+and collate_faces (visiontune.data.widerface_dataset)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,10 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from visiontune.data.face_transforms import FaceEvalTransform, RetinaFaceTrainTransform
-from visiontune.data.widerface import (
-    EXIF_ORIENTATION,
-    WiderFaceDataset,
-    WiderFaceFormatError,
-    collate_faces,
-    load_annotations,
-    load_bgr_image,
-    oriented_size,
-    parse_image_list,
-    parse_official_annotations,
-    parse_retinaface_labels,
-    read_annotations,
-)
+from visiontune.data.widerface_annotations import read_annotations
+from visiontune.data.widerface_dataset import WiderFaceDataset, collate_faces, load_bgr_image
+from visiontune.utils.image import EXIF_ORIENTATION, oriented_size
+from visiontune.utils.widerface_format import WiderFaceFormatError
 
 LANDMARKS_LINE = (
     "449 330 122 149 488.906 373.643 0.0 542.089 376.442 0.0 515.031 412.83 0.0 485.741 434.229 1.0 "
@@ -72,8 +64,8 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 def test_parse_retinaface_labels(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write(tmp_path, "label.txt", RETINAFACE_LABELS)
 
-    with caplog.at_level(logging.WARNING, logger="visiontune.data.widerface"):
-        records = parse_retinaface_labels(path)
+    with caplog.at_level(logging.WARNING, logger="visiontune.data.widerface_annotations"):
+        records = read_annotations(path, "retinaface").records
 
     assert [record.relative_path for record in records] == [
         "0--Parade/0_Parade_marchingband_1_849.jpg",
@@ -104,8 +96,8 @@ def test_parse_retinaface_labels(tmp_path: Path, caplog: pytest.LogCaptureFixtur
 def test_parse_official_annotations(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write(tmp_path, "wider_face_val_bbx_gt.txt", OFFICIAL_ANNOTATIONS)
 
-    with caplog.at_level(logging.WARNING, logger="visiontune.data.widerface"):
-        records = parse_official_annotations(path)
+    with caplog.at_level(logging.WARNING, logger="visiontune.data.widerface_annotations"):
+        records = read_annotations(path, "official").records
 
     assert [record.image_id for record in records] == [
         "0--Parade/0_Parade_marchingband_1_849",
@@ -135,7 +127,7 @@ def test_parse_official_annotations(tmp_path: Path, caplog: pytest.LogCaptureFix
 def test_parse_image_list(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write(tmp_path, "wider_val.txt", "# 0--Parade/a.jpg\n\n1--Handshaking/b.jpg\n/2--Demonstration/c.jpg\n")
     with caplog.at_level(logging.WARNING):
-        records = parse_image_list(path)
+        records = read_annotations(path, "list").records
     assert [record.relative_path for record in records] == [
         "0--Parade/a.jpg",
         "1--Handshaking/b.jpg",
@@ -165,7 +157,7 @@ def test_parse_image_list(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
 def test_parse_retinaface_labels_errors(tmp_path: Path, text: str, pattern: str) -> None:
     path = write(tmp_path, "label.txt", text)
     with pytest.raises(WiderFaceFormatError, match=pattern) as error:
-        parse_retinaface_labels(path)
+        read_annotations(path, "retinaface")
     assert isinstance(error.value, ValueError)
     assert str(error.value).startswith(f"{path}:")
 
@@ -195,23 +187,24 @@ def test_parse_retinaface_labels_errors(tmp_path: Path, text: str, pattern: str)
 def test_parse_official_annotations_errors(tmp_path: Path, text: str, pattern: str) -> None:
     path = write(tmp_path, "gt.txt", text)
     with pytest.raises(WiderFaceFormatError, match=pattern):
-        parse_official_annotations(path)
+        read_annotations(path, "official")
 
 
 def test_parse_image_list_errors(tmp_path: Path) -> None:
     path = write(tmp_path, "list.txt", "a/b.jpg\n1 2 3 4\n")
     with pytest.raises(WiderFaceFormatError, match=r"list\.txt:2: expected an image path, got '1 2 3 4'"):
-        parse_image_list(path)
+        read_annotations(path, "list")
     path = write(tmp_path, "list.txt", "a/b.jpg\n\n#\n")
     with pytest.raises(WiderFaceFormatError, match=r"list\.txt:3: expected an image path, got an empty one"):
-        parse_image_list(path)
+        read_annotations(path, "list")
 
 
 def test_read_annotations_counts_the_dropped_faces(tmp_path: Path) -> None:
     labels = read_annotations(write(tmp_path, "label.txt", RETINAFACE_LABELS), "retinaface")
     assert labels.dropped_lines == (6,) and labels.dropped_faces == 1
     assert [record.relative_path for record in labels.records] == [
-        record.relative_path for record in parse_retinaface_labels(tmp_path / "label.txt")]
+        "0--Parade/0_Parade_marchingband_1_849.jpg", "0--Parade/0_Parade_Parade_0_904.jpg",
+        "1--Handshaking/1_Handshaking_1.jpg"]
     assert labels.counts() == ("3 faces; 1 images without faces; 2 faces without landmarks; "
                                "1 degenerate boxes dropped (width or height <= 0)")
     official = read_annotations(write(tmp_path, "gt.txt", OFFICIAL_ANNOTATIONS), "official")
@@ -220,13 +213,13 @@ def test_read_annotations_counts_the_dropped_faces(tmp_path: Path) -> None:
     assert listed.dropped_faces == 0 and len(listed.records) == 2
 
 
-def test_load_annotations_rejects_unknown_format_and_missing_file(tmp_path: Path) -> None:
+def test_read_annotations_rejects_unknown_format_and_missing_file(tmp_path: Path) -> None:
     path = write(tmp_path, "label.txt", "# a.jpg\n")
     pattern = r"unknown WIDER FACE annotation format 'coco'; expected one of \('retinaface', 'official', 'list'\)"
     with pytest.raises(ValueError, match=pattern):
-        load_annotations(path, "coco")
+        read_annotations(path, "coco")
     with pytest.raises(FileNotFoundError, match=r"annotation file not found: .*nothing\.txt"):
-        load_annotations(tmp_path / "nothing.txt", "official")
+        read_annotations(tmp_path / "nothing.txt", "official")
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -403,7 +396,7 @@ def test_collate_faces_rejects_different_sizes() -> None:
 def test_official_subset_with_fixture_images(fixtures_dir: Path, tmp_path: Path) -> None:
     fixture = fixtures_dir / "retinaface"
     annotation_file = fixture / "wider_face_val_bbx_gt_subset.txt"
-    records = parse_official_annotations(annotation_file)
+    records = read_annotations(annotation_file, "official").records
     root = tmp_path / "images"
     for record in records:
         destination = root / record.relative_path

@@ -26,7 +26,8 @@ from visiontune.evaluation.bootstrap import (
 from visiontune.evaluation.classification import ClassificationEvaluator, ClassificationPerImage
 from visiontune.evaluation.coco import CocoEvaluator
 from visiontune.evaluation.face_detection import FaceDetectionEvaluator, FacePredictions
-from visiontune.evaluation.widerface import DIFFICULTIES, WiderFaceGroundTruth, evaluate_widerface
+from visiontune.evaluation.widerface import evaluate_widerface
+from visiontune.evaluation.widerface_ground_truth import DIFFICULTIES, WiderFaceGroundTruth
 
 
 def _classification(num_images: int, num_correct: int, num_classes: int = 4) -> ClassificationPerImage:

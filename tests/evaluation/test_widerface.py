@@ -13,18 +13,15 @@ import pytest
 import scipy.io
 
 from visiontune.evaluation.widerface import (
-    DIFFICULTIES,
-    WiderFaceFormatError,
-    WiderFaceGroundTruth,
     box_iou_inclusive,
     evaluate_widerface,
     landmark_nme,
-    load_widerface_ground_truth,
     plot_widerface_pr_curves,
-    read_widerface_predictions,
     voc_ap,
-    write_widerface_predictions,
 )
+from visiontune.evaluation.widerface_ground_truth import DIFFICULTIES, WiderFaceGroundTruth, load_widerface_ground_truth
+from visiontune.evaluation.widerface_predictions import read_widerface_predictions, write_widerface_predictions
+from visiontune.utils.widerface_format import WiderFaceFormatError
 
 LOGGER_NAME = "visiontune.evaluation.widerface"
 

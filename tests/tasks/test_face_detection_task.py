@@ -15,13 +15,14 @@ from torchvision.ops import box_iou
 from tests.helpers import evaluate_one_by_one
 from visiontune.config import load_config
 from visiontune.data.sources import collect_images
-from visiontune.data.widerface import WiderFaceRecord, collate_faces
+from visiontune.data.widerface import WiderFaceRecord
+from visiontune.data.widerface_dataset import collate_faces
 from visiontune.engine.loaders import ShardSampler, build_loader
 from visiontune.engine.trainer import run_evaluation
 from visiontune.evaluation import face_detection as face_evaluation_module
 from visiontune.evaluation.face_detection import FaceDetectionEvaluator, FacePredictions
-from visiontune.evaluation.widerface import read_widerface_predictions
 from visiontune.evaluation.widerface_ground_truth import widerface_image_key
+from visiontune.evaluation.widerface_predictions import read_widerface_predictions
 from visiontune.models.loading import WeightLoadError
 from visiontune.models.retinaface import RetinaFace
 from visiontune.tasks import create_task
@@ -313,10 +314,10 @@ def test_synchronize_keeps_each_image_once(monkeypatch):
 
 
 def test_official_ground_truth_metrics(fixtures_dir: Path, tmp_path: Path):
-    from visiontune.data.widerface import parse_official_annotations
-    from visiontune.evaluation.widerface import load_widerface_ground_truth
+    from visiontune.data.widerface_annotations import read_annotations
+    from visiontune.evaluation.widerface_ground_truth import load_widerface_ground_truth
 
-    records = parse_official_annotations(fixtures_dir / "retinaface" / "wider_face_val_bbx_gt_subset.txt")
+    records = read_annotations(fixtures_dir / "retinaface" / "wider_face_val_bbx_gt_subset.txt", "official").records
     ground_truth = load_widerface_ground_truth(fixtures_dir / "widerface_gt")
     evaluator = FaceDetectionEvaluator(records, ground_truth=ground_truth)
     evaluator.reset()
@@ -473,16 +474,13 @@ def test_released_weights_give_the_reference_wider_ap(fixtures_dir: Path, tmp_pa
     visiontune's; boxes: 4 of 2482 whole-pixel corners flip at a pixel edge), which moves a detection by at most one
     of the 1000 score thresholds; the observed difference is <= 4e-4. Decimal boxes move hard AP by ~1.5e-2.
     """
-    from visiontune.data.widerface import parse_official_annotations
-    from visiontune.evaluation.widerface import (
-        DIFFICULTIES,
-        evaluate_widerface,
-        load_widerface_ground_truth,
-    )
+    from visiontune.data.widerface_annotations import read_annotations
+    from visiontune.evaluation.widerface import evaluate_widerface
+    from visiontune.evaluation.widerface_ground_truth import DIFFICULTIES, load_widerface_ground_truth
 
     retinaface = fixtures_dir / "retinaface"
     gt_file = retinaface / "wider_face_val_bbx_gt_subset.txt"
-    records = parse_official_annotations(gt_file)
+    records = read_annotations(gt_file, "official").records
     assert len(records) == 7
     for record in records:
         (tmp_path / "images" / record.relative_path).parent.mkdir(parents=True, exist_ok=True)

@@ -22,17 +22,19 @@ import torch
 from torch import Tensor
 
 from visiontune.evaluation.widerface import (
-    DIFFICULTIES,
-    WiderFaceGroundTruth,
     WiderFacePerImage,
     WiderFaceResult,
     evaluate_widerface,
     landmark_nme,
     plot_widerface_pr_curves,
+)
+from visiontune.evaluation.widerface_ground_truth import DIFFICULTIES, WiderFaceGroundTruth, widerface_image_keys
+from visiontune.evaluation.widerface_predictions import (
+    NonFinitePredictionError,
+    check_box_mode,
+    wider_xywh,
     write_widerface_predictions,
 )
-from visiontune.evaluation.widerface_ground_truth import widerface_image_keys
-from visiontune.evaluation.widerface_predictions import NonFinitePredictionError, check_box_mode, wider_xywh
 from visiontune.utils.boxes import box_iou, xyxy_to_xywh
 from visiontune.utils.comm import all_gather_objects
 from visiontune.utils.files import atomic_write_json
@@ -166,7 +168,7 @@ class FaceDetectionEvaluator:
         NonFinitePredictionError: from :meth:`update`, when an image's detections hold NaN or infinite values.
 
     ``update`` takes the model outputs (one dict per image, pixels of the network input) and the targets of
-    :class:`~visiontune.data.widerface.WiderFaceDataset` (``image_id``, ``scale``).
+    :class:`~visiontune.data.widerface_dataset.WiderFaceDataset` (``image_id``, ``scale``).
     """
 
     def __init__(

@@ -45,32 +45,17 @@ from typing import ClassVar
 
 import numpy as np
 
-from visiontune.evaluation.widerface_ground_truth import (
-    DIFFICULTIES,
-    WiderFaceFormatError,
-    WiderFaceGroundTruth,
-    load_widerface_ground_truth,
-)
-from visiontune.evaluation.widerface_predictions import (
-    as_prediction_array,
-    read_widerface_predictions,
-    write_widerface_predictions,
-)
+from visiontune.evaluation.widerface_ground_truth import DIFFICULTIES, WiderFaceGroundTruth
+from visiontune.evaluation.widerface_predictions import as_prediction_array
 
 __all__ = [
-    "DIFFICULTIES",
-    "WiderFaceFormatError",
-    "WiderFaceGroundTruth",
     "WiderFacePerImage",
     "WiderFaceResult",
     "box_iou_inclusive",
     "evaluate_widerface",
     "landmark_nme",
-    "load_widerface_ground_truth",
     "plot_widerface_pr_curves",
-    "read_widerface_predictions",
     "voc_ap",
-    "write_widerface_predictions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -171,7 +156,8 @@ def evaluate_widerface(
     Args:
         predictions: ``"<event>/<image name without extension>"`` -> ``[N, 5]`` array ``x, y, w, h, score``
             in pixels (any order; empty arrays allowed). Missing images count as no detections.
-        ground_truth: from :func:`load_widerface_ground_truth` or built directly.
+        ground_truth: from
+            :func:`~visiontune.evaluation.widerface_ground_truth.load_widerface_ground_truth` or built directly.
         iou_threshold: minimum IoU (inclusive-pixel convention) for a match.
         num_thresholds: number of evenly spaced score thresholds of the PR curve.
 

@@ -19,15 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from visiontune.utils.widerface_format import WiderFaceFormatError
+
 DIFFICULTIES: tuple[str, ...] = ("easy", "medium", "hard")
 GROUND_TRUTH_FILE = "wider_face_val.mat"
 DIFFICULTY_FILES: dict[str, str] = {difficulty: f"wider_{difficulty}_val.mat" for difficulty in DIFFICULTIES}
 DEFAULT_EVENT = "images"
 """Event folder of image ids that have no folder component (official layout ``<event>/<image>``)."""
-
-
-class WiderFaceFormatError(ValueError):
-    """A WIDER FACE ground-truth or prediction file does not have the expected structure."""
 
 
 def split_image_id(image_id: str) -> tuple[str, str]:
@@ -198,7 +196,7 @@ def load_widerface_ground_truth(gt_dir: str | Path) -> WiderFaceGroundTruth:
         try:
             contents[file_name] = loadmat(str(path))
         except Exception as error:  # scipy raises several types for corrupt files
-            raise WiderFaceFormatError(f"{path}: not a readable MATLAB .mat file ({error})") from error
+            raise WiderFaceFormatError(path, None, f"not a readable MATLAB .mat file ({error})") from error
 
     main_path = gt_dir / GROUND_TRUTH_FILE
     main = contents[GROUND_TRUTH_FILE]
@@ -212,8 +210,8 @@ def load_widerface_ground_truth(gt_dir: str | Path) -> WiderFaceGroundTruth:
     boxes: list[np.ndarray] = []
     for event, names, event_boxes in zip(events, file_cells, box_cells):
         if len(names) != len(event_boxes):
-            raise WiderFaceFormatError(f"{main_path}: event {event!r} has {len(names)} entries in 'file_list' but "
-                                       f"{len(event_boxes)} in 'face_bbx_list'")
+            raise WiderFaceFormatError(main_path, None, f"event {event!r} has {len(names)} entries in 'file_list' but "
+                                                        f"{len(event_boxes)} in 'face_bbx_list'")
         for index, (name_cell, box_cell) in enumerate(zip(names, event_boxes)):
             name = _cell_string(name_cell, main_path, f"file_list of event {event!r}, image {index}")
             image_ids.append(f"{event}/{name}")
@@ -227,8 +225,8 @@ def load_widerface_ground_truth(gt_dir: str | Path) -> WiderFaceGroundTruth:
         masks: list[np.ndarray] = []
         for event, names, event_keep in zip(events, file_cells, keep_cells):
             if len(event_keep) != len(names):
-                raise WiderFaceFormatError(f"{path}: event {event!r} has {len(event_keep)} entries in 'gt_list', "
-                                           f"expected {len(names)} (one per image)")
+                raise WiderFaceFormatError(path, None, f"event {event!r} has {len(event_keep)} entries in 'gt_list', "
+                                                       f"expected {len(names)} (one per image)")
             for keep_cell in event_keep:
                 image_index = len(masks)
                 masks.append(_keep_mask(keep_cell, path, image_ids[image_index], len(boxes[image_index])))
@@ -240,33 +238,33 @@ def load_widerface_ground_truth(gt_dir: str | Path) -> WiderFaceGroundTruth:
 def _require(contents: Mapping[str, Any], key: str, path: Path) -> Any:
     if key not in contents:
         found = sorted(name for name in contents if not name.startswith("__"))
-        raise WiderFaceFormatError(f"{path}: missing key {key!r} (found keys: {found})")
+        raise WiderFaceFormatError(path, None, f"missing key {key!r} (found keys: {found})")
     return contents[key]
 
 
 def _cell_vector(value: Any, path: Path, what: str) -> list[Any]:
     """The elements of a MATLAB cell vector (loaded as an object array of shape [N, 1], [1, N] or [N])."""
     if not isinstance(value, np.ndarray) or value.dtype != object:
-        raise WiderFaceFormatError(f"{path}: {what} must be a MATLAB cell array, got "
-                                   f"{type(value).__name__} {getattr(value, 'dtype', '')}".rstrip())
+        raise WiderFaceFormatError(path, None, f"{what} must be a MATLAB cell array, got "
+                                               f"{type(value).__name__} {getattr(value, 'dtype', '')}".rstrip())
     if value.size == 0:
         return []
     if value.ndim > 2 or (value.ndim == 2 and min(value.shape) != 1):
-        raise WiderFaceFormatError(f"{path}: {what} must be a cell vector, got shape {value.shape}")
+        raise WiderFaceFormatError(path, None, f"{what} must be a cell vector, got shape {value.shape}")
     return list(value.reshape(-1))
 
 
 def _cell_string(value: Any, path: Path, what: str) -> str:
     array = np.asarray(value)
     if array.dtype.kind != "U" or array.size != 1 or not str(array.reshape(-1)[0]):
-        raise WiderFaceFormatError(f"{path}: {what} must be a non-empty string, got {value!r}")
+        raise WiderFaceFormatError(path, None, f"{what} must be a non-empty string, got {value!r}")
     return str(array.reshape(-1)[0])
 
 
 def _per_event_cells(contents: Mapping[str, Any], key: str, path: Path, events: Sequence[str]) -> list[list[Any]]:
     outer = _cell_vector(_require(contents, key, path), path, key)
     if len(outer) != len(events):
-        raise WiderFaceFormatError(f"{path}: {key!r} has {len(outer)} events, expected {len(events)}")
+        raise WiderFaceFormatError(path, None, f"{key!r} has {len(outer)} events, expected {len(events)}")
     return [_cell_vector(cell, path, f"{key} of event {event!r}") for cell, event in zip(outer, events)]
 
 
@@ -275,8 +273,8 @@ def _cell_boxes(value: Any, path: Path, image_id: str) -> np.ndarray:
     if array.size == 0:
         return np.zeros((0, 4), dtype=np.float64)
     if array.dtype.kind not in "iuf" or array.ndim != 2 or array.shape[1] != 4:
-        raise WiderFaceFormatError(f"{path}: 'face_bbx_list' of image {image_id!r} must be a numeric [G, 4] "
-                                   f"matrix (x, y, w, h), got dtype {array.dtype} and shape {array.shape}")
+        raise WiderFaceFormatError(path, None, f"'face_bbx_list' of image {image_id!r} must be a numeric [G, 4] "
+                                               f"matrix (x, y, w, h), got dtype {array.dtype} and shape {array.shape}")
     return array.astype(np.float64)
 
 
@@ -286,17 +284,17 @@ def _keep_mask(value: Any, path: Path, image_id: str, num_boxes: int) -> np.ndar
     if indices.size == 0:
         return mask
     if indices.dtype.kind not in "iuf" or (indices.ndim == 2 and min(indices.shape) != 1) or indices.ndim > 2:
-        raise WiderFaceFormatError(f"{path}: 'gt_list' of image {image_id!r} must be a numeric vector of 1-based "
-                                   f"face indices, got dtype {indices.dtype} and shape {indices.shape}")
+        raise WiderFaceFormatError(path, None, f"'gt_list' of image {image_id!r} must be a numeric vector of 1-based "
+                                               f"face indices, got dtype {indices.dtype} and shape {indices.shape}")
     flat = indices.reshape(-1).astype(np.float64)
     out_of_range = (flat != np.round(flat)) | (flat < 1) | (flat > num_boxes)
     if out_of_range.any():
-        raise WiderFaceFormatError(f"{path}: 'gt_list' of image {image_id!r} has index {flat[out_of_range][0]:g}; "
-                                   f"expected integers in 1..{num_boxes} (the image has {num_boxes} faces)")
+        raise WiderFaceFormatError(path, None, f"'gt_list' of image {image_id!r} has index {flat[out_of_range][0]:g}; "
+                                               f"expected integers in 1..{num_boxes} (the image has {num_boxes} faces)")
     positions = flat.astype(np.int64) - 1
     if len(np.unique(positions)) != len(positions):
-        raise WiderFaceFormatError(f"{path}: 'gt_list' of image {image_id!r} lists a face more than once: "
-                                   f"{sorted((positions + 1).tolist())}")
+        raise WiderFaceFormatError(path, None, f"'gt_list' of image {image_id!r} lists a face more than once: "
+                                               f"{sorted((positions + 1).tolist())}")
     mask[positions] = True
     return mask
 
@@ -310,13 +308,13 @@ def _check_same_images(contents: Mapping[str, Any], path: Path, events: Sequence
         if own_events != list(events):
             mismatch = next((index for index, (a, b) in enumerate(zip(own_events, events)) if a != b),
                             min(len(own_events), len(events)))
-            raise WiderFaceFormatError(f"{path}: 'event_list' differs from {GROUND_TRUTH_FILE} at event {mismatch} "
-                                       f"({len(own_events)} events here, {len(events)} there)")
+            raise WiderFaceFormatError(path, None, f"'event_list' differs from {GROUND_TRUTH_FILE} at event {mismatch} "
+                                                   f"({len(own_events)} events here, {len(events)} there)")
     if "file_list" in contents:
         own_files = _per_event_cells(contents, "file_list", path, events)
         for event, own, expected in zip(events, own_files, file_cells):
             own_names = [_cell_string(cell, path, f"file_list of event {event!r}") for cell in own]
             expected_names = [_cell_string(cell, path, f"file_list of event {event!r}") for cell in expected]
             if own_names != expected_names:
-                raise WiderFaceFormatError(f"{path}: 'file_list' of event {event!r} differs from "
-                                           f"{GROUND_TRUTH_FILE}")
+                raise WiderFaceFormatError(path, None, f"'file_list' of event {event!r} differs from "
+                                                       f"{GROUND_TRUTH_FILE}")

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from visiontune.evaluation.widerface_ground_truth import WiderFaceFormatError, split_image_id
+from visiontune.evaluation.widerface_ground_truth import split_image_id
 from visiontune.utils.paths import safe_output_names
+from visiontune.utils.widerface_format import WiderFaceFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -135,11 +136,11 @@ def read_widerface_predictions(pred_dir: str | Path) -> dict[str, np.ndarray]:
     predictions: dict[str, np.ndarray] = {}
     for event_dir in sorted(_visible_entries(pred_dir)):
         if not event_dir.is_dir():
-            raise WiderFaceFormatError(f"{event_dir}: unexpected file in the prediction folder; expected one "
-                                       "folder per event holding <image>.txt files")
+            raise WiderFaceFormatError(event_dir, None, "unexpected file in the prediction folder; expected one "
+                                                        "folder per event holding <image>.txt files")
         for path in sorted(_visible_entries(event_dir)):
             if not path.is_file() or path.suffix != ".txt":
-                raise WiderFaceFormatError(f"{path}: unexpected entry; expected <image>.txt prediction files")
+                raise WiderFaceFormatError(path, None, "unexpected entry; expected <image>.txt prediction files")
             predictions[f"{event_dir.name}/{path.stem}"] = read_prediction_file(path)
     logger.debug("read WIDER FACE predictions for %d images from %s", len(predictions), pred_dir)
     return predictions
@@ -157,34 +158,34 @@ def read_prediction_file(path: str | Path) -> np.ndarray:
     while lines and not lines[-1].strip():
         lines.pop()
     if len(lines) < 2:
-        raise WiderFaceFormatError(f"{path}: expected the image name on line 1 and the box count on line 2, "
-                                   f"got {len(lines)} line(s)")
+        raise WiderFaceFormatError(path, None, f"expected the image name on line 1 and the box count on line 2, "
+                                               f"got {len(lines)} line(s)")
     named = lines[0].strip().replace("\\", "/").rsplit("/", 1)[-1]
     extension = Path(named).suffix
     stem = named[: -len(extension)] if extension.lower() in IMAGE_EXTENSIONS else named
     if stem != path.stem:
-        raise WiderFaceFormatError(f"{path}:1: image name {lines[0].strip()!r} does not match the file name "
-                                   f"{path.stem!r}")
+        raise WiderFaceFormatError(path, 1, f"image name {lines[0].strip()!r} does not match the file name "
+                                            f"{path.stem!r}")
     count_text = lines[1].strip()
     if not count_text.isdigit():
-        raise WiderFaceFormatError(f"{path}:2: expected the number of boxes (an integer >= 0), got {count_text!r}")
+        raise WiderFaceFormatError(path, 2, f"expected the number of boxes (an integer >= 0), got {count_text!r}")
     count = int(count_text)
     box_lines = lines[2:]
     if len(box_lines) != count:
-        raise WiderFaceFormatError(f"{path}:2: declares {count} boxes but the file has {len(box_lines)} box lines")
+        raise WiderFaceFormatError(path, 2, f"declares {count} boxes but the file has {len(box_lines)} box lines")
     boxes = np.zeros((count, 5), dtype=np.float64)
     for row, line in enumerate(box_lines):
         line_number = row + 3
         fields = line.split()
         if len(fields) != 5:
-            raise WiderFaceFormatError(f"{path}:{line_number}: expected 5 numbers 'x y w h score', "
-                                       f"got {len(fields)} field(s): {line!r}")
+            raise WiderFaceFormatError(path, line_number, f"expected 5 numbers 'x y w h score', "
+                                                          f"got {len(fields)} field(s): {line!r}")
         try:
             values = [float(field) for field in fields]
         except ValueError as error:
-            raise WiderFaceFormatError(f"{path}:{line_number}: not a number in {line!r}") from error
+            raise WiderFaceFormatError(path, line_number, f"not a number in {line!r}") from error
         if not all(np.isfinite(values)):
-            raise WiderFaceFormatError(f"{path}:{line_number}: NaN or infinite value in {line!r}")
+            raise WiderFaceFormatError(path, line_number, f"NaN or infinite value in {line!r}")
         boxes[row] = values
     return boxes
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from visiontune.data.widerface import read_annotations
+from visiontune.data.widerface_annotations import read_annotations
 from visiontune.report import figures
 from visiontune.report.html import esc, fmt_number, image_data_uri, img_tag, note, table
 from visiontune.report.run_files import RunFiles, read_csv_dicts

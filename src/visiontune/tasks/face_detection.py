@@ -2,7 +2,7 @@
 
 The task wires the RetinaFace components into the shared engine:
 
-* data: :class:`~visiontune.data.widerface.WiderFaceDataset` in the ``retinaface`` (``label.txt``), ``official``
+* data: :class:`~visiontune.data.widerface_dataset.WiderFaceDataset` in the ``retinaface`` (``label.txt``), ``official``
   (``wider_face_*_bbx_gt.txt``) or ``list`` layout; training uses the reference augmentation at
   ``data.image_size``, evaluation the original size (``face.origin_size``) or the reference 1600 / ``face.max_size``
   rescale, one image per batch unless every evaluated image has the same size.
@@ -32,19 +32,14 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from visiontune.config import Config
-from visiontune.data.face_transforms import FaceEvalTransform, FaceInstances, RetinaFaceTrainTransform
+from visiontune.data.face_instances import FaceInstances
+from visiontune.data.face_transforms import FaceEvalTransform, RetinaFaceTrainTransform
 from visiontune.data.sources import collect_images
 from visiontune.data.validation import read_utf8_text
-from visiontune.data.widerface import (
-    ANNOTATION_FORMATS,
-    WiderFaceDataset,
-    collate_faces,
-    faces_outside_images,
-    load_bgr_image,
-    read_annotations,
-)
+from visiontune.data.widerface_annotations import ANNOTATION_FORMATS, read_annotations
+from visiontune.data.widerface_dataset import WiderFaceDataset, collate_faces, faces_outside_images, load_bgr_image
 from visiontune.evaluation.face_detection import FaceDetectionEvaluator, FacePredictions
-from visiontune.evaluation.widerface import WiderFaceGroundTruth, load_widerface_ground_truth
+from visiontune.evaluation.widerface_ground_truth import WiderFaceGroundTruth, load_widerface_ground_truth
 from visiontune.models.loading import LoadReport, load_weights_with_report, read_weights
 from visiontune.models.parts import ModelParts
 from visiontune.models.retinaface import (
