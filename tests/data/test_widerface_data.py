@@ -351,6 +351,17 @@ def test_oriented_size_follows_the_exif_orientation(tmp_path: Path) -> None:
     assert oriented_size(tmp_path / "plain.png") == (20, 40)
 
 
+def test_load_bgr_image_scales_16_bit_images_and_names_an_undecodable_file(tmp_path: Path) -> None:
+    Image.fromarray(np.full((4, 6), 25700, dtype=np.uint16)).save(tmp_path / "deep.png")  # 25700 / 257 = 100
+    bgr = load_bgr_image(tmp_path / "deep.png")
+    assert bgr.shape == (4, 6, 3) and bgr.dtype == np.uint8 and np.all(bgr == 100)
+    Image.new("RGB", (3, 2), (10, 20, 30)).save(tmp_path / "colour.png")
+    assert load_bgr_image(tmp_path / "colour.png")[0, 0].tolist() == [30, 20, 10]
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=rf"cannot decode image {re.escape(str(tmp_path / 'broken.jpg'))}: "):
+        load_bgr_image(tmp_path / "broken.jpg")
+
+
 def test_dataset_missing_image_names_path_and_line(face_data: FaceData) -> None:
     root, labels, _ = face_data
     (root / "0--Parade" / "b.png").unlink()
