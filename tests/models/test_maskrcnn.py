@@ -16,11 +16,12 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from visiontune.data.coco_dataset import CocoInstanceDataset
 from visiontune.data.detection_transforms import collate_detection
 from visiontune.data.synthetic_coco import make_synthetic_coco, synthetic_images_dir
-from visiontune.models.loading import read_weights
+from visiontune.models.loading import LoadReport, read_weights
 from visiontune.models.maskrcnn import (
     PretrainedWeightsUnavailableError,
     create_maskrcnn,
     load_backbone_weights,
+    load_detector_weights,
 )
 from visiontune.utils import hub
 
@@ -130,6 +131,32 @@ def test_coco_init_from_a_local_file_reinitialises_the_predictors(
     assert model.backbone.body.layer2[0].conv1.weight.requires_grad
     with pytest.raises(ValueError, match="does not fit this Mask R-CNN .* same variant"):
         create_maskrcnn("v2", num_classes=5, init="coco", checkpoint=path)
+
+
+def test_maskrcnn_loaders_report_like_every_loader() -> None:
+    torch.manual_seed(0)
+    coco_like = create_maskrcnn("v1", num_classes=91, init="none", frozen_batchnorm=True).state_dict()
+    model = create_maskrcnn("v1", num_classes=5, init="none", frozen_batchnorm=True)
+    report = load_detector_weights(model, coco_like, source="coco.pth")
+    assert isinstance(report, LoadReport)
+    assert ("roi_heads.box_predictor.cls_score.weight", (91, 1024), (5, 1024)) in report.reinitialized
+    assert set(report.reinitialized_names) == PREDICTOR_KEYS and report.missing == []
+    assert len(report.loaded) == len(coco_like) - 6 and report.backbone_fraction == 1.0
+    heads = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.")  # conv5_mask too (same shape: loaded)
+    non_head = [key for key in report.loaded if not key.startswith(heads) and not key.endswith("num_batches_tracked")]
+    assert report.backbone_total == report.backbone_loaded == len(non_head)
+    assert report.as_dict() == {"source": "coco.pth", "loaded": len(coco_like) - 6,
+                                "reinitialized": report.reinitialized_names, "missing": [], "unexpected": [],
+                                "backbone_fraction": 1.0}
+    assert "load report for coco.pth:" in report.format() and "re-initialised      6" in report.format()
+
+    stages = {key.removeprefix("backbone.body."): value for key, value in coco_like.items()
+              if key.startswith("backbone.body.layer")}
+    partial = load_backbone_weights(model, stages, source="stages.pth")
+    stem = ["conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"]
+    assert partial.missing == [f"backbone.body.{key}" for key in stem]
+    assert (partial.backbone_loaded, partial.backbone_total) == (len(stages), len(stages) + len(stem))
+    assert partial.as_dict()["backbone_fraction"] == pytest.approx(len(stages) / (len(stages) + 5))
 
 
 def test_coco_init_without_network_explains_the_local_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -157,7 +157,7 @@ def test_retinaface_float16_safetensors_loads_with_the_conversion_in_its_report(
     report = load_retinaface_state_dict(create_retinaface("mobilenet0.25"), path)
     floats = [name for name, value in source.items() if value.is_floating_point()]
     assert sorted(report.converted) == sorted(f"{name} float16->float32" for name in floats)
-    assert f"{len(floats)} converted [{report.converted[0]}, " in str(report)
+    assert f"converted to the model's dtype {len(floats)} ['{report.converted[0]}', " in report.summary()
 
 
 def test_retinaface_inf_in_a_state_dict_is_refused():

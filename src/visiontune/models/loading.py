@@ -319,15 +319,37 @@ def check_tensors_fit(to_load: Mapping[str, torch.Tensor], target: Mapping[str, 
     return converted
 
 
+ShapeChange = tuple[str, tuple[int, ...], tuple[int, ...]]
+"""``(name, shape in the file, shape in the model)`` of a tensor left at the model's initialisation."""
+
+
+def _preview(items: list[str], limit: int = 5) -> str:
+    """`` ['a', 'b'] ...``: the first ``limit`` names (empty for none)."""
+    return f" {items[:limit]}{' ...' if len(items) > limit else ''}" if items else ""
+
+
 @dataclass
 class LoadReport:
-    """What happened to every tensor when loading weights into a model."""
+    """What happened to every tensor when loading weights into a model (or a part of it); every loader returns one.
+
+    Attributes:
+        source: Where the weights came from: a file path, a weights name, or ``"<state dict>"``.
+        loaded: Model keys that received a tensor.
+        reinitialized: ``(name, file shape, model shape)`` of tensors in both whose shapes differ (a head for another
+            class count); the model keeps its fresh initialisation.
+        missing: Model keys (within the loaded part) that received nothing.
+        unexpected: File keys that match nothing in the model.
+        skipped: File keys deliberately not loaded (an ImageNet classifier given for a backbone).
+        backbone_total: Non-head model tensors (``num_batches_tracked`` excepted); 0 when not counted.
+        backbone_loaded: How many of those received a tensor.
+    """
 
     source: str
     loaded: list[str] = field(default_factory=list)
-    reinitialized: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    reinitialized: list[ShapeChange] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
     backbone_total: int = 0
     backbone_loaded: int = 0
     converted: list[str] = field(default_factory=list)
@@ -339,10 +361,23 @@ class LoadReport:
 
     @property
     def backbone_fraction(self) -> float:
+        """``backbone_loaded / backbone_total`` (1.0 when nothing was counted)."""
         return self.backbone_loaded / self.backbone_total if self.backbone_total else 1.0
 
+    @property
+    def reinitialized_names(self) -> list[str]:
+        """The names of :attr:`reinitialized`."""
+        return [name for name, _, _ in self.reinitialized]
+
+    def count_backbone(self, model_keys: Iterable[str], is_head: Callable[[str], bool] = lambda name: False) -> None:
+        """Set :attr:`backbone_total` / :attr:`backbone_loaded` from the model's keys and :attr:`loaded`."""
+        loaded = set(self.loaded)
+        countable = [name for name in model_keys if not is_head(name) and not name.endswith("num_batches_tracked")]
+        self.backbone_total = len(countable)
+        self.backbone_loaded = sum(1 for name in countable if name in loaded)
+
     def format(self, limit: int = 5) -> str:
-        """Human-readable summary, a few names per category."""
+        """Human-readable summary, a few names per category (several lines)."""
 
         def names(items: list[Any]) -> str:
             shown = [item if isinstance(item, str) else f"{item[0]} {list(item[1])}->{list(item[2])}"
@@ -358,6 +393,8 @@ class LoadReport:
             f"  missing         {len(self.missing):5d}   {names(self.missing)}",
             f"  unexpected      {len(self.unexpected):5d}   {names(self.unexpected)}",
         ]
+        if self.skipped:
+            lines.append(f"  skipped         {len(self.skipped):5d}   {names(self.skipped)}")
         if self.converted:
             lines.append(f"  converted       {len(self.converted):5d}   {names(self.converted)}"
                          "   (stored dtype -> the model's)")
@@ -367,14 +404,29 @@ class LoadReport:
                          "(model.mindspore_padding)")
         return "\n".join(lines)
 
+    def summary(self) -> str:
+        """One line with the counts and the first few keys of each non-empty category."""
+        parts = [f"loaded {len(self.loaded)}"]
+        for name, keys in (("missing", self.missing), ("unexpected", self.unexpected),
+                           ("re-initialised (shape differs)", self.reinitialized_names)):
+            parts.append(f"{name} {len(keys)}{_preview(keys)}")
+        if self.skipped:
+            parts.append(f"skipped {len(self.skipped)}{_preview(self.skipped)}")
+        if self.converted:
+            parts.append(f"converted to the model's dtype {len(self.converted)}{_preview(self.converted)}")
+        return f"{self.source}: " + ", ".join(parts)
+
     def as_dict(self) -> dict[str, Any]:
+        """The report as stored in a checkpoint's ``meta`` and in ``run_info.json``: counts and the names that did
+        not load."""
         return {
             "source": self.source,
             "loaded": len(self.loaded),
-            "reinitialized": [name for name, _, _ in self.reinitialized],
+            "reinitialized": self.reinitialized_names,
             "missing": list(self.missing),
             "unexpected": list(self.unexpected),
             "backbone_fraction": self.backbone_fraction,
+            **({"skipped": list(self.skipped)} if self.skipped else {}),
             **({"converted": list(self.converted)} if self.converted else {}),
             **({"mindspore_padding": self.mindspore_padding} if self.mindspore_padding else {}),
         }
@@ -415,11 +467,9 @@ def load_weights_with_report(
         else:
             to_load[name] = tensor
     report.loaded = sorted(to_load)
-    reinit_names = {name for name, _, _ in report.reinitialized}
+    reinit_names = set(report.reinitialized_names)
     report.missing = [name for name in target if name not in to_load and name not in reinit_names]
-    countable = [name for name in target if not is_head(name) and not name.endswith("num_batches_tracked")]
-    report.backbone_total = len(countable)
-    report.backbone_loaded = sum(1 for name in countable if name in to_load)
+    report.count_backbone(target, is_head)
     if report.backbone_fraction < min_loaded_fraction:
         raise WeightLoadError(
             f"only {report.backbone_loaded}/{report.backbone_total} ({100 * report.backbone_fraction:.1f}%) of the "

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,13 +33,12 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from visiontune.models.loading import WeightLoadError, check_tensors_fit, read_weights, strip_prefixes
+from visiontune.models.loading import LoadReport, WeightLoadError, check_tensors_fit, read_weights, strip_prefixes
 from visiontune.utils import hub
 
 __all__ = [
     "MaskPastingTransform",
     "PretrainedWeightsUnavailableError",
-    "StateDictLoadReport",
     "create_maskrcnn",
     "drop_preset_weights",
     "freeze_backbone_layers",
@@ -66,40 +64,6 @@ _COCO_WEIGHTS = {"v1": MaskRCNN_ResNet50_FPN_Weights.COCO_V1, "v2": MaskRCNN_Res
 
 class PretrainedWeightsUnavailableError(WeightLoadError, RuntimeError):
     """Pretrained weights could not be fetched (no network, no cached file); the CLI reports it as a load error."""
-
-
-@dataclass
-class StateDictLoadReport:
-    """What happened when a state dict was loaded into (part of) a model.
-
-    Attributes:
-        source: Where the state dict came from (a path or a weights name).
-        loaded: Model keys that received a tensor.
-        missing: Model keys (within the loaded part) that the state dict lacks.
-        unexpected: State-dict keys that match nothing in the model.
-        reinitialized: Keys present in both whose shapes differ; the model keeps its fresh initialisation.
-        converted: ``"key float16->float32"``: tensors stored with another dtype of the same kind, converted to the
-            model's (:func:`~visiontune.models.loading.check_tensors_fit`).
-    """
-
-    source: str
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    reinitialized: list[str] = field(default_factory=list)
-    converted: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """One line with the counts and the first few keys of each non-empty category."""
-        parts = [f"loaded {len(self.loaded)}"]
-        for name, keys in (("missing", self.missing), ("unexpected", self.unexpected),
-                           ("re-initialised (shape differs)", self.reinitialized)):
-            shown = f" {keys[:5]}{' ...' if len(keys) > 5 else ''}" if keys else ""
-            parts.append(f"{name} {len(keys)}{shown}")
-        if self.converted:
-            parts.append(f"converted to the model's dtype {len(self.converted)} {self.converted[:5]}"
-                         f"{' ...' if len(self.converted) > 5 else ''}")
-        return f"{self.source}: " + ", ".join(parts)
 
 
 def paste_masks(mask_probabilities: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -204,7 +168,7 @@ def freeze_backbone_layers(model: MaskRCNN, trainable_layers: int) -> None:
 
 def load_backbone_weights(
     model: MaskRCNN, state_dict: Mapping[str, torch.Tensor], *, source: str = "state dict"
-) -> StateDictLoadReport:
+) -> LoadReport:
     """Copy an ImageNet ResNet-50 state dict into the detector's backbone (``backbone.body.*``).
 
     Accepted key names: torchvision's and timm's ResNet-50 (both use ``conv1.weight``, ``bn1.*``,
@@ -225,7 +189,7 @@ def load_backbone_weights(
             ``WeightValuesError`` for integer tensors in floating-point weights or NaN / inf values.
     """
     body_state = model.backbone.body.state_dict()
-    report = StateDictLoadReport(source=source)
+    report = LoadReport(source=source)
     mismatched = []
     to_load = {}
     for key, tensor in strip_prefixes(state_dict).items():
@@ -252,12 +216,13 @@ def load_backbone_weights(
     model.backbone.body.load_state_dict(to_load, strict=False)
     report.loaded = [_BACKBONE_PREFIX + key for key in to_load]
     report.missing = [_BACKBONE_PREFIX + key for key in body_state if key not in to_load]
+    report.count_backbone(_BACKBONE_PREFIX + key for key in body_state)
     return report
 
 
 def load_detector_weights(
     model: MaskRCNN, state_dict: Mapping[str, torch.Tensor], *, source: str = "state dict"
-) -> StateDictLoadReport:
+) -> LoadReport:
     """Load a full Mask R-CNN state dict, re-initialising the class-specific predictors if their shapes differ.
 
     Tensors of the box and mask predictors (``roi_heads.box_predictor.*``, ``roi_heads.mask_predictor.*``)
@@ -278,7 +243,7 @@ def load_detector_weights(
             weights or NaN / inf values.
     """
     model_state = model.state_dict()
-    report = StateDictLoadReport(source=source)
+    report = LoadReport(source=source)
     problems = []
     to_load = {}
     for key, tensor in strip_prefixes(state_dict).items():
@@ -288,16 +253,18 @@ def load_detector_weights(
             continue
         if tuple(tensor.shape) != tuple(model_state[key].shape):
             if key.startswith(_PREDICTOR_PREFIXES):
-                report.reinitialized.append(key)
+                report.reinitialized.append((key, tuple(tensor.shape), tuple(model_state[key].shape)))
             else:
                 problems.append(f"{key}: file {tuple(tensor.shape)} vs model {tuple(model_state[key].shape)}")
             continue
         to_load[key] = tensor
     report.loaded = list(to_load)
+    reinitialized = set(report.reinitialized_names)
     report.missing = [
         key for key in model_state
-        if key not in to_load and key not in report.reinitialized and not key.endswith("num_batches_tracked")
+        if key not in to_load and key not in reinitialized and not key.endswith("num_batches_tracked")
     ]
+    report.count_backbone(model_state, lambda key: key.startswith(_PREDICTOR_PREFIXES))
     if problems or report.unexpected or report.missing:
         raise ValueError(
             f"{source}: does not fit this Mask R-CNN ({len(report.missing)} missing, {len(report.unexpected)} "
@@ -322,7 +289,7 @@ def load_initial_weights(
     *,
     checkpoint: str | Path | None = None,
     backbone_checkpoint: str | Path | None = None,
-) -> StateDictLoadReport | None:
+) -> LoadReport | None:
     """Load the initial weights that ``init`` asks for into a freshly built Mask R-CNN and log the report.
 
     ``"coco"``: a full Mask R-CNN state dict from ``checkpoint`` (else torchvision's COCO weights of ``variant``

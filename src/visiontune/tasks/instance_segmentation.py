@@ -57,7 +57,6 @@ from visiontune.evaluation.instance_segmentation import InstanceSegmentationEval
 from visiontune.models.maskrcnn import (
     InitMode,
     MaskRCNNVariant,
-    StateDictLoadReport,
     create_maskrcnn,
     drop_preset_weights,
     load_initial_weights,
@@ -98,12 +97,6 @@ class _PredictItem:
     path: Path
     file_name: str
     output_name: PurePosixPath | Path
-
-
-def _report_as_dict(report: StateDictLoadReport) -> dict[str, Any]:
-    """A checkpoint-friendly summary of a load report (counts and the keys that did not load)."""
-    return {"source": report.source, "loaded": len(report.loaded), "missing": list(report.missing),
-            "unexpected": list(report.unexpected), "reinitialized": list(report.reinitialized)}
 
 
 class InstanceSegmentationTask(Task):
@@ -315,7 +308,7 @@ class InstanceSegmentationTask(Task):
                                self.config.model.name)
                 self.meta.pop("load_report", None)
             else:
-                self.meta["load_report"] = _report_as_dict(report)
+                self.meta["load_report"] = report.as_dict()
         return model
 
     def model_parts(self, model: nn.Module) -> ModelParts:

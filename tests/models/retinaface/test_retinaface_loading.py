@@ -32,8 +32,9 @@ def test_load_reference_checkpoint_without_prefix(
     tiny_model: RetinaFace, reference_state_dict: dict[str, torch.Tensor], retinaface_dir: Path
 ) -> None:
     report = load_retinaface_state_dict(tiny_model, retinaface_dir / "mobilenet0.25_Final.pth")
-    assert report.loaded_keys == len(reference_state_dict) == 300
-    assert report.missing_keys == report.unexpected_keys == report.skipped_keys == []
+    assert len(report.loaded) == len(reference_state_dict) == 300
+    assert report.missing == report.unexpected == report.skipped == report.reinitialized == []
+    assert report.backbone_fraction == 1.0
     assert report.source.endswith("mobilenet0.25_Final.pth")
     _assert_model_holds(tiny_model, reference_state_dict)
 
@@ -45,7 +46,7 @@ def test_load_reference_checkpoint_with_module_prefix(
     path = tmp_path / "prefixed.pth"
     torch.save(prefixed, path)
     report = load_retinaface_state_dict(tiny_model, path)
-    assert report.loaded_keys == 300
+    assert len(report.loaded) == 300
     _assert_model_holds(tiny_model, reference_state_dict)
     # In-memory mapping, wrapped the way training scripts save checkpoints.
     model = create_retinaface("mobilenet0.25", checkpoint=None)
@@ -69,7 +70,9 @@ def test_strict_mismatch_raises_before_loading(
         load_retinaface_state_dict(tiny_model, incomplete)
     _assert_model_holds(tiny_model, before)
     report = load_retinaface_state_dict(tiny_model, incomplete, strict=False)
-    assert report.missing_keys == ["fpn.merge1.0.weight"] and report.unexpected_keys == ["extra.weight"]
+    assert report.missing == ["fpn.merge1.0.weight"] and report.unexpected == ["extra.weight"]
+    counted = [key for key in tiny_model.state_dict() if not key.endswith("num_batches_tracked")]
+    assert (report.backbone_total, report.backbone_loaded) == (len(counted), len(counted) - 1)
 
 
 def test_shape_mismatch_names_the_key(tiny_model: RetinaFace, reference_state_dict: dict[str, torch.Tensor]) -> None:
@@ -79,12 +82,15 @@ def test_shape_mismatch_names_the_key(tiny_model: RetinaFace, reference_state_di
         load_retinaface_state_dict(tiny_model, wrong)
 
 
-def test_other_num_classes_skips_class_head(reference_state_dict: dict[str, torch.Tensor]) -> None:
+def test_other_num_classes_reinitialises_the_class_head(reference_state_dict: dict[str, torch.Tensor]) -> None:
     model = create_retinaface("mobilenet0.25", num_classes=3)
     report = load_retinaface_state_dict(model, reference_state_dict)
-    assert report.skipped_keys == [f"ClassHead.{level}.conv1x1.{name}" for level in range(3)
-                                   for name in ("weight", "bias")]
-    assert report.missing_keys == []
+    assert report.reinitialized_names == [f"ClassHead.{level}.conv1x1.{name}" for level in range(3)
+                                          for name in ("weight", "bias")]
+    assert report.reinitialized[1] == ("ClassHead.0.conv1x1.bias", (4,), (6,))  # 2 anchors x 2 -> x 3 classes
+    assert report.missing == report.skipped == [] and len(report.loaded) == 294
+    assert report.as_dict()["reinitialized"] == report.reinitialized_names
+    assert "re-initialised (shape differs) 6 ['ClassHead.0.conv1x1.weight'," in report.summary()
     _assert_model_holds(model, {k: v for k, v in reference_state_dict.items() if not k.startswith("ClassHead.")})
 
 
@@ -96,8 +102,11 @@ def test_mobilenet_imagenet_backbone(retinaface_dir: Path) -> None:
     model = create_retinaface("mobilenet0.25")
     fpn_before = model.fpn.output1[0].weight.clone()
     report = load_backbone_state_dict(model.body, path)
-    assert report.skipped_keys == ["fc.weight", "fc.bias"]
-    assert report.loaded_keys == len(model.body.state_dict()) == 162
+    assert report.skipped == ["fc.weight", "fc.bias"] and report.unexpected == []
+    assert len(report.loaded) == len(model.body.state_dict()) == 162
+    assert report.summary().endswith("loaded 162, missing 0, unexpected 0, re-initialised (shape differs) 0, "
+                                      "skipped 2 ['fc.weight', 'fc.bias']")
+    assert report.as_dict()["skipped"] == ["fc.weight", "fc.bias"]
     _assert_model_holds(model.body, {k: v for k, v in backbone_weights.items() if not k.startswith("fc.")})
     assert torch.equal(model.fpn.output1[0].weight, fpn_before)
     factory_model = create_retinaface("mobilenet0.25", backbone_checkpoint=path)
@@ -117,7 +126,7 @@ def test_resnet50_imagenet_backbone_torchvision_and_timm(tmp_path: Path) -> None
     torchvision_path = tmp_path / "resnet50_torchvision.pth"
     torch.save(imagenet, torchvision_path)
     report = load_backbone_state_dict(model.body, torchvision_path)
-    assert report.skipped_keys == ["fc.weight", "fc.bias"] and report.missing_keys == []
+    assert report.skipped == ["fc.weight", "fc.bias"] and report.missing == []
     _assert_model_holds(model.body, {k: v for k, v in imagenet.items() if not k.startswith("fc.")})
 
     # timm checkpoints are usually safetensors files.
@@ -125,7 +134,7 @@ def test_resnet50_imagenet_backbone_torchvision_and_timm(tmp_path: Path) -> None
     timm_path = tmp_path / "resnet50_timm.safetensors"
     save_file(timm_weights, str(timm_path))
     report = load_backbone_state_dict(model.body, timm_path)
-    assert sorted(report.skipped_keys) == ["fc.bias", "fc.weight"] and report.missing_keys == []
+    assert sorted(report.skipped) == ["fc.bias", "fc.weight"] and report.missing == []
     assert torch.equal(model.body.layer4[2].conv3.weight, timm_weights["layer4.2.conv3.weight"])
 
 

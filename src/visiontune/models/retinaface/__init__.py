@@ -14,7 +14,6 @@ from visiontune.models.retinaface.factory import (
     list_retinaface_backbones,
 )
 from visiontune.models.retinaface.loading import (
-    StateDictLoadReport,
     convert_reference_state_dict,
     load_backbone_state_dict,
     load_retinaface_state_dict,
@@ -43,7 +42,6 @@ __all__ = [
     "RetinaFaceBackbone",
     "RetinaFaceLoss",
     "RetinaFacePostprocessConfig",
-    "StateDictLoadReport",
     "convert_reference_state_dict",
     "count_priors",
     "create_retinaface",

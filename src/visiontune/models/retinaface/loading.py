@@ -2,19 +2,26 @@
 
 The pieces are separable so that a generic loader can reuse them: :func:`read_state_dict` (file or mapping ->
 ``dict[str, Tensor]``), :func:`convert_reference_state_dict` (reference keys -> visiontune keys) and the two
-``load_*`` functions that check keys and shapes before touching the model and return a :class:`StateDictLoadReport`.
+``load_*`` functions that check keys and shapes before touching the model and return the load report every loader
+returns (:class:`~visiontune.models.loading.LoadReport`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from os import PathLike, fspath
 
 from torch import Tensor, nn
 
-from visiontune.models.loading import check_tensors_fit, read_weights, select_state_dict, strip_prefixes
+from visiontune.models.loading import (
+    LoadReport,
+    ShapeChange,
+    check_tensors_fit,
+    read_weights,
+    select_state_dict,
+    strip_prefixes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -22,36 +29,6 @@ CLASSIFIER_PREFIXES: tuple[str, ...] = ("fc.",)
 """Keys of the ImageNet classifier in backbone checkpoints (MobileNetV1 pretrain file, torchvision/timm ResNet)."""
 
 StateDictSource = str | PathLike[str] | Mapping[str, Tensor]
-
-
-@dataclass
-class StateDictLoadReport:
-    """What a load did.
-
-    Attributes:
-        source: file path, or ``"<state dict>"`` for an in-memory mapping.
-        loaded_keys: number of tensors copied into the model.
-        missing_keys: model keys the checkpoint lacked (left at their current values).
-        unexpected_keys: checkpoint keys the model does not have (ignored).
-        skipped_keys: checkpoint keys deliberately not loaded (a classifier, or a class head whose shape differs
-            because ``num_classes`` differs).
-        converted: ``"name float16->float32"``: tensors stored with another dtype of the same kind, converted to
-            the model's (:func:`~visiontune.models.loading.check_tensors_fit`).
-    """
-
-    source: str
-    loaded_keys: int = 0
-    missing_keys: list[str] = field(default_factory=list)
-    unexpected_keys: list[str] = field(default_factory=list)
-    skipped_keys: list[str] = field(default_factory=list)
-    converted: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        converted = f", {len(self.converted)} converted {_preview(self.converted)}" if self.converted else ""
-        return (
-            f"{self.source}: loaded {self.loaded_keys} tensors, {len(self.missing_keys)} missing, "
-            f"{len(self.unexpected_keys)} unexpected, {len(self.skipped_keys)} skipped{converted}"
-        )
 
 
 def describe_source(source: StateDictSource) -> str:
@@ -91,18 +68,24 @@ def _load_checked(
     state_dict: dict[str, Tensor],
     *,
     source: str,
-    skipped_keys: list[str],
+    reinitialized: list[ShapeChange] | None = None,
+    skipped: list[str] | None = None,
     strict: bool,
-) -> StateDictLoadReport:
+) -> LoadReport:
     """Check keys, shapes, dtypes and values (:func:`~visiontune.models.loading.check_tensors_fit`) of ``state_dict``
-    against ``module`` and load it; raises before loading anything."""
+    against ``module`` and load it; raises before loading anything.
+
+    ``reinitialized`` (a class head of another shape) and ``skipped`` (a classifier) were taken out of
+    ``state_dict`` by the caller; they are reported, not counted as missing."""
     expected = module.state_dict()
     for key, value in state_dict.items():
         if key in expected and expected[key].shape != value.shape:
             raise ValueError(
                 f"{source}: {key!r} has shape {list(value.shape)} but the model expects {list(expected[key].shape)}"
             )
-    missing = [key for key in expected if key not in state_dict and key not in skipped_keys]
+    report = LoadReport(source=source, reinitialized=list(reinitialized or []), skipped=list(skipped or []))
+    left_out = set(report.reinitialized_names)
+    missing = [key for key in expected if key not in state_dict and key not in left_out]
     unexpected = [key for key in state_dict if key not in expected]
     if strict and (missing or unexpected):
         raise ValueError(
@@ -110,17 +93,11 @@ def _load_checked(
             f"{_preview(missing)}, {len(unexpected)} unexpected keys {_preview(unexpected)}"
         )
     to_load = {key: value for key, value in state_dict.items() if key in expected}
-    converted = check_tensors_fit(to_load, expected, source=source)
+    report.converted = check_tensors_fit(to_load, expected, source=source)
     module.load_state_dict(to_load, strict=False)
-    report = StateDictLoadReport(
-        source=source,
-        loaded_keys=len(state_dict) - len(unexpected),
-        missing_keys=missing,
-        unexpected_keys=unexpected,
-        skipped_keys=skipped_keys,
-        converted=converted,
-    )
-    logger.info("%s", report)
+    report.loaded, report.missing, report.unexpected = list(to_load), missing, unexpected
+    report.count_backbone(expected, lambda key: key in left_out)
+    logger.info("%s", report.summary())
     return report
 
 
@@ -131,7 +108,7 @@ def _preview(keys: list[str], limit: int = 8) -> str:
 
 def load_retinaface_state_dict(
     model: nn.Module, state_dict_or_path: StateDictSource, *, strict: bool = True
-) -> StateDictLoadReport:
+) -> LoadReport:
     """Load a full RetinaFace checkpoint (reference or visiontune) into ``model``.
 
     ``module.`` / ``_orig_mod.`` prefixes are removed. When the checkpoint's class head has a different shape
@@ -154,15 +131,16 @@ def load_retinaface_state_dict(
     arch = "retinaface_resnet50" if _has_resnet_body(model) else "retinaface_mobilenet025"  # for a MindFace .ckpt
     state_dict = convert_reference_state_dict(read_state_dict(state_dict_or_path, arch=arch))
     expected = model.state_dict()
-    skipped = [
-        key
+    reinitialized = [
+        (key, tuple(value.shape), tuple(expected[key].shape))
         for key, value in state_dict.items()
         if key.startswith("ClassHead.") and key in expected and expected[key].shape != value.shape
     ]
-    if skipped:
-        logger.info("%s: class head shape differs (num_classes changed); not loading %s", source, skipped)
-    kept = {key: value for key, value in state_dict.items() if key not in skipped}
-    return _load_checked(model, kept, source=source, skipped_keys=skipped, strict=strict)
+    names = [key for key, _, _ in reinitialized]
+    if names:
+        logger.info("%s: class head shape differs (num_classes changed); not loading %s", source, names)
+    kept = {key: value for key, value in state_dict.items() if key not in names}
+    return _load_checked(model, kept, source=source, reinitialized=reinitialized, strict=strict)
 
 
 def _has_resnet_body(model: nn.Module) -> bool:
@@ -171,7 +149,7 @@ def _has_resnet_body(model: nn.Module) -> bool:
 
 def load_backbone_state_dict(
     body: nn.Module, state_dict_or_path: StateDictSource, *, strict: bool = True
-) -> StateDictLoadReport:
+) -> LoadReport:
     """Load ImageNet weights into a RetinaFace body (``model.body``).
 
     Accepts the reference ``mobilenetV1X0.25_pretrain.tar`` (weights under ``state_dict``, keys prefixed
@@ -197,4 +175,4 @@ def load_backbone_state_dict(
     state_dict = read_state_dict(state_dict_or_path, arch="resnet50" if is_resnet else None)  # any ResNet-50 naming
     skipped = [key for key in state_dict if key.startswith(CLASSIFIER_PREFIXES)]
     kept = {key: value for key, value in state_dict.items() if key not in skipped}
-    return _load_checked(body, kept, source=source, skipped_keys=skipped, strict=strict)
+    return _load_checked(body, kept, source=source, skipped=skipped, strict=strict)
