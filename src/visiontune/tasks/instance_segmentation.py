@@ -26,12 +26,10 @@ The task wires the Mask R-CNN components into the shared engine:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -42,7 +40,7 @@ from torch.utils.data import Dataset
 from visiontune.config import Config, ModelConfig, load_config
 from visiontune.data.coco_check import check_coco_data
 from visiontune.data.coco_dataset import CocoInstanceDataset
-from visiontune.data.coco_format import CocoFormatError, parse_coco_instances
+from visiontune.data.coco_format import parse_coco_instances
 from visiontune.data.detection_transforms import (
     collate_detection,
     create_aspect_ratio_groups,
@@ -51,7 +49,6 @@ from visiontune.data.detection_transforms import (
 )
 from visiontune.data.samplers import imbalance_summary
 from visiontune.data.sources import collect_images
-from visiontune.data.validation import read_utf8_text
 from visiontune.evaluation.coco import results_to_coco_json
 from visiontune.evaluation.instance_segmentation import InstanceSegmentationEvaluator, with_category_ids
 from visiontune.models.maskrcnn import (
@@ -64,6 +61,12 @@ from visiontune.models.maskrcnn import (
 )
 from visiontune.models.parts import ModelParts
 from visiontune.tasks.base import DataCheck, Task, lookup_model_name, split_images_dir
+from visiontune.tasks.instance_segmentation_predict import (
+    PredictItem,
+    coco_prediction_source,
+    has_instances,
+    write_coco_results,
+)
 from visiontune.utils.drawing import draw_instances
 from visiontune.utils.image import open_rgb
 from visiontune.utils.image_tensors import rgb_to_tensor, tensor_to_rgb
@@ -88,15 +91,16 @@ _STRUCTURE_KEYS = ("variant", "frozen_batchnorm", "frozen_batchnorm_eps", "train
 _META_KEYS = ("class_names", "label_to_category", *_STRUCTURE_KEYS)
 
 
-@dataclass(frozen=True)
-class _PredictItem:
-    """One image of a prediction source: its id in ``results.json``, file, ``file_name`` in ``images.json`` and
-    overlay name (relative to ``overlays/``)."""
-
-    image_id: int
-    path: Path
-    file_name: str
-    output_name: PurePosixPath | Path
+def preset_model_config(config: Config) -> ModelConfig | None:
+    """The ``model`` section of the ``-c`` preset file of ``config`` alone (what the command line changed shows
+    against it), or None without a readable preset."""
+    preset = config.preset_file
+    if preset is None or not Path(preset).is_file():
+        return None
+    try:
+        return load_config(preset).model
+    except ValueError:
+        return None
 
 
 class InstanceSegmentationTask(Task):
@@ -234,7 +238,7 @@ class InstanceSegmentationTask(Task):
         """``(init, checkpoint, backbone_checkpoint)`` from the ``model`` section, checked for consistency."""
         model_config = self.config.model
         init = model_config.init
-        preset = self._preset_model_config()
+        preset = preset_model_config(self.config)
         checkpoint, backbone = drop_preset_weights(
             init, model_config.checkpoint, model_config.backbone_checkpoint,
             preset_init=preset.init if preset else None, preset_checkpoint=preset.checkpoint if preset else None,
@@ -256,17 +260,6 @@ class InstanceSegmentationTask(Task):
             raise ValueError("model.pretrained=true with model.init=none: choose model.init=coco (COCO detector) or "
                              "model.init=backbone (ImageNet ResNet-50)")
         return init, checkpoint, backbone
-
-    def _preset_model_config(self) -> ModelConfig | None:
-        """The ``model`` section of the ``-c`` preset file alone (what the command line changed shows against it), or
-        None without a readable preset."""
-        preset = self.config.preset_file
-        if preset is None or not Path(preset).is_file():
-            return None
-        try:
-            return load_config(preset).model
-        except ValueError:
-            return None
 
     def _structure(self, *, load_weights: bool) -> dict[str, Any]:
         """BatchNorm and freezing settings of the model: from the config for new weights, else from the meta."""
@@ -431,10 +424,11 @@ class InstanceSegmentationTask(Task):
         flattened, see :func:`~visiontune.utils.paths.safe_output_names`).
         """
         output_dir = Path(output_dir)
-        coco_source = self._coco_source(Path(source))
+        candidates = [self.images_root(train=False), self.images_root(train=True)] if self.config.data.root else []
+        coco_source = coco_prediction_source(Path(source), candidates, self.class_names)
         if coco_source is None:
             images = collect_images(source)
-            items = [_PredictItem(image_id, path, str(name), name) for image_id, (path, name)
+            items = [PredictItem(image_id, path, str(name), name) for image_id, (path, name)
                      in enumerate(zip(images, output_names(images, Path(source))), start=1)]
             dataset = None
         else:
@@ -444,7 +438,7 @@ class InstanceSegmentationTask(Task):
         output_dir.mkdir(parents=True, exist_ok=True)
         self.predict_metrics = {}
         evaluator = None
-        if dataset is not None and self._has_instances(dataset, source):
+        if dataset is not None and has_instances(dataset, source):
             evaluator = self.build_evaluator(dataset)
             evaluator.reset()
         label_to_category_id = self.label_to_category_id
@@ -472,7 +466,7 @@ class InstanceSegmentationTask(Task):
                 overlays.append(overlay_path)
         model.train(was_training)
         seconds = time.perf_counter() - started
-        written = self._write_results(output_dir, results, records)
+        written = write_coco_results(output_dir, results, records, self.meta["label_to_category"])
         vis_thresh = self.config.segmentation.vis_thresh
         logger.info("predicted %d images into %s: %d detections (%d at or above segmentation.vis_thresh=%.2f); "
                     "%.1f ms per image", len(items), output_dir, len(results),
@@ -482,60 +476,7 @@ class InstanceSegmentationTask(Task):
                                                      mask_thresh=self.config.segmentation.mask_thresh))
         return [*written, *overlays]
 
-    def _coco_source(self, path: Path) -> tuple[list[_PredictItem], CocoInstanceDataset | None] | None:
-        """The images of a COCO JSON source and, when it has ``annotations``, its evaluation dataset (the model's
-        categories, every image kept); None when ``path`` is not a ``.json`` file."""
-        if not path.is_file() or path.suffix.lower() != ".json":
-            return None
-        try:
-            raw = json.loads(read_utf8_text(path, "COCO file"))  # a byte-order mark is accepted
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path}: not a COCO JSON file ({error})") from error
-        entries = raw.get("images") if isinstance(raw, dict) else None
-        if not isinstance(entries, list) or not entries or not all(
-                isinstance(entry, dict) and "id" in entry and "file_name" in entry for entry in entries):
-            raise ValueError(f"{path}: expected a COCO file with a non-empty 'images' list of entries with 'id' and "
-                             "'file_name'")
-        root = self._coco_images_root(path, str(entries[0]["file_name"]))
-        if "annotations" not in raw:
-            logger.info("predicting the %d images of %s (no annotations: no metrics), images in %s", len(entries),
-                        path, root)
-            return [_PredictItem(int(entry["id"]), root / str(entry["file_name"]), str(entry["file_name"]),
-                                 PurePosixPath(str(entry["file_name"]))) for entry in entries], None
-        try:
-            dataset = CocoInstanceDataset(root, path, categories=self.class_names, empty_images="keep")
-        except CocoFormatError as error:
-            raise ValueError(f"{error} (a COCO prediction source is read with the model's categories "
-                             f"{self.class_names})") from error
-        logger.info("predicting the %d images of %s, images in %s", len(dataset), path, root)
-        items = []
-        for index in range(len(dataset)):
-            record = dataset.image_record(index)
-            items.append(_PredictItem(record.image_id, root / record.file_name, record.file_name,
-                                      PurePosixPath(record.file_name)))
-        return items, dataset
-
-    def _coco_images_root(self, path: Path, first_file: str) -> Path:
-        """The folder that holds ``first_file`` of the COCO source ``path`` (see :meth:`predict` for the order)."""
-        candidates = [self.images_root(train=False), self.images_root(train=True)] if self.config.data.root else []
-        candidates += [path.parent.parent / path.stem.removeprefix("instances_"), path.parent / "images", path.parent]
-        unique = list(dict.fromkeys(candidates))
-        for root in unique:
-            if (root / first_file).is_file():
-                return root
-        raise ValueError(f"{path}: image {first_file} not found in {', '.join(str(root) for root in unique)} "
-                         "(set data.root and data.val_images_dir)")
-
-    @staticmethod
-    def _has_instances(dataset: CocoInstanceDataset, source: str) -> bool:
-        """Whether the COCO source annotates any instance of the model's categories (else no metrics, warned)."""
-        annotations = dataset.annotations
-        if annotations.instances or annotations.crowd_instances:
-            return True
-        logger.warning("%s has no annotation of the model's categories %s: no metrics", source, dataset.class_names)
-        return False
-
-    def _predict_image(self, model: nn.Module, image: Image.Image, tensor: torch.Tensor, item: _PredictItem,
+    def _predict_image(self, model: nn.Module, image: Image.Image, tensor: torch.Tensor, item: PredictItem,
                        overlay_path: Path, *, device: torch.device) -> tuple[dict[str, torch.Tensor],
                                                                              list[dict[str, Any]]]:
         """Segment one image and draw its overlay: the model's output (on the CPU) and its COCO results (model
@@ -551,14 +492,3 @@ class InstanceSegmentationTask(Task):
                      sum(detection["score"] >= segmentation.vis_thresh for detection in detections),
                      segmentation.vis_thresh)
         return output, detections
-
-    def _write_results(self, output_dir: Path, results: list[dict[str, Any]],
-                       records: list[dict[str, Any]]) -> list[Path]:
-        """``results.json`` (COCO results) and ``images.json`` (the matching ``images`` / ``categories`` header)."""
-        results_path = output_dir / "results.json"
-        results_path.write_text(json.dumps(results), encoding="utf-8")
-        images_path = output_dir / "images.json"
-        categories = [{"id": int(entry["id"]), "name": entry["name"]} for entry in self.meta["label_to_category"]]
-        images_path.write_text(json.dumps({"images": records, "categories": categories, "annotations": []}, indent=1),
-                               encoding="utf-8")
-        return [results_path, images_path]
