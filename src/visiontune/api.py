@@ -405,9 +405,4 @@ def format_summary(summary: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def result_summary(result: TrainResult) -> dict[str, Any]:
-    return {"run_dir": str(result.run_dir), "best_metric": result.best_metric, "best_epoch": result.best_epoch,
-            "stop_reason": result.stop_reason}
-
-
-__all__ += ["config_to_dict", "format_summary", "metrics_table", "result_summary"]
+__all__ += ["config_to_dict", "format_summary", "metrics_table"]
