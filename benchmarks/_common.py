@@ -160,10 +160,10 @@ def trainer_epoch(trainer: Any) -> tuple[int, float]:
     images trained on and the seconds, device work included. Advances the epoch counter as ``fit`` does."""
     synchronize(trainer.device)
     started = time.perf_counter()
-    trainer.train_one_epoch()
+    trainer.train_epoch()
     synchronize(trainer.device)
     seconds = time.perf_counter() - started
-    images = int(getattr(trainer, "epoch_images", trainer.batches_per_epoch * trainer.config.data.batch_size))
+    images = trainer.storage.epoch_images
     trainer.state.epoch += 1
     trainer.state.batch_in_epoch = 0
     return images, seconds

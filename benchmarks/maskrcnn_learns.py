@@ -29,7 +29,8 @@ import torch
 
 from visiontune.config import load_config
 from visiontune.data.synthetic_coco import make_synthetic_coco
-from visiontune.engine.trainer import Hook, Trainer
+from visiontune.engine.hooks import HookBase
+from visiontune.engine.trainer import Trainer
 
 SAMPLING = ("{rpn_pre_nms_top_n_train: 300, rpn_post_nms_top_n_train: 100, rpn_batch_size_per_image: 64, "
             "box_batch_size_per_image: 16, rpn_pre_nms_top_n_test: 150, rpn_post_nms_top_n_test: 50}")
@@ -37,7 +38,7 @@ SAMPLING = ("{rpn_pre_nms_top_n_train: 300, rpn_post_nms_top_n_train: 100, rpn_b
 which runs on every positive ROI, dominates the cost of a step."""
 
 
-class LearningProbe(Hook):
+class LearningProbe(HookBase):
     """Evaluates the initial model before the first step and times every optimizer step."""
 
     def __init__(self, *, log_every: int = 0) -> None:
@@ -49,7 +50,7 @@ class LearningProbe(Hook):
     def before_step(self, trainer: Trainer) -> None:
         if self.before is None:
             self.before = trainer.evaluate()
-            trainer.train_model.train()
+            trainer.train_step.train_model.train()
 
     def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None:
         self.step_ends.append(time.perf_counter())

@@ -126,3 +126,96 @@ def test_each_package_imports_in_isolation(package):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, f"import visiontune.{package} failed on its own:\n{result.stderr[-3000:]}"
+
+
+# ------------------------------------------------------------------ modules: no cycles
+
+
+def _module_name(path: Path, root: Path = PACKAGE_ROOT) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_imports(path: Path, modules: set[str], own: str) -> set[str]:
+    """The modules of ``modules`` that the module ``own`` (file ``path``) imports anywhere in the file (functions and
+    ``TYPE_CHECKING`` blocks included): ``from a.b import c`` counts ``a.b.c`` when it is a module, else ``a.b``."""
+    package = own if path.name == "__init__.py" else own.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+            candidates = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+        else:
+            continue
+        for name in candidates:
+            while name and name not in modules:  # `import a.b.c` of a name inside a module: the module
+                name = name.rpartition(".")[0]
+            if name and name != own:
+                found.add(name)
+    return found
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of ``graph`` with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def module_graph(root: Path = PACKAGE_ROOT) -> dict[str, set[str]]:
+    paths = {_module_name(path, root): path for path in sorted(root.rglob("*.py"))}
+    return {name: module_imports(path, set(paths), name) for name, path in paths.items()}
+
+
+def test_no_two_modules_import_each_other():
+    graph = module_graph()
+    assert "visiontune.engine.train_loop" in graph["visiontune.engine.trainer"]
+    cycles = import_cycles(graph)
+    assert not cycles, "modules that import each other (directly or through others): " + "; ".join(
+        " <-> ".join(cycle) for cycle in cycles)
+
+
+def test_the_cycle_check_finds_a_cycle_through_a_function_and_type_checking_import(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.b import B\n")
+    (package / "b.py").write_text("def f():\n    from pkg import c\n")
+    (package / "c.py").write_text("from .a import A\n")
+    (package / "d.py").write_text("import pkg.a\n")
+    graph = module_graph(package)
+    assert graph["pkg.a"] == {"pkg.b"} and graph["pkg.b"] == {"pkg.c"} and graph["pkg.c"] == {"pkg.a"}
+    assert import_cycles(graph) == [["pkg.a", "pkg.b", "pkg.c"]]

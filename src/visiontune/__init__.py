@@ -10,6 +10,9 @@ Python API (imported lazily, so ``import visiontune`` stays fast)::
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 from visiontune.utils.lazy import lazy_attributes
 
 __version__ = "0.1.0"
@@ -23,11 +26,20 @@ _LAZY = {
     "Config": "visiontune.config",
     "Trainer": "visiontune.engine.trainer",
     "HookBase": "visiontune.engine.hooks",
-    "Hook": "visiontune.engine.hooks",
 }
 
+_DEPRECATED = {"Hook": "HookBase"}
+"""Earlier names, still answered with a ``DeprecationWarning``."""
 
-__getattr__ = lazy_attributes(__name__, _LAZY)
+_lazy_getattr = lazy_attributes(__name__, _LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        warnings.warn(f"visiontune.{name} is deprecated: use visiontune.{_DEPRECATED[name]}", DeprecationWarning,
+                      stacklevel=2)
+        name = _DEPRECATED[name]
+    return _lazy_getattr(name)
 
 
 __all__ = ["__version__", *_LAZY]

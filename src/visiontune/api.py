@@ -15,8 +15,8 @@ import torch
 
 from visiontune.config import Config, config_from_dict, config_to_dict, load_config
 from visiontune.engine.checkpoint import check_checkpoint_task, load_checkpoint, merge_checkpoint_config
+from visiontune.engine.hooks import HookBase
 from visiontune.engine.inference import build_eval_loader, run_evaluation
-from visiontune.engine.hooks import Hook, HookBase
 from visiontune.engine.run_dir import check_output_path, is_run_dir, new_run_dir, run_folder_of
 from visiontune.engine.trainer import Trainer, TrainResult
 from visiontune.tasks import create_task
@@ -26,7 +26,7 @@ from visiontune.utils.summary_table import interval_note, summary_table, value_w
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WEIGHTS_RULE", "EvalResult", "Hook", "HookBase", "Weights", "check_data", "check_eval_output",
+__all__ = ["WEIGHTS_RULE", "EvalResult", "HookBase", "Weights", "check_data", "check_eval_output",
            "check_predict_output", "config_for_checkpoint", "evaluate", "predict", "read_visiontune_checkpoint",
            "resolve_weights", "train"]
 

@@ -10,11 +10,12 @@ from tests.helpers import script_metric, train
 from visiontune.config import load_config
 from visiontune.data.feature_cache import FeatureDataset
 from visiontune.engine import checkpoint as checkpoint_module
-from visiontune.engine import hooks as hooks_module
 from visiontune.engine import trainer as trainer_module
 from visiontune.engine.build import build_train_loader, build_val_loader
 from visiontune.engine.checkpoint import load_checkpoint
-from visiontune.engine.trainer import Hook
+from visiontune.engine.hooks import HookBase
+from visiontune.engine.hooks import checkpoints as checkpoint_hooks
+from visiontune.engine.hooks import evaluation as evaluation_hooks
 from visiontune.tasks import create_task
 from visiontune.tasks.classification import ClassificationTask
 from visiontune.utils.comm import DistInfo
@@ -34,8 +35,8 @@ def writes(monkeypatch) -> list[str]:
         names.append(path.name)
         return original(obj, path)
 
-    monkeypatch.setattr(trainer_module, "atomic_save", recording)
-    monkeypatch.setattr(hooks_module, "atomic_save", recording)
+    for module in (trainer_module, evaluation_hooks, checkpoint_hooks):  # every writer of checkpoints
+        monkeypatch.setattr(module, "atomic_save", recording)
     return names
 
 
@@ -67,12 +68,12 @@ def test_interval_writes_the_same_files_once_at_the_end(tiny_config, writes, mon
 
 def test_interval_elapsed_writes_at_the_epoch_end(tiny_config, writes, monkeypatch):
     clock = iter(float(t) for t in range(0, 1000, 10))  # every call 10 s later
-    monkeypatch.setattr(hooks_module.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(checkpoint_hooks.time, "monotonic", lambda: next(clock))
     train(tiny_config("train.epochs=2", "train.checkpoint_interval_s=5", "train.eval_before=false"))
     assert writes.count("last.pt") == 2  # each epoch ended more than 5 s after the previous write
 
 
-class Crash(Hook):
+class Crash(HookBase):
     def after_epoch(self, trainer, row):
         if row["epoch"] == 2:
             raise RuntimeError("simulated crash")

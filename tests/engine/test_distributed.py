@@ -27,15 +27,11 @@ from tests.helpers import one_thread, train
 from visiontune.api import config_for_checkpoint, evaluate
 from visiontune.config import load_config
 from visiontune.data.widerface import WiderFaceRecord
+from visiontune.engine.build import amp_dtype, build_grad_scaler, configure_torch_backends
 from visiontune.engine.checkpoint import load_checkpoint
+from visiontune.engine.inference import to_device
 from visiontune.engine.loaders import ShardSampler, TrainSampler, build_loader
-from visiontune.engine.trainer import (
-    Trainer,
-    amp_dtype,
-    build_grad_scaler,
-    configure_torch_backends,
-    to_device,
-)
+from visiontune.engine.trainer import Trainer
 from visiontune.tasks.face_detection import FaceDetectionEvaluator
 from visiontune.utils import comm as dist_utils
 
@@ -323,7 +319,7 @@ def test_compile_failure_falls_back_to_eager(tiny_shapes, tmp_path, monkeypatch,
     monkeypatch.setattr(torch, "compile", failing_compile)
     trainer = short_run(tiny_shapes, tmp_path, "train.compile=true")
     assert "torch.compile failed (no C++ compiler found); continuing without it" in caplog.text
-    assert trainer.train_model is trainer.model
+    assert trainer.train_step.train_model is trainer.model
     assert trainer.state.step == 2
 
 
@@ -372,8 +368,8 @@ def test_sync_batchnorm_stays_off_on_cpu_and_converts_on_cuda(tiny_shapes, tmp_p
     monkeypatch.setattr(nn.SyncBatchNorm, "convert_sync_batchnorm", lambda model: converted.append(model) or model)
     monkeypatch.setattr(nn.parallel, "DistributedDataParallel", lambda model, **kwargs: ("ddp", model, kwargs))
     monkeypatch.setattr(type(trainer.dist), "enabled", property(lambda self: True))  # as under torchrun
-    assert trainer._wrap_model()[:2] == ("ddp", trainer.model) and converted == []
+    assert trainer.rewrap_model()[:2] == ("ddp", trainer.model) and converted == []
     assert "SyncBatchNorm runs on CUDA only; on cpu" in caplog.text
     trainer.device = torch.device("cuda", 1)
-    _, _model, options = trainer._wrap_model()
+    _, _model, options = trainer.rewrap_model()
     assert converted == [trainer.model] and options["device_ids"] == [1]

@@ -20,9 +20,9 @@ from tests.helpers import train
 from visiontune.api import evaluate
 from visiontune.config import ConfigError, load_config
 from visiontune.engine.checkpoint import CheckpointError, load_checkpoint
-from visiontune.engine.hooks import default_hooks
+from visiontune.engine.hooks import HookBase
 from visiontune.engine.run_dir import RUN_MARKER, RunDirError, is_run_dir, new_run_dir
-from visiontune.engine.trainer import Hook, Trainer
+from visiontune.engine.trainer import Trainer
 from visiontune.models.loading import WeightLoadError
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_with_faults.py"
@@ -54,7 +54,7 @@ def flip_bytes(path: Path, tensor: torch.Tensor, count: int = 2000) -> None:
     path.write_bytes(bytes(data))
 
 
-class SignalSelf(Hook):
+class SignalSelf(HookBase):
     """Sends ``signum`` to this process after step ``step``, as a scheduler would."""
 
     def __init__(self, step: int, signum: int) -> None:
@@ -267,7 +267,7 @@ def test_sigint_stop_writes_last_pt_and_ends_with_status_130(config):
 def test_train_command_exits_143_after_sigterm(tiny_shapes, tmp_path, monkeypatch):
     from visiontune.cli import main
 
-    monkeypatch.setattr(Trainer, "build_hooks",
-                        lambda self: [*default_hooks(self, self.user_hooks), SignalSelf(2, signal.SIGTERM)])
+    built = Trainer.build_hooks
+    monkeypatch.setattr(Trainer, "build_hooks", lambda self: [*built(self), SignalSelf(2, signal.SIGTERM)])
     assert main(["train", *options(tiny_shapes, tmp_path / "runs")]) == 143
     assert load_checkpoint(tmp_path / "runs" / "classification" / "t" / "last.pt")["step"] == 2

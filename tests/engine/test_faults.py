@@ -20,8 +20,10 @@ import torch
 from tests.helpers import one_thread, train
 from visiontune.config import load_config
 from visiontune.engine.checkpoint import load_checkpoint
+from visiontune.engine.faults import REPEATED_SIGNAL_GRACE_S
+from visiontune.engine.hooks import HookBase
 from visiontune.engine.loaders import SeededDataset
-from visiontune.engine.trainer import REPEATED_SIGNAL_GRACE_S, Hook, Trainer
+from visiontune.engine.trainer import Trainer
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_with_faults.py"
 STEPS_PER_EPOCH = 4  # 18 images, batch 4, drop_last
@@ -79,7 +81,7 @@ def assert_same_run(final: dict, reference: dict) -> None:
                {k: expected[k] for k in ("epoch", "step", "train_loss", "val_top1")}
 
 
-class StopAfterStep(Hook):
+class StopAfterStep(HookBase):
     """Requests a stop (as SIGTERM does) after step ``step``."""
 
     def __init__(self, step: int) -> None:
@@ -87,10 +89,10 @@ class StopAfterStep(Hook):
 
     def after_step(self, trainer, losses):
         if trainer.state.step == self.step:
-            trainer.request_stop("stopped by test")
+            trainer.stop.request("stopped by test")
 
 
-class CrashBeforeStep(Hook):
+class CrashBeforeStep(HookBase):
     """Raises before step ``step`` (after ``step`` steps and their checkpoints)."""
 
     def __init__(self, step: int) -> None:
@@ -207,18 +209,18 @@ def test_second_signal_exits_at_once_without_checkpoint(tiny_shapes, tmp_path):
 def test_signal_repeated_within_grace_is_the_same_request(tiny_shapes, tmp_path):
     trainer = Trainer(load_config(None, overrides(tiny_shapes, tmp_path)))
     before = signal.getsignal(signal.SIGINT)
-    with trainer.signals:
+    with trainer.stop.signals:
         os.kill(os.getpid(), signal.SIGTERM)
-        assert trainer.pending_stop == "signal SIGTERM"
+        assert trainer.stop.requested == "signal SIGTERM"
         os.kill(os.getpid(), signal.SIGINT)  # e.g. torchrun forwarding the signal that the worker also got
-        assert trainer.pending_stop == "signal SIGTERM"
-        trainer.signals.first_time -= REPEATED_SIGNAL_GRACE_S  # as if the grace period had passed
+        assert trainer.stop.requested == "signal SIGTERM"
+        trainer.stop.signals.first_time -= REPEATED_SIGNAL_GRACE_S  # as if the grace period had passed
         with pytest.raises(SystemExit) as raised:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)  # the handler runs at the latest here
         assert raised.value.code == 130
     assert signal.getsignal(signal.SIGINT) is before  # the previous handlers are back
-    assert trainer.stop_requested is None  # the loop acts only once the ranks agreed (after a step)
+    assert trainer.stop.agreed is None  # the loop acts only once the ranks agreed (after a step)
 
 
 # ------------------------------------------------------------------------------------------------ out of memory

@@ -20,8 +20,10 @@ from tests.helpers import set_up_with_nan_at_step, train
 from visiontune.config import load_config
 from visiontune.data.prefetch import DevicePrefetcher, normalize_uint8
 from visiontune.engine.build import is_conv_net, resolve_channels_last, wrap_model
+from visiontune.engine.events import EventStorage
 from visiontune.engine.inference import outputs_to_host
-from visiontune.engine.trainer import NonFiniteLossError, Trainer
+from visiontune.engine.stop import NonFiniteLossError
+from visiontune.engine.trainer import Trainer
 from visiontune.tasks import create_task
 
 STEPS_PER_EPOCH = 4  # 18 images / batch 4, drop_last
@@ -30,13 +32,13 @@ STEPS_PER_EPOCH = 4  # 18 images / batch 4, drop_last
 def count_reductions(monkeypatch) -> list[int]:
     """Rows per reduction of the loop's losses (one host sync, one collective under DDP, each)."""
     calls: list[int] = []
-    original = Trainer._reduce_rows
+    original = EventStorage.reduce
 
-    def counting(self, rows):
+    def counting(self, rows, stop):
         calls.append(len(rows))
-        return original(self, rows)
+        return original(self, rows, stop)
 
-    monkeypatch.setattr(Trainer, "_reduce_rows", counting)
+    monkeypatch.setattr(EventStorage, "reduce", counting)
     return calls
 
 
@@ -83,7 +85,7 @@ def record_host_reads(monkeypatch) -> tuple[list[str], Any]:
 def test_a_training_step_reads_nothing_on_the_host_but_the_logged_losses(tiny_config, monkeypatch):
     reads, marker = record_host_reads(monkeypatch)
     train(tiny_config("train.log_every=3", "train.eval_before=false", "data.val_split=null"), hooks=[marker])
-    assert reads == ["_reduce_rows"] * 4  # one read per logging step (3, 4, 7, 8), nothing in between
+    assert reads == ["reduce"] * 4  # one read per logging step (3, 4, 7, 8), nothing in between
 
 
 def test_a_face_training_step_reads_only_cpu_target_values(tmp_path, monkeypatch):
@@ -97,7 +99,7 @@ def test_a_face_training_step_reads_only_cpu_target_values(tmp_path, monkeypatch
                                 f"project={tmp_path / 'runs'}", "train.log_every=100"])
     reads, marker = record_host_reads(monkeypatch)
     train(config, hooks=[marker])
-    assert reads.count("_reduce_rows") == 1 and set(reads) == {"_reduce_rows", "validate_target"}
+    assert reads.count("reduce") == 1 and set(reads) == {"reduce", "validate_target"}
 
 
 def test_epoch_means_bit_identical_for_any_log_every(tiny_config, monkeypatch):
@@ -116,8 +118,8 @@ def test_nan_policy_skip_syncs_every_step_and_skips_exactly_that_step(tiny_confi
     set_up_with_nan_at_step(trainer, monkeypatch, 2)
     trainer.fit()
     assert calls == [1] * STEPS_PER_EPOCH
-    assert trainer.state.skipped_steps == 1 and trainer.state.epoch_loss_steps == STEPS_PER_EPOCH - 1
-    assert math.isfinite(trainer.state.history[0]["train_loss"])
+    assert trainer.train_step.skipped_steps == 1 and trainer.storage.epoch_loss_steps == STEPS_PER_EPOCH - 1
+    assert math.isfinite(trainer.storage.history[0]["train_loss"])
     assert all(torch.isfinite(b).all() for b in trainer.model.buffers() if b.is_floating_point())
 
 
@@ -128,14 +130,14 @@ def test_nan_error_found_at_the_log_point_names_its_step(tiny_config, monkeypatc
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 0, step 1: .*last finite loss: \d"):
         trainer.fit()
     assert calls == [3]  # found at the first logging step, step 3
-    assert trainer.state.epoch_loss_steps == 1  # only step 0 counted
+    assert trainer.storage.epoch_loss_steps == 1  # only step 0 counted
 
 
 def test_stop_between_logging_steps_keeps_the_epoch_sums(tiny_config):
     class StopAt(visiontune.HookBase):
         def after_step(self, trainer, losses):
             if trainer.state.step == 2:
-                trainer.request_stop("test")
+                trainer.stop.request("test")
 
     trainer = Trainer(tiny_config("train.epochs=1", "train.eval_before=false"), hooks=[StopAt()])
     trainer.fit()

@@ -7,8 +7,9 @@ import torch
 
 from tests.helpers import train
 from visiontune.engine.checkpoint import load_checkpoint
+from visiontune.engine.hooks import HookBase
 from visiontune.engine.loaders import GroupedTrainBatchSampler, SeededDataset, TrainSampler, sample_seed
-from visiontune.engine.trainer import Hook, Trainer
+from visiontune.engine.trainer import Trainer
 from visiontune.tasks.classification import ClassificationTask
 
 
@@ -63,13 +64,13 @@ def record_samples(monkeypatch):
     return seen
 
 
-class StopAfterStep(Hook):
+class StopAfterStep(HookBase):
     def __init__(self, step):
         self.step = step
 
     def after_step(self, trainer, losses):
         if trainer.state.step == self.step:
-            trainer.request_stop("stopped by test")
+            trainer.stop.request("stopped by test")
 
 
 def test_training_loader_groups_batches_and_resumes_exactly(tiny_config, monkeypatch):

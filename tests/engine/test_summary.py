@@ -9,7 +9,8 @@ import torch
 from tests.helpers import train
 from visiontune.api import evaluate, format_summary
 from visiontune.engine.checkpoint import load_checkpoint
-from visiontune.engine.trainer import Hook, Trainer
+from visiontune.engine.hooks import HookBase
+from visiontune.engine.trainer import Trainer
 
 
 def rows_of(run):
@@ -106,7 +107,7 @@ def test_a_better_epoch_replaces_the_baseline(tiny_config, monkeypatch):
     assert top1[2:] == ["0.1235", "0.6543", "0.5000", "+0.5309"]  # 4 significant digits for people
 
 
-class CrashAtStep(Hook):
+class CrashAtStep(HookBase):
     def __init__(self, step):
         self.step = step
 

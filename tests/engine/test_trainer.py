@@ -10,7 +10,9 @@ import torch
 from tests.helpers import set_up_with_nan_at_step, train
 from visiontune.api import evaluate
 from visiontune.engine.checkpoint import load_checkpoint
-from visiontune.engine.trainer import Hook, NonFiniteLossError, Trainer
+from visiontune.engine.hooks import HookBase
+from visiontune.engine.stop import NonFiniteLossError
+from visiontune.engine.trainer import Trainer
 
 
 def trainer_root(run):
@@ -30,7 +32,7 @@ def assert_same_weights(a, b):
         assert torch.equal(a[key], b[key]), key
 
 
-class Crash(Hook):
+class Crash(HookBase):
     """Simulates a crash right after epoch ``at`` was checkpointed."""
 
     def __init__(self, at):
@@ -117,7 +119,7 @@ def test_frozen_backbone_weights_and_bn_buffers_bit_identical(tiny_config):
 def test_unfreeze_at_epoch(tiny_config):
     seen = []
 
-    class Record(Hook):
+    class Record(HookBase):
         def after_epoch(self, trainer, row):
             seen.append(sum(p.requires_grad for p in trainer.model.parameters()))
 
@@ -148,7 +150,7 @@ def test_nan_loss_skip_counts(tiny_config, monkeypatch):
     trainer = Trainer(tiny_config("train.epochs=1", "train.nan_policy=skip"))
     set_up_with_nan_at_step(trainer, monkeypatch, 1)
     trainer.fit()
-    assert trainer.state.skipped_steps == 1
+    assert trainer.train_step.skipped_steps == 1
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 

@@ -15,7 +15,7 @@ from tests.helpers import script_metric, train
 from tests.report.conftest import make_face_run, write_metrics
 from visiontune.api import format_summary
 from visiontune.config import Config, config_to_dict, load_config
-from visiontune.engine.hooks import run_summary
+from visiontune.engine.hooks import summarize_history
 from visiontune.report import compare_runs
 from visiontune.report.run_files import read_run
 from visiontune.report.run_report import build_run_page
@@ -82,7 +82,7 @@ def fabricate(run_dir: Path, config: dict, rows: list[dict], *, metric: str, bes
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     write_metrics(run_dir / "metrics.csv", rows)
-    summary = run_summary([{k: v for k, v in row.items() if v != ""} for row in rows], metric=f"val_{metric}",
+    summary = summarize_history([{k: v for k, v in row.items() if v != ""} for row in rows], metric=f"val_{metric}",
                           mode="max", best_epoch=best_epoch, stop_reason="finished")
     (run_dir / "summary.json").write_text(json.dumps(summary))
     return run_dir

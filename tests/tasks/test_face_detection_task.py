@@ -17,8 +17,8 @@ from visiontune.config import load_config
 from visiontune.data.sources import collect_images
 from visiontune.data.widerface import WiderFaceRecord
 from visiontune.data.widerface_dataset import collate_faces
+from visiontune.engine.inference import run_evaluation
 from visiontune.engine.loaders import ShardSampler, build_loader
-from visiontune.engine.trainer import run_evaluation
 from visiontune.evaluation import face_detection as face_evaluation_module
 from visiontune.evaluation.face_detection import FaceDetectionEvaluator, FacePredictions
 from visiontune.evaluation.widerface_ground_truth import widerface_image_key

@@ -14,7 +14,8 @@ from visiontune.config import load_config
 from visiontune.data.feature_cache import FeatureDataset
 from visiontune.data.synthetic import make_shapes_dataset
 from visiontune.engine.checkpoint import load_checkpoint
-from visiontune.engine.trainer import Hook, Trainer
+from visiontune.engine.hooks import HookBase
+from visiontune.engine.trainer import Trainer
 from visiontune.tasks.classification import ClassificationTask
 
 DETERMINISTIC = ("data.scale=[1,1]", "data.ratio=[1,1]", "data.hflip=0", "data.color_jitter=0")
@@ -41,7 +42,7 @@ def config(shapes, tmp_path):
     return make
 
 
-class Crash(Hook):
+class Crash(HookBase):
     def after_epoch(self, trainer, row):
         if row["epoch"] == 1:
             raise RuntimeError("simulated crash")

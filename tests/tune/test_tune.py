@@ -16,7 +16,7 @@ from tests.helpers import one_thread
 from visiontune.cli import main
 from visiontune.config import ConfigError, load_config
 from visiontune.engine.hooks import HookBase
-from visiontune.engine.trainer import NonFiniteLossError
+from visiontune.engine.stop import NonFiniteLossError
 from visiontune.tune import SPEC_SYNTAX, parse_space, parse_spec, tune
 from visiontune.utils.plots import format_metric
 
@@ -84,8 +84,8 @@ class ScriptedRuns(HookBase):
             raise NonFiniteLossError("non-finite loss at epoch 0, step 0: scripted")
 
     def after_epoch(self, trainer, row) -> None:
-        if trainer.epoch_metrics is not None:
-            trainer.epoch_metrics["val_top1"] = 0.9 if self.runs == 1 else 0.1
+        if trainer.storage.eval_metrics is not None:
+            trainer.storage.eval_metrics["val_top1"] = 0.9 if self.runs == 1 else 0.1
 
 
 def test_pruned_and_failed_trials_are_recorded_and_the_search_goes_on(tiny_shapes, tmp_path, caplog):

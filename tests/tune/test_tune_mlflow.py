@@ -15,7 +15,7 @@ from tests.helpers import one_thread
 from tests.tune.test_tune import SCRIPT, overrides, read_trials
 from visiontune.config import load_config
 from visiontune.engine.hooks import HookBase
-from visiontune.engine.trainer import NonFiniteLossError
+from visiontune.engine.stop import NonFiniteLossError
 from visiontune.tune import parse_space, tune
 from visiontune.tune.tracking import REASON_TAG, RUN_ID_ATTR, STATE_TAG, TRIAL_TAG, study_run
 from visiontune.tune.types import Search

@@ -89,9 +89,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from visiontune.registry import UnknownNameError
 
     errors: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, UnknownNameError)
-    trainer = sys.modules.get("visiontune.engine.trainer")
-    if trainer is not None:
-        errors += (trainer.NonFiniteLossError,)
+    stop = sys.modules.get("visiontune.engine.stop")
+    if stop is not None:
+        errors += (stop.NonFiniteLossError,)
     return errors
 
 

@@ -1,5 +1,6 @@
 """Builders of a training run, one small function each: resume resolution, backends, AMP, loaders, optimizer,
-model wrapping and EMA. :meth:`visiontune.engine.trainer.Trainer.setup` calls them in order."""
+model wrapping and EMA, then the model (:func:`build_model`) and its optimization (:func:`build_optimization`).
+:meth:`visiontune.engine.trainer.Trainer.setup` calls them in order."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import functools
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from visiontune.config import Config
+from visiontune.config import Config, parse_freeze
 from visiontune.engine.checkpoint import CheckpointError, find_valid_checkpoint
+from visiontune.engine.finetune import (
+    build_param_groups,
+    freeze_parameters,
+    warn_frozen_random_weights,
+    warn_unused_unfreeze,
+)
 from visiontune.engine.loaders import (
     DrawTrainSampler,
     GroupedTrainBatchSampler,
@@ -25,6 +33,8 @@ from visiontune.engine.loaders import (
     build_loader,
 )
 from visiontune.engine.run_dir import newest_run_dir
+from visiontune.engine.scheduler import IterationScheduler, build_schedule_spec
+from visiontune.models.parts import ModelParts
 from visiontune.tasks.base import Task
 from visiontune.utils import comm as dist_utils
 
@@ -347,3 +357,84 @@ def wrap_model(model: nn.Module, config: Config, *, device: torch.device, distri
         except Exception as error:  # noqa: BLE001 - compile support varies by platform
             logger.warning("torch.compile failed (%s); continuing without it", error)
     return model
+
+
+# ------------------------------------------------------------------ the model and its optimization
+
+
+@dataclass
+class ModelSetup:
+    """The model of a run as :func:`build_model` leaves it."""
+
+    model: nn.Module
+    parts: ModelParts
+    """Which parameters are backbone and head (per-layer learning rates, freezing, head-only checkpoints)."""
+    channels_last: bool
+    """``train.channels_last`` resolved for this device and model (``auto``: a conv net on CUDA)."""
+    frozen_names: list[str]
+    """The parameters ``finetune.freeze`` froze."""
+
+
+def build_model(task: Task, config: Config, device: torch.device, *, load_weights: bool) -> ModelSetup:
+    """The task's model on ``device`` (channels-last when chosen) with ``finetune.freeze`` applied; warns about
+    frozen random weights and an ``unfreeze_at_epoch`` that can do nothing. ``load_weights=False``: a resumed
+    run, whose checkpoint brings the weights."""
+    model = task.build_model(load_weights=load_weights).to(device)
+    parts = task.model_parts(model)
+    channels_last = resolve_channels_last(config.train.channels_last, device, model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    mode, argument = parse_freeze(config.finetune.freeze)
+    frozen_names = freeze_parameters(model, mode, argument, parts)
+    warn_frozen_random_weights(model, frozen_names, random_weights=load_weights and not any(
+        key in task.meta for key in ("load_report", "backbone_load_report")))  # no report: random weights
+    if load_weights:
+        warn_unused_unfreeze(config.finetune.unfreeze_at_epoch, epochs=config.train.epochs, frozen_names=frozen_names)
+    return ModelSetup(model, parts, channels_last, frozen_names)
+
+
+@dataclass
+class Optimization:
+    """The loaders, the optimizer and what steps with it, as :func:`build_optimization` leaves them."""
+
+    train_loader: DataLoader
+    train_sampler: TrainSampler
+    val_loader: DataLoader | None
+    batches_per_epoch: int
+    """Micro-batches per epoch and process."""
+    global_batch: int
+    """Images per optimizer step over every process: ``data.batch_size`` x processes x ``train.accumulate``."""
+    base_lr: float
+    """``optim.lr`` scaled for the global batch (``optim.lr_scale``)."""
+    param_groups: list[dict[str, Any]]
+    optimizer: torch.optim.Optimizer
+    scheduler: IterationScheduler
+    scaler: torch.amp.GradScaler
+    ema: Any
+    """timm's ``ModelEmaV3`` of the model, or ``None``."""
+
+
+def build_optimization(task: Task, setup: ModelSetup, train_dataset: Dataset, val_dataset: Dataset | None,
+                       config: Config, info: dist_utils.DistInfo, *, device: torch.device,
+                       autocast_dtype: torch.dtype | None) -> Optimization:
+    """Loaders, parameter groups (per-layer learning rates), optimizer, per-step schedule, loss scaler and EMA."""
+    train_loader, train_sampler = build_train_loader(task, train_dataset, config, info)
+    val_loader = build_val_loader(task, val_dataset, config, info) if val_dataset is not None else None
+    batches_per_epoch = train_sampler.per_rank // config.data.batch_size
+    if batches_per_epoch == 0:
+        raise ValueError(f"the training split has {train_sampler.per_rank} images per process, fewer than "
+                         f"data.batch_size={config.data.batch_size}; lower the batch size")
+    steps_per_epoch = max(1, math.ceil(batches_per_epoch / config.train.accumulate))
+    global_batch = config.data.batch_size * info.world_size * config.train.accumulate
+    base_lr = scaled_lr(config, global_batch)
+    finetune = config.finetune
+    param_groups = build_param_groups(
+        setup.model, lr=base_lr, weight_decay=config.optim.weight_decay, parts=setup.parts,
+        head_lr_mult=finetune.head_lr_mult, lr_mults=finetune.lr_mults, layer_decay=finetune.layer_decay,
+        no_weight_decay_norm_bias=finetune.no_weight_decay_norm_bias)
+    optimizer = create_optimizer(config, param_groups, base_lr)
+    spec = build_schedule_spec(config.sched, epochs=config.train.epochs, steps_per_epoch=steps_per_epoch,
+                               base_lr=base_lr)
+    return Optimization(train_loader, train_sampler, val_loader, batches_per_epoch, global_batch, base_lr,
+                        param_groups, optimizer, IterationScheduler(optimizer, spec),
+                        build_grad_scaler(device, autocast_dtype), build_ema(setup.model, config, device))

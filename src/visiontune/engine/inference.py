@@ -10,6 +10,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from visiontune.config import Config
 from visiontune.engine.build import build_val_loader
+from visiontune.evaluation.bootstrap import evaluator_per_image
+from visiontune.evaluation.widerface_predictions import NonFinitePredictionError
 from visiontune.tasks.base import Evaluator, Task
 
 
@@ -106,3 +108,33 @@ def run_evaluation(model: nn.Module, loader: DataLoader, evaluator: Evaluator, *
 def build_eval_loader(task: Task, dataset: Dataset, config: Config) -> DataLoader:
     """The validation loader used by ``visiontune eval`` (same batching as during training)."""
     return build_val_loader(task, dataset, config, persistent_workers=False)
+
+
+def validate(model: nn.Module, ema_model: nn.Module | None, loader: DataLoader, dataset: Dataset, task: Task, *,
+             device: torch.device, autocast_dtype: torch.dtype | None, progress: bool, per_image: bool,
+             context: str, skipped_steps: int = 0) -> tuple[dict[str, float], Any]:
+    """Validation during training: ``val_*`` metrics of ``model`` and ``val_ema_*`` of ``ema_model``, and the
+    per-image results of ``model`` (``per_image``; else ``None``).
+
+    Raises:
+        NonFinitePredictionError: an image's predictions hold NaN or infinite values; the message starts with
+            ``context`` (``epoch 3``) and says what to change.
+    """
+    try:
+        evaluator = task.build_evaluator(dataset)
+        metrics = {f"val_{key}": value for key, value in run_evaluation(
+            model, loader, evaluator, device=device, autocast_dtype=autocast_dtype, progress=progress,
+            description="val").items()}
+        results = evaluator_per_image(evaluator) if per_image else None
+        if ema_model is not None:
+            metrics.update({f"val_ema_{key}": value for key, value in run_evaluation(
+                ema_model, loader, task.build_evaluator(dataset), device=device,
+                autocast_dtype=autocast_dtype).items()})
+    except NonFinitePredictionError as error:
+        loss = (f"{skipped_steps} training steps had a non-finite loss and were skipped (train.nan_policy=skip)"
+                if skipped_steps else "the training loss was finite")
+        amp = ", or evaluate in float32 (train.amp=off)" if autocast_dtype is not None else ""
+        raise NonFinitePredictionError(
+            f"{context}: {error}; {loss}, the NaN appeared in evaluation: lower optim.lr or set train.clip_grad "
+            f"(e.g. 1.0){amp}", image=error.image) from None
+    return metrics, results

@@ -2,7 +2,7 @@
 
 ``csv`` is ``metrics.csv`` itself (:class:`~visiontune.engine.hooks.MetricsWriter`, always written); the trackers here
 are :class:`TensorBoardTracker` (``tensorboard``) and :class:`MLflowTracker` (``mlflow``). They run on rank 0 after
-every other hook (:func:`arrange_trackers`), so they get the very rows of ``metrics.csv`` (``trainer.state.history``,
+every other hook (:func:`arrange_trackers`), so they get the very rows of ``metrics.csv`` (``trainer.storage.history``,
 the epoch-0 baseline row included) once complete, and at the end the files the other hooks wrote (``summary.json``,
 the run report). A tracker that fails never ends training: its first failure is one warning naming the tracker and
 the reason, and the tracker does nothing more in that run.
@@ -21,15 +21,12 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from visiontune.config import ConfigError, config_to_dict
-from visiontune.engine.hooks import HookBase
+from visiontune.config import Config, ConfigError, config_to_dict
+from visiontune.engine.hooks.base import HookBase, TrainingContext
 from visiontune.registry import suggest
 from visiontune.utils.mappings import flatten
-
-if TYPE_CHECKING:
-    from visiontune.engine.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -62,26 +59,28 @@ class Tracker(HookBase):
         self.failed = False
         """Set by the first failure: the tracker does nothing more."""
 
-    def start(self, trainer: Trainer) -> None:
+    def start(self, trainer: TrainingContext) -> None:
         """Open the destination (``trainer.run_dir`` and ``trainer.config`` are set)."""
 
-    def log_row(self, trainer: Trainer, row: dict[str, Any]) -> None:
+    def log_row(self, trainer: TrainingContext, row: dict[str, Any]) -> None:
         """Send one complete ``metrics.csv`` row (``epoch``, ``step``, ``train_*``, ``lr``, ``val_*``...)."""
 
-    def finish(self, trainer: Trainer) -> None:
-        """Send the end of the run (``trainer.summary`` is ``None`` when training failed) and close."""
+    def finish(self, trainer: TrainingContext) -> None:
+        """Send the end of the run (``trainer.storage.summary`` is ``None`` when training failed) and close."""
 
     def close(self) -> None:
         """Release local resources after a failure (best effort; exceptions are ignored)."""
 
-    def before_train(self, trainer: Trainer) -> None:
+    def before_train(self, trainer: TrainingContext) -> None:
         self.guarded("start", lambda: self._ensure_started(trainer))
 
-    def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        self.guarded("start", lambda: self._ensure_started(trainer))  # the baseline's row comes before before_train
+    def after_epoch(self, trainer: TrainingContext, row: dict[str, Any]) -> None:
+        self.guarded("start", lambda: self._ensure_started(trainer))
         self.guarded(f"epoch {row.get('epoch')}", lambda: self.log_row(trainer, row))
 
-    def after_train(self, trainer: Trainer) -> None:
+    after_baseline = after_epoch
+
+    def after_train(self, trainer: TrainingContext) -> None:
         if self.started:
             self.guarded("the end of the run", lambda: self.finish(trainer))
 
@@ -101,7 +100,7 @@ class Tracker(HookBase):
             with contextlib.suppress(Exception):  # already reported above
                 self.close()
 
-    def _ensure_started(self, trainer: Trainer) -> None:
+    def _ensure_started(self, trainer: TrainingContext) -> None:
         if not self.started:
             self.started = True
             self.start(trainer)
@@ -119,17 +118,17 @@ class TensorBoardTracker(Tracker):
         super().__init__()
         self.writer: Any = None
 
-    def start(self, trainer: Trainer) -> None:
+    def start(self, trainer: TrainingContext) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(trainer.run_dir / "tensorboard"))
 
-    def log_row(self, trainer: Trainer, row: dict[str, Any]) -> None:
+    def log_row(self, trainer: TrainingContext, row: dict[str, Any]) -> None:
         for key, value in _numbers(row).items():
             self.writer.add_scalar(key, value, row["epoch"])
         self.writer.flush()
 
-    def finish(self, trainer: Trainer) -> None:
+    def finish(self, trainer: TrainingContext) -> None:
         self.close()
 
     def close(self) -> None:
@@ -175,7 +174,7 @@ class MLflowTracker(Tracker):
         """The MLflow run's id once started."""
         self.logged_epochs: set[Any] = set()
 
-    def start(self, trainer: Trainer) -> None:
+    def start(self, trainer: TrainingContext) -> None:
         import mlflow
 
         self.client = mlflow.MlflowClient()
@@ -189,17 +188,17 @@ class MLflowTracker(Tracker):
         params = [Param(key, value) for key, value in mlflow_params(config_to_dict(trainer.config)).items()]
         for chunk in _chunks(params, 100):  # MLflow takes at most 100 parameters per batch
             self.client.log_batch(self.run_id, params=chunk)
-        for row in list(trainer.state.history):  # a resumed run: the rows of the earlier invocations
+        for row in list(trainer.storage.history):  # a resumed run: the rows of the earlier invocations
             self.log_row(trainer, row)
 
-    def log_row(self, trainer: Trainer, row: dict[str, Any]) -> None:
+    def log_row(self, trainer: TrainingContext, row: dict[str, Any]) -> None:
         if row.get("epoch") in self.logged_epochs:
             return
         self._log_metrics(_numbers(row), step=int(row["epoch"]))
         self.logged_epochs.add(row.get("epoch"))
 
-    def finish(self, trainer: Trainer) -> None:
-        summary = trainer.summary or {}
+    def finish(self, trainer: TrainingContext) -> None:
+        summary = trainer.storage.summary or {}
         flat = flatten({key: value for key, value in summary.items() if key != "run_dir"})
         numbers = {f"summary.{key}": value for key, value in _numbers(flat).items() if math.isfinite(value)}
         self._log_metrics(numbers, step=trainer.state.epoch)
@@ -210,7 +209,7 @@ class MLflowTracker(Tracker):
             path = Path(trainer.run_dir) / name
             if path.is_file():
                 self.client.log_artifact(self.run_id, str(path))
-        status = "FINISHED" if trainer.stop_reason is not None else "FAILED"
+        status = "FINISHED" if trainer.stop.reason is not None else "FAILED"
         end_mlflow_run(str(self.run_id), status, client=self.client)
 
     def _log_metrics(self, values: Mapping[str, float], *, step: int) -> None:
@@ -283,8 +282,9 @@ TRACKERS: dict[str, type[Tracker]] = {"tensorboard": TensorBoardTracker, "mlflow
 """The trackers of ``train.trackers`` by name (``csv``, ``metrics.csv``, is always written by the built-in hooks)."""
 
 
-def arrange_trackers(trainer: Trainer, user_hooks: Sequence[HookBase]) -> tuple[list[Tracker], list[HookBase]]:
-    """The trackers of ``trainer.config.train.trackers`` (none but on rank 0), with the :class:`Tracker` objects
+def arrange_trackers(config: Config, user_hooks: Sequence[HookBase], *,
+                     is_main: bool) -> tuple[list[Tracker], list[HookBase]]:
+    """The trackers of ``config.train.trackers`` (none but on rank 0: ``is_main``), with the :class:`Tracker` objects
     among ``user_hooks`` in place of the configured ones of the same name; and the other user hooks.
 
     Raises:
@@ -292,11 +292,11 @@ def arrange_trackers(trainer: Trainer, user_hooks: Sequence[HookBase]) -> tuple[
     """
     given = [hook for hook in user_hooks if isinstance(hook, Tracker)]
     others = [hook for hook in user_hooks if not isinstance(hook, Tracker)]
-    names = list(dict.fromkeys(trainer.config.train.trackers))
+    names = list(dict.fromkeys(config.train.trackers))
     for name in names:
         if name != "csv" and name not in TRACKERS:
             raise ConfigError(f"train.trackers: unknown tracker {name!r}{suggest(name, ['csv', *TRACKERS])}")
-    if not trainer.is_main:
+    if not is_main:
         return [], others
     replaced = {tracker.name for tracker in given}
     configured = [TRACKERS[name]() for name in names if name in TRACKERS and name not in replaced]

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from visiontune.engine.hooks import HookBase
+from visiontune.engine.hooks.base import HookBase, TrainingContext
 from visiontune.report.run_report import write_run_report
 from visiontune.utils.timing import TimeShare
-
-if TYPE_CHECKING:
-    from visiontune.engine.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -33,21 +30,21 @@ class ReportWriter(HookBase):
         self.budget = TimeShare(budget)
         self.path: Path | None = None
 
-    def before_train(self, trainer: Trainer) -> None:
+    def before_train(self, trainer: TrainingContext) -> None:
         self.budget.start()
 
-    def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
+    def after_epoch(self, trainer: TrainingContext, row: dict[str, Any]) -> None:
         evaluated = any(key.startswith("val_") for key in row)
         if trainer.is_main and evaluated and self.budget.due():
             self._write(trainer)
 
-    def after_train(self, trainer: Trainer) -> None:
+    def after_train(self, trainer: TrainingContext) -> None:
         if trainer.is_main and getattr(trainer, "run_dir", None) is not None:
             self._write(trainer)
             if self.path is not None:
                 logger.info("report: %s", self.path)
 
-    def _write(self, trainer: Trainer) -> None:
+    def _write(self, trainer: TrainingContext) -> None:
         with self.budget.spending():
             try:
                 self.path = write_run_report(trainer.run_dir)

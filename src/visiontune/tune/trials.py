@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from visiontune.config import Config, copy_config, parse_freeze
-from visiontune.engine.hooks import HookBase
+from visiontune.engine.hooks.base import HookBase, TrainingContext
 from visiontune.engine.run_dir import new_run_dir
-from visiontune.engine.trainer import NonFiniteLossError, Trainer, TrainResult
+from visiontune.engine.stop import NonFiniteLossError
+from visiontune.engine.trainer import Trainer, TrainResult
 from visiontune.registry import UnknownNameError
 from visiontune.utils import comm as dist_utils
 from visiontune.utils.plots import format_metric
@@ -44,7 +45,7 @@ SHARED_CACHE = "feature_cache"
 
 class TrialPruning(HookBase):
     """Reports the validation metric to the Optuna trial after each evaluation and stops the run (after this epoch,
-    with its checkpoint: :meth:`~visiontune.engine.trainer.Trainer.propose_stop`) when the pruner says so.
+    with its checkpoint: :meth:`~visiontune.engine.stop.StopController.propose`) when the pruner says so.
 
     Args:
         trial: The trial on rank 0; ``None`` on the other ranks (they receive rank 0's decision).
@@ -57,8 +58,8 @@ class TrialPruning(HookBase):
         self.pruned_at: int | None = None
         """The epoch after which the trial was pruned (``None``: not pruned)."""
 
-    def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        metrics = trainer.epoch_metrics
+    def after_epoch(self, trainer: TrainingContext, row: dict[str, Any]) -> None:
+        metrics = trainer.storage.eval_metrics
         if metrics is None:
             return
         value, epoch = metrics.get(self.metric_key), int(row["epoch"])
@@ -71,7 +72,7 @@ class TrialPruning(HookBase):
 
         if dist_utils.main_process_result(decide):
             self.pruned_at = epoch
-            trainer.propose_stop(f"pruned: {self.metric_key} {format_metric(value)} after epoch {epoch} (tune.pruner)")
+            trainer.stop.propose(f"pruned: {self.metric_key} {format_metric(value)} after epoch {epoch} (tune.pruner)")
 
 
 @dataclass

@@ -35,14 +35,15 @@ from pathlib import Path
 import torch
 
 from visiontune.config import load_config
-from visiontune.engine.trainer import Hook, Trainer
+from visiontune.engine.hooks import HookBase
+from visiontune.engine.trainer import Trainer
 from visiontune.utils.comm import cleanup_distributed
 
 SIGNAL_WAIT_LIMIT_S = 60.0
 """How long ``--wait-for-signal-at-step`` waits for the test's signal before training on."""
 
 
-class KillOnce(Hook):
+class KillOnce(HookBase):
     """SIGKILLs this process before step ``step`` on rank ``rank``, unless ``marker`` exists (then it creates it)."""
 
     def __init__(self, step: int, rank: int, marker: Path) -> None:
@@ -57,7 +58,7 @@ class KillOnce(Hook):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class WaitForSignal(Hook):
+class WaitForSignal(HookBase):
     """After step ``step``: announce the pid in ``ready_file``, wait for a stop request, then linger."""
 
     def __init__(self, step: int, ready_file: Path, linger: float) -> None:
@@ -72,12 +73,12 @@ class WaitForSignal(Hook):
         temporary.write_text(str(os.getpid()), encoding="utf-8")
         temporary.replace(self.ready_file)  # the test never reads a half-written file
         deadline = time.monotonic() + SIGNAL_WAIT_LIMIT_S
-        while trainer.pending_stop is None and time.monotonic() < deadline:
+        while trainer.stop.requested is None and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(self.linger)
 
 
-class PauseAfterEpoch(Hook):
+class PauseAfterEpoch(HookBase):
     """After epoch ``epoch``: announce the pid in ``ready_file``, then wait until ``go_file`` exists."""
 
     def __init__(self, epoch: int, ready_file: Path, go_file: Path) -> None:
@@ -136,7 +137,7 @@ def main(argv: list[str]) -> int:
     arguments = parse_arguments(argv)
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=f"[rank {rank}] %(message)s")
-    hooks: list[Hook] = []
+    hooks: list[HookBase] = []
     if arguments.kill_at_step is not None:
         hooks.append(KillOnce(arguments.kill_at_step, arguments.kill_rank, arguments.marker))
     if arguments.wait_for_signal_at_step is not None:
