@@ -20,7 +20,7 @@ from visiontune.engine.inference import build_eval_loader, run_evaluation
 from visiontune.engine.run_dir import check_output_path, is_run_dir, new_run_dir, run_folder_of
 from visiontune.engine.trainer import Trainer, TrainResult
 from visiontune.tasks import create_task
-from visiontune.utils import comm as dist_utils
+from visiontune.utils import comm
 from visiontune.utils.plots import missing_metric_text
 from visiontune.utils.summary_table import interval_note, summary_table, value_with_interval
 
@@ -182,9 +182,9 @@ def evaluate(config: Config, *, checkpoint: str | Path | None = None) -> EvalRes
     weights = resolve_weights(config, checkpoint)
     config, path, state = weights.config, weights.path, weights.checkpoint
     check_eval_output(config, path, in_run=state is not None and is_run_dir(path.parent))
-    info = dist_utils.env_dist_info()
-    device = dist_utils.resolve_device(config.device, info)
-    dist_utils.init_distributed(device)
+    info = comm.env_dist_info()
+    device = comm.resolve_device(config.device, info)
+    comm.init_distributed(device)
     task = create_task(config)
     if state is not None:
         task.load_meta(state.get("meta", {}))
@@ -284,7 +284,7 @@ def predict(config: Config, *, checkpoint: str | Path | None = None, source: str
     weights = resolve_weights(config, checkpoint)
     config = weights.config
     check_predict_output(config, weights.path, source)
-    device = dist_utils.resolve_device(config.device)
+    device = comm.resolve_device(config.device)
     task = create_task(config)
     if weights.checkpoint is not None:
         task.load_meta(weights.checkpoint.get("meta", {}))

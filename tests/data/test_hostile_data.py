@@ -31,11 +31,16 @@ from visiontune.utils.widerface_format import WiderFaceFormatError
 COLOURS = ((200, 30, 30), (30, 200, 30), (30, 30, 200))
 
 
+class StillBlocked(BaseException):
+    """A blocking ``open()`` of a named pipe, interrupted (a ``BaseException``: no ``except OSError`` swallows it)."""
+
+
 @contextlib.contextmanager
 def fails_instead_of_hanging(seconds: int = 60) -> Iterator[None]:
-    """Raise TimeoutError in the block after ``seconds`` (a blocking ``open()`` of a named pipe is interrupted)."""
+    """Raise :class:`StillBlocked` in the block after ``seconds`` (a blocking ``open()`` of a named pipe is
+    interrupted)."""
     def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"still blocked after {seconds} s")
+        raise StillBlocked(f"still blocked after {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.alarm(seconds)

@@ -1,4 +1,5 @@
-"""Atomic checkpoint writes, safe loading, RNG state round trip, checksums, write failures, file modes."""
+"""Checkpoints: the torch serializer's write failures (the atomic writer itself: tests/utils/test_files.py), safe
+loading, RNG state round trip, checksums."""
 
 import errno
 import os
@@ -12,7 +13,6 @@ import torch
 from visiontune.engine.checkpoint import (
     CheckpointError,
     atomic_save,
-    atomic_write_text,
     capture_rng_state,
     find_valid_checkpoint,
     load_checkpoint,
@@ -20,22 +20,6 @@ from visiontune.engine.checkpoint import (
     restore_rng_state,
 )
 from visiontune.utils.files import open_temp_file
-
-
-def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
-    path = tmp_path / "last.pt"
-    atomic_save({"model": {"w": torch.ones(2)}, "config": {}}, path)
-
-    def broken_save(obj, stream):
-        stream.write(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(CheckpointError, match=f"^cannot write to {re.escape(str(path))}: disk full$"):
-        atomic_save({"model": {"w": torch.zeros(2)}, "config": {}}, path)
-    monkeypatch.undo()
-    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
 
 
 def test_load_errors_name_the_file(tmp_path):
@@ -234,40 +218,6 @@ def test_disk_full_reported_by_torch_serializer_is_one_line(tmp_path, monkeypatc
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
     assert_only(tmp_path, ["best.pt"])
-
-
-@pytest.mark.parametrize(("code", "reason"), [(errno.EROFS, "Read-only file system"),
-                                              (errno.EACCES, "Permission denied")])
-def test_unwritable_folder_is_one_line(tmp_path, monkeypatch, code, reason):
-    path = atomic_save({"model": {"w": torch.ones(2)}, "config": {}}, tmp_path / "last.pt")
-    real_open = os.open
-
-    def refuse_new_files(name, flags, mode=0o777, **kwargs):  # the tests run as root: chmod would not stop them
-        if flags & os.O_CREAT:
-            raise OSError(code, os.strerror(code), str(name))
-        return real_open(name, flags, mode, **kwargs)
-
-    monkeypatch.setattr(os, "open", refuse_new_files)
-    with pytest.raises(CheckpointError) as raised:
-        atomic_save({"model": {"w": torch.zeros(2)}, "config": {}}, path)
-    assert str(raised.value) == f"cannot write to {path}: {reason}"
-    monkeypatch.undo()
-    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
-
-
-@pytest.mark.parametrize(("umask", "mode"), [(0o002, 0o664), (0o022, 0o644)])
-def test_checkpoint_mode_follows_umask(tmp_path, umask, mode):
-    previous = os.umask(umask)
-    try:
-        path = atomic_save({"model": {"w": torch.ones(2)}, "config": {}}, tmp_path / "best.pt")
-        text = atomic_write_text("epoch,step\n", tmp_path / "metrics.csv")
-        plain = tmp_path / "config.yaml"
-        plain.write_text("x: 1\n")
-    finally:
-        os.umask(previous)
-    assert path.stat().st_mode & 0o777 == mode
-    assert text.stat().st_mode & 0o777 == mode
-    assert plain.stat().st_mode & 0o777 == mode  # the same as any other file of the run
 
 
 def test_remove_stale_temp_files_only_those_of_atomic_writes(tmp_path):

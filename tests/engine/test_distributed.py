@@ -33,7 +33,7 @@ from visiontune.engine.inference import to_device
 from visiontune.engine.loaders import ShardSampler, TrainSampler, build_loader
 from visiontune.engine.trainer import Trainer
 from visiontune.tasks.face_detection import FaceDetectionEvaluator
-from visiontune.utils import comm as dist_utils
+from visiontune.utils import comm
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_with_faults.py"
 DDP_STEPS = 6  # 3 epochs x 2 steps: 18 images -> 9 per rank -> 2 batches of 4 (drop_last)
@@ -201,7 +201,7 @@ def test_restart_on_several_machines_warns_about_shared_store(monkeypatch, caplo
     monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
     monkeypatch.setenv("WORLD_SIZE", "16")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world)
-    assert dist_utils._restart_attempt_store(datetime.timedelta(seconds=1)) is None
+    assert comm._restart_attempt_store(datetime.timedelta(seconds=1)) is None
     assert ("torchrun restart 2 on several machines" in caplog.text) == warns
     assert ("TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in caplog.text) == warns
 

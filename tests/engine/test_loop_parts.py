@@ -101,7 +101,7 @@ def test_a_non_finite_pending_loss_names_its_epoch_and_step():
 
 
 def test_a_mid_epoch_resume_keeps_the_sums_and_the_storage_round_trips_its_state():
-    storage, stop = EventStorage(), StopController()
+    storage = EventStorage()
     storage.begin_epoch(resumed_mid_epoch=False)
     storage.count({"loss": 4.0})
     storage.history.append({"epoch": 1, "train_loss": 4.0})

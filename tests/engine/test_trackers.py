@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import types
 import typing
 
 import pytest
@@ -160,7 +159,7 @@ def test_an_unknown_tracker_is_a_one_line_error_with_the_nearest_name(capsys):
     config = load_config(None)
     config.train.trackers = ["tensorbord"]  # a config built in code skips the loader's check
     with pytest.raises(ConfigError, match=r"^train.trackers: unknown tracker 'tensorbord' \(did you mean 'tensorb"):
-        arrange_trackers(types.SimpleNamespace(config=config, is_main=True), [])
+        arrange_trackers(config, is_main=True, user_hooks=[])
 
 
 def test_trackers_run_on_rank_zero_only_and_the_schema_names_them_all():
@@ -168,9 +167,9 @@ def test_trackers_run_on_rank_zero_only_and_the_schema_names_them_all():
     assert set(typing.get_args(names)) == {"csv", *TRACKERS}
     config = load_config(None, ["train.trackers=[csv, tensorboard, mlflow, mlflow]"])
     user_hook = visiontune.HookBase()
-    trackers, others = arrange_trackers(types.SimpleNamespace(config=config, is_main=True), [user_hook])
+    trackers, others = arrange_trackers(config, is_main=True, user_hooks=[user_hook])
     assert [tracker.name for tracker in trackers] == ["tensorboard", "mlflow"] and others == [user_hook]
-    assert arrange_trackers(types.SimpleNamespace(config=config, is_main=False), [MLflowTracker()]) == ([], [])
+    assert arrange_trackers(config, is_main=False, user_hooks=[MLflowTracker()]) == ([], [])
 
 
 def test_mlflow_params_are_texts_and_a_value_too_long_for_mlflow_is_cut_with_a_note():

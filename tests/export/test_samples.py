@@ -13,11 +13,15 @@ from PIL import Image
 from visiontune.export.samples import collect_sample_images
 
 
+class StillBlocked(BaseException):
+    """A named pipe was opened and blocked (a ``BaseException``: no ``except OSError`` swallows it)."""
+
+
 @pytest.fixture
 def no_hang():
     """Fail instead of hanging when something opens a named pipe."""
     def timeout(signum, frame):
-        raise TimeoutError("blocked: a named pipe was opened")
+        raise StillBlocked("blocked: a named pipe was opened")
 
     previous = signal.signal(signal.SIGALRM, timeout)
     signal.alarm(10)

@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from visiontune.data.validation import file_kind
 from visiontune.utils.files import FileWriteError, atomic_write_json
 from visiontune.utils.image import DECODE_ERRORS
 from visiontune.utils.paths import relative_posix
@@ -163,7 +164,8 @@ def hash_images(paths: Iterable[Path], *, cache: HashCache | None = None,
     """``(sha1, phash)`` of every distinct readable file of ``paths`` (see :func:`hash_image`).
 
     Args:
-        paths: Image files; unreadable ones are left out of the result.
+        paths: Image files; unreadable ones and those that are not regular files (never opened) are left out of
+            the result.
         cache: Looked up first; newly computed hashes are stored in it and saved at the end.
         num_workers: Hashing threads (decoding and hashing release the GIL); ``0`` or ``1``: the calling thread.
 
@@ -174,6 +176,8 @@ def hash_images(paths: Iterable[Path], *, cache: HashCache | None = None,
     result: dict[Path, tuple[str, int | None]] = {}
     missing: list[Path] = []
     for path in dict.fromkeys(Path(path) for path in paths):
+        if file_kind(path) is not None:
+            continue  # never opened: a named pipe would block the read (check-data names such files itself)
         try:
             cached = cache.lookup(path)
         except OSError:

@@ -36,7 +36,7 @@ from visiontune.engine.run_dir import newest_run_dir
 from visiontune.engine.scheduler import IterationScheduler, build_schedule_spec
 from visiontune.models.parts import ModelParts
 from visiontune.tasks.base import Task
-from visiontune.utils import comm as dist_utils
+from visiontune.utils import comm
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def warn_validation_duplicates(config: Config, train_dataset: Dataset, val_datas
     return line
 
 
-def build_train_sampler(dataset: Dataset, config: Config, info: dist_utils.DistInfo) -> TrainSampler:
+def build_train_sampler(dataset: Dataset, config: Config, info: comm.DistInfo) -> TrainSampler:
     """The training order of ``data.sampler``: ``random`` (:class:`TrainSampler`), ``balanced`` (classification:
     class-balanced draws, the dataset's length per epoch) or ``repeat_factor`` (detection, segmentation: LVIS repeat
     factors with ``data.repeat_thresh``, ``round(sum of the factors)`` samples per epoch), both a
@@ -212,7 +212,7 @@ def _draw_with(draw: Any, weights: Any, seed: int, length: int) -> list[int]:
 
 
 def build_train_loader(task: Task, dataset: Dataset, config: Config,
-                       info: dist_utils.DistInfo) -> tuple[DataLoader, TrainSampler]:
+                       info: comm.DistInfo) -> tuple[DataLoader, TrainSampler]:
     """The training loader and its resumable sampler (``sampler.set_epoch(epoch, start=samples_done)``).
 
     Batches drop the last incomplete one, as timm/torchvision do: a 1-image last batch breaks BatchNorm and skews
@@ -233,12 +233,12 @@ def build_train_loader(task: Task, dataset: Dataset, config: Config,
     return loader, sampler
 
 
-def build_val_loader(task: Task, dataset: Dataset, config: Config, info: dist_utils.DistInfo | None = None, *,
+def build_val_loader(task: Task, dataset: Dataset, config: Config, info: comm.DistInfo | None = None, *,
                      persistent_workers: bool | None = None) -> DataLoader:
     """The validation loader (training's validation and ``visiontune eval``): every sample once over the ranks
     (``info``: this process's place, by default the initialised process group's)."""
     data = config.data
-    info = info or dist_utils.current_info()
+    info = info or comm.current_info()
     return build_loader(dataset, batch_size=data.eval_batch_size or data.batch_size,
                         sampler=ShardSampler(len(dataset), rank=info.rank,  # type: ignore[arg-type]
                                              world_size=info.world_size),
@@ -415,7 +415,7 @@ class Optimization:
 
 
 def build_optimization(task: Task, setup: ModelSetup, train_dataset: Dataset, val_dataset: Dataset | None,
-                       config: Config, info: dist_utils.DistInfo, *, device: torch.device,
+                       config: Config, info: comm.DistInfo, *, device: torch.device,
                        autocast_dtype: torch.dtype | None) -> Optimization:
     """Loaders, parameter groups (per-layer learning rates), optimizer, per-step schedule, loss scaler and EMA."""
     train_loader, train_sampler = build_train_loader(task, train_dataset, config, info)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from visiontune.tune.space import apply_params
 from visiontune.tune.trials import run_training
 from visiontune.tune.types import Search, TuneResult
-from visiontune.utils import comm as dist_utils
+from visiontune.utils import comm
 from visiontune.utils.files import atomic_write_json
 from visiontune.utils.plots import format_metric
 
@@ -59,13 +59,13 @@ def run_final_seeds(study: optuna.Study | None, search: Search, result: TuneResu
     """
     config = search.config
     count = config.tune.final_seeds
-    best = dist_utils.broadcast_object((result.best_number, result.best_params) if study is not None else None)
+    best = comm.broadcast_object((result.best_number, result.best_params) if study is not None else None)
     if count == 0 or best is None or best[0] is None:
         return None
     number, params = best
     seeds = [config.seed + offset for offset in range(1, count + 1)]
     path = search.folder / FINAL_FILE
-    previous = dist_utils.main_process_result(lambda: _previous(path, number, seeds))
+    previous = comm.main_process_result(lambda: _previous(path, number, seeds))
     if previous is not None:
         logger.info("%s already holds the runs of trial %d with seeds %s", path, number, seeds)
         return previous
@@ -87,6 +87,6 @@ def run_final_seeds(study: optuna.Study | None, search: Search, result: TuneResu
     mean, std = spread([value for value in values if value is not None])
     final = {"trial": number, "params": params, "metric": search.metric_key, "seeds": seeds, "values": values,
              "failures": failures, "mean": mean, "std": std, "search_best": result.best_value}
-    if dist_utils.is_main_process():
+    if comm.is_main_process():
         atomic_write_json(final, path)
     return final

@@ -39,7 +39,7 @@ from visiontune.tune.space import apply_params, check_space, grid_values, parse_
 from visiontune.tune.tracking import study_run
 from visiontune.tune.trials import RunOutcome, TrialPruning, one_line, run_training
 from visiontune.tune.types import Search, TuneResult
-from visiontune.utils import comm as dist_utils
+from visiontune.utils import comm
 from visiontune.utils.plots import format_metric
 
 logger = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def _search_loop(study: optuna.Study | None, search: Search, started: float) -> 
 
     while True:
         trial = _ask(study, search, started) if study is not None else None
-        asked = dist_utils.broadcast_object((trial.number, dict(trial.params)) if trial is not None else None)
+        asked = comm.broadcast_object((trial.number, dict(trial.params)) if trial is not None else None)
         if asked is None:
             return 0
         outcome = run_trial(study, trial, search, *asked)
@@ -279,9 +279,9 @@ def tune(config: Config, hooks: Iterable[HookBase] = ()) -> TuneResult:
 
     started = time.perf_counter()
     search = make_search(config, hooks)
-    dist_utils.init_distributed(dist_utils.resolve_device(config.device))
-    search.folder, resumed = dist_utils.main_process_result(lambda: _choose_folder(config))
-    study = open_study(search.folder, search) if dist_utils.is_main_process() else None
+    comm.init_distributed(comm.resolve_device(config.device))
+    search.folder, resumed = comm.main_process_result(lambda: _choose_folder(config))
+    study = open_study(search.folder, search) if comm.is_main_process() else None
     logger.info("%s study in %s: %s (%s), %d trials", "continuing the" if resumed else "a new", search.folder,
                 search.metric_key, search.direction, config.tune.trials)
     search.mlflow = study_run(study, search)

@@ -23,7 +23,7 @@ from visiontune.engine.run_dir import new_run_dir
 from visiontune.engine.stop import NonFiniteLossError
 from visiontune.engine.trainer import Trainer, TrainResult
 from visiontune.registry import UnknownNameError
-from visiontune.utils import comm as dist_utils
+from visiontune.utils import comm
 from visiontune.utils.plots import format_metric
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class TrialPruning(HookBase):
             self.trial.report(float(value), step=epoch)
             return self.trial.should_prune()
 
-        if dist_utils.main_process_result(decide):
+        if comm.main_process_result(decide):
             self.pruned_at = epoch
             trainer.stop.propose(f"pruned: {self.metric_key} {format_metric(value)} after epoch {epoch} (tune.pruner)")
 
@@ -151,7 +151,7 @@ def run_training(config: Config, hooks: Sequence[HookBase], *, tune_dir: Path, g
     An error of :data:`TRIAL_ERRORS` is caught: the outcome carries its one-line reason. Other errors propagate.
     """
     share_cache = caches_features(config)
-    run_dir = dist_utils.main_process_result(lambda: _make_run_dir(tune_dir, group, name, share_cache=share_cache))
+    run_dir = comm.main_process_result(lambda: _make_run_dir(tune_dir, group, name, share_cache=share_cache))
     started = time.perf_counter()
     outcome = RunOutcome(run_dir=run_dir)
     try:

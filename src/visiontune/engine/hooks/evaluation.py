@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from visiontune.config import Config
+from visiontune.engine import inference
 from visiontune.engine.build import build_val_loader, unwrap
 from visiontune.engine.checkpoint import (
     atomic_save,
@@ -16,12 +17,11 @@ from visiontune.engine.checkpoint import (
     restore_rng_state,
 )
 from visiontune.engine.hooks.base import HookBase, TrainingContext
-from visiontune.engine.inference import run_evaluation
 from visiontune.evaluation.bootstrap import evaluator_per_image, load_per_image, save_per_image
 from visiontune.tasks.base import Task
 from visiontune.utils.plots import format_metric
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__package__)  # one logger for the hooks: "visiontune.engine.hooks"
 
 __all__ = ["BaselineEval", "BestCheckpointer", "EvalArtifacts", "EvalHook", "PerImageKeeper", "TestEvaluation",
            "selection_metric"]
@@ -186,7 +186,7 @@ class EvalArtifacts(HookBase):
             return
         unwrap(trainer.model).load_state_dict(load_checkpoint(trainer.run_dir / "best.pt")["model"])
         evaluator = trainer.task.build_evaluator(trainer.val_dataset)
-        run_evaluation(trainer.model, trainer.val_loader, evaluator, device=trainer.device,
+        inference.run_evaluation(trainer.model, trainer.val_loader, evaluator, device=trainer.device,
                        autocast_dtype=trainer.autocast_dtype)
         try:
             evaluator.save_artifacts(trainer.run_dir / "eval")
@@ -212,7 +212,7 @@ class TestEvaluation(HookBase):
         unwrap(trainer.model).load_state_dict(load_checkpoint(checkpoint)["model"])
         evaluator = trainer.task.build_evaluator(dataset)
         with trainer.explain_out_of_memory("evaluation"):
-            metrics = run_evaluation(trainer.model, loader, evaluator, device=trainer.device,
+            metrics = inference.run_evaluation(trainer.model, loader, evaluator, device=trainer.device,
                                      autocast_dtype=trainer.autocast_dtype, description="test")
         storage = trainer.storage
         storage.test_metrics = {f"test_{key}": value for key, value in metrics.items()}

@@ -10,7 +10,7 @@ from visiontune.engine.finetune import unfreeze_all
 from visiontune.engine.hooks.base import HookBase, TrainingContext
 from visiontune.engine.scheduler import IterationScheduler
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__package__)  # one logger for the hooks: "visiontune.engine.hooks"
 
 __all__ = ["EMAUpdate", "LRScheduler", "ProgressiveUnfreeze"]
 

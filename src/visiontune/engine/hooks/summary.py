@@ -13,7 +13,7 @@ from visiontune.engine.events import EventStorage
 from visiontune.engine.hooks.base import HookBase, TrainingContext
 from visiontune.evaluation.bootstrap import bootstrap_intervals, summary_intervals
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__package__)  # one logger for the hooks: "visiontune.engine.hooks"
 
 __all__ = ["RunSummary", "run_intervals", "summarize_history"]
 

@@ -13,7 +13,7 @@ from visiontune.utils import plots
 from visiontune.utils.plots import format_metric
 from visiontune.utils.timing import TimeShare
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__package__)  # one logger for the hooks: "visiontune.engine.hooks"
 
 __all__ = ["EpochLogger", "MetricsWriter", "PlotWriter", "ProgressBar"]
 
