@@ -66,8 +66,6 @@ def torchrun(arguments: list[str], *, cwd: Path, max_restarts: int = 0) -> str:
     return completed.stdout
 
 
-
-
 @pytest.fixture(scope="module")
 def ddp_run(tiny_shapes, tmp_path_factory) -> tuple[Path, str]:
     """``torchrun --nproc-per-node 2 -m visiontune train ...``: the run directory and the launcher's output."""

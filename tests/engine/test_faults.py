@@ -39,8 +39,6 @@ def overrides(data_root: Path, project: Path, *extra: str) -> list[str]:
             *extra]
 
 
-
-
 @pytest.fixture(autouse=True)
 def single_threaded():
     with one_thread():

@@ -88,8 +88,6 @@ class CocoDataReport:
         return "\n".join(lines)
 
 
-
-
 def _check_image_file(path: Path, record: CocoImageRecord, orientations: dict[Path, int]) -> str | None:
     """Return a reason when the image cannot be used, else None; an EXIF orientation (not 1) goes to
     ``orientations``. Only regular files are opened."""

@@ -158,7 +158,6 @@ def _format_ids(ids: Sequence[int]) -> str:
     return f"(annotation ids {shown}{more})"
 
 
-
 def read_coco_json(annotation_file: str | Path) -> dict[str, Any]:
     """Read a COCO instances JSON file and check its top-level structure.
 
@@ -195,7 +194,6 @@ def read_coco_json(annotation_file: str | Path) -> dict[str, Any]:
         if not isinstance(data[key], list):
             raise CocoFormatError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
     return data
-
 
 
 class _ErrorSink:

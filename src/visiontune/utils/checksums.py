@@ -22,7 +22,6 @@ class ChecksumError(ValueError):
     """A checkpoint's contents differ from the checksums stored in it; the message names the file and tensor."""
 
 
-
 def _walk(obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:
     """``(path, leaf)`` of every leaf of nested dicts / lists / tuples; paths join keys with ``/``."""
     if isinstance(obj, Mapping):

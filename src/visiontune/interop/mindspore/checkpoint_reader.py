@@ -56,7 +56,6 @@ __all__ = ["list_mindspore_checkpoint", "read_mindspore_checkpoint"]
 PathLike = str | os.PathLike[str]
 
 
-
 @dataclass(frozen=True)
 class _ValueEntry:
     """One ``Checkpoint.value`` entry: where its tensor bytes lie in the file."""
@@ -220,7 +219,6 @@ def _check_signature(buffer: memoryview, *, source: str) -> None:
         bytes(buffer[name_field.payload_start : name_field.payload_end]).decode("utf-8")
     except UnicodeDecodeError as error:
         raise NotAMindSporeCheckpointError(f"{not_checkpoint} (the first name is not UTF-8)") from error
-
 
 
 def _scan_entries(buffer: memoryview, *, source: str) -> list[_ValueEntry]:

@@ -86,8 +86,6 @@ def save_mindspore_checkpoint(
     logger.debug("wrote %d tensors to MindSpore checkpoint %s", len(prepared), path)  # callers report the file
 
 
-
-
 @dataclass(frozen=True)
 class _PreparedTensor:
     name: str
