@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 
 from visiontune.config import load_config
-from visiontune.export.exporter import ExportOptions, export_model
+from visiontune.export.exporter import export_model
+from visiontune.export.options import ExportOptions
 from visiontune.export.specs import build_export_spec
 from visiontune.models.maskrcnn import paste_masks
 from visiontune.tasks import create_task

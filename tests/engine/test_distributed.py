@@ -32,7 +32,7 @@ from visiontune.engine.checkpoint import load_checkpoint
 from visiontune.engine.inference import to_device
 from visiontune.engine.loaders import ShardSampler, TrainSampler, build_loader
 from visiontune.engine.trainer import Trainer
-from visiontune.tasks.face_detection import FaceDetectionEvaluator
+from visiontune.evaluation.face_detection import FaceDetectionEvaluator
 from visiontune.utils import comm
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_with_faults.py"

@@ -12,7 +12,8 @@ from visiontune.cli import COMMANDS, main
 from visiontune.cli.export import load_export_config
 from visiontune.config import parse_image_size
 from visiontune.engine.checkpoint import load_checkpoint
-from visiontune.export.exporter import ExportOptions, model_from_checkpoint
+from visiontune.export.exporter import model_from_checkpoint
+from visiontune.export.options import ExportOptions
 
 
 def test_export_is_registered_as_a_command():

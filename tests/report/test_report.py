@@ -22,9 +22,10 @@ from visiontune.report import (
     write_data_report,
     write_run_report,
 )
-from visiontune.report.run_files import default_metric, metric_family, read_csv_dicts, read_run
+from visiontune.report.run_files import default_metric, read_csv_dicts, read_run
 from visiontune.tasks import create_task
 from visiontune.utils.drawing import LANDMARK_COLORS, contrast_color, draw_labeled_boxes, draw_landmarks
+from visiontune.utils.plots import metric_family
 
 IMG = re.compile(r'<img src="data:(image/[a-z+]+);base64,([^"]+)"')
 

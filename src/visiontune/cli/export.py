@@ -70,7 +70,8 @@ def run_export(args: argparse.Namespace) -> int:
     """Handler of ``visiontune export``: export, print the parity table and the written file."""
     from visiontune.engine.run_dir import check_output_path, run_folder_of
     from visiontune.export._dependencies import MissingExportDependencyError
-    from visiontune.export.exporter import ExportOptions, export_checkpoint
+    from visiontune.export.exporter import export_checkpoint
+    from visiontune.export.options import ExportOptions
 
     config = load_export_config(args.config, args.overrides)
     assert config.checkpoint is not None  # checked by load_export_config

@@ -47,7 +47,7 @@ from visiontune.utils.files import atomic_write_bytes
 if TYPE_CHECKING:
     from visiontune.tasks.base import Task
 
-__all__ = ["ExportOptions", "ExportResult", "export_checkpoint", "export_model", "model_from_checkpoint"]
+__all__ = ["ExportResult", "export_checkpoint", "export_model", "model_from_checkpoint"]
 
 logger = logging.getLogger(__name__)
 

@@ -19,10 +19,9 @@ from typing import Any
 import yaml
 
 from visiontune.utils.mappings import flatten
-from visiontune.utils.plots import LOWER_IS_BETTER, is_percent_metric, is_saturated_topk, metric_family, to_float
+from visiontune.utils.plots import LOWER_IS_BETTER, is_saturated_topk, to_float
 
-__all__ = ["RunFiles", "config_difference", "default_metric", "flatten", "is_percent_metric", "main_metric",
-           "metric_family", "read_run"]
+__all__ = ["RunFiles", "config_difference", "default_metric", "main_metric", "read_run"]
 
 DEFAULT_METRICS = {"classification": "top1", "face_detection": "ap", "instance_segmentation": "segm_AP"}
 """The task's ``default_metric`` (``visiontune.tasks``), mirrored here to stay below the tasks layer; face detection

@@ -22,16 +22,11 @@ from visiontune.report.html import (
     pre,
     table,
 )
-from visiontune.report.run_files import (
-    RunFiles,
-    config_difference,
-    flatten,
-    metric_family,
-    read_run,
-)
+from visiontune.report.run_files import RunFiles, config_difference, read_run
 from visiontune.report.task_views import eval_folders_view, metric_text, task_view
 from visiontune.utils.files import atomic_write_text
-from visiontune.utils.plots import CurvePanel, curve_figure, curve_panels, figure_uri
+from visiontune.utils.mappings import flatten
+from visiontune.utils.plots import CurvePanel, curve_figure, curve_panels, figure_uri, metric_family
 from visiontune.utils.summary_table import interval_note, summary_table
 
 __all__ = ["default_config", "format_duration", "main_metric_columns", "metric_cell", "run_summary", "write_run_report"]

@@ -57,7 +57,7 @@ from visiontune.utils.drawing import draw_faces
 from visiontune.utils.paths import output_names, relative_posix, safe_output_names
 from visiontune.utils.timing import InferenceTimer, synchronize_device
 
-__all__ = ["RETINAFACE_MODELS", "FaceDetectionEvaluator", "FaceDetectionTask", "FaceDetector"]
+__all__ = ["RETINAFACE_MODELS", "FaceDetectionTask", "FaceDetector"]
 
 logger = logging.getLogger(__name__)
 

@@ -72,7 +72,7 @@ from visiontune.utils.image import open_rgb
 from visiontune.utils.image_tensors import rgb_to_tensor, tensor_to_rgb
 from visiontune.utils.paths import output_names, safe_output_names
 
-__all__ = ["MASKRCNN_MODELS", "InstanceSegmentationEvaluator", "InstanceSegmentationTask"]
+__all__ = ["MASKRCNN_MODELS", "InstanceSegmentationTask"]
 
 logger = logging.getLogger(__name__)
 
