@@ -395,11 +395,8 @@ def build_model(task: Task, config: Config, device: torch.device, *, load_weight
 
 @dataclass
 class Optimization:
-    """The loaders, the optimizer and what steps with it, as :func:`build_optimization` leaves them."""
+    """The optimizer and what steps with it, as :func:`build_optimization` leaves them."""
 
-    train_loader: DataLoader
-    train_sampler: TrainSampler
-    val_loader: DataLoader | None
     batches_per_epoch: int
     """Micro-batches per epoch and process."""
     global_batch: int
@@ -414,15 +411,13 @@ class Optimization:
     """timm's ``ModelEmaV3`` of the model, or ``None``."""
 
 
-def build_optimization(task: Task, setup: ModelSetup, train_dataset: Dataset, val_dataset: Dataset | None,
-                       config: Config, info: comm.DistInfo, *, device: torch.device,
-                       autocast_dtype: torch.dtype | None) -> Optimization:
-    """Loaders, parameter groups (per-layer learning rates), optimizer, per-step schedule, loss scaler and EMA."""
-    train_loader, train_sampler = build_train_loader(task, train_dataset, config, info)
-    val_loader = build_val_loader(task, val_dataset, config, info) if val_dataset is not None else None
-    batches_per_epoch = train_sampler.per_rank // config.data.batch_size
+def build_optimization(setup: ModelSetup, samples_per_rank: int, config: Config, info: comm.DistInfo, *,
+                       device: torch.device, autocast_dtype: torch.dtype | None) -> Optimization:
+    """Parameter groups (per-layer learning rates), optimizer, per-step schedule, loss scaler and EMA for a training
+    split of ``samples_per_rank`` samples per process (the training sampler's ``per_rank``)."""
+    batches_per_epoch = samples_per_rank // config.data.batch_size
     if batches_per_epoch == 0:
-        raise ValueError(f"the training split has {train_sampler.per_rank} images per process, fewer than "
+        raise ValueError(f"the training split has {samples_per_rank} images per process, fewer than "
                          f"data.batch_size={config.data.batch_size}; lower the batch size")
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / config.train.accumulate))
     global_batch = config.data.batch_size * info.world_size * config.train.accumulate
@@ -435,6 +430,6 @@ def build_optimization(task: Task, setup: ModelSetup, train_dataset: Dataset, va
     optimizer = create_optimizer(config, param_groups, base_lr)
     spec = build_schedule_spec(config.sched, epochs=config.train.epochs, steps_per_epoch=steps_per_epoch,
                                base_lr=base_lr)
-    return Optimization(train_loader, train_sampler, val_loader, batches_per_epoch, global_batch, base_lr,
-                        param_groups, optimizer, IterationScheduler(optimizer, spec),
-                        build_grad_scaler(device, autocast_dtype), build_ema(setup.model, config, device))
+    return Optimization(batches_per_epoch, global_batch, base_lr, param_groups, optimizer,
+                        IterationScheduler(optimizer, spec), build_grad_scaler(device, autocast_dtype),
+                        build_ema(setup.model, config, device))

@@ -175,11 +175,11 @@ class Trainer(TrainerBase):
         setup = build_model(self.task, config, self.device, load_weights=checkpoint is None)
         self.model, self.parts, self.channels_last, self.frozen_names = (
             setup.model, setup.parts, setup.channels_last, setup.frozen_names)
+        self._build_loaders()
         self.optimization = optimization = build_optimization(
-            self.task, setup, self.train_dataset, self.val_dataset, config, self.dist, device=self.device,
+            setup, self.train_sampler.per_rank, config, self.dist, device=self.device,
             autocast_dtype=self.autocast_dtype)
-        self.train_loader, self.train_sampler = optimization.train_loader, optimization.train_sampler
-        self.val_loader, self.batches_per_epoch = optimization.val_loader, optimization.batches_per_epoch
+        self.batches_per_epoch = optimization.batches_per_epoch
         self.optimizer, self.scaler, self.ema = optimization.optimizer, optimization.scaler, optimization.ema
         self.train_step = TrainStep(self.model, self.model, self.optimizer, self.scaler, self.task, config,
                                     device=self.device, autocast_dtype=self.autocast_dtype,
@@ -260,9 +260,14 @@ class Trainer(TrainerBase):
         if train_dataset is self.train_dataset and val_dataset is self.val_dataset:
             return
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
-        self.train_loader, self.train_sampler = build_train_loader(self.task, train_dataset, self.config, self.dist)
-        self.val_loader = (build_val_loader(self.task, val_dataset, self.config, self.dist)
-                           if val_dataset is not None else None)
+        self._build_loaders()
+
+    def _build_loaders(self) -> None:
+        """The loaders of :attr:`train_dataset` and :attr:`val_dataset` (none without a validation split)."""
+        self.train_loader, self.train_sampler = build_train_loader(self.task, self.train_dataset, self.config,
+                                                                   self.dist)
+        self.val_loader = (build_val_loader(self.task, self.val_dataset, self.config, self.dist)
+                           if self.val_dataset is not None else None)
 
     def _write_run_files(self) -> None:
         """Rank 0: ``config.yaml``, ``preset.yaml`` (the ``-c`` file: the report shows the changes from it),

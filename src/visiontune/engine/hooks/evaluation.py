@@ -4,7 +4,10 @@ per-image results kept for the intervals, the test split and the evaluation arti
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
+
+from torch.utils.data import DataLoader, Dataset
 
 from visiontune.config import Config
 from visiontune.engine import inference
@@ -18,13 +21,13 @@ from visiontune.engine.checkpoint import (
 )
 from visiontune.engine.hooks.base import HookBase, TrainingContext
 from visiontune.evaluation.bootstrap import evaluator_per_image, load_per_image, save_per_image
-from visiontune.tasks.base import Task
+from visiontune.tasks.base import Evaluator, Task
 from visiontune.utils.plots import format_metric
 
 logger = logging.getLogger(__package__)  # one logger for the hooks: "visiontune.engine.hooks"
 
 __all__ = ["BaselineEval", "BestCheckpointer", "EvalArtifacts", "EvalHook", "PerImageKeeper", "TestEvaluation",
-           "selection_metric"]
+           "evaluate_checkpoint", "selection_metric"]
 
 
 def selection_metric(config: Config, task: Task) -> tuple[str, str]:
@@ -175,6 +178,17 @@ class PerImageKeeper(HookBase):
     after_baseline = after_epoch
 
 
+def evaluate_checkpoint(trainer: TrainingContext, checkpoint: Path, dataset: Dataset, loader: DataLoader, *,
+                        description: str = "eval") -> tuple[Evaluator, dict[str, float]]:
+    """Load the weights of ``checkpoint`` into ``trainer.model`` (it keeps them) and evaluate them on ``dataset``:
+    the evaluator (for its artifacts and per-image results) and its metrics."""
+    unwrap(trainer.model).load_state_dict(load_checkpoint(checkpoint)["model"])
+    evaluator = trainer.task.build_evaluator(dataset)
+    metrics = inference.run_evaluation(trainer.model, loader, evaluator, device=trainer.device,
+                                       autocast_dtype=trainer.autocast_dtype, description=description)
+    return evaluator, metrics
+
+
 class EvalArtifacts(HookBase):
     """After a finished run (rank 0, one process): confusion matrix / PR curves of ``best.pt`` in ``<run>/eval``
     (under DDP they need the whole split in one process: ``visiontune eval`` writes them)."""
@@ -184,10 +198,8 @@ class EvalArtifacts(HookBase):
             return
         if trainer.val_loader is None or trainer.val_dataset is None or not (trainer.run_dir / "best.pt").exists():
             return
-        unwrap(trainer.model).load_state_dict(load_checkpoint(trainer.run_dir / "best.pt")["model"])
-        evaluator = trainer.task.build_evaluator(trainer.val_dataset)
-        inference.run_evaluation(trainer.model, trainer.val_loader, evaluator, device=trainer.device,
-                       autocast_dtype=trainer.autocast_dtype)
+        evaluator, _ = evaluate_checkpoint(trainer, trainer.run_dir / "best.pt", trainer.val_dataset,
+                                           trainer.val_loader)
         try:
             evaluator.save_artifacts(trainer.run_dir / "eval")
         except Exception as error:  # noqa: BLE001 - artifacts are a convenience, never a failure
@@ -209,11 +221,8 @@ class TestEvaluation(HookBase):
             return
         dataset = trainer.task.build_dataset(split, train=False)
         loader = build_val_loader(trainer.task, dataset, trainer.config, trainer.dist)
-        unwrap(trainer.model).load_state_dict(load_checkpoint(checkpoint)["model"])
-        evaluator = trainer.task.build_evaluator(dataset)
         with trainer.explain_out_of_memory("evaluation"):
-            metrics = inference.run_evaluation(trainer.model, loader, evaluator, device=trainer.device,
-                                     autocast_dtype=trainer.autocast_dtype, description="test")
+            evaluator, metrics = evaluate_checkpoint(trainer, checkpoint, dataset, loader, description="test")
         storage = trainer.storage
         storage.test_metrics = {f"test_{key}": value for key, value in metrics.items()}
         storage.test_checkpoint = checkpoint.name
